@@ -1,0 +1,179 @@
+/**
+ * Every error this library throws or reports is an `EtcdConnectorError` with a literal `name` and a
+ * stable string `code`. Match on `code` (or `instanceof`), never on `message`.
+ */
+
+/** Stable error codes. Adding a code is a minor change; renaming one is a breaking change. */
+export const ErrorCode = {
+  InvalidArgument: 'ETCDC_INVALID_ARGUMENT',
+  InvalidState: 'ETCDC_INVALID_STATE',
+  Closed: 'ETCDC_CLOSED',
+  KeyExists: 'ETCDC_KEY_EXISTS',
+  SessionLost: 'ETCDC_SESSION_LOST',
+  NotLeader: 'ETCDC_NOT_LEADER',
+  Compacted: 'ETCDC_COMPACTED',
+  SlowConsumer: 'ETCDC_SLOW_CONSUMER',
+  Timeout: 'ETCDC_TIMEOUT',
+  Unavailable: 'ETCDC_UNAVAILABLE',
+  RequestFailed: 'ETCDC_REQUEST_FAILED',
+  Aborted: 'ETCDC_ABORTED',
+  EtcdNotFound: 'ETCDC_ETCD_NOT_FOUND',
+  EtcdStartFailed: 'ETCDC_ETCD_START_FAILED',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface ErrorOptions {
+  cause?: unknown;
+}
+
+/** Base class of every error of this library. */
+export class EtcdConnectorError extends Error {
+  override name = 'EtcdConnectorError';
+  readonly code: ErrorCode;
+  /** True when the same call may succeed if tried again later (etcd unreachable, timeouts). */
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, retryable: boolean, options?: ErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = retryable;
+  }
+}
+
+/** Bad input: caught before any I/O, nothing was written. */
+export class InvalidArgumentError extends EtcdConnectorError {
+  override name = 'InvalidArgumentError' as const;
+  constructor(
+    /** Which argument or option was wrong. */
+    readonly argument: string,
+    message: string,
+  ) {
+    super(ErrorCode.InvalidArgument, `${argument}: ${message}`, false);
+  }
+}
+
+/** The call does not fit the object's state (e.g. `start()` twice, `update()` before `create()`). */
+export class InvalidStateError extends EtcdConnectorError {
+  override name = 'InvalidStateError' as const;
+  constructor(message: string) {
+    super(ErrorCode.InvalidState, message, false);
+  }
+}
+
+/** The connector (or the recipe) was closed; nothing more can be done with it. */
+export class ClosedError extends EtcdConnectorError {
+  override name = 'ClosedError' as const;
+  constructor(what = 'connector') {
+    super(ErrorCode.Closed, `${what} is closed`, false);
+  }
+}
+
+/** An ephemeral key could not be created because another live owner holds it. */
+export class KeyExistsError extends EtcdConnectorError {
+  override name = 'KeyExistsError' as const;
+  constructor(readonly key: string) {
+    super(ErrorCode.KeyExists, `key ${key} is held by another live owner`, false);
+  }
+}
+
+/** The session's lease is gone: its local deadline passed, or etcd said it no longer exists. */
+export class SessionLostError extends EtcdConnectorError {
+  override name = 'SessionLostError' as const;
+  constructor(
+    readonly leaseId: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(ErrorCode.SessionLost, `lease ${leaseId} lost: ${message}`, true, options);
+  }
+}
+
+/** A fenced operation ran while this participant was not (or no longer) the leader. */
+export class NotLeaderError extends EtcdConnectorError {
+  override name = 'NotLeaderError' as const;
+  constructor(message = 'not the leader') {
+    super(ErrorCode.NotLeader, message, false);
+  }
+}
+
+/** The requested history was compacted away. `compactRevision` is the oldest still available. */
+export class CompactedError extends EtcdConnectorError {
+  override name = 'CompactedError' as const;
+  constructor(
+    readonly requestedRevision: string,
+    readonly compactRevision: string,
+  ) {
+    super(
+      ErrorCode.Compacted,
+      `revision ${requestedRevision} was compacted (oldest available: ${compactRevision})`,
+      false,
+    );
+  }
+}
+
+/** An event stream's consumer fell too far behind; the stream ended rather than grow unbounded. */
+export class SlowConsumerError extends EtcdConnectorError {
+  override name = 'SlowConsumerError' as const;
+  constructor(readonly buffered: number) {
+    super(ErrorCode.SlowConsumer, `consumer fell behind by ${buffered} events`, false);
+  }
+}
+
+/** A call did not complete within its deadline. */
+export class TimeoutError extends EtcdConnectorError {
+  override name = 'TimeoutError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.Timeout, message, true, options);
+  }
+}
+
+/** etcd could not be reached or refused the call for a transient reason. */
+export class UnavailableError extends EtcdConnectorError {
+  override name = 'UnavailableError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.Unavailable, message, true, options);
+  }
+}
+
+/** etcd refused the request for a reason that retrying will not fix (permissions, bad request). */
+export class RequestFailedError extends EtcdConnectorError {
+  override name = 'RequestFailedError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.RequestFailed, message, false, options);
+  }
+}
+
+/** The caller's AbortSignal fired. */
+export class AbortError extends EtcdConnectorError {
+  override name = 'AbortError' as const;
+  constructor(options?: ErrorOptions) {
+    super(ErrorCode.Aborted, 'the operation was aborted', false, options);
+  }
+}
+
+/** The testing kit could not find the etcd binary. */
+export class EtcdNotFoundError extends EtcdConnectorError {
+  override name = 'EtcdNotFoundError' as const;
+  constructor(binary: string) {
+    super(
+      ErrorCode.EtcdNotFound,
+      `etcd binary not found (${binary}). Install it with ` +
+        '`sudo apt-get update && sudo apt-get install -y etcd-server etcd-client` ' +
+        '(or run `bash scripts/ensure-etcd.sh`), or point ETCD_BIN at an etcd 3.4+ binary.',
+      false,
+    );
+  }
+}
+
+/** The testing kit started etcd but it did not become healthy in time, or exited. */
+export class EtcdStartError extends EtcdConnectorError {
+  override name = 'EtcdStartError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.EtcdStartFailed, message, true, options);
+  }
+}
+
+/** True for errors of this library that carry the given code. */
+export function hasCode(err: unknown, code: ErrorCode): err is EtcdConnectorError {
+  return err instanceof EtcdConnectorError && err.code === code;
+}

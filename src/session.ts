@@ -1,0 +1,346 @@
+/**
+ * A Session owns one etcd lease and its keepalive, shared by every recipe of a connector that uses
+ * the same TTL (like Go's `concurrency.Session`). It judges loss on a monotonic clock: the lease is
+ * surely alive until *send time of the last acknowledged keepalive + TTL* — etcd renewed it no
+ * earlier than that send — so past that instant the session declares itself lost, whatever the
+ * network says. A session never comes back from `lost`; the connector grants a new one.
+ *
+ * States (Curator's vocabulary): `alive`; `suspended` — keepalives are not being acknowledged, the
+ * lease may be gone soon ("leaders should pause"); `lost` — the deadline passed or etcd said the
+ * lease does not exist ("you are not leader"); `closed` — revoked by us.
+ */
+import type { Etcd3, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import { ClosedError, SessionLostError } from './errors.js';
+import { leaseIdHex, openStream, toConnectorError, type OpenedStream } from './internal/etcd-rpc.js';
+import { Backoff, monotonicMs } from './internal/timers.js';
+
+export type SessionState = 'alive' | 'suspended' | 'lost' | 'closed';
+
+export interface SessionStateChange {
+  readonly state: SessionState;
+  /** The lease id in hex, as it appears in Go-compatible keys. */
+  readonly leaseId: string;
+  /** Why the session was lost (state `lost` only). */
+  readonly error?: SessionLostError;
+}
+
+export interface SessionOptions {
+  /** Deadline of unary calls (grant, revoke). */
+  callTimeoutMs: number;
+  /**
+   * A keepalive unanswered this long marks the session suspended and moves the keepalive stream to
+   * a fresh connection. Default: a quarter of the TTL, between 300 ms and 2 s.
+   */
+  suspendAfterMs?: number;
+}
+
+type KeepAliveStream = OpenedStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+
+export class Session implements AsyncDisposable {
+  /** Lease id as etcd's decimal string (what etcd3's builders take). */
+  readonly leaseId: string;
+  /** Lease id in hex, as used in Go's key layouts. */
+  readonly leaseIdHex: string;
+  /** The TTL etcd granted, in seconds (etcd may raise a very short request). */
+  readonly ttl: number;
+  /** Resolves (never rejects) when the session ends: lost or closed. */
+  readonly done: Promise<SessionStateChange>;
+
+  private stateValue: SessionState = 'alive';
+  private deadlineMs: number;
+  private readonly listeners = new Set<(change: SessionStateChange) => void>();
+  private resolveDone!: (change: SessionStateChange) => void;
+  private readonly intervalMs: number;
+  private readonly suspendAfterMs: number;
+  private stream: KeepAliveStream | undefined;
+  private opening = false;
+  /** Send times of keepalives not yet answered on the current stream; etcd answers in order. */
+  private pending: number[] = [];
+  private tickTimer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private silenceTimer: NodeJS.Timeout | undefined;
+  private reopenTimer: NodeJS.Timeout | undefined;
+  private readonly backoff = new Backoff(50, 1000);
+  private revoking: Promise<void> | undefined;
+
+  private constructor(
+    private readonly client: Etcd3,
+    leaseId: string,
+    ttl: number,
+    grantSentAt: number,
+    private readonly options: SessionOptions,
+  ) {
+    this.leaseId = leaseId;
+    this.leaseIdHex = leaseIdHex(leaseId);
+    this.ttl = ttl;
+    this.deadlineMs = grantSentAt + ttl * 1000;
+    this.intervalMs = (ttl * 1000) / 3;
+    this.suspendAfterMs =
+      options.suspendAfterMs ?? Math.min(2000, Math.max(300, (ttl * 1000) / 4));
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.armDeadline();
+    this.openStream();
+    this.tickTimer = setInterval(() => {
+      this.sendKeepAlive();
+    }, this.intervalMs);
+  }
+
+  /** Grants a lease of `ttl` seconds and starts keeping it alive. */
+  static async grant(client: Etcd3, ttl: number, options: SessionOptions): Promise<Session> {
+    const sentAt = monotonicMs();
+    let res;
+    try {
+      res = await client.leaseClient.leaseGrant(
+        { TTL: ttl, ID: 0 },
+        { deadline: Date.now() + options.callTimeoutMs },
+      );
+    } catch (err) {
+      throw toConnectorError(err, 'lease grant');
+    }
+    const granted = Number(res.TTL);
+    return new Session(client, res.ID, granted > 0 ? granted : ttl, sentAt, options);
+  }
+
+  get state(): SessionState {
+    return this.stateValue;
+  }
+
+  /** Monotonic instant (`performance.now()` ms) until which the lease is surely alive. */
+  get deadline(): number {
+    return this.deadlineMs;
+  }
+
+  /**
+   * True while the lease is surely alive *now*. Checks the clock itself rather than trusting a
+   * timer, so a process resumed after a pause sees the truth before its timers have run.
+   */
+  isAlive(): boolean {
+    if (this.stateValue === 'lost' || this.stateValue === 'closed') return false;
+    if (monotonicMs() >= this.deadlineMs) {
+      this.lose('keepalive deadline passed (last acknowledged send + TTL)');
+      return false;
+    }
+    return true;
+  }
+
+  /** Throws SessionLostError / ClosedError unless the lease is surely alive now. */
+  assertAlive(): void {
+    if (this.isAlive()) return;
+    if (this.stateValue === 'closed') throw new ClosedError('session');
+    throw this.lostError ?? new SessionLostError(this.leaseIdHex, 'lost');
+  }
+
+  private lostError: SessionLostError | undefined;
+
+  /** Calls `listener` on every state change; returns the unsubscribe function. */
+  onChange(listener: (change: SessionStateChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Stops the keepalive and revokes the lease (its keys vanish at once). Idempotent. */
+  async close(): Promise<void> {
+    if (this.stateValue !== 'closed' && this.stateValue !== 'lost') {
+      this.setState({ state: 'closed', leaseId: this.leaseIdHex });
+      this.stopTimers();
+      this.revoking = this.revoke();
+    }
+    this.stopTimers();
+    await this.revoking;
+  }
+
+  /** Stops the keepalive without revoking: the lease ends at its TTL. Idempotent. */
+  orphan(): void {
+    if (this.stateValue === 'closed' || this.stateValue === 'lost') return;
+    this.setState({ state: 'closed', leaseId: this.leaseIdHex });
+    this.stopTimers();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close().catch(() => undefined);
+  }
+
+  private async revoke(): Promise<void> {
+    try {
+      await this.client.leaseClient.leaseRevoke(
+        { ID: this.leaseId },
+        { deadline: Date.now() + this.options.callTimeoutMs },
+      );
+    } catch {
+      // Unreachable etcd or an already expired lease: the TTL ends it either way.
+    }
+  }
+
+  private openStream(): void {
+    if (this.opening || this.stream !== undefined || this.ended) return;
+    this.opening = true;
+    openStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>(
+      this.client,
+      'Lease',
+      'leaseKeepAlive',
+    ).then(
+      (opened) => {
+        this.opening = false;
+        if (this.ended) {
+          opened.stream.cancel();
+          return;
+        }
+        this.stream = opened;
+        this.pending = [];
+        const { stream } = opened;
+        stream.on('data', (res: ILeaseKeepAliveResponse) => {
+          if (this.stream === opened) this.onResponse(res);
+        });
+        const onBroken = (): void => {
+          if (this.stream === opened) this.dropStream(false);
+        };
+        stream.on('error', onBroken);
+        stream.on('end', onBroken);
+        // Refresh at once: the stream may replace one that went silent.
+        this.sendKeepAlive();
+      },
+      () => {
+        this.opening = false;
+        this.scheduleReopen();
+      },
+    );
+  }
+
+  private get ended(): boolean {
+    return this.stateValue === 'lost' || this.stateValue === 'closed';
+  }
+
+  private sendKeepAlive(): void {
+    if (!this.isAlive()) return;
+    const s = this.stream;
+    if (s === undefined) {
+      this.openStream();
+      return;
+    }
+    this.pending.push(monotonicMs());
+    s.stream.write({ ID: this.leaseId });
+    this.silenceTimer ??= setTimeout(() => {
+      this.checkSilence();
+    }, this.suspendAfterMs);
+  }
+
+  private checkSilence(): void {
+    this.silenceTimer = undefined;
+    const oldest = this.pending[0];
+    if (oldest === undefined || this.ended) return;
+    const silentFor = monotonicMs() - oldest;
+    if (silentFor >= this.suspendAfterMs) {
+      // Socket open, nothing flowing: the blackhole case. Dial afresh, possibly another member.
+      this.dropStream(true);
+      return;
+    }
+    this.silenceTimer = setTimeout(() => {
+      this.checkSilence();
+    }, this.suspendAfterMs - silentFor);
+  }
+
+  private onResponse(res: ILeaseKeepAliveResponse): void {
+    const sentAt = this.pending.shift();
+    if (this.pending.length === 0 && this.silenceTimer !== undefined) {
+      clearTimeout(this.silenceTimer);
+      this.silenceTimer = undefined;
+    }
+    if (!this.isAlive() || sentAt === undefined) return;
+    const ttl = Number(res.TTL);
+    if (!(ttl > 0)) {
+      this.lose('etcd says the lease no longer exists');
+      return;
+    }
+    this.backoff.reset();
+    const deadline = sentAt + ttl * 1000;
+    if (deadline > this.deadlineMs) {
+      this.deadlineMs = deadline;
+      this.armDeadline();
+    }
+    if (this.stateValue === 'suspended') {
+      this.setState({ state: 'alive', leaseId: this.leaseIdHex });
+    }
+  }
+
+  private dropStream(resetHost: boolean): void {
+    const s = this.stream;
+    this.stream = undefined;
+    this.pending = [];
+    if (this.silenceTimer !== undefined) {
+      clearTimeout(this.silenceTimer);
+      this.silenceTimer = undefined;
+    }
+    if (s !== undefined) {
+      if (resetHost) s.resetHost();
+      try {
+        s.stream.cancel();
+      } catch {
+        // already closed
+      }
+    }
+    if (this.ended) return;
+    if (this.stateValue === 'alive') {
+      this.setState({ state: 'suspended', leaseId: this.leaseIdHex });
+    }
+    this.scheduleReopen();
+  }
+
+  private scheduleReopen(): void {
+    if (this.ended || this.reopenTimer !== undefined) return;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = undefined;
+      this.openStream();
+    }, this.backoff.next());
+  }
+
+  private armDeadline(): void {
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    // +1 ms: timers may fire a hair early relative to performance.now().
+    this.deadlineTimer = setTimeout(
+      () => {
+        this.deadlineTimer = undefined;
+        this.isAlive();
+      },
+      Math.max(0, this.deadlineMs - monotonicMs()) + 1,
+    );
+  }
+
+  private lose(reason: string): void {
+    if (this.ended) return;
+    this.lostError = new SessionLostError(this.leaseIdHex, reason);
+    this.setState({ state: 'lost', leaseId: this.leaseIdHex, error: this.lostError });
+    this.stopTimers();
+    // The lease may still live on the server (a blackhole hides acks): revoke it so its keys do
+    // not block the recipes that re-register under a new lease. Best effort.
+    this.revoking = this.revoke();
+  }
+
+  private stopTimers(): void {
+    for (const t of [this.tickTimer, this.deadlineTimer, this.silenceTimer, this.reopenTimer]) {
+      if (t !== undefined) clearTimeout(t);
+    }
+    this.tickTimer = this.deadlineTimer = this.silenceTimer = this.reopenTimer = undefined;
+    const s = this.stream;
+    this.stream = undefined;
+    this.pending = [];
+    if (s !== undefined) {
+      try {
+        s.stream.cancel();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  private setState(change: SessionStateChange): void {
+    this.stateValue = change.state;
+    for (const l of [...this.listeners]) {
+      try {
+        l(change);
+      } catch {
+        // a listener's bug must not break the keepalive
+      }
+    }
+    if (change.state === 'lost' || change.state === 'closed') this.resolveDone(change);
+  }
+}
