@@ -27,6 +27,9 @@ interface PoolHost {
 
 type Pool = ICallable<PoolHost>;
 
+/** gRPC status CANCELLED. */
+const CANCELLED = 1;
+
 export interface OpenedStream<Req, Res> {
   readonly stream: IDuplexStream<Req, Res> & { pause?(): void; resume?(): void };
   /** Drops the host's channels so the next stream dials a fresh TCP connection. */
@@ -41,14 +44,29 @@ function poolOf(client: Etcd3): Pool {
   return pool;
 }
 
+/** Options of {@link openStream}. */
+export interface OpenStreamOptions {
+  /**
+   * Ask etcd to fail the stream when its member has no leader (Go's `WithRequireLeader`), so a
+   * stream on a member cut off from the quorum ends instead of staying quiet forever.
+   */
+  requireLeader?: boolean;
+}
+
 /** Opens a bidirectional stream (`Lease.leaseKeepAlive` or `Watch.watch`) on one of the hosts. */
 export async function openStream<Req, Res>(
   client: Etcd3,
   service: 'Lease' | 'Watch',
   method: 'leaseKeepAlive' | 'watch',
+  streamOptions: OpenStreamOptions = {},
 ): Promise<OpenedStream<Req, Res>> {
   const pool = poolOf(client);
-  return pool.withConnection(service, ({ resource, client: grpcClient, metadata }) => {
+  return pool.withConnection(service, ({ resource, client: grpcClient, metadata: base }) => {
+    let metadata = base;
+    if (streamOptions.requireLeader === true) {
+      metadata = base.clone();
+      metadata.set('hasleader', 'true');
+    }
     const factory = pool.callOptionsFactory;
     const options =
       typeof factory === 'function'
@@ -60,7 +78,9 @@ export async function openStream<Req, Res>(
       options: unknown,
     ) => IDuplexStream<Req, Res>;
     const stream = open.call(grpcClient, metadata, options);
-    stream.on('error', (err: Error) => {
+    stream.on('error', (err: Error & { code?: number; details?: string }) => {
+      // Our own cancel() says nothing about the host; counting it would trip etcd3's breaker.
+      if (err.code === CANCELLED && err.details === 'Cancelled on client') return;
       pool.markFailed(resource, err);
     });
     return Promise.resolve({
@@ -83,7 +103,9 @@ export function toConnectorError(err: unknown, what: string): EtcdConnectorError
     return new SessionLostError('?', `${what}: etcd says the lease is gone`, { cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
-  if (err instanceof Error && isRecoverableError(err)) {
+  // etcd3's circuit breaker refuses calls to a host that failed recently: transient by nature.
+  const brokenCircuit = (err as { isBrokenCircuitError?: unknown } | null)?.isBrokenCircuitError;
+  if (brokenCircuit === true || (err instanceof Error && isRecoverableError(err))) {
     return new UnavailableError(`${what}: ${message}`, { cause: err });
   }
   return new RequestFailedError(`${what}: ${message}`, { cause: err });

@@ -4,7 +4,7 @@
  * `acquire` grants a new lease; the last `release` of a session revokes it.
  */
 import type { Etcd3 } from 'etcd3';
-import { ClosedError } from '../errors.js';
+import { AbortError, ClosedError } from '../errors.js';
 import { Session, type SessionOptions } from '../session.js';
 import { Backoff, delay } from './timers.js';
 
@@ -35,15 +35,19 @@ export class SessionPool {
         : AbortSignal.any([opts.signal, this.closing.signal]);
     for (;;) {
       if (this.closed) throw new ClosedError();
-      signal.throwIfAborted();
+      // Typed like every other abort of ours, not the signal's raw reason.
+      if (signal.aborted) throw new AbortError({ cause: signal.reason });
       try {
         const session = await this.liveSession(ttl);
         this.refs.set(session, (this.refs.get(session) ?? 0) + 1);
         return session;
       } catch (err) {
-        if (this.closed) throw new ClosedError();
+        // (closing.signal, not `closed`: the compiler would assume `closed` is still false.)
+        if (this.closing.signal.aborted) throw new ClosedError();
         if (opts.retry !== true) throw err;
-        await delay(backoff.next(), signal);
+        await delay(backoff.next(), signal).catch((e: unknown) => {
+          throw this.closed ? new ClosedError() : e;
+        });
       }
     }
   }
@@ -73,24 +77,22 @@ export class SessionPool {
 
   private async liveSession(ttl: number): Promise<Session> {
     const current = this.live.get(ttl);
-    if (current !== undefined && current.isAlive()) return current;
+    if (current?.isAlive()) return current;
     const inFlight = this.granting.get(ttl);
     if (inFlight !== undefined) return inFlight;
-    const granting = Session.grant(this.client, ttl, this.options).then(
-      async (session) => {
-        if (this.closed) {
-          await session.close();
-          throw new ClosedError();
+    const granting = Session.grant(this.client, ttl, this.options).then(async (session) => {
+      if (this.closed) {
+        await session.close();
+        throw new ClosedError();
+      }
+      this.live.set(ttl, session);
+      session.onChange((c) => {
+        if ((c.state === 'lost' || c.state === 'closed') && this.live.get(ttl) === session) {
+          this.live.delete(ttl);
         }
-        this.live.set(ttl, session);
-        session.onChange((c) => {
-          if ((c.state === 'lost' || c.state === 'closed') && this.live.get(ttl) === session) {
-            this.live.delete(ttl);
-          }
-        });
-        return session;
-      },
-    );
+      });
+      return session;
+    });
     this.granting.set(ttl, granting);
     try {
       return await granting;

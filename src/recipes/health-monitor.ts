@@ -1,0 +1,284 @@
+/**
+ * Cluster health, member by member. Every endpoint of the connector gets its own etcd3 client (so
+ * a check never wanders to another member) with no retries and no circuit breaker (a check reports
+ * what happens now), and is asked `Maintenance.Status` with a per-check deadline. A member is
+ * healthy when it answers in time, knows a raft leader and reports no alarm; a member without a
+ * leader (lost quorum, mid-election) is not.
+ */
+import { Etcd3, type IOptions, type IStatusResponse } from 'etcd3';
+import {
+  ClosedError,
+  InvalidArgumentError,
+  InvalidStateError,
+  UnavailableError,
+} from '../errors.js';
+import { AsyncQueue } from '../internal/async-queue.js';
+import type { ConnectorContext } from '../internal/context.js';
+import { toConnectorError } from '../internal/etcd-rpc.js';
+import { delay, monotonicMs } from '../internal/timers.js';
+import { validateMs } from '../paths.js';
+
+/**
+ * Overall status of the cluster in a {@link HealthReport}:
+ * - `Healthy`: every member answers and has a leader;
+ * - `Degraded`: some member is down or leaderless, but a quorum (more than half) is healthy — the
+ *   cluster still serves reads and writes;
+ * - `Unhealthy`: no quorum of healthy members (writes and linearizable reads stall);
+ * - `Unknown`: not checked yet (never emitted by `start()`).
+ */
+export const ClusterStatus = {
+  Healthy: 'healthy',
+  Unhealthy: 'unhealthy',
+  Unknown: 'unknown',
+  Degraded: 'degraded',
+} as const;
+/** One of the {@link ClusterStatus} values. */
+export type ClusterStatus = (typeof ClusterStatus)[keyof typeof ClusterStatus];
+
+/** The health of one endpoint. */
+export interface MemberHealth {
+  /** The endpoint as given to the connector. */
+  readonly endpoint: string;
+  /** Answered within the deadline, knows a leader, no alarm. */
+  readonly healthy: boolean;
+  /** How long the status call took (answered calls only), in ms. */
+  readonly latencyMs?: number;
+  /** Why the member is unhealthy. */
+  readonly error?: Error;
+  /** The member's id in hex, as `etcdctl member list` prints it. */
+  readonly memberId?: string;
+  /** This member is the raft leader. */
+  readonly isLeader?: boolean;
+  readonly raftIndex?: number;
+  readonly raftTerm?: number;
+  /** Size of the member's database file, in bytes. */
+  readonly dbSize?: number;
+  /** etcd version of the member. */
+  readonly version?: string;
+}
+
+/** One health report: emitted at start and whenever the status, a leader or a member changes. */
+export interface HealthReport {
+  readonly status: ClusterStatus;
+  /** One entry per connector endpoint, in the connector's order. */
+  readonly members: readonly MemberHealth[];
+  /** When the check started (wall clock, for display). */
+  readonly checkedAt: Date;
+  /** The leader's endpoint if it answered, else its member id (hex), when any member knows it. */
+  readonly leader?: string;
+  /** Set (with status `Unknown`) only when the monitor itself failed; the stream then ends. */
+  readonly error?: Error;
+}
+
+/** Options of {@link HealthMonitor}. */
+export interface HealthMonitorOptions {
+  /** Deadline of one member's check, in ms. Default: min(scan interval, 2000). */
+  timeoutMs?: number;
+}
+
+type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+
+/** Runs each call once: no retry, no circuit breaker (etcd3 reads only `execute`). */
+const passThrough = {
+  execute: (fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown) =>
+    Promise.resolve(fn({ signal: new AbortController().signal, attempt: 0 })),
+} as unknown as Policy;
+
+/**
+ * Watches the health of every endpoint of the connector. Create it with
+ * `conn.newHealthMonitor()`; the constructor does no I/O.
+ *
+ * ```ts
+ * for await (const h of mon.start(false, 10_000)) console.log(h.status);
+ * ```
+ */
+export class HealthMonitor implements AsyncDisposable {
+  private readonly timeoutMs: number | undefined;
+  private started = false;
+  private readonly controller = new AbortController();
+  private queue: AsyncQueue<HealthReport> | undefined;
+  private loop: Promise<void> | undefined;
+  private clients: Etcd3[] = [];
+  private untrack: (() => void) | undefined;
+
+  private get stopping(): boolean {
+    return this.controller.signal.aborted;
+  }
+
+  /** Use `conn.newHealthMonitor(options)`. */
+  constructor(
+    private readonly ctx: ConnectorContext,
+    options: HealthMonitorOptions = {},
+  ) {
+    this.timeoutMs =
+      options.timeoutMs === undefined ? undefined : validateMs(options.timeoutMs, 'timeoutMs');
+  }
+
+  /**
+   * Checks every endpoint now, then every `intervalMs`. Yields the first report, then a report
+   * only when something changed (status, leader, a member's health or error — not latency). The
+   * stream keeps only the newest reports for a slow reader. With `once`, it yields one report and
+   * ends, leaving nothing running. `break` stops the monitor.
+   *
+   * @throws InvalidArgumentError bad `once` or `intervalMs`
+   * @throws InvalidStateError started before
+   * @throws ClosedError the connector is closed
+   */
+  start(once = false, intervalMs = 10_000): AsyncIterable<HealthReport> {
+    this.ctx.assertOpen();
+    if (typeof once !== 'boolean') throw new InvalidArgumentError('once', 'must be a boolean');
+    validateMs(intervalMs, 'intervalMs');
+    if (this.controller.signal.aborted) throw new ClosedError('health monitor');
+    if (this.started) throw new InvalidStateError('the health monitor was already started');
+    this.started = true;
+    const timeoutMs = this.timeoutMs ?? Math.min(intervalMs, 2000);
+    const queue = new AsyncQueue<HealthReport>({
+      capacity: 4,
+      overflow: 'coalesce',
+      onReturn: () => void this.stop(),
+    });
+    this.queue = queue;
+    this.untrack = this.ctx.track({ close: () => this.stop() });
+    this.clients = this.ctx.endpoints.map(
+      (endpoint) =>
+        new Etcd3({
+          ...this.ctx.clientOptions,
+          hosts: [endpoint],
+          faultHandling: { global: passThrough, host: () => passThrough },
+        }),
+    );
+    this.loop = this.run(once, intervalMs, timeoutMs);
+    return queue;
+  }
+
+  /**
+   * Stops checking and ends the stream; resolves once no check, timer or client is left (an
+   * in-flight check ends by its deadline). Idempotent, never rejects.
+   */
+  async stop(): Promise<void> {
+    this.controller.abort();
+    await this.loop;
+  }
+
+  /** Same as `stop()`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  private async run(once: boolean, intervalMs: number, timeoutMs: number): Promise<void> {
+    const signal = this.controller.signal;
+    let last: string | undefined;
+    try {
+      while (!signal.aborted) {
+        const startedAt = monotonicMs();
+        const report = await this.check(timeoutMs);
+        if (this.stopping) break;
+        const sig = signature(report);
+        if (sig !== last) {
+          last = sig;
+          this.queue?.push(report);
+        }
+        if (once) break;
+        const wait = Math.max(0, startedAt + intervalMs - monotonicMs());
+        await delay(wait, signal).catch(() => undefined);
+      }
+    } catch (err) {
+      // Only a bug in building a report lands here: say so on the stream, then end.
+      this.queue?.push({
+        status: ClusterStatus.Unknown,
+        members: [],
+        checkedAt: new Date(),
+        error: err instanceof Error ? err : new Error(String(err)),
+      });
+    } finally {
+      for (const c of this.clients) c.close();
+      this.clients = [];
+      this.queue?.end();
+      this.untrack?.();
+      this.untrack = undefined;
+    }
+  }
+
+  private async check(timeoutMs: number): Promise<HealthReport> {
+    const checkedAt = new Date();
+    const statuses = await Promise.all(
+      this.clients.map(async (client, i) => {
+        const endpoint = this.ctx.endpoints[i] ?? '?';
+        const t0 = monotonicMs();
+        try {
+          const st = await client.maintenance.status({ deadline: Date.now() + timeoutMs });
+          return { endpoint, st, latencyMs: monotonicMs() - t0 };
+        } catch (err) {
+          return { endpoint, error: toConnectorError(err, `status of ${endpoint}`) };
+        }
+      }),
+    );
+    // The leader as seen by the answering member with the newest term.
+    let leaderId: string | undefined;
+    let term = -1n;
+    for (const s of statuses) {
+      if (s.st !== undefined && s.st.leader !== '0' && BigInt(s.st.raftTerm) > term) {
+        term = BigInt(s.st.raftTerm);
+        leaderId = s.st.leader;
+      }
+    }
+    const members = statuses.map((s): MemberHealth => {
+      if (s.st === undefined) return { endpoint: s.endpoint, healthy: false, error: s.error };
+      return memberHealth(s.endpoint, s.st, s.latencyMs, leaderId);
+    });
+    const healthy = members.filter((m) => m.healthy).length;
+    const status =
+      healthy === members.length
+        ? ClusterStatus.Healthy
+        : healthy > members.length / 2
+          ? ClusterStatus.Degraded
+          : ClusterStatus.Unhealthy;
+    const leaderMember = members.find((m) => m.isLeader === true);
+    const leader = leaderMember?.endpoint ?? (leaderId === undefined ? undefined : hex(leaderId));
+    return { status, members, checkedAt, ...(leader === undefined ? {} : { leader }) };
+  }
+}
+
+function memberHealth(
+  endpoint: string,
+  st: IStatusResponse,
+  latencyMs: number,
+  leaderId: string | undefined,
+): MemberHealth {
+  const memberId = st.header.member_id;
+  let error: Error | undefined;
+  if (st.leader === '0') {
+    error = new UnavailableError(`${endpoint} has no raft leader (quorum lost or electing)`);
+  } else if (st.errors.length > 0) {
+    error = new UnavailableError(`${endpoint} reports: ${st.errors.join('; ')}`);
+  }
+  return {
+    endpoint,
+    healthy: error === undefined,
+    latencyMs,
+    ...(error === undefined ? {} : { error }),
+    memberId: hex(memberId),
+    isLeader: leaderId !== undefined && memberId === leaderId,
+    raftIndex: Number(st.raftIndex),
+    raftTerm: Number(st.raftTerm),
+    dbSize: Number(st.dbSize),
+    version: st.version,
+  };
+}
+
+function hex(id: string): string {
+  return BigInt(id).toString(16);
+}
+
+/** What counts as a change: status, leader, and each member's health, error kind and role. */
+function signature(r: HealthReport): string {
+  return JSON.stringify([
+    r.status,
+    r.leader,
+    r.members.map((m) => [
+      m.healthy,
+      m.error === undefined ? '' : `${m.error.name}:${(m.error as { code?: string }).code ?? ''}`,
+      m.isLeader === true,
+    ]),
+  ]);
+}

@@ -1,0 +1,216 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import * as errors from '../src/errors.js';
+import { EtcdConnector, prepareEndpointList } from '../src/index.js';
+import {
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
+
+const CLOSE_EXITS = fileURLToPath(new URL('./fixtures/close-exits.js', import.meta.url));
+const EP = ['http://127.0.0.1:2379'];
+
+void describe('prepareEndpointList', () => {
+  const cases: [string[], number, string[]][] = [
+    [['10.0.0.1', '10.0.0.2'], 2379, ['http://10.0.0.1:2379', 'http://10.0.0.2:2379']],
+    [['https://h2:2380', 'h3:1234'], 2379, ['https://h2:2380', 'http://h3:1234']],
+    [['localhost'], 4001, ['http://localhost:4001']],
+    [['HTTP://Host/'], 2379, ['http://Host:2379']],
+    [[' 10.0.0.1 '], 2379, ['http://10.0.0.1:2379']],
+    [['::1'], 2379, ['http://[::1]:2379']],
+    [['2001:db8::7'], 2379, ['http://[2001:db8::7]:2379']],
+    [['[::1]'], 2379, ['http://[::1]:2379']],
+    [['[::1]:2380'], 2379, ['http://[::1]:2380']],
+    [['https://[fe80::1]'], 2379, ['https://[fe80::1]:2379']],
+  ];
+  for (const [hosts, port, want] of cases) {
+    void test(`${JSON.stringify(hosts)}, ${port}`, () => {
+      assert.deepEqual(prepareEndpointList(hosts, port), want);
+    });
+  }
+
+  void test('bad hosts and ports are refused, not dropped', () => {
+    const bad: [unknown, unknown][] = [
+      [[], 2379],
+      [[''], 2379],
+      [['   '], 2379],
+      [['a', ''], 2379],
+      [['ftp://h'], 2379],
+      [['h/path'], 2379],
+      [['http://'], 2379],
+      [[42], 2379],
+      ['h', 2379],
+      [['h'], 0],
+      [['h'], 65536],
+      [['h'], 1.5],
+      [['h'], NaN],
+    ];
+    for (const [hosts, port] of bad) {
+      assert.throws(
+        () => prepareEndpointList(hosts as string[], port as number),
+        { name: 'InvalidArgumentError', code: 'ETCDC_INVALID_ARGUMENT' },
+        JSON.stringify([hosts, port]),
+      );
+    }
+  });
+});
+
+void describe('EtcdConnector (no I/O)', () => {
+  void test('constructPath joins under the namespace and folds slashes', async () => {
+    const conn = new EtcdConnector(EP, 'my_namespace');
+    assert.equal(conn.root, '/my_namespace');
+    assert.equal(conn.constructPath('elections', 'svc'), '/my_namespace/elections/svc');
+    assert.equal(conn.constructPath('services/', '/svc'), '/my_namespace/services/svc');
+    assert.equal(conn.constructPath('a//b/', 'c'), '/my_namespace/a/b/c');
+    assert.equal(conn.constructPath(), '/my_namespace');
+    assert.equal(conn.constructPath('', '/'), '/my_namespace');
+    for (const bad of ['..', 'a/../b', './a', 'a\0b']) {
+      assert.throws(() => conn.constructPath(bad), { name: 'InvalidArgumentError' }, bad);
+    }
+    assert.equal(new EtcdConnector(EP, '/nested/ns/').root, '/nested/ns');
+    await conn.close();
+  });
+
+  void test('bad constructor input throws InvalidArgumentError', () => {
+    const bad: [unknown, unknown, unknown][] = [
+      [[], 'ns', {}],
+      ['http://127.0.0.1:2379', 'ns', {}],
+      [['127.0.0.1:2379'], 'ns', {}],
+      [['http://h:1/path'], 'ns', {}],
+      [[''], 'ns', {}],
+      [EP, '', {}],
+      [EP, '/', {}],
+      [EP, '//', {}],
+      [EP, 'a/../b', {}],
+      [EP, 'a\0b', {}],
+      [EP, 42, {}],
+      [EP, 'ns', { callTimeoutMs: 0 }],
+      [EP, 'ns', { dialTimeoutMs: -1 }],
+      [EP, 'ns', { maxRequestBytes: NaN }],
+      [EP, 'ns', { auth: { username: '', password: 'x' } }],
+      [EP, 'ns', { tls: { cert: 'c' } }],
+      [EP, 'ns', { tls: {} }],
+    ];
+    for (const [endpoints, ns, options] of bad) {
+      assert.throws(
+        () => new EtcdConnector(endpoints as string[], ns as string, options as object),
+        { name: 'InvalidArgumentError' },
+        JSON.stringify([endpoints, ns, options]),
+      );
+    }
+  });
+
+  void test('after close(): factories throw ClosedError; close is idempotent', async () => {
+    const conn = new EtcdConnector(EP, 'ns');
+    await conn.close();
+    await conn.close();
+    await conn[Symbol.asyncDispose]();
+    assert.equal(conn.closed, true);
+    assert.throws(() => conn.newEphemeralKey('/ns/k'), { name: 'ClosedError' });
+    assert.throws(() => conn.newHealthMonitor(), { name: 'ClosedError' });
+    await assert.rejects(conn.acquireSession(5), { name: 'ClosedError' });
+  });
+});
+
+void describe('errors', () => {
+  // Every error class with sample arguments, its code and whether it is retryable.
+  const table: [new (...args: never[]) => errors.EtcdConnectorError, unknown[], string, boolean][] =
+    [
+      [errors.InvalidArgumentError, ['ttl', 'bad'], 'ETCDC_INVALID_ARGUMENT', false],
+      [errors.InvalidStateError, ['twice'], 'ETCDC_INVALID_STATE', false],
+      [errors.ClosedError, [], 'ETCDC_CLOSED', false],
+      [errors.KeyExistsError, ['/k'], 'ETCDC_KEY_EXISTS', false],
+      [errors.SessionLostError, ['1f', 'gone'], 'ETCDC_SESSION_LOST', true],
+      [errors.NotLeaderError, [], 'ETCDC_NOT_LEADER', false],
+      [errors.CompactedError, ['5', '10'], 'ETCDC_COMPACTED', false],
+      [errors.SlowConsumerError, [1000], 'ETCDC_SLOW_CONSUMER', false],
+      [errors.TimeoutError, ['late'], 'ETCDC_TIMEOUT', true],
+      [errors.UnavailableError, ['down'], 'ETCDC_UNAVAILABLE', true],
+      [errors.RequestFailedError, ['denied'], 'ETCDC_REQUEST_FAILED', false],
+      [errors.AbortError, [], 'ETCDC_ABORTED', false],
+      [errors.EtcdNotFoundError, ['etcd'], 'ETCDC_ETCD_NOT_FOUND', false],
+      [errors.EtcdStartError, ['no'], 'ETCDC_ETCD_START_FAILED', true],
+    ];
+
+  for (const [Cls, args, code, retryable] of table) {
+    void test(Cls.name, () => {
+      const err = new (Cls as unknown as new (...a: unknown[]) => errors.EtcdConnectorError)(
+        ...args,
+      );
+      assert.ok(err instanceof Cls);
+      assert.ok(err instanceof errors.EtcdConnectorError);
+      assert.ok(err instanceof Error);
+      assert.equal(err.name, Cls.name, 'name is the class name');
+      assert.equal(err.code, code);
+      assert.equal(err.retryable, retryable);
+      assert.ok(err.message.length > 0);
+      assert.ok(errors.hasCode(err, code as errors.ErrorCode));
+      assert.ok(String(err.stack).startsWith(Cls.name));
+    });
+  }
+
+  void test('codes are unique, stable, and every class is in the table', () => {
+    const codes = table.map(([, , code]) => code);
+    assert.equal(new Set(codes).size, codes.length, 'unique');
+    assert.deepEqual(new Set(codes), new Set(Object.values(errors.ErrorCode)), 'all covered');
+    const classes = Object.values(errors).filter(
+      (v) => typeof v === 'function' && v.prototype instanceof errors.EtcdConnectorError,
+    );
+    assert.deepEqual(new Set(classes), new Set(table.map(([Cls]) => Cls)));
+  });
+
+  void test('cause is passed through', () => {
+    const cause = new Error('grpc');
+    assert.equal(new errors.UnavailableError('down', { cause }).cause, cause);
+    assert.equal(new errors.SessionLostError('1', 'x', { cause }).cause, cause);
+    assert.equal(errors.hasCode(new Error('x'), errors.ErrorCode.Timeout), false);
+  });
+});
+
+void describe('EtcdConnector with etcd', () => {
+  let etcd: EtcdCluster;
+
+  before(async () => {
+    etcd = await startEtcd();
+  });
+
+  after(async () => {
+    await etcd.stop();
+  });
+
+  void test('after conn.close() a Node process exits by itself', async () => {
+    const ns = uniqueName('close');
+    const child = spawn(process.execPath, [CLOSE_EXITS, etcd.endpoints.join(','), ns], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      const code = await withTimeout(exited, testTimeout(20000), 'the child to exit by itself');
+      assert.equal(code, 0, `stdout: ${out}\nstderr: ${err}`);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const steps = out
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { step: string }).step);
+    assert.deepEqual(steps, ['health healthy', 'used', 'closed']);
+    // close() deleted the ephemeral key and revoked the lease of the watched key.
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    try {
+      assert.deepEqual(await client.getAll().prefix(`/${ns}/`).keys(), [`/${ns}/plain`]);
+    } finally {
+      client.close();
+    }
+  });
+});
