@@ -15,7 +15,10 @@ export function prepareEndpointList(hosts: readonly string[], port: number): str
     throw new InvalidArgumentError('hosts', 'at least one host is required');
   }
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new InvalidArgumentError('port', `must be an integer from 1 to 65535, got ${String(port)}`);
+    throw new InvalidArgumentError(
+      'port',
+      `must be an integer from 1 to 65535, got ${String(port)}`,
+    );
   }
   return hosts.map((raw, i) => {
     if (typeof raw !== 'string' || raw.trim() === '') {

@@ -11,7 +11,12 @@
  */
 import type { Etcd3, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { ClosedError, SessionLostError } from './errors.js';
-import { leaseIdHex, openStream, toConnectorError, type OpenedStream } from './internal/etcd-rpc.js';
+import {
+  leaseIdHex,
+  openStream,
+  toConnectorError,
+  type OpenedStream,
+} from './internal/etcd-rpc.js';
 import { Backoff, monotonicMs } from './internal/timers.js';
 
 export type SessionState = 'alive' | 'suspended' | 'lost' | 'closed';
@@ -75,8 +80,7 @@ export class Session implements AsyncDisposable {
     this.ttl = ttl;
     this.deadlineMs = grantSentAt + ttl * 1000;
     this.intervalMs = (ttl * 1000) / 3;
-    this.suspendAfterMs =
-      options.suspendAfterMs ?? Math.min(2000, Math.max(300, (ttl * 1000) / 4));
+    this.suspendAfterMs = options.suspendAfterMs ?? Math.min(2000, Math.max(300, (ttl * 1000) / 4));
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.armDeadline();
     this.openStream();
