@@ -13,7 +13,9 @@ import {
 import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
+import { LeaderObserver } from './recipes/leader-observer.js';
 import { Observer, type ObserverOptions } from './recipes/observer.js';
+import { ServiceRegistration } from './recipes/registration.js';
 import { ServiceTracker, type ServiceTrackerOptions } from './recipes/service-tracker.js';
 import type { Session } from './session.js';
 
@@ -117,6 +119,21 @@ export class EtcdConnector implements AsyncDisposable {
   ): LeaderElector {
     this.ctx.assertOpen();
     return new LeaderElector(this.ctx, this.path(path), identity, validateTtl(ttl), options);
+  }
+
+  /** Follows who leads the election on `path`, without campaigning. */
+  newLeaderObserver(path: string): LeaderObserver {
+    this.ctx.assertOpen();
+    return new LeaderObserver(this.ctx, this.path(path));
+  }
+
+  /**
+   * One instance of the service at `servicePath`: `register(value, ttl)` puts the ephemeral key
+   * `servicePath + '/' + instance` that trackers on `servicePath` list as `instance`.
+   */
+  newRegistration(servicePath: string, instance: string): ServiceRegistration {
+    this.ctx.assertOpen();
+    return new ServiceRegistration(this.ctx, this.path(servicePath), instance);
   }
 
   /** Tracks the instances registered under `path`. */

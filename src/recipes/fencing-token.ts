@@ -1,0 +1,50 @@
+/**
+ * Fencing tokens (FAULTS.md: leases alone are not mutual exclusion). A token is the create
+ * revision of the key that grants a role (leader key, later lock keys): every new holder's key is
+ * created later, so tokens strictly increase, and a transaction that compares it fails once the
+ * holder's key is gone — whatever the deposed holder believes.
+ */
+import {
+  CompareResult,
+  CompareTarget,
+  type ComparatorBuilder,
+  type Etcd3,
+  type ICompare,
+} from 'etcd3';
+
+/**
+ * Proof of one leadership term (or lock hold): the create revision of its key. Whoever receives
+ * the holder's side effects can refuse ones with a smaller token; inside etcd, put
+ * {@link FencingToken.compare} into the transaction and a deposed holder's write fails.
+ */
+export interface FencingToken {
+  /** The key that grants the role, e.g. the leader key `path + '/' + leaseId(hex)`. */
+  readonly key: string;
+  /** Create revision of that key, as etcd's decimal string. Compare tokens with `BigInt()`. */
+  readonly revision: string;
+  /** Adds "the key still has this create revision" to a transaction of the root client. */
+  compare(txn: ComparatorBuilder): ComparatorBuilder;
+  /** Starts a transaction guarded by this token: `token.txn(conn.client).then(...).commit()`. */
+  txn(client: Etcd3): ComparatorBuilder;
+  /** The raw compare, for `client.kv.txn({ compare: [...] })`. */
+  toCompare(): ICompare;
+}
+
+/**
+ * The token of the key `key` created at `revision`. Use the connector's root client (`conn.client`)
+ * with it: a namespaced etcd3 client would prefix the key.
+ */
+export function fencingToken(key: string, revision: string): FencingToken {
+  return {
+    key,
+    revision,
+    compare: (txn) => txn.and(key, 'Create', '==', revision),
+    txn: (client) => client.if(key, 'Create', '==', revision),
+    toCompare: () => ({
+      key: Buffer.from(key),
+      target: CompareTarget.Create,
+      result: CompareResult.Equal,
+      create_revision: revision,
+    }),
+  };
+}
