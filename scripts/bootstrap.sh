@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Makes a fresh clone runnable: etcd installed, dependencies installed, TypeScript built.
+# `npm run demo`, `npm test` and `npm run bench` call it first, so each works on a new machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-etcd.sh
+
+# Install dependencies when they are missing or older than the lock file.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "installing dependencies (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+
+# A clean build, so no stale compiled test lingers in dist/.
+rm -rf dist
+npx --no-install tsc -p tsconfig.json

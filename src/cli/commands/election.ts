@@ -1,0 +1,107 @@
+import { Argument, type Command } from 'commander';
+import { LEStatus, type LeaderEvent } from '../../recipes/leader-elector.js';
+import { connect, positiveInt, resolvePath, type GlobalFlags } from '../connect.js';
+import { onInterrupt } from '../interrupt.js';
+import { clock, createOutput, type Output } from '../output.js';
+
+interface ElectFlags extends GlobalFlags {
+  ttl: number;
+}
+
+interface LeaderFlags extends GlobalFlags {
+  watch: boolean;
+}
+
+const nameArg = (): Argument =>
+  new Argument('<name>', 'election name (under <namespace>/elections/) or an absolute path');
+
+export function registerElect(program: Command): void {
+  program
+    .command('elect')
+    .description(
+      'Campaign for leadership and print every status change; Ctrl-C resigns at once. ' +
+        'Shares its queue with `etcdctl elect` on the same path.',
+    )
+    .addArgument(nameArg())
+    .addArgument(new Argument('<identity>', 'this participant, stored as the key value'))
+    .option('--ttl <seconds>', 'lease TTL in whole seconds', positiveInt, 10)
+    .action(async (name: string, identity: string, _o: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<ElectFlags>();
+      const out = createOutput(flags.json);
+      const interrupt = onInterrupt();
+      const conn = connect(flags);
+      try {
+        const elector = conn.newLeaderElector(
+          resolvePath(conn, 'elections', name),
+          identity,
+          flags.ttl,
+        );
+        interrupt.signal.addEventListener('abort', () => void elector.stop(), { once: true });
+        out.info(`${clock()} campaigning on ${elector.prefix} as ${identity}; Ctrl-C resigns`);
+        for await (const ev of elector.start()) printElectEvent(out, identity, ev);
+        out.emit({ event: 'resigned', identity }, `${clock()} resigned`);
+      } finally {
+        await conn.close();
+        interrupt.dispose();
+      }
+    });
+}
+
+export function printElectEvent(out: Output, identity: string, ev: LeaderEvent): void {
+  const record = {
+    event: 'status',
+    identity,
+    status: ev.status,
+    leader: ev.leader,
+    suspended: ev.suspended,
+    token: ev.token?.revision,
+    key: ev.token?.key,
+    error: ev.error,
+  };
+  let human: string;
+  if (ev.status === LEStatus.Leader) {
+    human = out.color('green', `LEADER (fencing token ${ev.token?.revision ?? '?'})`);
+  } else if (ev.suspended) {
+    human = out.color('yellow', 'SUSPENDED: may no longer be leader; leader work must pause');
+  } else {
+    human = `follower; leader is ${ev.leader ?? 'unknown'}`;
+  }
+  if (ev.error !== undefined) human += out.color('red', ` (${ev.error.message})`);
+  out.emit(record, `${clock()} ${identity}: ${human}`);
+}
+
+export function registerLeader(program: Command): void {
+  program
+    .command('leader')
+    .description('Print the current leader of an election; with --watch, follow it until Ctrl-C.')
+    .addArgument(nameArg())
+    .option('--watch', 'print every leader change', false)
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<LeaderFlags>();
+      const out = createOutput(flags.json);
+      const interrupt = onInterrupt();
+      const conn = connect(flags);
+      try {
+        const observer = conn.newLeaderObserver(resolvePath(conn, 'elections', name));
+        for await (const info of observer.start({ signal: interrupt.signal })) {
+          if (info.error !== undefined) {
+            out.emit({ event: 'error', error: info.error }, out.color('red', info.error.message));
+          } else {
+            out.emit(
+              { event: 'leader', leader: info.leader, key: info.key, token: info.revision },
+              info.leader === undefined
+                ? `${clock()} no leader`
+                : `${clock()} leader ${info.leader} (key ${info.key ?? '?'}, token ${info.revision ?? '?'})`,
+            );
+          }
+          if (!flags.watch) {
+            if (info.error !== undefined) process.exitCode = 1;
+            break;
+          }
+        }
+      } finally {
+        await conn.close();
+        interrupt.dispose();
+      }
+    });
+}

@@ -1,0 +1,60 @@
+// The README's examples are these files; running them here keeps the docs from drifting.
+import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startEtcd, testTimeout, type EtcdCluster } from '../src/testing/index.js';
+
+const examples = {
+  'quick-start': [
+    /leading with fencing token \d+/,
+    /instances: \{ 'node-a': '10\.0\.0\.1:8080' \}/,
+  ],
+  'fenced-write': [/wrote under token \d+/],
+  observer: [
+    /\d+ put \/observer_example\/config\/limit/,
+    /state: \{ '\/observer_example\/config\/limit': '100' \}/,
+  ],
+  'ephemeral-key': [/value: 10\.0\.0\.1:9090/, /after delete: \(none\)/],
+  health: [/cluster: healthy OK/],
+} as const;
+
+function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {
+  const file = fileURLToPath(new URL(`../examples/${name}.js`, import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [file], {
+      env: { ...process.env, ETCD_HOSTS: hosts },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`example ${name} did not exit by itself within the deadline:\n${out}`));
+    }, testTimeout(20_000));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+describe('README examples', () => {
+  let etcd: EtcdCluster;
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd.stop();
+  });
+
+  for (const [name, patterns] of Object.entries(examples)) {
+    test(`examples/${name}.ts runs and exits by itself`, async () => {
+      const hosts = etcd.endpoints.map((e) => e.replace('http://', '')).join(',');
+      const { code, out } = await run(name, hosts);
+      assert.equal(code, 0, out);
+      for (const p of patterns) assert.match(out, p);
+    });
+  }
+});
