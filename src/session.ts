@@ -299,11 +299,13 @@ export class Session implements AsyncDisposable {
 
   private armDeadline(): void {
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
-    // +1 ms: timers may fire a hair early relative to performance.now().
+    // Timers run on libuv's cached loop time, which can lag performance.now() by several ms on a
+    // busy loop, so this may fire before the deadline: then it re-arms, or the loss would only be
+    // noticed on the next keepalive tick, up to TTL/3 late.
     this.deadlineTimer = setTimeout(
       () => {
         this.deadlineTimer = undefined;
-        this.isAlive();
+        if (this.isAlive()) this.armDeadline();
       },
       Math.max(0, this.deadlineMs - monotonicMs()) + 1,
     );
