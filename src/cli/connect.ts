@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError as UsageError, Option } from 'commander';
 import { EtcdConnector, type EtcdConnectorOptions } from '../connector.js';
+import { toConnectorError } from '../internal/etcd-rpc.js';
 import { prepareEndpointList } from '../paths.js';
 
 /** Flags every command shares (after commander parsed them). */
@@ -104,4 +105,30 @@ export function connect(flags: GlobalFlags): EtcdConnector {
 /** An absolute path is taken as is (it must lie in the namespace); a name goes under `group`. */
 export function resolvePath(conn: EtcdConnector, group: string, name: string): string {
   return name.startsWith('/') ? name : conn.constructPath(group, name);
+}
+
+/**
+ * One call under the call deadline before a command that waits: the recipes retry a dead endpoint
+ * silently forever, so without it `etcdc elect` against a wrong address would just hang (etcdctl
+ * fails too). Once this passed, outages are the recipes' business. Resolves early when `signal`
+ * aborts (the caller checks `signal.aborted`).
+ */
+export async function preflight(conn: EtcdConnector, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
+  let onAbort: (() => void) | undefined;
+  const abort = new Promise<void>((resolve) => {
+    onAbort = resolve;
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([
+      // Status needs no key permission, so it also works for users confined to a subtree.
+      conn.client.maintenance.status().catch((err: unknown) => {
+        throw toConnectorError(err, `connect to ${conn.endpoints.join(',')}`);
+      }),
+      abort,
+    ]);
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
+  }
 }

@@ -31,6 +31,11 @@ export function registerDemo(program: Command): void {
       const interrupt = onInterrupt();
       try {
         await runDemo(flags, out, interrupt.signal);
+      } catch (err) {
+        // Ctrl-C is not a failure of the demo: everything was cleaned up; exit as interrupted.
+        if (!interrupt.signal.aborted) throw err;
+        out.emit({ event: 'interrupted' }, 'interrupted');
+        process.exitCode = 130;
       } finally {
         interrupt.dispose();
       }

@@ -1,6 +1,6 @@
 import { Argument, type Command } from 'commander';
 import { LEStatus, type LeaderEvent } from '../../recipes/leader-elector.js';
-import { connect, positiveInt, resolvePath, type GlobalFlags } from '../connect.js';
+import { connect, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
 import { onInterrupt } from '../interrupt.js';
 import { clock, createOutput, type Output } from '../output.js';
 
@@ -31,11 +31,14 @@ export function registerElect(program: Command): void {
       const interrupt = onInterrupt();
       const conn = connect(flags);
       try {
+        // Bad input fails before any I/O: the constructor validates, the preflight connects.
         const elector = conn.newLeaderElector(
           resolvePath(conn, 'elections', name),
           identity,
           flags.ttl,
         );
+        await preflight(conn, interrupt.signal);
+        if (interrupt.signal.aborted) return;
         interrupt.signal.addEventListener('abort', () => void elector.stop(), { once: true });
         out.info(`${clock()} campaigning on ${elector.prefix} as ${identity}; Ctrl-C resigns`);
         for await (const ev of elector.start()) printElectEvent(out, identity, ev);
@@ -83,7 +86,10 @@ export function registerLeader(program: Command): void {
       const conn = connect(flags);
       try {
         const observer = conn.newLeaderObserver(resolvePath(conn, 'elections', name));
+        if (flags.watch) await preflight(conn, interrupt.signal);
         for await (const info of observer.start({ signal: interrupt.signal })) {
+          // A one-shot answer that failed is the command's error (stderr, exit 1).
+          if (!flags.watch && info.error !== undefined) throw info.error;
           if (info.error !== undefined) {
             out.emit({ event: 'error', error: info.error }, out.color('red', info.error.message));
           } else {
@@ -94,10 +100,7 @@ export function registerLeader(program: Command): void {
                 : `${clock()} leader ${info.leader} (key ${info.key ?? '?'}, token ${info.revision ?? '?'})`,
             );
           }
-          if (!flags.watch) {
-            if (info.error !== undefined) process.exitCode = 1;
-            break;
-          }
+          if (!flags.watch) break;
         }
       } finally {
         await conn.close();

@@ -1,5 +1,5 @@
 import { Argument, type Command } from 'commander';
-import { connect, nonNegativeInt, resolvePath, type GlobalFlags } from '../connect.js';
+import { connect, nonNegativeInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
 import { onInterrupt } from '../interrupt.js';
 import { createOutput } from '../output.js';
 
@@ -25,6 +25,8 @@ export function registerObserve(program: Command): void {
       const conn = connect(flags);
       try {
         const obs = conn.newObserver(resolvePath(conn, '', path));
+        await preflight(conn, interrupt.signal);
+        if (interrupt.signal.aborted) return;
         interrupt.signal.addEventListener('abort', () => void obs.stop(), { once: true });
         for await (const ev of obs.start(flags.rev, flags.prefix)) {
           if (ev.type === 'resync') {

@@ -1,5 +1,5 @@
 import { Argument, type Command } from 'commander';
-import { connect, positiveInt, resolvePath, type GlobalFlags } from '../connect.js';
+import { connect, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
 import { aborted, onInterrupt } from '../interrupt.js';
 import { clock, createOutput } from '../output.js';
 
@@ -66,8 +66,14 @@ export function registerServices(program: Command): void {
       const conn = connect(flags);
       try {
         const tracker = conn.newServiceTracker(resolvePath(conn, 'services', service));
+        if (flags.watch) {
+          await preflight(conn, interrupt.signal);
+          if (interrupt.signal.aborted) return;
+        }
         interrupt.signal.addEventListener('abort', () => void tracker.stop(), { once: true });
         for await (const data of tracker.start()) {
+          // A one-shot listing that failed is the command's error (stderr, exit 1).
+          if (!flags.watch && data.error !== undefined) throw data.error;
           if (data.error !== undefined) {
             out.emit(
               { event: 'error', error: data.error },

@@ -24,6 +24,9 @@ export class Participant {
   readonly exited: Promise<number | null>;
   last: ParticipantStatus | undefined;
   private readonly listeners = new Set<(s: ParticipantStatus) => void>();
+  /** Fail every pending `next()` once the child's output ended, so no waiter's timer outlives it. */
+  private readonly onEnd = new Set<() => void>();
+  private ended = false;
 
   constructor(
     readonly identity: string,
@@ -39,6 +42,11 @@ export class Participant {
       }),
     );
     const lines = createInterface({ input: this.child.stdout as NodeJS.ReadableStream });
+    // After the last line (a status printed just before exiting still counts).
+    lines.once('close', () => {
+      this.ended = true;
+      for (const f of [...this.onEnd]) f();
+    });
     lines.on('line', (line) => {
       let rec: {
         event?: string;
@@ -74,17 +82,30 @@ export class Participant {
   /** Resolves with the first status (from now on) that satisfies `ok`, or rejects at the deadline. */
   next(ok: (s: ParticipantStatus) => boolean, timeoutMs: number): Promise<ParticipantStatus> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const done = (): void => {
+        clearTimeout(timer);
         this.listeners.delete(listener);
+        this.onEnd.delete(ended);
+      };
+      const timer = setTimeout(() => {
+        done();
         reject(new Error(`${this.identity}: no matching status within ${timeoutMs} ms`));
       }, timeoutMs);
       const listener = (s: ParticipantStatus): void => {
         if (!ok(s)) return;
-        clearTimeout(timer);
-        this.listeners.delete(listener);
+        done();
         resolve(s);
       };
+      const ended = (): void => {
+        done();
+        reject(new Error(`${this.identity} exited`));
+      };
+      if (this.ended) {
+        ended();
+        return;
+      }
       this.listeners.add(listener);
+      this.onEnd.add(ended);
     });
   }
 
