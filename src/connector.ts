@@ -1,4 +1,5 @@
-import { Etcd3, type IOptions } from 'etcd3';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Etcd3, GRPCDeadlineExceededError, isRecoverableError, type IOptions } from 'etcd3';
 import { ClosedError, InvalidArgumentError } from './errors.js';
 import type { Closable, ConnectorContext } from './internal/context.js';
 import { SessionPool } from './internal/session-pool.js';
@@ -53,10 +54,12 @@ export class EtcdConnector implements AsyncDisposable {
   private closing: Promise<void> | undefined;
 
   constructor(endpoints: readonly string[], namespace: string, options: EtcdConnectorOptions = {}) {
-    if (!Array.isArray(endpoints) || endpoints.length === 0) {
+    // Checked as unknown: JavaScript callers can pass anything.
+    const given: unknown = endpoints;
+    if (!Array.isArray(given) || given.length === 0) {
       throw new InvalidArgumentError('endpoints', 'at least one endpoint is required');
     }
-    endpoints.forEach((e, i) => {
+    given.forEach((e: unknown, i) => {
       if (typeof e !== 'string' || !/^https?:\/\/[^/\s]+$/.test(e)) {
         throw new InvalidArgumentError(
           `endpoints[${i}]`,
@@ -201,6 +204,47 @@ export class EtcdConnector implements AsyncDisposable {
   }
 }
 
+type CallPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+
+/** Tries of a unary call on another host after a transient failure (etcd3's default). */
+const CALL_RETRIES = 3;
+
+/** The deadline of the unary call in progress, shared by its retries. */
+const callDeadline = new AsyncLocalStorage<Date>();
+
+/**
+ * etcd3's default retries a failed call on another host with a fresh deadline each time, so one
+ * call could take 4 x callTimeoutMs (seen without quorum), and a write that timed out (and may
+ * have been applied) went out again. Here the retries of transient failures (host down, connection
+ * refused) share the call's one deadline, and a passed deadline ends the call, as in Go's
+ * clientv3. (etcd3 reads only `execute`.)
+ */
+function retryWithinDeadline(callTimeoutMs: number): CallPolicy {
+  return {
+    execute(fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown): Promise<unknown> {
+      const deadline = new Date(Date.now() + callTimeoutMs);
+      const signal = new AbortController().signal;
+      return callDeadline.run(deadline, async () => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            return await fn({ signal, attempt });
+          } catch (err) {
+            if (
+              attempt >= CALL_RETRIES ||
+              !(err instanceof Error) ||
+              !isRecoverableError(err) ||
+              err instanceof GRPCDeadlineExceededError ||
+              Date.now() >= deadline.getTime()
+            ) {
+              throw err;
+            }
+          }
+        }
+      });
+    },
+  } as unknown as CallPolicy;
+}
+
 function buildClientOptions(
   options: EtcdConnectorOptions,
   dialTimeoutMs: number,
@@ -210,8 +254,14 @@ function buildClientOptions(
     dialTimeout: dialTimeoutMs,
     // etcd3 has no default deadline on unary calls; a call must never hang forever.
     defaultCallOptions: (ctx) =>
-      ctx.isStream ? {} : { deadline: new Date(Date.now() + callTimeoutMs) },
+      ctx.isStream
+        ? {}
+        : { deadline: callDeadline.getStore() ?? new Date(Date.now() + callTimeoutMs) },
     ...options.etcd3,
+    faultHandling: {
+      global: retryWithinDeadline(callTimeoutMs),
+      ...options.etcd3?.faultHandling,
+    },
   };
   if (options.auth !== undefined) {
     const { username, password } = options.auth;

@@ -103,7 +103,9 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       const f = this.failure;
       if (f !== undefined) {
         this.failure = undefined;
-        return Promise.reject(f.error as Error);
+        // fail() takes what the producer had; it is passed through as thrown.
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
+        return Promise.reject(f.error);
       }
       return Promise.resolve({ value: undefined, done: true });
     }
