@@ -342,6 +342,9 @@ export class Campaign {
     const key = this.campaigned;
     const token = this.tokenValue;
     if (key === undefined || !session.isAlive()) return;
+    // Sole holder: the release right after revokes the lease, which deletes the key in the same
+    // write; a delete first would be a second write for the next leader's read to queue behind.
+    if (this.ctx.sessions.holders(session) <= 1) return;
     const del: IRequestOp = { request_delete_range: { key: Buffer.from(key) } };
     // Only our term's key when we know its revision: never one re-created after ours was deleted.
     // A campaign whose reply we never saw may still have created the key: delete it by name.

@@ -52,6 +52,11 @@ export class SessionPool {
     }
   }
 
+  /** How many holders a session has (acquired and not yet released). */
+  holders(session: Session): number {
+    return this.refs.get(session) ?? 0;
+  }
+
   /** Gives a session back; the last holder's release revokes its lease. */
   async release(session: Session): Promise<void> {
     const n = (this.refs.get(session) ?? 1) - 1;
