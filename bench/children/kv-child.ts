@@ -1,7 +1,6 @@
 /**
- * One side of the KV case in its own process, so that neither side's client setup (our
- * connector's per-call deadline and retry policy, which uses AsyncLocalStorage and so turns on
- * promise hooks for the whole process) touches the other's figures.
+ * One side of the KV case in its own process, so that nothing process-wide one side's client
+ * turns on (timers, hooks, GC pressure) touches the other's figures.
  *
  * Args: <ours|raw> <endpoints,comma-separated> <key prefix>
  * Commands: {"op":"put"|"get","inFlight":n,"ms":n} -> {"event":"rate","value":ops/s,"cpuUs":n}
