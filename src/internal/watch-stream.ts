@@ -49,6 +49,11 @@ export interface WatchStreamOptions {
    */
   onCompacted(compactRevision: number): void;
   /**
+   * etcd canceled the watch for another reason (e.g. permission denied); the stream has stopped.
+   * Without this callback the engine retries on a fresh stream with backoff, forever.
+   */
+  onCanceled?(reason: string): void;
+  /**
    * Everything up to `revision` has been delivered. Comes from etcd's periodic progress
    * notifications only (`--experimental-watch-progress-notify-interval`, default 10 min).
    */
@@ -206,8 +211,13 @@ class Watch implements WatchStream {
       return;
     }
     if (res.canceled) {
-      // Not a compaction (e.g. permissions, a server-side cancel): try again on a fresh stream.
-      this.drop(false);
+      // Not a compaction (e.g. permissions): the caller decides, or we try a fresh stream.
+      if (this.opts.onCanceled === undefined) {
+        this.drop(false);
+      } else {
+        this.halt();
+        this.opts.onCanceled(res.cancel_reason === '' ? 'no reason given' : res.cancel_reason);
+      }
       return;
     }
     if (res.created) {

@@ -14,6 +14,7 @@ import {
   EtcdConnectorError,
   InvalidArgumentError,
   InvalidStateError,
+  RequestFailedError,
   SlowConsumerError,
 } from '../errors.js';
 import { AsyncQueue } from '../internal/async-queue.js';
@@ -270,6 +271,14 @@ export class Observer implements AsyncDisposable {
       },
       onCompacted: (compactRevision) => {
         this.task = this.resync(compactRevision, recursive);
+      },
+      // An observer that silently retried a refused watch would look like a quiet key.
+      onCanceled: (reason) => {
+        if (this.isStopping()) return;
+        this.queue?.fail(
+          new RequestFailedError(`etcd canceled the watch of ${this.path}: ${reason}`),
+        );
+        void this.stop();
       },
       ...(this.silenceMs === undefined ? {} : { silenceMs: this.silenceMs }),
     });
