@@ -20,8 +20,8 @@ import { fencingToken as newToken, type FencingToken } from '../recipes/fencing-
 import type { Session, SessionStateChange } from '../session.js';
 import type { ConnectorContext } from './context.js';
 import { toConnectorError } from './etcd-rpc.js';
-import { Backoff, delay } from './timers.js';
-import { firstCreated, isAborted, kvAt, Latch, lastCreatedUpTo, rangeOp } from './wait-delete.js';
+import { Backoff, delay, isAborted } from './timers.js';
+import { firstCreated, kvAt, Latch, lastCreatedUpTo, rangeOp } from './wait-delete.js';
 import { openWatch, type WatchEvent, type WatchStream } from './watch-stream.js';
 
 /** A status of the campaign (LeaderElector's LeaderEvent). */

@@ -64,3 +64,8 @@ export function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise
     );
   });
 }
+
+/** Reads `aborted` through a call, so the compiler does not assume it stays what it was. */
+export function isAborted(signal: AbortSignal): boolean {
+  return signal.aborted;
+}

@@ -43,11 +43,6 @@ export function kvAt(
   return responses[index]?.response_range?.kvs[0];
 }
 
-/** Reads `aborted` through a call, so the compiler does not assume it stays what it was. */
-export function isAborted(signal: AbortSignal): boolean {
-  return signal.aborted;
-}
-
 /**
  * A resettable wake-up latch for one waiting loop. `fire()` before `wait()` is not lost: the loop
  * resets the latch at the top of an iteration, reads etcd, then waits; anything that happened

@@ -13,7 +13,7 @@
  * etcd 3.4 answers a progress request from a side channel that can overtake events (etcd issue
  * 15220), so such an answer proves liveness only and never moves the resume point.
  */
-import type { Etcd3, IEvent, IWatchRequest, IWatchResponse } from 'etcd3';
+import { Range, type Etcd3, type IEvent, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import { openStream, type OpenedStream } from './etcd-rpc.js';
 import { Backoff, monotonicMs } from './timers.js';
 
@@ -107,7 +107,7 @@ class Watch implements WatchStream {
   constructor(private readonly opts: WatchStreamOptions) {
     this.next = opts.startRevision;
     this.keyBytes = Buffer.from(opts.key);
-    this.rangeEnd = opts.prefix ? prefixEnd(this.keyBytes) : undefined;
+    this.rangeEnd = opts.prefix ? Range.prefix(this.keyBytes).end : undefined;
     this.silenceMs = opts.silenceMs ?? 2000;
     this.connect();
   }
@@ -346,17 +346,4 @@ function toEvent(e: IEvent): WatchEvent {
     version: isDelete ? 0 : Number(kv.version),
     lease: isDelete ? '0' : kv.lease,
   };
-}
-
-/** etcd's prefix range end: the key with its last byte below 0xff incremented; `\0` for "all". */
-export function prefixEnd(key: Buffer): Buffer {
-  const end = Buffer.from(key);
-  for (let i = end.length - 1; i >= 0; i--) {
-    const byte = end.readUInt8(i);
-    if (byte < 0xff) {
-      end[i] = byte + 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]);
 }

@@ -29,7 +29,7 @@ import {
 import { AsyncQueue } from '../internal/async-queue.js';
 import type { ConnectorContext } from '../internal/context.js';
 import { toConnectorError } from '../internal/etcd-rpc.js';
-import { abortable, Backoff, delay } from '../internal/timers.js';
+import { abortable, Backoff, delay, isAborted } from '../internal/timers.js';
 import { validateTtl, validateValue } from '../paths.js';
 import type { Session, SessionStateChange } from '../session.js';
 
@@ -432,9 +432,4 @@ export class EphemeralKey implements AsyncDisposable {
 /** Compare: the key is under lease `leaseId` (an absent key has lease 0). */
 function leaseIs(key: Buffer, leaseId: string): ICompare {
   return { key, target: CompareTarget.Lease, result: CompareResult.Equal, lease: leaseId };
-}
-
-/** Reads `aborted` through a call, so the compiler does not assume it stays what it was. */
-function isAborted(signal: AbortSignal): boolean {
-  return signal.aborted;
 }

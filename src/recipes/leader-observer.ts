@@ -9,8 +9,8 @@ import { ClosedError, InvalidStateError } from '../errors.js';
 import { AsyncQueue } from '../internal/async-queue.js';
 import type { ConnectorContext } from '../internal/context.js';
 import { toConnectorError } from '../internal/etcd-rpc.js';
-import { Backoff, delay } from '../internal/timers.js';
-import { firstCreated, isAborted, Latch } from '../internal/wait-delete.js';
+import { Backoff, delay, isAborted } from '../internal/timers.js';
+import { firstCreated, Latch } from '../internal/wait-delete.js';
 import { openWatch, type WatchEvent, type WatchStream } from '../internal/watch-stream.js';
 import { validatePath } from '../paths.js';
 

@@ -21,12 +21,8 @@ import { AsyncQueue } from '../internal/async-queue.js';
 import type { ConnectorContext } from '../internal/context.js';
 import { toConnectorError } from '../internal/etcd-rpc.js';
 import { Backoff, delay } from '../internal/timers.js';
-import {
-  openWatch,
-  prefixEnd,
-  type WatchEvent,
-  type WatchStream,
-} from '../internal/watch-stream.js';
+import { prefixRange } from '../internal/wait-delete.js';
+import { openWatch, type WatchEvent, type WatchStream } from '../internal/watch-stream.js';
 import { validateMs } from '../paths.js';
 
 /** A change of one key. */
@@ -336,8 +332,7 @@ export class Observer implements AsyncDisposable {
         for (const kv of own.kvs) snapshot.set(kv.key.toString(), kv.value.toString());
         if (recursive) {
           // Children only (`path/` ...), so siblings like `path-x` are never read.
-          const start = Buffer.from(this.path + '/');
-          const rangeEnd = prefixEnd(start);
+          const { key: start, range_end: rangeEnd } = prefixRange(this.path + '/');
           let from = start;
           for (;;) {
             const page = await this.retrying(() =>
