@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { EtcdConnector } from '../../connector.js';
 import type { HealthReport } from '../../recipes/health-monitor.js';
-import { startEtcdCluster, type EtcdCluster } from '../../testing/index.js';
+import { startEtcdCluster, withTimeout, type EtcdCluster } from '../../testing/index.js';
 import { connect, parseEndpoints, positiveInt, type GlobalFlags } from '../connect.js';
 import { Participant, type ParticipantStatus } from '../demo/participant.js';
 import { onInterrupt } from '../interrupt.js';
@@ -309,16 +309,5 @@ let interrupted: Promise<never> = new Promise<never>(() => undefined);
 
 /** `p`, or a rejection at the step deadline or on Ctrl-C. */
 function deadline<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    interrupted,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new Error(`demo: no ${what} within ${STEP_TIMEOUT_MS} ms`));
-      }, STEP_TIMEOUT_MS);
-    }),
-  ]).finally(() => {
-    clearTimeout(timer);
-  });
+  return withTimeout(Promise.race([p, interrupted]), STEP_TIMEOUT_MS, `demo: ${what}`);
 }
