@@ -153,6 +153,19 @@ function removeSignalHandlers(): void {
   process.off('SIGTERM', onSignal);
 }
 
+/**
+ * The per-process directory, for files that no process holds (TLS material): removed at exit, or
+ * by the watchdog if this process is SIGKILLed (or dies of a signal nobody handles).
+ */
+export function processDirRemovedAtExit(): string {
+  if (!exitHandlerInstalled) {
+    exitHandlerInstalled = true;
+    process.on('exit', cleanupSync);
+  }
+  ensureWatchdog();
+  return getProcessDir();
+}
+
 /** Records a freshly spawned etcd process. Call right after spawn. */
 export function registerPid(pid: number): void {
   installHandlers();

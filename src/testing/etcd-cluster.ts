@@ -12,8 +12,8 @@ import {
   unregisterOutsideDir,
 } from './cleanup.js';
 import { EtcdMemberImpl, type EtcdMember } from './etcd-member.js';
-import { isHealthy, memberStatus } from './http.js';
 import { releasePorts, reservePorts } from './ports.js';
+import { kitClientTls, type TlsMaterial } from './tls.js';
 import { testTimeout, waitFor } from './wait.js';
 
 /** How to run etcd. Every field is optional. */
@@ -39,14 +39,28 @@ export interface EtcdOptions {
    * dir; it is kept only when a start fails (its tail is then in the error message).
    */
   logLevel?: string;
+  /**
+   * Serve clients over TLS with `tls.server` (e.g. from `makeTlsMaterial()`): endpoints are
+   * `https://127.0.0.1:PORT`. Peer traffic stays plain http.
+   */
+  tls?: TlsMaterial;
+  /**
+   * With `tls`: require client certificates signed by `tls.ca` (`--client-cert-auth
+   * --trusted-ca-file`).
+   */
+  clientCertAuth?: boolean;
 }
 
 /** A running etcd cluster of one or more members, all on 127.0.0.1. */
 export interface EtcdCluster extends AsyncDisposable {
   /** The members, in start order. */
   readonly members: readonly EtcdMember[];
-  /** Client URLs of all members (`http://127.0.0.1:PORT`), in member order. */
+  /** Client URLs of all members (`http://127.0.0.1:PORT`, `https://` with `tls`), in order. */
   readonly endpoints: string[];
+  /** The `tls` option the cluster was started with. */
+  readonly tls: TlsMaterial | undefined;
+  /** Whether members require client certificates (the `clientCertAuth` option). */
+  readonly clientCertAuth: boolean;
   /**
    * The current raft leader: a reachable member whose status says it leads, with no reachable
    * member naming another leader. Waits (default `testTimeout(10000)`) until there is one.
@@ -73,12 +87,16 @@ const MAX_PORT_ATTEMPTS = 5;
 
 class Cluster implements EtcdCluster {
   readonly members: readonly EtcdMemberImpl[];
+  readonly tls: TlsMaterial | undefined;
+  readonly clientCertAuth: boolean;
   readonly #dir: string;
   readonly #ports: number[];
   #stopping: Promise<void> | undefined;
 
-  constructor(members: EtcdMemberImpl[], dir: string, ports: number[]) {
+  constructor(members: EtcdMemberImpl[], dir: string, ports: number[], options: EtcdOptions) {
     this.members = members;
+    this.tls = options.tls;
+    this.clientCertAuth = options.clientCertAuth ?? false;
     this.#dir = dir;
     this.#ports = ports;
   }
@@ -97,7 +115,7 @@ class Cluster implements EtcdCluster {
         const statuses = await Promise.all(
           this.#reachable().map(async (member) => {
             try {
-              return { member, ...(await memberStatus(member.endpoint, 1000)) };
+              return { member, ...(await member.status(1000)) };
             } catch {
               return undefined;
             }
@@ -117,7 +135,7 @@ class Cluster implements EtcdCluster {
   async waitHealthy(timeoutMs = testTimeout(20000)): Promise<void> {
     await waitFor(
       async () => {
-        const health = await Promise.all(this.#reachable().map((m) => isHealthy(m.endpoint)));
+        const health = await Promise.all(this.#reachable().map((m) => m.healthy()));
         return health.every(Boolean);
       },
       { timeoutMs, intervalMs: 50, message: 'every running etcd member to be healthy' },
@@ -153,7 +171,7 @@ function etcdArgs(
   initialCluster: string,
   token: string,
 ): string[] {
-  const client = `http://127.0.0.1:${spec.clientPort}`;
+  const client = `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${spec.clientPort}`;
   const peer = `http://127.0.0.1:${spec.peerPort}`;
   const args = [
     `--name=${spec.name}`,
@@ -171,6 +189,15 @@ function etcdArgs(
     '--log-outputs=stderr',
     `--log-level=${options.logLevel ?? 'error'}`,
   ];
+  if (options.tls !== undefined) {
+    args.push(
+      `--cert-file=${options.tls.server.certFile}`,
+      `--key-file=${options.tls.server.keyFile}`,
+    );
+    if (options.clientCertAuth === true) {
+      args.push('--client-cert-auth', `--trusted-ca-file=${options.tls.ca.certFile}`);
+    }
+  }
   if (options.autoCompactionMode !== undefined) {
     args.push(`--auto-compaction-mode=${options.autoCompactionMode}`);
   }
@@ -219,9 +246,10 @@ async function tryStart(
         binary,
         args: etcdArgs(options, s, initialCluster, token),
         startTimeoutMs,
+        clientTls: options.tls === undefined ? undefined : kitClientTls(options.tls),
       }),
   );
-  const cluster = new Cluster(members, dir, ports);
+  const cluster = new Cluster(members, dir, ports, options);
   try {
     // All at once: members of a new cluster wait for each other to form quorum.
     for (const member of members) member.spawnProcess();
@@ -245,12 +273,16 @@ async function tryStart(
  * exits, is interrupted, or is SIGKILLed (through a watchdog).
  *
  * @param n - number of members, default 3
+ * @throws {@link InvalidArgumentError} for `n` < 1, or `clientCertAuth` without `tls`
  * @throws {@link EtcdNotFoundError} when no etcd binary is found (see {@link findEtcdBinary})
  * @throws {@link EtcdStartError} when a member exits during start or the cluster is not healthy
  *   within `startTimeoutMs`; the message holds the tail of the member's log, which is kept
  */
 export async function startEtcdCluster(n = 3, options: EtcdOptions = {}): Promise<EtcdCluster> {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('n', 'must be an integer >= 1');
+  if (options.clientCertAuth === true && options.tls === undefined) {
+    throw new InvalidArgumentError('clientCertAuth', 'needs the tls option');
+  }
   const binary = findEtcdBinary('etcd');
   const startTimeoutMs = options.startTimeoutMs ?? testTimeout(20000);
   for (let attempt = 1; ; attempt++) {

@@ -4,13 +4,13 @@ import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClosedError, EtcdStartError } from '../errors.js';
 import { registerPid, unregisterPid } from './cleanup.js';
-import { isHealthy } from './http.js';
+import { isHealthy, memberStatus, type ClientTls } from './http.js';
 
 /** One member of an {@link EtcdCluster}. */
 export interface EtcdMember {
   /** etcd's `--name` of the member, unique within its cluster. */
   readonly name: string;
-  /** Client URL, `http://127.0.0.1:PORT`. */
+  /** Client URL, `http://127.0.0.1:PORT` (`https://` in a cluster started with `tls`). */
   readonly endpoint: string;
   /** Peer URL, `http://127.0.0.1:PORT`. */
   readonly peerUrl: string;
@@ -50,6 +50,8 @@ export interface MemberSpec {
   logFile: string;
   dataDir: string;
   startTimeoutMs: number;
+  /** Set when the member serves clients over TLS: what the kit's own https polls present. */
+  clientTls?: ClientTls | undefined;
 }
 
 const LOG_TAIL_LINES = 30;
@@ -83,7 +85,8 @@ export class EtcdMemberImpl implements EtcdMember {
   constructor(spec: MemberSpec) {
     this.#spec = spec;
     this.name = spec.name;
-    this.endpoint = `http://127.0.0.1:${spec.clientPort}`;
+    const scheme = spec.clientTls === undefined ? 'http' : 'https';
+    this.endpoint = `${scheme}://127.0.0.1:${spec.clientPort}`;
     this.peerUrl = `http://127.0.0.1:${spec.peerPort}`;
     this.dataDir = spec.dataDir;
     this.logFile = spec.logFile;
@@ -147,10 +150,20 @@ export class EtcdMemberImpl implements EtcdMember {
         throw this.startError(`exited during start (${this.#exitDescription})`);
       }
       const left = deadline - Date.now();
-      if (await isHealthy(this.endpoint, Math.max(100, Math.min(1000, left)))) return;
+      if (await this.healthy(Math.max(100, Math.min(1000, left)))) return;
       if (Date.now() >= deadline) throw this.startError('did not become healthy in time');
       await Promise.race([sleep(50), this.#exited]);
     }
+  }
+
+  /** @internal Whether the member answers GET /health with `{"health":"true"}`. */
+  healthy(timeoutMs = 1000): Promise<boolean> {
+    return isHealthy(this.endpoint, timeoutMs, this.#spec.clientTls);
+  }
+
+  /** @internal The member's id and the leader it knows of (grpc-gateway status). */
+  status(timeoutMs = 1000): Promise<{ memberId: string; leaderId: string }> {
+    return memberStatus(this.endpoint, timeoutMs, this.#spec.clientTls);
   }
 
   /** @internal An EtcdStartError carrying the tail of this member's log. */

@@ -16,4 +16,12 @@ export { ETCD_DATA_DIR_MARKER } from './cleanup.js';
 export { startEtcd, startEtcdCluster, type EtcdCluster, type EtcdOptions } from './etcd-cluster.js';
 export type { EtcdMember } from './etcd-member.js';
 export { startClusterProxies, startProxy, type FaultProxy, type ProxyMode } from './proxy.js';
+export {
+  etcd3Credentials,
+  makeTlsMaterial,
+  type Etcd3Credentials,
+  type TlsKeyPair,
+  type TlsMaterial,
+  type TlsMaterialOptions,
+} from './tls.js';
 export { testTimeout, uniqueName, waitFor, withTimeout, type WaitForOptions } from './wait.js';

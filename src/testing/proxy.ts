@@ -11,7 +11,7 @@ export type ProxyMode = 'pass' | 'blackhole' | 'delay';
 
 /** A running fault proxy. Close it with `close()` or `await using`. */
 export interface FaultProxy extends AsyncDisposable {
-  /** Where clients connect: `http://127.0.0.1:PORT`. */
+  /** Where clients connect: `http://127.0.0.1:PORT` (`https://` for an `https://` target). */
   readonly endpoint: string;
   /** Where the proxy forwards to, as given to {@link startProxy}. */
   readonly target: string;
@@ -183,7 +183,8 @@ class Proxy implements FaultProxy {
     this.target = target;
     this.#server = server;
     this.#state = state;
-    this.endpoint = `http://127.0.0.1:${port}`;
+    // TLS passes through untouched; the kit's server certificate is valid for 127.0.0.1.
+    this.endpoint = `${target.startsWith('https://') ? 'https' : 'http'}://127.0.0.1:${port}`;
   }
 
   get mode(): ProxyMode {
@@ -247,7 +248,7 @@ class Proxy implements FaultProxy {
 
 /**
  * Starts a fault proxy on 127.0.0.1 (a free port unless `options.port` is given) forwarding to
- * `target` (`http://127.0.0.1:PORT` or `host:port`). It starts in `pass` mode.
+ * `target` (`http://127.0.0.1:PORT`, `https://...` or `host:port`). It starts in `pass` mode.
  *
  * @throws {@link InvalidArgumentError} for a target without a port
  */
