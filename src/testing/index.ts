@@ -11,6 +11,14 @@
  *
  * @packageDocumentation
  */
+export {
+  enableAuth,
+  type AuthOptions,
+  type AuthPermission,
+  type AuthPermissionType,
+  type AuthRole,
+  type AuthUser,
+} from './auth.js';
 export { findEtcdBinary } from './binary.js';
 export { ETCD_DATA_DIR_MARKER } from './cleanup.js';
 export { startEtcd, startEtcdCluster, type EtcdCluster, type EtcdOptions } from './etcd-cluster.js';
