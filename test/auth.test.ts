@@ -3,9 +3,15 @@
 // cluster-wide.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Etcd3, Range } from 'etcd3';
+import { Etcd3 } from 'etcd3';
 import { EtcdConnector, ErrorCode, RequestFailedError, type ObserverEvent } from '../src/index.js';
-import { startEtcd, testTimeout, withTimeout, type EtcdCluster } from '../src/testing/index.js';
+import {
+  enableAuth,
+  startEtcd,
+  testTimeout,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
 
 describe('etcd with authentication', () => {
   let etcd: EtcdCluster;
@@ -14,18 +20,19 @@ describe('etcd with authentication', () => {
 
   before(async () => {
     etcd = await startEtcd();
-    const admin = new Etcd3({ hosts: etcd.endpoints });
-    try {
-      await admin.role('root').create();
-      await (await admin.user('root').create('rootpw')).addRole('root');
-      const reader = await admin.role('reader').create();
-      await reader.grant({ permission: 'Read', range: Range.prefix('/auth_ns/open/') });
-      await reader.grant({ permission: 'Read', range: Range.prefix('/auth_ns/open') });
-      await (await admin.user('reader').create('readerpw')).addRole('reader');
-      await admin.auth.authEnable();
-    } finally {
-      admin.close();
-    }
+    await enableAuth(etcd, {
+      rootPassword: 'rootpw',
+      users: [
+        {
+          name: 'reader',
+          password: 'readerpw',
+          permissions: [
+            { prefix: '/auth_ns/open/', permission: 'read' },
+            { prefix: '/auth_ns/open', permission: 'read' },
+          ],
+        },
+      ],
+    });
     root = new Etcd3({ hosts: etcd.endpoints, auth: { username: 'root', password: 'rootpw' } });
     conn = new EtcdConnector(etcd.endpoints, 'auth_ns', {
       auth: { username: 'reader', password: 'readerpw' },
