@@ -19,8 +19,10 @@ for await (const ev of obs.start(from, true)) {
     for (const [k, v] of ev.snapshot) state.set(k, v);
   } else if (ev.type === 'put') {
     state.set(ev.key, ev.value);
-  } else {
+  } else if (ev.type === 'delete') {
     state.delete(ev.key);
+  } else {
+    continue; // status: etcd unreachable / back; nothing is lost meanwhile
   }
   console.log(`${ev.revision} ${ev.type} ${ev.type === 'resync' ? '' : ev.key}`);
   if (ev.type === 'delete') break; // leaving the loop stops the observer

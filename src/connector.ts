@@ -1,7 +1,7 @@
-import { Etcd3, GRPCDeadlineExceededError, isRecoverableError, type IOptions } from 'etcd3';
+import type { Etcd3, IOptions } from 'etcd3';
 import { ClosedError, InvalidArgumentError } from './errors.js';
-import type { Closable, ConnectorContext } from './internal/context.js';
-import { SessionPool } from './internal/session-pool.js';
+import type { Closable, ConnectorContext } from './engines/context.js';
+import { validateSignal } from './engines/lifecycle.js';
 import {
   DEFAULT_MAX_REQUEST_BYTES,
   joinPath,
@@ -17,7 +17,13 @@ import { LeaderObserver } from './recipes/leader-observer.js';
 import { Observer, type ObserverOptions } from './recipes/observer.js';
 import { ServiceRegistration } from './recipes/registration.js';
 import { ServiceTracker, type ServiceTrackerOptions } from './recipes/service-tracker.js';
-import type { Session } from './session.js';
+import { SessionHandle } from './session/session-handle.js';
+import { SessionPool } from './session/session-pool.js';
+import { buildClientOptions, createClient } from './transport/client-options.js';
+import { ConnectionMonitor, type ConnectionState } from './transport/connection-state.js';
+import { FailureMemory } from './transport/rpc.js';
+import type { RecipeStream } from './transport/stream-queue.js';
+import { WatchMux } from './transport/watch-mux.js';
 
 export interface EtcdConnectorOptions {
   /** etcd user and password (etcd's auth must be enabled on the server). */
@@ -30,13 +36,28 @@ export interface EtcdConnectorOptions {
   callTimeoutMs?: number;
   /** etcd's `--max-request-bytes`; values that do not fit are refused before any I/O. */
   maxRequestBytes?: number;
+  /**
+   * The shared watch stream is probed after this long without a message, and re-dialled
+   * (possibly to another member) when the probe goes unanswered as long again, in ms. Default
+   * 2000.
+   */
+  watchSilenceMs?: number;
   /** Extra etcd3 options, passed through (advanced; `hosts` comes from the endpoints). */
   etcd3?: Omit<IOptions, 'hosts'>;
 }
 
+/** Options of `conn.session(options)`. */
+export interface SessionRequest {
+  /** Lease TTL in whole seconds. */
+  ttl: number;
+  /** Gives up waiting for etcd (the promise rejects with AbortError). */
+  signal?: AbortSignal;
+}
+
 /**
- * The entry point: one etcd3 client for a namespace, and a factory for the recipes. The constructor
- * does no I/O. `close()` ends every recipe it created and revokes its leases.
+ * The entry point: one etcd3 client for a namespace, one multiplexed watch stream, one session
+ * per TTL, and a factory for the recipes. The constructor does no I/O. `close()` ends every
+ * recipe it created and revokes its leases.
  */
 export class EtcdConnector implements AsyncDisposable {
   /** The wrapped etcd3 client, for every plain etcd operation. Not namespaced. */
@@ -49,6 +70,8 @@ export class EtcdConnector implements AsyncDisposable {
 
   private readonly ctx: ConnectorContext;
   private readonly sessions: SessionPool;
+  private readonly watches: WatchMux;
+  private readonly connection = new ConnectionMonitor();
   private readonly owned = new Set<Closable>();
   private closing: Promise<void> | undefined;
 
@@ -75,18 +98,48 @@ export class EtcdConnector implements AsyncDisposable {
       options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
       'maxRequestBytes',
     );
-    const clientOptions = buildClientOptions(options, dialTimeoutMs, callTimeoutMs);
-    this.client = new Etcd3({ ...clientOptions, hosts: [...endpoints] });
-    this.sessions = new SessionPool(this.client, { callTimeoutMs });
+    const watchSilenceMs = validateMs(options.watchSilenceMs ?? 2000, 'watchSilenceMs');
+    const failures = new FailureMemory();
+    const clientOptions = buildClientOptions(
+      {
+        dialTimeoutMs,
+        callTimeoutMs,
+        ...(options.auth === undefined ? {} : { auth: options.auth }),
+        ...(options.tls === undefined ? {} : { tls: options.tls }),
+        ...(options.etcd3 === undefined ? {} : { etcd3: options.etcd3 }),
+      },
+      failures,
+    );
+    this.client = createClient(endpoints, clientOptions);
+    const connection = this.connection;
+    this.sessions = new SessionPool(this.client, { callTimeoutMs, failures }, connection);
+    const watches = new WatchMux({
+      client: this.client,
+      failures,
+      dialTimeoutMs,
+      silenceMs: watchSilenceMs,
+      onConnection: (state) => {
+        if (state === 'idle') connection.remove(watches);
+        else connection.set(watches, state === 'up');
+      },
+    });
+    this.watches = watches;
     const owned = this.owned;
+    const isClosing = (): boolean => this.closing !== undefined;
     this.ctx = {
       client: this.client,
       root: this.root,
       endpoints: this.endpoints,
       clientOptions,
       sessions: this.sessions,
+      watches,
+      failures,
       callTimeoutMs,
+      dialTimeoutMs,
       maxRequestBytes,
+      get closing() {
+        return isClosing();
+      },
       assertOpen: () => {
         if (this.closing !== undefined) throw new ClosedError();
       },
@@ -95,6 +148,7 @@ export class EtcdConnector implements AsyncDisposable {
         return () => owned.delete(closable);
       },
       callOptions: () => ({ deadline: new Date(Date.now() + callTimeoutMs) }),
+      toError: (err, what) => failures.toError(err, what),
     };
   }
 
@@ -163,18 +217,57 @@ export class EtcdConnector implements AsyncDisposable {
   }
 
   /**
-   * The connector's shared session (lease + keepalive) for `ttl` seconds, for your own keys. Call
-   * `releaseSession` when done; the last release revokes the lease.
+   * A handle on the connector's shared session (lease + keepalive) for `ttl` seconds — the one
+   * every recipe with that TTL uses — for your own leased keys, or to tie recipes to one lease
+   * (`{ session }`). Closing the handle releases it only; the lease is revoked when its last
+   * holder lets go, so no holder can revoke a lease others still use.
+   *
+   * @throws InvalidArgumentError bad TTL or signal (before any I/O)
+   * @throws UnavailableError / TimeoutError / AuthenticationFailedError / TlsError etcd refused
+   *   or could not be reached (the grant is not retried)
+   * @throws AbortError `signal` fired
+   * @throws ClosedError the connector is closed
    */
-  async acquireSession(ttl: number, signal?: AbortSignal): Promise<Session> {
+  async session(request: SessionRequest): Promise<SessionHandle> {
     this.ctx.assertOpen();
-    validateTtl(ttl);
-    return this.sessions.acquire(ttl, signal === undefined ? {} : { signal });
+    if (typeof request !== 'object' || (request as unknown) === null) {
+      throw new InvalidArgumentError('request', 'must be { ttl, signal? }');
+    }
+    const ttl = validateTtl(request.ttl, 'ttl');
+    const signal = validateSignal(request.signal, 'signal');
+    const ref = await this.sessions.acquire(ttl, signal === undefined ? {} : { signal });
+    const handle = new SessionHandle(ref);
+    const untrack = this.ctx.track({ close: () => handle.close() });
+    handle.signal.addEventListener('abort', untrack, { once: true });
+    return handle;
   }
 
-  /** Gives back a session from `acquireSession`. */
-  async releaseSession(session: Session): Promise<void> {
-    await this.sessions.release(session);
+  /**
+   * The connection's state in Apache Curator's vocabulary: `connected` (first contact),
+   * `suspended` (the watch stream or a keepalive went silent or broke: leases may expire soon),
+   * `lost` (a session's lease was lost), `reconnected` (all streams answer again after
+   * `suspended` or `lost`). Yields the current state first when known. Keeps the shared watch
+   * stream open (its liveness probe is what tells). Ends on `conn.close()` or `signal`.
+   */
+  status(options: { signal?: AbortSignal } = {}): RecipeStream<ConnectionState> {
+    this.ctx.assertOpen();
+    const signal = validateSignal(options.signal);
+    const release = this.watches.hold();
+    let untrack: () => void = () => undefined;
+    const stream = this.connection.subscribe(() => {
+      release();
+      untrack();
+    });
+    const stop = (): Promise<void> => {
+      release();
+      untrack();
+      this.connection.end(stream);
+      return Promise.resolve();
+    };
+    untrack = this.ctx.track({ close: stop });
+    signal?.addEventListener('abort', () => void stop(), { once: true });
+    if (signal?.aborted === true) void stop();
+    return stream;
   }
 
   /**
@@ -194,94 +287,14 @@ export class EtcdConnector implements AsyncDisposable {
   private async doClose(): Promise<void> {
     await Promise.allSettled([...this.owned].map((o) => o.close()));
     this.owned.clear();
+    // One revoke per lease removes every leased key at once (recipes skip their own deletes).
     await this.sessions.close().catch(() => undefined);
+    this.watches.close();
+    this.connection.close();
     this.client.close();
   }
 
   private path(path: string): string {
     return validatePath(path, this.root);
   }
-}
-
-type CallPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
-
-/** Tries of a unary call on another host after a transient failure (etcd3's default). */
-const CALL_RETRIES = 3;
-
-/** etcd3 passes this to the attempt function and ignores it; one object for every call. */
-const ATTEMPT_CONTEXT = { signal: new AbortController().signal, attempt: 0 };
-
-/**
- * etcd3's default retries a failed call on another host with a fresh deadline each time, so one
- * call could take 4 x callTimeoutMs (seen without quorum), and a write that timed out (and may
- * have been applied) went out again. Here only quick transient failures (host down, connection
- * refused) are retried, while the call is within a tenth of its deadline; a timed-out call is
- * never retried. So a call ends within ~1.1 x callTimeoutMs, as in Go's clientv3 (where retries
- * share one context). Per call this costs one clock read: no closure, no AsyncLocalStorage (whose
- * promise hooks would slow every promise of the process). (etcd3 reads only `execute`.)
- */
-function retryQuickFailures(callTimeoutMs: number): CallPolicy {
-  const retryWindowMs = callTimeoutMs / 10;
-  return {
-    async execute(fn: (ctx: typeof ATTEMPT_CONTEXT) => Promise<unknown>): Promise<unknown> {
-      const start = performance.now();
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await fn(ATTEMPT_CONTEXT);
-        } catch (err) {
-          if (
-            attempt >= CALL_RETRIES ||
-            !(err instanceof Error) ||
-            !isRecoverableError(err) ||
-            err instanceof GRPCDeadlineExceededError ||
-            performance.now() - start > retryWindowMs
-          ) {
-            throw err;
-          }
-        }
-      }
-    },
-  } as unknown as CallPolicy;
-}
-
-function buildClientOptions(
-  options: EtcdConnectorOptions,
-  dialTimeoutMs: number,
-  callTimeoutMs: number,
-): Omit<IOptions, 'hosts'> {
-  const out: Omit<IOptions, 'hosts'> = {
-    dialTimeout: dialTimeoutMs,
-    // etcd3 has no default deadline on unary calls; a call must never hang forever.
-    defaultCallOptions: (ctx) =>
-      ctx.isStream ? {} : { deadline: new Date(Date.now() + callTimeoutMs) },
-    ...options.etcd3,
-    faultHandling: {
-      global: retryQuickFailures(callTimeoutMs),
-      ...options.etcd3?.faultHandling,
-    },
-  };
-  if (options.auth !== undefined) {
-    const { username, password } = options.auth;
-    if (typeof username !== 'string' || username === '' || typeof password !== 'string') {
-      throw new InvalidArgumentError('auth', 'username (non-empty) and password are required');
-    }
-    out.auth = { username, password };
-  }
-  if (options.tls !== undefined) {
-    const { ca, cert, key } = options.tls;
-    if ((cert === undefined) !== (key === undefined)) {
-      throw new InvalidArgumentError('tls', 'cert and key go together');
-    }
-    if (ca === undefined && cert === undefined) {
-      throw new InvalidArgumentError('tls', 'give ca, or cert and key, or both');
-    }
-    const buf = (v: string | Buffer): Buffer => (typeof v === 'string' ? Buffer.from(v) : v);
-    out.credentials = {
-      // null: the system roots.
-      rootCertificate: ca === undefined ? (null as unknown as Buffer) : buf(ca),
-      ...(key === undefined ? {} : { privateKey: buf(key) }),
-      ...(cert === undefined ? {} : { certChain: buf(cert) }),
-    };
-  }
-  return out;
 }

@@ -16,6 +16,9 @@ export const ErrorCode = {
   Timeout: 'ETCDC_TIMEOUT',
   Unavailable: 'ETCDC_UNAVAILABLE',
   RequestFailed: 'ETCDC_REQUEST_FAILED',
+  AuthFailed: 'ETCDC_AUTH_FAILED',
+  PermissionDenied: 'ETCDC_PERMISSION_DENIED',
+  Tls: 'ETCDC_TLS',
   Aborted: 'ETCDC_ABORTED',
   EtcdNotFound: 'ETCDC_ETCD_NOT_FOUND',
   EtcdStartFailed: 'ETCDC_ETCD_START_FAILED',
@@ -140,6 +143,36 @@ export class RequestFailedError extends EtcdConnectorError {
   override name = 'RequestFailedError' as const;
   constructor(message: string, options?: ErrorOptions) {
     super(ErrorCode.RequestFailed, message, false, options);
+  }
+}
+
+/**
+ * etcd refused our credentials: wrong user or password, or auth is not enabled for a user that was
+ * given. Final: retrying with the same credentials cannot succeed.
+ */
+export class AuthenticationFailedError extends EtcdConnectorError {
+  override name = 'AuthenticationFailedError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.AuthFailed, message, false, options);
+  }
+}
+
+/** The user may not read or write that key range. Final for this call and these credentials. */
+export class PermissionDeniedError extends EtcdConnectorError {
+  override name = 'PermissionDeniedError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.PermissionDenied, message, false, options);
+  }
+}
+
+/**
+ * The TLS handshake failed: the server's certificate is not signed by the given CA, does not name
+ * the host, or the server refused our client certificate. Final until the TLS material changes.
+ */
+export class TlsError extends EtcdConnectorError {
+  override name = 'TlsError' as const;
+  constructor(message: string, options?: ErrorOptions) {
+    super(ErrorCode.Tls, message, false, options);
   }
 }
 

@@ -1,20 +1,74 @@
 /**
  * etcd-connector: distributed coordination recipes for Node.js on etcd v3.
+ *
+ * The export list is explicit and pinned by test/exports.test.ts. Recipe classes are exported as
+ * types only: recipes are made by the connector (`conn.newLeaderElector(...)`), never with `new`.
  * @packageDocumentation
  */
-export { EtcdConnector, type EtcdConnectorOptions } from './connector.js';
+export { EtcdConnector, type EtcdConnectorOptions, type SessionRequest } from './connector.js';
 export { prepareEndpointList, DEFAULT_MAX_REQUEST_BYTES } from './paths.js';
-export * from './errors.js';
 export {
-  Session,
-  type SessionState,
-  type SessionStateChange,
-  type SessionOptions,
-} from './session.js';
-export * from './recipes/leader-elector.js';
-export * from './recipes/leader-observer.js';
-export * from './recipes/registration.js';
-export * from './recipes/service-tracker.js';
-export * from './recipes/ephemeral-key.js';
-export * from './recipes/observer.js';
-export * from './recipes/health-monitor.js';
+  ErrorCode,
+  EtcdConnectorError,
+  InvalidArgumentError,
+  InvalidStateError,
+  ClosedError,
+  KeyExistsError,
+  SessionLostError,
+  NotLeaderError,
+  CompactedError,
+  SlowConsumerError,
+  TimeoutError,
+  UnavailableError,
+  RequestFailedError,
+  AuthenticationFailedError,
+  PermissionDeniedError,
+  TlsError,
+  AbortError,
+  EtcdNotFoundError,
+  EtcdStartError,
+  hasCode,
+  type ErrorOptions,
+} from './errors.js';
+export { fencingToken, type FencingToken } from './fencing.js';
+export type { TlsOptions } from './transport/client-options.js';
+export type { ConnectionState } from './transport/connection-state.js';
+export type { RecipeStream } from './transport/stream-queue.js';
+export type { StartOptions } from './engines/lifecycle.js';
+export type { SessionState } from './session/session.js';
+export type { SessionHandle } from './session/session-handle.js';
+export {
+  LEStatus,
+  type LeaderElector,
+  type LeaderElectorOptions,
+  type LeaderEvent,
+} from './recipes/leader-elector.js';
+export type { LeaderObserver, LeaderInfo } from './recipes/leader-observer.js';
+export type { ServiceRegistration } from './recipes/registration.js';
+export type {
+  ServiceTracker,
+  ServiceData,
+  ServiceTrackerOptions,
+} from './recipes/service-tracker.js';
+export type {
+  EphemeralKey,
+  EphemeralKeyState,
+  EphemeralKeyCreateOptions,
+} from './recipes/ephemeral-key.js';
+export type {
+  Observer,
+  ObserverOptions,
+  ObserverStartOptions,
+  ObserverEvent,
+  ObserverChange,
+  ObserverResync,
+  ObserverStatus,
+} from './recipes/observer.js';
+export {
+  ClusterStatus,
+  type HealthMonitor,
+  type HealthMonitorOptions,
+  type HealthMonitorStartOptions,
+  type HealthReport,
+  type MemberHealth,
+} from './recipes/health-monitor.js';

@@ -4,7 +4,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
-import { EtcdConnector, ErrorCode, RequestFailedError, type ObserverEvent } from '../src/index.js';
+import {
+  EtcdConnector,
+  ErrorCode,
+  PermissionDeniedError,
+  type ObserverEvent,
+} from '../src/index.js';
 import {
   enableAuth,
   startEtcd,
@@ -62,7 +67,9 @@ describe('etcd with authentication', () => {
       'first event',
     );
     assert.deepEqual(
-      seen.map((e) => (e.type === 'resync' ? e.type : [e.type, e.key, e.value])),
+      seen.map((e) =>
+        e.type === 'resync' || e.type === 'status' ? e.type : [e.type, e.key, e.value],
+      ),
       [['put', '/auth_ns/open/a', '1']],
     );
   });
@@ -70,7 +77,7 @@ describe('etcd with authentication', () => {
   for (const from of [0, 1]) {
     // 0 reads the current revision first (a refused range); 1 goes straight to the watch, which
     // etcd creates and cancels at once: both must end the stream with the typed error.
-    test(`a refused observer (from ${from}) ends with RequestFailedError`, async () => {
+    test(`a refused observer (from ${from}) ends with PermissionDeniedError`, async () => {
       const obs = conn.newObserver(conn.constructPath('secret'));
       const err = await withTimeout(
         (async () => {
@@ -86,8 +93,8 @@ describe('etcd with authentication', () => {
         testTimeout(10_000),
         'the observer to fail',
       );
-      assert.ok(err instanceof RequestFailedError, String(err));
-      assert.equal(err.code, ErrorCode.RequestFailed);
+      assert.ok(err instanceof PermissionDeniedError, String(err));
+      assert.equal(err.code, ErrorCode.PermissionDenied);
       assert.match(err.message, /permission denied/);
       await obs.stop();
     });

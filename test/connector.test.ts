@@ -114,7 +114,7 @@ void describe('EtcdConnector (no I/O)', () => {
     assert.equal(conn.closed, true);
     assert.throws(() => conn.newEphemeralKey('/ns/k'), { name: 'ClosedError' });
     assert.throws(() => conn.newHealthMonitor(), { name: 'ClosedError' });
-    await assert.rejects(conn.acquireSession(5), { name: 'ClosedError' });
+    await assert.rejects(conn.session({ ttl: 5 }), { name: 'ClosedError' });
   });
 });
 
@@ -133,6 +133,9 @@ void describe('errors', () => {
       [errors.TimeoutError, ['late'], 'ETCDC_TIMEOUT', true],
       [errors.UnavailableError, ['down'], 'ETCDC_UNAVAILABLE', true],
       [errors.RequestFailedError, ['denied'], 'ETCDC_REQUEST_FAILED', false],
+      [errors.AuthenticationFailedError, ['bad password'], 'ETCDC_AUTH_FAILED', false],
+      [errors.PermissionDeniedError, ['no access'], 'ETCDC_PERMISSION_DENIED', false],
+      [errors.TlsError, ['bad certificate'], 'ETCDC_TLS', false],
       [errors.AbortError, [], 'ETCDC_ABORTED', false],
       [errors.EtcdNotFoundError, ['etcd'], 'ETCDC_ETCD_NOT_FOUND', false],
       [errors.EtcdStartError, ['no'], 'ETCDC_ETCD_START_FAILED', true],

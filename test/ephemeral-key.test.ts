@@ -82,9 +82,11 @@ void describe('EphemeralKey', () => {
     await etcd.stop();
   });
 
+  /** The key's record, with its lease in hex (as `eph.leaseId` reports it). */
   async function kv(key: string): Promise<IKeyValue | undefined> {
     const res = await client.get(key).exec();
-    return res.kvs[0];
+    const found = res.kvs[0];
+    return found === undefined ? undefined : { ...found, lease: BigInt(found.lease).toString(16) };
   }
 
   function connect(ns: string): EtcdConnector {
@@ -331,7 +333,7 @@ void describe('EphemeralKey', () => {
     const first = eph.leaseId;
     assert.ok(first !== undefined);
     // Someone revokes our lease behind our back: etcd deletes the key, the session learns it.
-    await client.leaseClient.leaseRevoke({ ID: first });
+    await client.leaseClient.leaseRevoke({ ID: BigInt('0x' + first).toString() });
     const it = errors[Symbol.asyncIterator]();
     const next = await withTimeout(it.next(), testTimeout(10000), 'the loss report');
     assert.equal(next.done, false);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
-import { EtcdConnector, type Session, type SessionState } from '../src/index.js';
+import { EtcdConnector, type SessionHandle, type SessionState } from '../src/index.js';
 import {
   startEtcdCluster,
   startProxy,
@@ -22,17 +22,41 @@ async function remainingTtl(client: Etcd3, leaseId: string): Promise<number> {
   return Number(res.TTL);
 }
 
-/** Records every state a session goes through, and when (monotonic ms) and at which deadline. */
-function record(session: Session): { state: SessionState; at: number; deadline: number }[] {
+/**
+ * Records every state a session goes through after the current one, and when (monotonic ms) and
+ * at which deadline.
+ */
+function record(session: SessionHandle): { state: SessionState; at: number; deadline: number }[] {
   const seen: { state: SessionState; at: number; deadline: number }[] = [];
-  session.onChange((c) => {
-    seen.push({ state: c.state, at: performance.now(), deadline: session.deadline });
-  });
+  const stream = session.status();
+  void (async () => {
+    let current = true;
+    for await (const state of stream) {
+      if (current) current = false;
+      else seen.push({ state, at: performance.now(), deadline: session.deadline });
+    }
+  })();
   return seen;
 }
 
+/** Resolves when the session's signal aborts (lost or closed). */
+function ended(session: SessionHandle): Promise<void> {
+  return new Promise((resolve) => {
+    if (session.signal.aborted) resolve();
+    else {
+      session.signal.addEventListener(
+        'abort',
+        () => {
+          resolve();
+        },
+        { once: true },
+      );
+    }
+  });
+}
+
 /** Waits until a keepalive sent after `since` (monotonic ms) was acknowledged. */
-async function ackedAfter(session: Session, since: number, what: string): Promise<void> {
+async function ackedAfter(session: SessionHandle, since: number, what: string): Promise<void> {
   await waitFor(() => session.deadline > since + session.ttl * 1000, {
     timeoutMs: testTimeout(15000),
     intervalMs: 20,
@@ -64,14 +88,18 @@ void describe('Session', () => {
       proxy.pass();
       await conn.close();
     });
-    const session = await conn.acquireSession(2);
+    const session = await conn.session({ ttl: 2 });
     await ackedAfter(session, performance.now(), 'a first keepalive ack');
     const seen = record(session);
 
     const captured = session.deadline;
     const blackholeAt = performance.now();
     proxy.blackhole();
-    await withTimeout(session.done, testTimeout(15000), 'session loss');
+    await withTimeout(ended(session), testTimeout(15000), 'session loss');
+    await waitFor(() => seen.some((s) => s.state === 'lost'), {
+      timeoutMs: testTimeout(1000),
+      message: 'the lost state on the status stream',
+    });
 
     const lost = seen.find((s) => s.state === 'lost');
     assert.ok(lost !== undefined, `states: ${JSON.stringify(seen)}`);
@@ -90,12 +118,7 @@ void describe('Session', () => {
     );
     assert.equal(session.isAlive(), false);
     assert.equal(session.state, 'lost');
-    assert.throws(
-      () => {
-        session.assertAlive();
-      },
-      { name: 'SessionLostError' },
-    );
+    assert.equal((session.signal.reason as Error).name, 'SessionLostError');
     // Never "alive" again after the loss.
     assert.deepEqual(
       seen.slice(seen.indexOf(lost)).map((s) => s.state),
@@ -113,7 +136,7 @@ void describe('Session', () => {
       proxy.pass();
       await conn.close();
     });
-    const session = await conn.acquireSession(3);
+    const session = await conn.session({ ttl: 3 });
     await ackedAfter(session, performance.now(), 'a first keepalive ack');
     const seen = record(session);
 
@@ -130,40 +153,42 @@ void describe('Session', () => {
     );
     assert.equal(session.state, 'alive');
     assert.equal(session.isAlive(), true);
-    assert.ok((await remainingTtl(direct, session.leaseId)) > 0);
+    assert.ok((await remainingTtl(direct, session.leaseIdDecimal)) > 0);
   });
 
   void test('the pool shares one session per TTL; the last release revokes it', async (t) => {
     const conn = new EtcdConnector(cluster.endpoints, uniqueName('sess'));
     t.after(() => conn.close());
-    const a = await conn.acquireSession(3);
-    const b = await conn.acquireSession(3);
-    const c = await conn.acquireSession(4);
-    assert.equal(a, b);
-    assert.notEqual(a, c);
+    const a = await conn.session({ ttl: 3 });
+    const b = await conn.session({ ttl: 3 });
+    const c = await conn.session({ ttl: 4 });
+    assert.notEqual(a, b, 'one handle per holder');
+    assert.equal(a.leaseId, b.leaseId, 'one lease per TTL');
     assert.notEqual(a.leaseId, c.leaseId);
-    assert.equal(a.leaseIdHex, BigInt(a.leaseId).toString(16));
+    assert.equal(a.leaseId, BigInt(a.leaseIdDecimal).toString(16));
 
-    await conn.releaseSession(a);
+    await a.close();
+    assert.equal(a.state, 'closed');
+    assert.equal(a.signal.aborted, true);
     assert.equal(b.isAlive(), true);
-    assert.ok((await remainingTtl(direct, b.leaseId)) > 0, 'one holder left: lease alive');
+    assert.ok((await remainingTtl(direct, b.leaseIdDecimal)) > 0, 'one holder left: lease alive');
 
-    await conn.releaseSession(b);
+    await b.close();
     assert.equal(b.state, 'closed');
-    assert.equal(await remainingTtl(direct, b.leaseId), -1, 'last release revokes');
+    assert.equal(await remainingTtl(direct, b.leaseIdDecimal), -1, 'last release revokes');
 
-    // A new acquire after the last release grants a new lease.
-    const d = await conn.acquireSession(3);
+    // A new session after the last release is a new lease.
+    const d = await conn.session({ ttl: 3 });
     assert.notEqual(d.leaseId, b.leaseId);
-    await conn.releaseSession(d);
-    await conn.releaseSession(c);
-    assert.equal(await remainingTtl(direct, c.leaseId), -1);
+    await d.close();
+    await c.close();
+    assert.equal(await remainingTtl(direct, c.leaseIdDecimal), -1);
   });
 
   void test('S1: kill -9 each member in turn, leader first: the session is never lost', async (t) => {
     const conn = new EtcdConnector(cluster.endpoints, uniqueName('sess'), { callTimeoutMs: 2000 });
     t.after(() => conn.close());
-    const session = await conn.acquireSession(5);
+    const session = await conn.session({ ttl: 5 });
     const seen = record(session);
 
     const leader = await cluster.leader();
@@ -181,6 +206,6 @@ void describe('Session', () => {
       seen.every((s) => s.state !== 'lost'),
       `states: ${JSON.stringify(seen.map((s) => s.state))}`,
     );
-    assert.ok((await remainingTtl(direct, session.leaseId)) > 0);
+    assert.ok((await remainingTtl(direct, session.leaseIdDecimal)) > 0);
   });
 });

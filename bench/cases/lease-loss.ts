@@ -26,10 +26,10 @@ interface OursProbe {
 
 async function startOurs(ours: Ours, proxy: FaultProxy): Promise<OursProbe> {
   const conn = new ours.EtcdConnector([proxy.endpoint], 'bench');
-  const session = await conn.acquireSession(TTL);
+  const session = await conn.session({ ttl: TTL });
   const sessionLost = deferred<number>();
-  session.onChange((c) => {
-    if (c.state === 'lost') sessionLost.resolve(now());
+  session.signal.addEventListener('abort', () => {
+    if (session.state === 'lost') sessionLost.resolve(now());
   });
   const elector = conn.newLeaderElector(conn.constructPath(uniqueName('loss-el')), 'x', TTL);
   const reader = new StreamReader(elector.start());
@@ -45,7 +45,7 @@ async function startOurs(ours: Ours, proxy: FaultProxy): Promise<OursProbe> {
       .until((e) => e instanceof ours.SessionLostError, 30000, 'ephemeral key loss report')
       .then((e) => e.at),
     close: async () => {
-      await Promise.allSettled([elector.stop(), eph.delete(), conn.releaseSession(session)]);
+      await Promise.allSettled([elector.stop(), eph.delete(), session.close()]);
       await conn.close();
       await Promise.allSettled([reader.close(), errors.close()]);
     },

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError as UsageError, Option } from 'commander';
 import { EtcdConnector, type EtcdConnectorOptions } from '../connector.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
+import { toConnectorError } from '../transport/rpc.js';
 import { prepareEndpointList } from '../paths.js';
 
 /** Flags every command shares (after commander parsed them). */

@@ -22,16 +22,19 @@ import {
   AbortError,
   ClosedError,
   EtcdConnectorError,
+  InvalidArgumentError,
   InvalidStateError,
   KeyExistsError,
   SessionLostError,
 } from '../errors.js';
-import { AsyncQueue } from '../internal/async-queue.js';
-import type { ConnectorContext } from '../internal/context.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
-import { abortable, Backoff, delay, isAborted } from '../internal/timers.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { validateSignal } from '../engines/lifecycle.js';
 import { validateTtl, validateValue } from '../paths.js';
-import type { Session, SessionStateChange } from '../session.js';
+import type { Session, SessionStateChange } from '../session/session.js';
+import { sessionOf, type SessionHandle } from '../session/session-handle.js';
+import type { SessionRef } from '../session/session-pool.js';
+import { StreamQueue } from '../transport/stream-queue.js';
+import { abortable, Backoff, delay, isAborted } from '../transport/timers.js';
 
 /**
  * Where an ephemeral key is in its life: `idle` (not created, or deleted), `creating`, `live`
@@ -43,6 +46,12 @@ export type EphemeralKeyState = 'idle' | 'creating' | 'live' | 'recovering' | 'd
 export interface EphemeralKeyCreateOptions {
   /** Aborts the create; nothing stays behind (the key is not written, the lease is released). */
   signal?: AbortSignal;
+  /**
+   * Put the key under this session (from `conn.session()`) instead of the connector's shared
+   * session for `ttl`. The key is then bound to that lease: when it is lost, the error stream
+   * reports it and ends, and the key is not put back.
+   */
+  session?: SessionHandle;
 }
 
 /** How many undelivered errors the error stream keeps (oldest dropped first). */
@@ -67,9 +76,11 @@ export class EphemeralKey implements AsyncDisposable {
 
   private readonly keyBytes: Buffer;
   private stateValue: EphemeralKeyState = 'idle';
-  private session: Session | undefined;
+  private ref: SessionRef | undefined;
+  /** The user's session, when one was given: never replaced. */
+  private bound: Session | undefined;
   private unsubscribe: (() => void) | undefined;
-  private errors: AsyncQueue<Error> | undefined;
+  private errors: StreamQueue<Error> | undefined;
   private value = '';
   private ttl = 0;
   private controller = new AbortController();
@@ -103,9 +114,13 @@ export class EphemeralKey implements AsyncDisposable {
     return this.stateValue === 'live' || this.stateValue === 'recovering';
   }
 
-  /** The lease the key is (or is being) written under, as etcd's decimal string. */
+  /** The lease the key is (or is being) written under, in hex. */
   get leaseId(): string | undefined {
-    return this.session?.leaseId;
+    return this.session?.leaseIdHex;
+  }
+
+  private get session(): Session | undefined {
+    return this.ref?.session;
   }
 
   /**
@@ -130,6 +145,14 @@ export class EphemeralKey implements AsyncDisposable {
     this.ctx.assertOpen();
     validateValue(this.key, value, this.ctx.maxRequestBytes);
     validateTtl(ttl);
+    validateSignal(options.signal);
+    let bound: Session | undefined;
+    if (options.session !== undefined) {
+      bound = sessionOf(options.session);
+      if (bound === undefined) {
+        throw new InvalidArgumentError('options.session', 'must be a session from conn.session()');
+      }
+    }
     if (this.stateValue !== 'idle') {
       throw new InvalidStateError(
         `ephemeral key ${this.key} is ${this.stateValue}; delete() first`,
@@ -138,6 +161,7 @@ export class EphemeralKey implements AsyncDisposable {
     this.stateValue = 'creating';
     this.value = value;
     this.ttl = ttl;
+    this.bound = bound;
     this.controller = new AbortController();
     this.untrack = this.ctx.track({ close: () => this.delete().catch(() => undefined) });
     const signal =
@@ -196,61 +220,65 @@ export class EphemeralKey implements AsyncDisposable {
   }
 
   private async doCreate(signal: AbortSignal): Promise<AsyncIterable<Error>> {
-    let session: Session | undefined;
+    let ref: SessionRef | undefined;
     try {
       const acquired = await this.acquire(signal);
-      session = acquired;
+      ref = acquired;
       signal.throwIfAborted();
-      await this.serial(() => this.putIfAbsentOrOurs(acquired, this.value));
+      await this.serial(() => this.putIfAbsentOrOurs(acquired.session, this.value));
       if (signal.aborted) {
-        const s = session;
+        const r = acquired;
         if (this.stateValue === 'deleting') {
           // A delete() raced us after the write: hand it the session; it removes the key.
-          this.adopt(s);
+          this.adopt(r);
         } else {
           // The caller gave up after the write: take the key back so nothing stays behind.
-          await this.serial(() => this.deleteIfOurs(s)).catch(() => undefined);
+          await this.serial(() => this.deleteIfOurs(r.session)).catch(() => undefined);
         }
         throw new AbortError({ cause: signal.reason });
       }
     } catch (err) {
-      if (session !== undefined && this.session !== session) {
-        await this.ctx.sessions.release(session).catch(() => undefined);
-      }
+      if (ref !== undefined && this.ref !== ref) await ref.release();
       if (this.stateValue === 'creating') this.reset();
       throw signal.aborted && !(err instanceof EtcdConnectorError)
         ? new AbortError({ cause: err })
         : err;
     }
-    const errors = new AsyncQueue<Error>({
+    const errors = new StreamQueue<Error>({
       capacity: ERROR_STREAM_CAPACITY,
       overflow: 'coalesce',
     });
     this.errors = errors;
     this.stateValue = 'live';
-    this.adopt(session);
+    this.adopt(ref);
+    const session = ref.session;
     if (!session.isAlive()) this.onSession(session, { state: 'lost', leaseId: session.leaseIdHex });
     return errors;
   }
 
-  /** Acquires the shared session; if `signal` fires first, the late session is given back. */
-  private async acquire(signal: AbortSignal, retry = false): Promise<Session> {
+  /**
+   * A reference to the user's session, or the shared one for our TTL; if `signal` fires first, a
+   * late session is given back.
+   */
+  private async acquire(signal: AbortSignal, retry = false): Promise<SessionRef> {
+    if (this.bound !== undefined) return this.ctx.sessions.retain(this.bound);
     const acquiring = this.ctx.sessions.acquire(this.ttl, { signal, retry });
     try {
       return await abortable(acquiring, signal);
     } catch (err) {
       acquiring.then(
-        (s) => this.ctx.sessions.release(s),
+        (r) => r.release(),
         () => undefined,
       );
       throw err;
     }
   }
 
-  /** Makes `session` the key's session and listens for its loss. */
-  private adopt(session: Session): void {
+  /** Makes `ref` the key's session and listens for its loss. */
+  private adopt(ref: SessionRef): void {
     this.unsubscribe?.();
-    this.session = session;
+    this.ref = ref;
+    const session = ref.session;
     this.unsubscribe = session.onChange((change) => {
       this.onSession(session, change);
     });
@@ -265,6 +293,12 @@ export class EphemeralKey implements AsyncDisposable {
       change.error ?? new SessionLostError(session.leaseIdHex, `session ${change.state}`),
     );
     this.lostLeases.add(session.leaseId);
+    if (this.bound !== undefined) {
+      // Bound to the user's lease: nothing to put it back under.
+      this.controller.abort(new ClosedError('ephemeral key'));
+      void this.delete().catch(() => undefined);
+      return;
+    }
     if (this.stateValue === 'live') {
       this.stateValue = 'recovering';
       this.recovery = this.recover(this.controller.signal);
@@ -277,16 +311,16 @@ export class EphemeralKey implements AsyncDisposable {
     let reportedExists = false;
     while (!signal.aborted) {
       try {
-        let session = this.session;
-        if (!session?.isAlive()) {
+        let ref = this.ref;
+        if (ref?.session.isAlive() !== true) {
           this.unsubscribe?.();
           this.unsubscribe = undefined;
-          this.session = undefined;
-          if (session !== undefined) await this.ctx.sessions.release(session);
-          session = await this.acquire(signal, true);
-          this.adopt(session);
+          this.ref = undefined;
+          if (ref !== undefined) await ref.release();
+          ref = await this.acquire(signal, true);
+          this.adopt(ref);
         }
-        const s = session;
+        const s = ref.session;
         await this.serial(() => this.putIfAbsentOrOurs(s, this.value));
         // A loss during the write was ignored by onSession (we were recovering): check again.
         if (s.isAlive() && !isAborted(signal)) {
@@ -321,16 +355,18 @@ export class EphemeralKey implements AsyncDisposable {
     await this.recovery;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    const session = this.session;
+    const ref = this.ref;
+    const session = ref?.session;
     let failure: Error | undefined;
-    if (session?.isAlive() === true) {
+    // The connector's close revokes every lease at once; no key-by-key delete needed then.
+    if (session?.isAlive() === true && !this.ctx.closing) {
       try {
         await this.serial(() => this.deleteIfOurs(session));
       } catch (err) {
         failure = err instanceof Error ? err : new Error(String(err));
       }
     }
-    if (session !== undefined) await this.ctx.sessions.release(session).catch(() => undefined);
+    await ref?.release();
     // A key still under a lease we lost (not yet expired on the server) goes with that lease.
     await Promise.all([...this.lostLeases].map((id) => this.revokeLost(id)));
     this.reset();
@@ -343,7 +379,7 @@ export class EphemeralKey implements AsyncDisposable {
       await this.ctx.client.leaseClient.leaseRevoke({ ID: leaseId }, this.ctx.callOptions());
       this.lostLeases.delete(leaseId);
     } catch (err) {
-      if (toConnectorError(err, 'revoke') instanceof SessionLostError) {
+      if (this.ctx.toError(err, 'revoke') instanceof SessionLostError) {
         this.lostLeases.delete(leaseId); // already gone
       } else {
         await delay(200, this.controller.signal).catch(() => undefined);
@@ -356,7 +392,8 @@ export class EphemeralKey implements AsyncDisposable {
     this.holderLease = undefined;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    this.session = undefined;
+    this.ref = undefined;
+    this.bound = undefined;
     this.errors?.end();
     this.errors = undefined;
     this.untrack?.();
@@ -400,7 +437,7 @@ export class EphemeralKey implements AsyncDisposable {
     try {
       res = await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
-      const e = toConnectorError(err, `put ${this.key}`);
+      const e = this.ctx.toError(err, `put ${this.key}`);
       if (e instanceof SessionLostError || !session.isAlive()) {
         throw new SessionLostError(session.leaseIdHex, 'the lease is gone', { cause: err });
       }
@@ -424,7 +461,7 @@ export class EphemeralKey implements AsyncDisposable {
         this.ctx.callOptions(),
       );
     } catch (err) {
-      throw toConnectorError(err, `delete ${this.key}`);
+      throw this.ctx.toError(err, `delete ${this.key}`);
     }
   }
 }

@@ -5,18 +5,14 @@
  * healthy when it answers in time, knows a raft leader and reports no alarm; a member without a
  * leader (lost quorum, mid-election) is not.
  */
-import { Etcd3, type IOptions, type IStatusResponse } from 'etcd3';
-import {
-  ClosedError,
-  InvalidArgumentError,
-  InvalidStateError,
-  UnavailableError,
-} from '../errors.js';
-import { AsyncQueue } from '../internal/async-queue.js';
-import type { ConnectorContext } from '../internal/context.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
-import { delay, monotonicMs } from '../internal/timers.js';
+import type { Etcd3, IOptions, IStatusResponse } from 'etcd3';
+import { InvalidArgumentError, UnavailableError } from '../errors.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
 import { validateMs } from '../paths.js';
+import { createClient } from '../transport/client-options.js';
+import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import { delay, isAborted, monotonicMs } from '../transport/timers.js';
 
 /**
  * Overall status of the cluster in a {@link HealthReport}:
@@ -76,6 +72,14 @@ export interface HealthMonitorOptions {
   timeoutMs?: number;
 }
 
+/** Options of `monitor.start(options)`. */
+export interface HealthMonitorStartOptions extends StartOptions {
+  /** One report, then the stream ends. Default false. */
+  once?: boolean;
+  /** Time between checks, in ms. Default 10000. */
+  intervalMs?: number;
+}
+
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 
 /** Runs each call once: no retry, no circuit breaker (etcd3 reads only `execute`). */
@@ -94,24 +98,22 @@ const passThrough = {
  */
 export class HealthMonitor implements AsyncDisposable {
   private readonly timeoutMs: number | undefined;
-  private started = false;
-  private readonly controller = new AbortController();
-  private queue: AsyncQueue<HealthReport> | undefined;
+  private readonly life: Lifecycle;
+  private queue: StreamQueue<HealthReport> | undefined;
   private loop: Promise<void> | undefined;
   private clients: Etcd3[] = [];
-  private untrack: (() => void) | undefined;
 
-  private get stopping(): boolean {
-    return this.controller.signal.aborted;
-  }
-
-  /** Use `conn.newHealthMonitor(options)`. */
+  /** @internal Use `conn.newHealthMonitor(options)`. */
   constructor(
     private readonly ctx: ConnectorContext,
     options: HealthMonitorOptions = {},
   ) {
     this.timeoutMs =
       options.timeoutMs === undefined ? undefined : validateMs(options.timeoutMs, 'timeoutMs');
+    this.life = new Lifecycle(ctx, 'health monitor', async () => {
+      await this.loop;
+      this.queue?.end();
+    });
   }
 
   /**
@@ -124,30 +126,39 @@ export class HealthMonitor implements AsyncDisposable {
    * @throws InvalidStateError started before
    * @throws ClosedError the connector is closed
    */
-  start(once = false, intervalMs = 10_000): AsyncIterable<HealthReport> {
-    this.ctx.assertOpen();
+  start(options?: HealthMonitorStartOptions): RecipeStream<HealthReport>;
+  start(once?: boolean, intervalMs?: number): RecipeStream<HealthReport>;
+  start(
+    first: boolean | HealthMonitorStartOptions = {},
+    second?: number,
+  ): RecipeStream<HealthReport> {
+    const opts: HealthMonitorStartOptions =
+      typeof first === 'object'
+        ? first
+        : { once: first, ...(second === undefined ? {} : { intervalMs: second }) };
+    const { once = false, intervalMs = 10_000 } = opts;
     if (typeof once !== 'boolean') throw new InvalidArgumentError('once', 'must be a boolean');
     validateMs(intervalMs, 'intervalMs');
-    if (this.controller.signal.aborted) throw new ClosedError('health monitor');
-    if (this.started) throw new InvalidStateError('the health monitor was already started');
-    this.started = true;
+    this.life.begin(opts.signal === undefined ? {} : { signal: opts.signal });
     const timeoutMs = this.timeoutMs ?? Math.min(intervalMs, 2000);
-    const queue = new AsyncQueue<HealthReport>({
+    const queue = new StreamQueue<HealthReport>({
       capacity: 4,
       overflow: 'coalesce',
       onReturn: () => void this.stop(),
     });
     this.queue = queue;
-    this.untrack = this.ctx.track({ close: () => this.stop() });
-    this.clients = this.ctx.endpoints.map(
-      (endpoint) =>
-        new Etcd3({
-          ...this.ctx.clientOptions,
-          hosts: [endpoint],
-          faultHandling: { global: passThrough, host: () => passThrough },
-        }),
+    if (this.life.isStopping) {
+      queue.end();
+      return queue;
+    }
+    this.clients = this.ctx.endpoints.map((endpoint) =>
+      createClient([endpoint], {
+        ...this.ctx.clientOptions,
+        faultHandling: { global: passThrough, host: () => passThrough },
+      }),
     );
     this.loop = this.run(once, intervalMs, timeoutMs);
+    void this.loop.then(() => this.stop());
     return queue;
   }
 
@@ -155,9 +166,8 @@ export class HealthMonitor implements AsyncDisposable {
    * Stops checking and ends the stream; resolves once no check, timer or client is left (an
    * in-flight check ends by its deadline). Idempotent, never rejects.
    */
-  async stop(): Promise<void> {
-    this.controller.abort();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.life.stop();
   }
 
   /** Same as `stop()`. */
@@ -166,13 +176,13 @@ export class HealthMonitor implements AsyncDisposable {
   }
 
   private async run(once: boolean, intervalMs: number, timeoutMs: number): Promise<void> {
-    const signal = this.controller.signal;
+    const signal = this.life.signal;
     let last: string | undefined;
     try {
       while (!signal.aborted) {
         const startedAt = monotonicMs();
         const report = await this.check(timeoutMs);
-        if (this.stopping) break;
+        if (isAborted(signal)) break;
         const sig = signature(report);
         if (sig !== last) {
           last = sig;
@@ -194,8 +204,6 @@ export class HealthMonitor implements AsyncDisposable {
       for (const c of this.clients) c.close();
       this.clients = [];
       this.queue?.end();
-      this.untrack?.();
-      this.untrack = undefined;
     }
   }
 
@@ -209,7 +217,7 @@ export class HealthMonitor implements AsyncDisposable {
           const st = await client.maintenance.status({ deadline: Date.now() + timeoutMs });
           return { endpoint, st, latencyMs: monotonicMs() - t0 };
         } catch (err) {
-          return { endpoint, error: toConnectorError(err, `status of ${endpoint}`) };
+          return { endpoint, error: this.ctx.toError(err, `status of ${endpoint}`) };
         }
       }),
     );

@@ -16,18 +16,17 @@
  * Leader, waitDeletes).
  */
 import type { IOperation, IRequestOp, ITxnResponse } from 'etcd3';
-import { ClosedError, InvalidArgumentError, InvalidStateError, NotLeaderError } from '../errors.js';
-import { AsyncQueue } from '../internal/async-queue.js';
-import { Campaign } from '../internal/campaign.js';
-import type { ConnectorContext } from '../internal/context.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
-import { firstCreated } from '../internal/wait-delete.js';
+import { InvalidArgumentError, InvalidStateError, NotLeaderError } from '../errors.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
+import { firstCreated } from '../engines/wait-deletes.js';
+import type { FencingToken } from '../fencing.js';
 import { validatePath, validateTtl, validateValue } from '../paths.js';
-import type { Session } from '../session.js';
-import type { FencingToken } from './fencing-token.js';
+import type { Session } from '../session/session.js';
+import { sessionOf, type SessionHandle } from '../session/session-handle.js';
+import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import { Campaign } from './campaign.js';
 import { LeaderObserver, type LeaderInfo } from './leader-observer.js';
-
-export { fencingToken, type FencingToken } from './fencing-token.js';
 
 /** Leadership status. The string values are part of the API. */
 export const LEStatus = { Leader: 'leader', Follower: 'follower' } as const;
@@ -55,7 +54,7 @@ export interface LeaderEvent {
   readonly error?: Error;
 }
 
-/** Options of {@link LeaderElector}. */
+/** Options of `conn.newLeaderElector(path, identity, ttl, options)`. */
 export interface LeaderElectorOptions {
   /**
    * Followers also watch the leader key (not only their predecessor) so `leader` stays current;
@@ -63,6 +62,12 @@ export interface LeaderElectorOptions {
    * hundreds of candidates.
    */
   followLeader?: boolean;
+  /**
+   * Campaign under this session (from `conn.session()`) instead of the connector's shared session
+   * for `ttl`. The elector is then bound to that lease: when it is lost, the status stream reports
+   * the loss and ends with SessionLostError (it does not campaign under a new lease).
+   */
+  session?: SessionHandle;
 }
 
 /** Undelivered states kept for a slow reader; loss reports are kept over plain states. */
@@ -73,7 +78,7 @@ const active = new WeakMap<ConnectorContext, Set<string>>();
 
 /**
  * A candidate in the election on `path`. Create it with `conn.newLeaderElector(path, identity,
- * ttl)`; the constructor does no I/O.
+ * ttl)`; no I/O happens before `start()`.
  *
  * ```ts
  * for await (const ev of elector.start()) {
@@ -87,13 +92,13 @@ export class LeaderElector implements AsyncDisposable {
 
   private value: string;
   private readonly campaign: Campaign;
-  private queue: AsyncQueue<LeaderEvent> | undefined;
-  private stopping: Promise<void> | undefined;
-  private untrack: (() => void) | undefined;
+  private readonly life: Lifecycle;
+  private queue: StreamQueue<LeaderEvent> | undefined;
   private claimed: string | undefined;
   private readonly observers = new Set<LeaderObserver>();
+  private readonly slot: string;
 
-  /** Use `conn.newLeaderElector(...)`; validates everything, does no I/O. */
+  /** @internal Use `conn.newLeaderElector(...)`; validates everything, does no I/O. */
   constructor(
     private readonly ctx: ConnectorContext,
     readonly path: string,
@@ -104,19 +109,37 @@ export class LeaderElector implements AsyncDisposable {
     validatePath(path, ctx.root);
     validateTtl(ttl);
     this.prefix = path + '/';
+    if (typeof identity === 'string' && identity === '') {
+      // getLeader() would return '' — falsy, and indistinguishable from "nobody" in most code.
+      throw new InvalidArgumentError('identity', 'must be a non-empty string');
+    }
     // The longest key is prefix + 16 hex digits of the lease id.
     validateValue(this.prefix + 'f'.repeat(16), identity, ctx.maxRequestBytes, 'identity');
     if (options.followLeader !== undefined && typeof options.followLeader !== 'boolean') {
       throw new InvalidArgumentError('options.followLeader', 'must be a boolean');
     }
+    let session: Session | undefined;
+    if (options.session !== undefined) {
+      session = sessionOf(options.session);
+      if (session === undefined) {
+        throw new InvalidArgumentError('options.session', 'must be a session from conn.session()');
+      }
+    }
+    this.slot = `${session?.requestedTtl ?? ttl}|${path}`;
     this.value = identity;
+    this.life = new Lifecycle(ctx, 'leader elector', () => this.teardown());
     this.campaign = new Campaign({
       ctx,
       path,
       ttl,
       followLeader: options.followLeader ?? true,
+      ...(session === undefined ? {} : { session }),
       value: () => this.value,
       emit: (event) => this.queue?.push(event),
+      fail: (error) => {
+        this.queue?.fail(error);
+        void this.stop();
+      },
     });
   }
 
@@ -135,34 +158,36 @@ export class LeaderElector implements AsyncDisposable {
 
   /**
    * Campaigns and returns the status stream (latest state; a slow reader skips intermediate
-   * states but never a loss report). Leaving the loop (`break`) stops the elector and resigns.
+   * states but never a loss report). Leaving the loop (`break`) stops the elector and resigns, as
+   * do `stop()`, `signal` and `conn.close()`. A final error (authentication, TLS, permission
+   * denied, a lost session given as `{ session }`) ends the stream with that error.
    *
    * @throws InvalidStateError called twice, or another started elector of this connector with the
    *   same TTL is on the same path (they would share one key)
    * @throws ClosedError after `stop()` or the connector's `close()`
    */
-  start(): AsyncIterable<LeaderEvent> {
-    this.assertOpen();
-    if (this.queue !== undefined) throw new InvalidStateError('start() was already called');
-    const slot = `${this.ttl}|${this.path}`;
+  start(options: StartOptions = {}): RecipeStream<LeaderEvent> {
+    this.life.assertOpen();
+    if (this.life.isStarted) throw new InvalidStateError('start() was already called');
     let set = active.get(this.ctx);
     if (set === undefined) active.set(this.ctx, (set = new Set()));
-    if (set.has(slot)) {
+    if (set.has(this.slot)) {
       throw new InvalidStateError(
         `another elector of this connector already runs on ${this.path} with TTL ${this.ttl}`,
       );
     }
-    set.add(slot);
-    this.claimed = slot;
-    this.queue = new AsyncQueue<LeaderEvent>({
+    this.life.begin(options);
+    set.add(this.slot);
+    this.claimed = this.slot;
+    const queue = new StreamQueue<LeaderEvent>({
       capacity: STATUS_CAPACITY,
       overflow: 'coalesce',
       keep: (e) => e.error !== undefined,
       onReturn: () => void this.stop(),
     });
-    this.untrack = this.ctx.track({ close: () => this.stop() });
-    this.campaign.start();
-    return this.queue;
+    this.queue = queue;
+    if (!this.life.isStopping) this.campaign.start();
+    return queue;
   }
 
   /**
@@ -171,8 +196,7 @@ export class LeaderElector implements AsyncDisposable {
    * Resolves when nothing of this elector is left. Idempotent; never rejects.
    */
   stop(): Promise<void> {
-    this.stopping ??= this.doStop();
-    return this.stopping;
+    return this.life.stop();
   }
 
   /** Same as `stop()`. */
@@ -187,12 +211,12 @@ export class LeaderElector implements AsyncDisposable {
    * @throws ClosedError after `stop()`; UnavailableError / TimeoutError when etcd is unreachable
    */
   async getLeader(): Promise<string | undefined> {
-    this.assertOpen();
+    this.life.assertOpen();
     try {
       const res = await this.ctx.client.kv.range(firstCreated(this.prefix), this.ctx.callOptions());
       return res.kvs[0]?.value.toString();
     } catch (err) {
-      throw toConnectorError(err, `get leader of ${this.path}`);
+      throw this.ctx.toError(err, `get leader of ${this.path}`);
     }
   }
 
@@ -201,12 +225,12 @@ export class LeaderElector implements AsyncDisposable {
    * every change (Go's `Election.Observe`). Independent of `start()`; ends on `stop()`, on
    * `signal` or when the loop is left.
    */
-  observe(options: { signal?: AbortSignal } = {}): AsyncIterable<LeaderInfo> {
-    this.assertOpen();
+  observe(options: StartOptions = {}): RecipeStream<LeaderInfo> {
+    this.life.assertOpen();
     const observer = new LeaderObserver(this.ctx, this.path);
     this.observers.add(observer);
     const stream = observer.start(options);
-    void observer.done.then(() => this.observers.delete(observer));
+    void stream.closed.then(() => this.observers.delete(observer));
     return stream;
   }
 
@@ -217,7 +241,7 @@ export class LeaderElector implements AsyncDisposable {
    * @throws NotLeaderError not leader now (checked locally, then by etcd against the token)
    */
   async proclaim(value: string): Promise<void> {
-    this.assertOpen();
+    this.life.assertOpen();
     validateValue(this.prefix + 'f'.repeat(16), value, this.ctx.maxRequestBytes, 'value');
     const { session, token } = this.leaderState();
     const put: IRequestOp = {
@@ -234,7 +258,7 @@ export class LeaderElector implements AsyncDisposable {
         this.ctx.callOptions(),
       );
     } catch (err) {
-      throw toConnectorError(err, `proclaim ${this.path}`);
+      throw this.ctx.toError(err, `proclaim ${this.path}`);
     }
     if (!res.succeeded) throw this.campaign.fenceFailed(token);
     this.value = value;
@@ -253,7 +277,7 @@ export class LeaderElector implements AsyncDisposable {
    *   written; the elector steps down and re-campaigns)
    */
   async fencedTxn(ops: readonly (IOperation | IRequestOp)[]): Promise<ITxnResponse> {
-    this.assertOpen();
+    this.life.assertOpen();
     const { token } = this.leaderState();
     let res: ITxnResponse;
     try {
@@ -263,15 +287,10 @@ export class LeaderElector implements AsyncDisposable {
         .options(this.ctx.callOptions())
         .commit();
     } catch (err) {
-      throw toConnectorError(err, 'fenced transaction');
+      throw this.ctx.toError(err, 'fenced transaction');
     }
     if (!res.succeeded) throw this.campaign.fenceFailed(token);
     return res;
-  }
-
-  private assertOpen(): void {
-    this.ctx.assertOpen();
-    if (this.stopping !== undefined) throw new ClosedError('leader elector');
   }
 
   private leaderState(): { session: Session; token: FencingToken } {
@@ -282,11 +301,10 @@ export class LeaderElector implements AsyncDisposable {
     return { session, token };
   }
 
-  private async doStop(): Promise<void> {
+  private async teardown(): Promise<void> {
     await this.campaign.stop();
     this.queue?.end();
     await Promise.all([...this.observers].map((o) => o.stop()));
     if (this.claimed !== undefined) active.get(this.ctx)?.delete(this.claimed);
-    this.untrack?.();
   }
 }

@@ -1,18 +1,17 @@
 /**
- * Follows an election without taking part (Go's `Election.Observe`, `etcdctl elect --listen`):
- * reads the oldest key under `path + '/'`, then watches the prefix from just after that read.
- * A put on the leader key updates its value; the leader key's deletion triggers a re-read (who is
- * next is not in the event); a put while nobody leads is the new leader. Events at or below the
- * last read's revision are already in that read and are skipped, so nothing is applied twice.
+ * Follows an election without taking part (Go's `Election.Observe`, `etcdctl elect --listen`), on
+ * the reflector: the candidates under `path + '/'` are listed at one revision and then followed
+ * change by change; the leader is the candidate with the lowest create revision. A leader's value
+ * change (proclaim) and a leader's departure are both seen in order, and a compaction while cut
+ * off leads to a fresh listing — nothing is inferred from a single event.
  */
-import { ClosedError, InvalidStateError } from '../errors.js';
-import { AsyncQueue } from '../internal/async-queue.js';
-import type { ConnectorContext } from '../internal/context.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
-import { Backoff, delay, isAborted } from '../internal/timers.js';
-import { firstCreated, Latch } from '../internal/wait-delete.js';
-import { openWatch, type WatchEvent, type WatchStream } from '../internal/watch-stream.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
+import { startReflector, type Reflector } from '../engines/reflector.js';
+import { prefixRange } from '../engines/wait-deletes.js';
 import { validatePath } from '../paths.js';
+import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** Who leads an election, as seen by an observer. */
 export interface LeaderInfo {
@@ -22,96 +21,103 @@ export interface LeaderInfo {
   readonly key: string | undefined;
   /** Create revision of the leader key: the leader's fencing token, as a decimal string. */
   readonly revision: string | undefined;
-  /** Set when etcd could not be read; the other fields are the last known state. */
+  /**
+   * Set while etcd cannot be reached (UnavailableError, TimeoutError; the other fields are the
+   * last known state and the observer keeps trying); cleared by the next state.
+   */
   readonly error?: Error;
 }
 
-/** Options of {@link LeaderObserver.start}. */
-export interface LeaderObserverStartOptions {
-  /** Stops the observer when it fires. */
-  signal?: AbortSignal;
-}
-
-interface Leader {
-  key: string;
+interface Candidate {
+  readonly createRevision: number;
   value: string;
-  revision: string;
 }
 
 /**
- * Follows who leads the election on `path`, without campaigning. The constructor does no I/O.
- * Also reachable as `elector.observe()`.
+ * Follows who leads the election on `path`, without campaigning. Create it with
+ * `conn.newLeaderObserver(path)`; no I/O before `start()`. Also reachable as `elector.observe()`.
  */
 export class LeaderObserver implements AsyncDisposable {
   /** The election's key prefix, `path + '/'`. */
   readonly prefix: string;
-  /** Resolves when the observer has stopped (after `stop()`, `signal`, or leaving the loop). */
-  readonly done: Promise<void>;
 
-  private queue: AsyncQueue<LeaderInfo> | undefined;
-  private readonly controller = new AbortController();
-  private readonly wake = new Latch();
-  private running: Promise<void> = Promise.resolve();
-  private stopping: Promise<void> | undefined;
-  private untrack: (() => void) | undefined;
-  private resolveDone!: () => void;
-  private current: Leader | undefined;
-  /** Events up to this revision are in the last read. */
-  private readRevision = 0;
-  /** The leader key was deleted: only a read can tell who is next. */
-  private needRead = false;
-  /** Events that arrive during a re-read wait here, to be applied on top of it. */
-  private held: WatchEvent[] | undefined;
-  /** Set by the watch when its history is gone (an object: written from a callback). */
-  private readonly watchState = { compacted: false };
+  private readonly life: Lifecycle;
+  private queue: StreamQueue<LeaderInfo> | undefined;
+  private reflector: Reflector | undefined;
+  private readonly candidates = new Map<string, Candidate>();
+  private leaderKey: string | undefined;
   private lastEmitted: LeaderInfo | undefined;
 
+  /** @internal Use `conn.newLeaderObserver(path)`. */
   constructor(
     private readonly ctx: ConnectorContext,
     readonly path: string,
   ) {
     validatePath(path, ctx.root);
     this.prefix = path + '/';
-    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.life = new Lifecycle(ctx, 'leader observer', async () => {
+      await this.reflector?.done;
+      this.queue?.end();
+    });
   }
 
   /**
    * Starts following; the stream yields the leader after the first read and on every change
-   * (latest state; a slow reader skips intermediate leaders).
+   * (latest state; a slow reader skips intermediate leaders). It ends on `stop()`, `signal`,
+   * `conn.close()` or `break`, and with a final error (permission denied, authentication, TLS).
    *
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
-  start(options: LeaderObserverStartOptions = {}): AsyncIterable<LeaderInfo> {
-    this.ctx.assertOpen();
-    if (this.stopping !== undefined) throw new ClosedError('leader observer');
-    if (this.queue !== undefined) throw new InvalidStateError('start() was already called');
-    this.queue = new AsyncQueue<LeaderInfo>({
+  start(options: StartOptions = {}): RecipeStream<LeaderInfo> {
+    this.life.begin(options);
+    const queue = new StreamQueue<LeaderInfo>({
       capacity: 4,
       overflow: 'coalesce',
       keep: (i) => i.error !== undefined,
       onReturn: () => void this.stop(),
     });
-    this.untrack = this.ctx.track({ close: () => this.stop() });
-    const { signal } = options;
-    if (signal !== undefined) {
-      if (signal.aborted) void this.stop();
-      else signal.addEventListener('abort', () => void this.stop(), { once: true });
+    this.queue = queue;
+    if (this.life.isStopping) {
+      queue.end();
+      return queue;
     }
-    this.running = this.run(this.controller.signal);
-    return this.queue;
+    const { key, range_end: rangeEnd } = prefixRange(this.prefix);
+    const reflector = startReflector({
+      ctx: this.ctx,
+      what: `observe ${this.path}`,
+      list: [{ key, rangeEnd }],
+      watch: { key, rangeEnd },
+      signal: this.life.signal,
+      onSnapshot: (snapshot) => {
+        this.candidates.clear();
+        for (const kv of snapshot.kvs) {
+          this.candidates.set(kv.key.toString(), {
+            createRevision: Number(kv.create_revision),
+            value: kv.value.toString(),
+          });
+        }
+        this.leaderKey = this.oldest();
+        this.emit(this.info());
+      },
+      onEvents: (events) => {
+        this.apply(events);
+      },
+      onStatus: (status) => {
+        if (status.state === 'unavailable') this.emit({ ...this.info(), error: status.error });
+        else this.emit(this.info(), true);
+      },
+    });
+    this.reflector = reflector;
+    void reflector.done.then((error) => {
+      if (error !== undefined) queue.fail(error);
+      void this.stop();
+    });
+    return queue;
   }
 
   /** Ends the stream; resolves when no watch or timer of this observer is left. Idempotent. */
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.controller.abort(new ClosedError('leader observer'));
-      this.wake.fire();
-      await this.running;
-      this.queue?.end();
-      this.untrack?.();
-      this.resolveDone();
-    })();
-    return this.stopping;
+    return this.life.stop();
   }
 
   /** Same as `stop()`. */
@@ -119,101 +125,51 @@ export class LeaderObserver implements AsyncDisposable {
     await this.stop();
   }
 
-  private async run(signal: AbortSignal): Promise<void> {
-    const backoff = new Backoff(100, 2000);
-    while (!signal.aborted) {
-      let stream: WatchStream | undefined;
-      try {
-        this.held = undefined;
-        await this.read();
-        backoff.reset();
-        this.watchState.compacted = false;
-        stream = openWatch({
-          client: this.ctx.client,
-          key: this.prefix,
-          prefix: true,
-          startRevision: this.readRevision + 1,
-          onEvents: (events) => {
-            this.onEvents(events);
-          },
-          onCompacted: () => {
-            this.watchState.compacted = true;
-            this.wake.fire();
-          },
-        });
-        for (;;) {
-          this.wake.reset();
-          if (isAborted(signal) || this.compactedNow()) break;
-          if (this.needRead) {
-            this.held = [];
-            await this.read();
-            const held = this.held;
-            this.held = undefined;
-            this.onEvents(held);
-            continue;
-          }
-          await this.wake.wait();
-        }
-      } catch (err) {
-        if (isAborted(signal)) break;
-        this.emit({ ...this.info(), error: toConnectorError(err, `observe ${this.path}`) });
-        await delay(backoff.next(), signal).catch(() => undefined);
-      } finally {
-        await stream?.close();
+  private apply(events: readonly WatchEvent[]): void {
+    let leaderGone = false;
+    for (const e of events) {
+      if (e.type === 'put') {
+        const known = this.candidates.get(e.key);
+        if (known !== undefined) known.value = e.value;
+        else this.candidates.set(e.key, { createRevision: e.createRevision, value: e.value });
+        // Nobody led: the first candidate to arrive leads.
+        this.leaderKey ??= e.key;
+      } else {
+        this.candidates.delete(e.key);
+        if (e.key === this.leaderKey) leaderGone = true;
       }
     }
-  }
-
-  private compactedNow(): boolean {
-    return this.watchState.compacted;
-  }
-
-  /** Reads the oldest key; its revision becomes the floor for the events applied after it. */
-  private async read(): Promise<void> {
-    const res = await this.ctx.client.kv.range(firstCreated(this.prefix), this.ctx.callOptions());
-    const kv = res.kvs[0];
-    this.current =
-      kv === undefined
-        ? undefined
-        : { key: kv.key.toString(), value: kv.value.toString(), revision: kv.create_revision };
-    this.readRevision = Number(res.header.revision);
-    this.needRead = false;
+    if (leaderGone) this.leaderKey = this.oldest();
     this.emit(this.info());
   }
 
-  private onEvents(events: readonly WatchEvent[]): void {
-    if (this.held !== undefined) {
-      this.held.push(...events);
-      return;
-    }
-    for (const e of events) {
-      if (e.revision <= this.readRevision || this.needRead) continue;
-      const cur = this.current;
-      if (cur === undefined) {
-        // Nobody led, so this key is the only one: it leads.
-        if (e.type === 'put') {
-          this.current = { key: e.key, value: e.value, revision: String(e.createRevision) };
-        }
-      } else if (e.key === cur.key) {
-        if (e.type === 'delete') {
-          this.needRead = true;
-          this.wake.fire();
-        } else {
-          this.current = { ...cur, value: e.value };
-        }
+  /** The candidate with the lowest create revision (O(candidates), only when the leader left). */
+  private oldest(): string | undefined {
+    let best: string | undefined;
+    let bestRevision = Infinity;
+    for (const [key, c] of this.candidates) {
+      if (c.createRevision < bestRevision) {
+        best = key;
+        bestRevision = c.createRevision;
       }
     }
-    if (!this.needRead) this.emit(this.info());
+    return best;
   }
 
   private info(): LeaderInfo {
-    const cur = this.current;
-    return { leader: cur?.value, key: cur?.key, revision: cur?.revision };
+    const key = this.leaderKey;
+    const c = key === undefined ? undefined : this.candidates.get(key);
+    return {
+      leader: c?.value,
+      key: c === undefined ? undefined : key,
+      revision: c === undefined ? undefined : String(c.createRevision),
+    };
   }
 
-  private emit(info: LeaderInfo): void {
+  private emit(info: LeaderInfo, force = false): void {
     const last = this.lastEmitted;
     if (
+      !force &&
       info.error === undefined &&
       last !== undefined &&
       last.error === undefined &&

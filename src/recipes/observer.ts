@@ -1,29 +1,20 @@
 /**
  * Observer: every change of a key (or of a subtree), in revision order, never lost, never repeated
- * — across reconnects and member failures. Built on the shared watch engine, which resumes from
- * the last delivered event's revision + 1.
+ * — across reconnects and member failures. Built on the reflector over the shared watch stream,
+ * which resumes from the last delivered event's revision + 1.
  *
  * When etcd has compacted the history the observer needs (it was cut off too long, or was asked to
  * replay from a revision that is gone), it says so with one `resync` event carrying the complete
  * current state at one revision, then continues from that revision + 1. Nothing is skipped
  * silently.
  */
-import {
-  AbortError,
-  ClosedError,
-  EtcdConnectorError,
-  InvalidArgumentError,
-  InvalidStateError,
-  RequestFailedError,
-  SlowConsumerError,
-} from '../errors.js';
-import { AsyncQueue } from '../internal/async-queue.js';
-import type { ConnectorContext } from '../internal/context.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
-import { Backoff, delay } from '../internal/timers.js';
-import { prefixRange } from '../internal/wait-delete.js';
-import { openWatch, type WatchEvent, type WatchStream } from '../internal/watch-stream.js';
-import { validateMs } from '../paths.js';
+import { InvalidArgumentError, SlowConsumerError, type EtcdConnectorError } from '../errors.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { Lifecycle, validateSignal, type StartOptions } from '../engines/lifecycle.js';
+import { startReflector, type KeyRange, type Reflector } from '../engines/reflector.js';
+import { prefixRange } from '../engines/wait-deletes.js';
+import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** A change of one key. */
 export interface ObserverChange {
@@ -54,14 +45,27 @@ export interface ObserverResync {
   snapshot: ReadonlyMap<string, string>;
 }
 
+/**
+ * The observer cannot reach etcd (`unavailable`, with the retryable reason — it keeps trying,
+ * and nothing is lost: delivery resumes where it stopped) or can again (`connected`, only after an
+ * `unavailable`). Told within the connector's dial timeout.
+ */
+export interface ObserverStatus {
+  type: 'status';
+  state: 'unavailable' | 'connected';
+  /** With `unavailable`: why (UnavailableError, TimeoutError). */
+  error?: EtcdConnectorError;
+}
+
 /** What an observer's stream yields. */
-export type ObserverEvent = ObserverChange | ObserverResync;
+export type ObserverEvent = ObserverChange | ObserverResync | ObserverStatus;
 
 /** Options of `conn.newObserver(path, options)`. */
 export interface ObserverOptions {
   /**
-   * How many undelivered events may wait for the reader, default 1024. When full, reading from
-   * etcd pauses until the reader drained half of them (back-pressure); nothing is dropped.
+   * How many undelivered events may wait for the reader, default 1024. When full, the watch is
+   * paused until the reader drained half of them (back-pressure); nothing is dropped, and other
+   * watches on the connector's shared stream are not slowed.
    */
   bufferSize?: number;
   /**
@@ -71,23 +75,26 @@ export interface ObserverOptions {
   slowConsumer?: 'backpressure' | 'error';
   /** Stops the observer (its stream ends) when it fires. */
   signal?: AbortSignal;
-  /** A watch silent this long is probed; unanswered as long again, it is re-dialled. Default 2000. */
-  silenceMs?: number;
 }
 
-/** Page size of the listing read after a compaction. */
-const PAGE_SIZE = 1000;
+/** Options of `observer.start(options)`. */
+export interface ObserverStartOptions extends StartOptions {
+  /** 0 (default): changes from now on; N: every change from revision N (a `resync` first if N was compacted). */
+  fromRevision?: number;
+  /** The path and everything below `path + '/'` (not siblings such as `path-x`). Default false. */
+  recursive?: boolean;
+}
 
 /**
- * Every change of one key, or of a subtree. Create it with `conn.newObserver(path, options)`; the
- * constructor does no I/O.
+ * Every change of one key, or of a subtree. Create it with `conn.newObserver(path, options)`; no
+ * I/O before `start()`.
  *
  * ```ts
  * const obs = conn.newObserver(conn.constructPath('config'));
- * for await (const ev of obs.start(0, true)) {
+ * for await (const ev of obs.start({ recursive: true })) {
  *   if (ev.type === 'resync') state = new Map(ev.snapshot);
  *   else if (ev.type === 'put') state.set(ev.key, ev.value);
- *   else state.delete(ev.key);
+ *   else if (ev.type === 'delete') state.delete(ev.key);
  * }
  * ```
  *
@@ -101,25 +108,17 @@ export class Observer implements AsyncDisposable {
   private readonly bufferSize: number;
   private readonly slowConsumer: 'backpressure' | 'error';
   private readonly signal: AbortSignal | undefined;
-  private readonly silenceMs: number | undefined;
-  private readonly controller = new AbortController();
-  private started = false;
-  private queue: AsyncQueue<ObserverEvent> | undefined;
-  private watch: WatchStream | undefined;
-  /** The listing / revision read in progress, if any. */
-  private task: Promise<void> | undefined;
-  private full = false;
-  private untrack: (() => void) | undefined;
-  private unlisten: (() => void) | undefined;
-  private stopping: Promise<void> | undefined;
+  private readonly life: Lifecycle;
+  private queue: StreamQueue<ObserverEvent> | undefined;
+  private reflector: Reflector | undefined;
 
-  /** Use `conn.newObserver(path, options)`; `path` must already be validated. */
+  /** @internal Use `conn.newObserver(path, options)`; `path` must already be validated. */
   constructor(
     private readonly ctx: ConnectorContext,
     path: string,
     options: ObserverOptions = {},
   ) {
-    const { bufferSize = 1024, signal, silenceMs } = options;
+    const { bufferSize = 1024 } = options;
     // Checked at run time too: JavaScript callers get no help from the types.
     const slowConsumer: unknown = options.slowConsumer ?? 'backpressure';
     if (!Number.isSafeInteger(bufferSize) || bufferSize < 1) {
@@ -134,15 +133,14 @@ export class Observer implements AsyncDisposable {
         `must be 'backpressure' or 'error', got ${String(slowConsumer)}`,
       );
     }
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw new InvalidArgumentError('options.signal', 'must be an AbortSignal');
-    }
+    this.signal = validateSignal(options.signal);
     this.path = path;
     this.bufferSize = bufferSize;
     this.slowConsumer = slowConsumer;
-    this.signal = signal;
-    this.silenceMs =
-      silenceMs === undefined ? undefined : validateMs(silenceMs, 'options.silenceMs');
+    this.life = new Lifecycle(ctx, 'observer', async () => {
+      await this.reflector?.done;
+      this.queue?.end();
+    });
   }
 
   /**
@@ -151,13 +149,20 @@ export class Observer implements AsyncDisposable {
    * `recursive` observes the path and everything below `path + '/'` (not siblings such as
    * `path-x`); otherwise exactly the key. `break` out of the loop stops the observer. The stream
    * ends on `stop()`, `conn.close()` or the abort signal; it throws SlowConsumerError with
-   * `slowConsumer: 'error'`, or an error etcd returned that retrying cannot fix.
+   * `slowConsumer: 'error'`, or a final error (permission denied, authentication, TLS).
    *
    * @throws InvalidArgumentError `fromRevision` not an integer >= 0, `recursive` not a boolean
    * @throws InvalidStateError started before
    * @throws ClosedError stopped, or the connector is closed
    */
-  start(fromRevision = 0, recursive = false): AsyncIterable<ObserverEvent> {
+  start(options?: ObserverStartOptions): RecipeStream<ObserverEvent>;
+  start(fromRevision?: number, recursive?: boolean): RecipeStream<ObserverEvent>;
+  start(first: number | ObserverStartOptions = {}, second?: boolean): RecipeStream<ObserverEvent> {
+    const opts: ObserverStartOptions =
+      typeof first === 'object'
+        ? first
+        : { fromRevision: first, ...(second === undefined ? {} : { recursive: second }) };
+    const { fromRevision = 0, recursive = false } = opts;
     if (!Number.isSafeInteger(fromRevision) || fromRevision < 0) {
       throw new InvalidArgumentError(
         'fromRevision',
@@ -167,34 +172,39 @@ export class Observer implements AsyncDisposable {
     if (typeof recursive !== 'boolean') {
       throw new InvalidArgumentError('recursive', 'must be a boolean');
     }
-    if (this.isStopping()) throw new ClosedError('observer');
-    this.ctx.assertOpen();
-    if (this.started) throw new InvalidStateError('the observer was already started');
-    this.started = true;
-    const queue = new AsyncQueue<ObserverEvent>({
+    const signals = [this.signal, validateSignal(opts.signal)].filter(
+      (s): s is AbortSignal => s !== undefined,
+    );
+    const [only] = signals;
+    this.life.begin(
+      only === undefined ? {} : { signal: signals.length === 1 ? only : AbortSignal.any(signals) },
+    );
+    const queue: StreamQueue<ObserverEvent> = new StreamQueue<ObserverEvent>({
       capacity: this.bufferSize,
       overflow: 'pause',
       onFull: () => {
-        this.onFull(queue);
+        if (this.slowConsumer === 'error') {
+          queue.fail(new SlowConsumerError(queue.size));
+          void this.stop();
+        } else {
+          this.reflector?.pause();
+        }
       },
       onDrain: () => {
-        this.full = false;
-        this.watch?.resume();
+        this.reflector?.resume();
       },
       onReturn: () => void this.stop(),
     });
     this.queue = queue;
-    this.untrack = this.ctx.track({ close: () => this.stop() });
-    const signal = this.signal;
-    if (signal !== undefined) {
-      const onAbort = (): void => void this.stop();
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.unlisten = () => {
-        signal.removeEventListener('abort', onAbort);
-      };
-      if (signal.aborted) void this.stop();
+    if (this.life.isStopping) {
+      queue.end();
+      return queue;
     }
-    if (!this.isStopping()) this.task = this.begin(fromRevision, recursive);
+    this.reflector = this.reflect(queue, fromRevision, recursive);
+    void this.reflector.done.then((error) => {
+      if (error !== undefined) queue.fail(error);
+      void this.stop();
+    });
     return queue;
   }
 
@@ -203,8 +213,7 @@ export class Observer implements AsyncDisposable {
    * once no stream or timer of the observer is left. Idempotent, never rejects.
    */
   stop(): Promise<void> {
-    this.stopping ??= this.doStop();
-    return this.stopping;
+    return this.life.stop();
   }
 
   /** Same as `stop()`. */
@@ -212,181 +221,63 @@ export class Observer implements AsyncDisposable {
     await this.stop();
   }
 
-  /** True once stopping began. A method, so the checker does not narrow it across calls. */
-  private isStopping(): boolean {
-    return this.controller.signal.aborted;
-  }
-
-  private async doStop(): Promise<void> {
-    this.controller.abort();
-    this.unlisten?.();
-    // Closing the watch first means no compaction can start another listing meanwhile.
-    await Promise.all([this.watch?.close(), this.task]);
-    this.queue?.end();
-    this.untrack?.();
-    this.untrack = undefined;
-  }
-
-  private onFull(queue: AsyncQueue<ObserverEvent>): void {
-    if (this.slowConsumer === 'error') {
-      queue.fail(new SlowConsumerError(queue.size));
-      void this.stop();
-      return;
-    }
-    this.full = true;
-    this.watch?.pause();
-  }
-
-  private async begin(fromRevision: number, recursive: boolean): Promise<void> {
-    await this.guard(async () => {
-      let from = fromRevision;
-      if (from === 0) {
-        // "Now" as a number, so the resume point is always known (etcd's 0 = now is not).
-        const res = await this.retrying(() =>
-          this.ctx.client.kv.range(
-            { key: Buffer.from(this.path), count_only: true },
-            this.ctx.callOptions(),
-          ),
-        );
-        from = Number(res.header.revision) + 1;
-      }
-      this.openFrom(from, recursive);
-    });
-  }
-
-  private openFrom(startRevision: number, recursive: boolean): void {
-    if (this.isStopping()) return;
-    const child = this.path + '/';
-    const watch = openWatch({
-      client: this.ctx.client,
-      key: this.path,
-      prefix: recursive,
-      startRevision,
-      onEvents: (events) => {
-        this.deliver(events, recursive, child);
-      },
-      onCompacted: (compactRevision) => {
-        this.task = this.resync(compactRevision, recursive);
-      },
-      // An observer that silently retried a refused watch would look like a quiet key.
-      onCanceled: (reason) => {
-        if (this.isStopping()) return;
-        this.queue?.fail(
-          new RequestFailedError(`etcd canceled the watch of ${this.path}: ${reason}`),
-        );
-        void this.stop();
-      },
-      ...(this.silenceMs === undefined ? {} : { silenceMs: this.silenceMs }),
-    });
-    this.watch = watch;
-    if (this.full) watch.pause();
-  }
-
-  private deliver(events: readonly WatchEvent[], recursive: boolean, child: string): void {
-    const queue = this.queue;
-    if (queue === undefined) return;
-    for (const e of events) {
-      // A raw prefix watch on `path` also sees siblings such as `path-x`: not ours.
-      if (recursive && e.key !== this.path && !e.key.startsWith(child)) continue;
-      queue.push({
-        type: e.type,
-        key: e.key,
-        value: e.value,
-        revision: e.revision,
-        createRevision: e.createRevision,
-        version: e.version,
-      });
-    }
-  }
-
-  /** History is gone: list the current state at one revision, report it, watch on from there. */
-  private async resync(compactRevision: number, recursive: boolean): Promise<void> {
-    const old = this.watch;
-    this.watch = undefined;
-    await old?.close();
-    await this.guard(async () => {
-      const { revision, snapshot } = await this.list(recursive);
-      if (this.isStopping()) return;
-      this.queue?.push({
-        type: 'resync',
-        reason: 'compacted',
-        compactRevision,
-        revision,
-        snapshot,
-      });
-      this.openFrom(revision + 1, recursive);
-    });
-  }
-
-  /** The key (and with `recursive` its subtree) at one revision, read a page at a time. */
-  private async list(
+  private reflect(
+    queue: StreamQueue<ObserverEvent>,
+    fromRevision: number,
     recursive: boolean,
-  ): Promise<{ revision: number; snapshot: Map<string, string> }> {
-    for (;;) {
-      const snapshot = new Map<string, string>();
-      try {
-        const own = await this.retrying(() =>
-          this.ctx.client.kv.range({ key: Buffer.from(this.path) }, this.ctx.callOptions()),
+  ): Reflector {
+    const own: KeyRange = { key: Buffer.from(this.path) };
+    let list: KeyRange[] = [own];
+    let watch: KeyRange = own;
+    let accept: ((key: string) => boolean) | undefined;
+    if (recursive) {
+      // The key itself and its children (`path/...`), never siblings such as `path-x`.
+      const children = prefixRange(this.path + '/');
+      list = [own, { key: children.key, rangeEnd: children.range_end }];
+      watch = { key: own.key, rangeEnd: children.range_end };
+      const child = this.path + '/';
+      accept = (key) => key === this.path || key.startsWith(child);
+    }
+    return startReflector({
+      ctx: this.ctx,
+      what: `observer ${this.path}`,
+      list,
+      watch,
+      ...(accept === undefined ? {} : { accept }),
+      startRevision: fromRevision === 0 ? 'now' : fromRevision,
+      signal: this.life.signal,
+      onSnapshot: (snapshot) => {
+        const map = new Map<string, string>();
+        for (const kv of snapshot.kvs) map.set(kv.key.toString(), kv.value.toString());
+        queue.push({
+          type: 'resync',
+          reason: 'compacted',
+          compactRevision: snapshot.compactRevision ?? 0,
+          revision: snapshot.revision,
+          snapshot: map,
+        });
+      },
+      onEvents: (events) => {
+        for (const e of events) queue.push(toChange(e));
+      },
+      onStatus: (status) => {
+        queue.push(
+          status.state === 'unavailable'
+            ? { type: 'status', state: 'unavailable', error: status.error }
+            : { type: 'status', state: 'connected' },
         );
-        const revision = own.header.revision;
-        for (const kv of own.kvs) snapshot.set(kv.key.toString(), kv.value.toString());
-        if (recursive) {
-          // Children only (`path/` ...), so siblings like `path-x` are never read.
-          const { key: start, range_end: rangeEnd } = prefixRange(this.path + '/');
-          let from = start;
-          for (;;) {
-            const page = await this.retrying(() =>
-              this.ctx.client.kv.range(
-                { key: from, range_end: rangeEnd, limit: PAGE_SIZE, revision },
-                this.ctx.callOptions(),
-              ),
-            );
-            for (const kv of page.kvs) snapshot.set(kv.key.toString(), kv.value.toString());
-            const last = page.kvs[page.kvs.length - 1];
-            if (!page.more || last === undefined) break;
-            from = Buffer.concat([last.key, Buffer.from([0])]);
-          }
-        }
-        return { revision: Number(revision), snapshot };
-      } catch (err) {
-        // Compacted between two pages: start over at a newer revision.
-        if (!isCompactedRead(err)) throw err;
-      }
-    }
-  }
-
-  /** Runs `fn`; an error that retrying cannot fix ends the stream with it. */
-  private async guard(fn: () => Promise<void>): Promise<void> {
-    try {
-      await fn();
-    } catch (err) {
-      if (this.isStopping()) return;
-      this.queue?.fail(toConnectorError(err, `observer ${this.path}`));
-      void this.stop();
-    }
-  }
-
-  /** Retries transient failures (etcd unreachable, timeouts) with backoff until stopped. */
-  private async retrying<T>(call: () => Promise<T>): Promise<T> {
-    const backoff = new Backoff(50, 1000);
-    const signal = this.controller.signal;
-    for (;;) {
-      if (this.isStopping()) throw new AbortError();
-      try {
-        return await call();
-      } catch (err) {
-        if (this.isStopping()) throw err;
-        if (isCompactedRead(err)) throw err;
-        const mapped = toConnectorError(err, `observer ${this.path}`);
-        if (!mapped.retryable) throw mapped;
-        await delay(backoff.next(), signal);
-      }
-    }
+      },
+    });
   }
 }
 
-/** etcd refused a read at a revision that was compacted meanwhile. */
-function isCompactedRead(err: unknown): boolean {
-  const e = err instanceof EtcdConnectorError && err.cause !== undefined ? err.cause : err;
-  return e instanceof Error && e.message.includes('required revision has been compacted');
+function toChange(e: WatchEvent): ObserverChange {
+  return {
+    type: e.type,
+    key: e.key,
+    value: e.value,
+    revision: e.revision,
+    createRevision: e.createRevision,
+    version: e.version,
+  };
 }

@@ -5,7 +5,7 @@
  * it; `stop()` removes it at once. Lease loss and re-creation are the EphemeralKey's.
  */
 import { InvalidArgumentError } from '../errors.js';
-import type { ConnectorContext } from '../internal/context.js';
+import type { ConnectorContext } from '../engines/context.js';
 import { validatePath } from '../paths.js';
 import { EphemeralKey, type EphemeralKeyCreateOptions } from './ephemeral-key.js';
 

@@ -1,7 +1,7 @@
 /**
- * Tracks the instances registered under a path: lists them (paginated, at one revision), then
- * watches the prefix from that revision + 1 through the gap-free watch engine, and emits the
- * complete map after the listing and after every batch of changes. If the watch's history was
+ * Tracks the instances registered under a path on the reflector: lists them (paginated, at one
+ * revision), then follows the prefix from that revision + 1 on the shared watch stream, and emits
+ * the complete map after the listing and after every batch of changes. If the history was
  * compacted away (e.g. the tracker was cut off for long), it lists again and emits the true set
  * with a CompactedError attached, so nothing is missed silently.
  *
@@ -9,16 +9,15 @@
  * is O(log n) and shares structure with the previous snapshot, so every emitted map stays a
  * correct snapshot for as long as the consumer keeps it, with no O(n) copy per change.
  */
-import { CompactedError, ClosedError, InvalidArgumentError, InvalidStateError } from '../errors.js';
-import { AsyncQueue } from '../internal/async-queue.js';
-import type { ConnectorContext } from '../internal/context.js';
-import { toConnectorError } from '../internal/etcd-rpc.js';
-import { PersistentMap } from '../internal/persistent-map.js';
-import { Backoff, delay, isAborted } from '../internal/timers.js';
-import { Latch, prefixRange } from '../internal/wait-delete.js';
-import { openWatch, type WatchEvent, type WatchStream } from '../internal/watch-stream.js';
-import { UnavailableError } from '../errors.js';
-import { validateMs, validatePath } from '../paths.js';
+import { CompactedError, InvalidArgumentError } from '../errors.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
+import { PersistentMap } from '../engines/persistent-map.js';
+import { startReflector, type Reflector } from '../engines/reflector.js';
+import { prefixRange } from '../engines/wait-deletes.js';
+import { validatePath } from '../paths.js';
+import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** One complete state of a tracked service. */
 export interface ServiceData {
@@ -30,26 +29,22 @@ export interface ServiceData {
   /** The etcd revision this state is at. */
   readonly revision: number;
   /**
-   * Set when something went wrong: UnavailableError (etcd unreachable; the map is the last known
-   * state), CompactedError (history was lost while cut off; the map was re-listed and is correct).
+   * Set when something went wrong: UnavailableError / TimeoutError (etcd unreachable; the map is
+   * the last known state and the tracker keeps trying), CompactedError (history was lost while
+   * cut off; the map was re-listed and is correct).
    */
   readonly error?: Error;
 }
 
-/** Options of {@link ServiceTracker}. */
+/** Options of `conn.newServiceTracker(path, options)`. */
 export interface ServiceTrackerOptions {
   /** Keys per page of the listing. Default 1000. */
   pageSize?: number;
-  /**
-   * A watch that hears nothing for this long (ms) checks its connection and re-dials if it is
-   * dead. Default: the watch engine's.
-   */
-  silenceMs?: number;
 }
 
 /**
- * Follows the instances under `path`. Create it with `conn.newServiceTracker(path)`; the
- * constructor does no I/O.
+ * Follows the instances under `path`. Create it with `conn.newServiceTracker(path)`; no I/O
+ * before `start()`.
  *
  * ```ts
  * for await (const { services } of tracker.start()) route(services);
@@ -60,18 +55,13 @@ export class ServiceTracker implements AsyncDisposable {
   readonly prefix: string;
 
   private readonly pageSize: number;
-  private readonly silenceMs: number | undefined;
-  private queue: AsyncQueue<ServiceData> | undefined;
-  private readonly controller = new AbortController();
-  private readonly wake = new Latch();
-  private running: Promise<void> = Promise.resolve();
-  private stopping: Promise<void> | undefined;
-  private untrack: (() => void) | undefined;
+  private readonly life: Lifecycle;
+  private queue: StreamQueue<ServiceData> | undefined;
+  private reflector: Reflector | undefined;
   private services = PersistentMap.empty;
   private revision = 0;
-  private reconnecting = false;
 
-  /** Use `conn.newServiceTracker(path)`; validates everything, does no I/O. */
+  /** @internal Use `conn.newServiceTracker(path)`; validates everything, does no I/O. */
   constructor(
     private readonly ctx: ConnectorContext,
     readonly path: string,
@@ -79,127 +69,84 @@ export class ServiceTracker implements AsyncDisposable {
   ) {
     validatePath(path, ctx.root);
     this.prefix = path + '/';
-    const { pageSize = 1000, silenceMs } = options;
+    const { pageSize = 1000 } = options;
     if (!Number.isInteger(pageSize) || pageSize < 1) {
       throw new InvalidArgumentError('options.pageSize', 'must be an integer >= 1');
     }
     this.pageSize = pageSize;
-    this.silenceMs =
-      silenceMs === undefined ? undefined : validateMs(silenceMs, 'options.silenceMs');
+    this.life = new Lifecycle(ctx, 'service tracker', async () => {
+      await this.reflector?.done;
+      this.queue?.end();
+    });
   }
 
   /**
    * Lists, then follows the instances. The stream yields the complete map each time (latest
-   * state; a slow reader skips intermediate states). Leaving the loop stops the tracker.
+   * state; a slow reader skips intermediate states). Leaving the loop stops the tracker, as do
+   * `stop()`, `signal` and `conn.close()`. A final error (permission denied, authentication,
+   * TLS) ends the stream with that error.
    *
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
-  start(): AsyncIterable<ServiceData> {
-    this.ctx.assertOpen();
-    if (this.stopping !== undefined) throw new ClosedError('service tracker');
-    if (this.queue !== undefined) throw new InvalidStateError('start() was already called');
-    this.queue = new AsyncQueue<ServiceData>({
+  start(options: StartOptions = {}): RecipeStream<ServiceData> {
+    this.life.begin(options);
+    const queue = new StreamQueue<ServiceData>({
       capacity: 4,
       overflow: 'coalesce',
       keep: (d) => d.error !== undefined,
       onReturn: () => void this.stop(),
     });
-    this.untrack = this.ctx.track({ close: () => this.stop() });
-    this.running = this.run(this.controller.signal);
-    return this.queue;
+    this.queue = queue;
+    if (this.life.isStopping) {
+      queue.end();
+      return queue;
+    }
+    const { key, range_end: rangeEnd } = prefixRange(this.prefix);
+    const cut = this.prefix.length;
+    const reflector = startReflector({
+      ctx: this.ctx,
+      what: `tracker ${this.path}`,
+      list: [{ key, rangeEnd }],
+      watch: { key, rangeEnd },
+      pageSize: this.pageSize,
+      signal: this.life.signal,
+      onSnapshot: (snapshot) => {
+        this.services = PersistentMap.from(
+          snapshot.kvs.map((kv) => [kv.key.toString().slice(cut), kv.value.toString()]),
+        );
+        this.revision = snapshot.revision;
+        const compacted =
+          snapshot.reason === 'compacted'
+            ? new CompactedError(
+                String(snapshot.resumeRevision ?? 0),
+                String(snapshot.compactRevision ?? 0),
+              )
+            : undefined;
+        this.emit(compacted);
+      },
+      onEvents: (events) => {
+        this.apply(events);
+      },
+      onStatus: (status) => {
+        this.emit(status.state === 'unavailable' ? status.error : undefined);
+      },
+    });
+    this.reflector = reflector;
+    void reflector.done.then((error) => {
+      if (error !== undefined) queue.fail(error);
+      void this.stop();
+    });
+    return queue;
   }
 
   /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.controller.abort(new ClosedError('service tracker'));
-      this.wake.fire();
-      await this.running;
-      this.queue?.end();
-      this.untrack?.();
-    })();
-    return this.stopping;
+    return this.life.stop();
   }
 
   /** Same as `stop()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
-  }
-
-  private async run(signal: AbortSignal): Promise<void> {
-    const backoff = new Backoff(100, 2000);
-    let report: Error | undefined;
-    while (!signal.aborted) {
-      let stream: WatchStream | undefined;
-      try {
-        await this.list();
-        backoff.reset();
-        this.emit(report);
-        report = undefined;
-        // An object: written from the watch's callback while the loop awaits.
-        const watchState: { compactedAt?: number } = {};
-        stream = openWatch({
-          client: this.ctx.client,
-          key: this.prefix,
-          prefix: true,
-          startRevision: this.revision + 1,
-          onEvents: (events) => {
-            this.apply(events);
-          },
-          onCompacted: (compactRevision) => {
-            watchState.compactedAt = compactRevision;
-            this.wake.fire();
-          },
-          onStateChange: (state) => {
-            this.onWatchState(state);
-          },
-          ...(this.silenceMs === undefined ? {} : { silenceMs: this.silenceMs }),
-        });
-        for (;;) {
-          this.wake.reset();
-          if (isAborted(signal) || watchState.compactedAt !== undefined) break;
-          await this.wake.wait();
-        }
-        if (watchState.compactedAt !== undefined) {
-          const at = String(watchState.compactedAt);
-          report = new CompactedError(String(stream.nextRevision), at);
-        }
-      } catch (err) {
-        if (isAborted(signal)) break;
-        this.emit(toConnectorError(err, `list ${this.path}`));
-        await delay(backoff.next(), signal).catch(() => undefined);
-      } finally {
-        await stream?.close();
-      }
-    }
-  }
-
-  /** Reads every instance at one revision, a page at a time. */
-  private async list(): Promise<void> {
-    const { key, range_end } = prefixRange(this.prefix);
-    const cut = this.prefix.length;
-    const entries: [string, string][] = [];
-    let from = key;
-    let revision: string | undefined;
-    for (;;) {
-      const res = await this.ctx.client.kv.range(
-        {
-          key: from,
-          range_end,
-          limit: this.pageSize,
-          ...(revision === undefined ? {} : { revision }),
-        },
-        this.ctx.callOptions(),
-      );
-      revision ??= res.header.revision;
-      for (const kv of res.kvs) entries.push([kv.key.toString().slice(cut), kv.value.toString()]);
-      const last = res.kvs[res.kvs.length - 1];
-      if (!res.more || last === undefined) break;
-      // The next page starts just after the last key of this one.
-      from = Buffer.concat([last.key, Buffer.from([0])]);
-    }
-    this.services = PersistentMap.from(entries);
-    this.revision = Number(revision);
   }
 
   private apply(events: readonly WatchEvent[]): void {
@@ -212,16 +159,6 @@ export class ServiceTracker implements AsyncDisposable {
     }
     this.services = services;
     this.emit(undefined);
-  }
-
-  private onWatchState(state: 'connected' | 'reconnecting'): void {
-    if (state === 'reconnecting' && !this.reconnecting) {
-      this.reconnecting = true;
-      this.emit(new UnavailableError(`watch of ${this.path} is reconnecting`));
-    } else if (state === 'connected' && this.reconnecting) {
-      this.reconnecting = false;
-      this.emit(undefined);
-    }
   }
 
   private emit(error: Error | undefined): void {

@@ -239,7 +239,7 @@ function watchConfig(conn: EtcdConnector, say: (s: string) => void) {
   let wake: (() => void) | undefined;
   const loop = (async () => {
     for await (const ev of obs.start(0, true)) {
-      if (ev.type === 'resync') continue;
+      if (ev.type === 'resync' || ev.type === 'status') continue;
       seen += 1;
       say(
         `observer: ${ev.type.toUpperCase()} ${ev.key}${ev.type === 'put' ? ` = ${ev.value}` : ''} (revision ${ev.revision})`,

@@ -41,6 +41,17 @@ export function registerObserve(program: Command): void {
             for (const [k, v] of ev.snapshot) out.info(`  ${k} = ${v}`);
             continue;
           }
+          if (ev.type === 'status') {
+            const text =
+              ev.state === 'unavailable'
+                ? `etcd unreachable, retrying: ${ev.error?.message ?? ''}`
+                : 'connected again; nothing was missed';
+            out.emit(
+              { event: 'status', state: ev.state, error: ev.error?.message },
+              out.color('yellow', text),
+            );
+            continue;
+          }
           out.emit(
             { event: ev.type, key: ev.key, value: ev.value, revision: ev.revision },
             `${String(ev.revision).padStart(8)} ${ev.type === 'put' ? out.color('green', 'PUT   ') : out.color('red', 'DELETE')} ${ev.key}${ev.type === 'put' ? ` = ${ev.value}` : ''}`,

@@ -1,6 +1,6 @@
 /**
  * A Session owns one etcd lease and its keepalive, shared by every recipe of a connector that uses
- * the same TTL (like Go's `concurrency.Session`). It judges loss on a monotonic clock: the lease is
+ * the same TTL (like Go's `concurrency.Session`). Internal: users hold a SessionHandle. It judges loss on a monotonic clock: the lease is
  * surely alive until *send time of the last acknowledged keepalive + TTL* — etcd renewed it no
  * earlier than that send — so past that instant the session declares itself lost, whatever the
  * network says. A session never comes back from `lost`; the connector grants a new one.
@@ -10,14 +10,9 @@
  * lease does not exist ("you are not leader"); `closed` — revoked by us.
  */
 import type { Etcd3, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
-import { ClosedError, SessionLostError } from './errors.js';
-import {
-  leaseIdHex,
-  openStream,
-  toConnectorError,
-  type OpenedStream,
-} from './internal/etcd-rpc.js';
-import { Backoff, monotonicMs } from './internal/timers.js';
+import { ClosedError, SessionLostError } from '../errors.js';
+import { leaseIdHex, openStream, type FailureMemory, type OpenedStream } from '../transport/rpc.js';
+import { Backoff, monotonicMs } from '../transport/timers.js';
 
 export type SessionState = 'alive' | 'suspended' | 'lost' | 'closed';
 
@@ -32,6 +27,10 @@ export interface SessionStateChange {
 export interface SessionOptions {
   /** Deadline of unary calls (grant, revoke). */
   callTimeoutMs: number;
+  /** The connection's failure memory, for error messages that name the real reason. */
+  failures: FailureMemory;
+  /** Keepalive round trips, for diagnostics (ms, on a monotonic clock). */
+  onKeepAliveRtt?: (ms: number) => void;
   /**
    * A keepalive unanswered this long marks the session suspended and moves the keepalive stream to
    * a fresh connection. Default: a quarter of the TTL, between 300 ms and 2 s.
@@ -41,15 +40,19 @@ export interface SessionOptions {
 
 type KeepAliveStream = OpenedStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
-export class Session implements AsyncDisposable {
+export class Session {
   /** Lease id as etcd's decimal string (what etcd3's builders take). */
   readonly leaseId: string;
   /** Lease id in hex, as used in Go's key layouts. */
   readonly leaseIdHex: string;
   /** The TTL etcd granted, in seconds (etcd may raise a very short request). */
   readonly ttl: number;
+  /** The TTL asked for (the connector shares one session per requested TTL). */
+  readonly requestedTtl: number;
   /** Resolves (never rejects) when the session ends: lost or closed. */
   readonly done: Promise<SessionStateChange>;
+  /** Aborted (with the SessionLostError or a ClosedError) when the session ends. */
+  readonly signal: AbortSignal;
 
   private stateValue: SessionState = 'alive';
   private deadlineMs: number;
@@ -67,14 +70,17 @@ export class Session implements AsyncDisposable {
   private reopenTimer: NodeJS.Timeout | undefined;
   private readonly backoff = new Backoff(50, 1000);
   private revoking: Promise<void> | undefined;
+  private readonly controller = new AbortController();
 
   private constructor(
     private readonly client: Etcd3,
     leaseId: string,
     ttl: number,
+    requestedTtl: number,
     grantSentAt: number,
     private readonly options: SessionOptions,
   ) {
+    this.requestedTtl = requestedTtl;
     this.leaseId = leaseId;
     this.leaseIdHex = leaseIdHex(leaseId);
     this.ttl = ttl;
@@ -82,6 +88,7 @@ export class Session implements AsyncDisposable {
     this.intervalMs = (ttl * 1000) / 3;
     this.suspendAfterMs = options.suspendAfterMs ?? Math.min(2000, Math.max(300, (ttl * 1000) / 4));
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.signal = this.controller.signal;
     this.armDeadline();
     this.openStream();
     this.tickTimer = setInterval(() => {
@@ -99,10 +106,10 @@ export class Session implements AsyncDisposable {
         { deadline: Date.now() + options.callTimeoutMs },
       );
     } catch (err) {
-      throw toConnectorError(err, 'lease grant');
+      throw options.failures.toError(err, 'lease grant');
     }
     const granted = Number(res.TTL);
-    return new Session(client, res.ID, granted > 0 ? granted : ttl, sentAt, options);
+    return new Session(client, res.ID, granted > 0 ? granted : ttl, ttl, sentAt, options);
   }
 
   get state(): SessionState {
@@ -142,14 +149,17 @@ export class Session implements AsyncDisposable {
     return () => this.listeners.delete(listener);
   }
 
-  /** Stops the keepalive and revokes the lease (its keys vanish at once). Idempotent. */
+  /**
+   * Stops the keepalive and revokes the lease (its keys vanish at once). Idempotent; also revokes
+   * after `orphan()` (as Go's `Close` after `Orphan`). A lost lease was revoked when it was lost.
+   */
   async close(): Promise<void> {
-    if (this.stateValue !== 'closed' && this.stateValue !== 'lost') {
-      this.setState({ state: 'closed', leaseId: this.leaseIdHex });
+    if (this.stateValue !== 'lost') {
+      if (this.stateValue !== 'closed')
+        this.setState({ state: 'closed', leaseId: this.leaseIdHex });
       this.stopTimers();
-      this.revoking = this.revoke();
+      this.revoking ??= this.revoke();
     }
-    this.stopTimers();
     await this.revoking;
   }
 
@@ -158,10 +168,6 @@ export class Session implements AsyncDisposable {
     if (this.stateValue === 'closed' || this.stateValue === 'lost') return;
     this.setState({ state: 'closed', leaseId: this.leaseIdHex });
     this.stopTimers();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close().catch(() => undefined);
   }
 
   private async revoke(): Promise<void> {
@@ -250,6 +256,7 @@ export class Session implements AsyncDisposable {
       this.silenceTimer = undefined;
     }
     if (!this.isAlive() || sentAt === undefined) return;
+    this.options.onKeepAliveRtt?.(monotonicMs() - sentAt);
     const ttl = Number(res.TTL);
     if (!(ttl > 0)) {
       this.lose('etcd says the lease no longer exists');
@@ -347,6 +354,9 @@ export class Session implements AsyncDisposable {
         // a listener's bug must not break the keepalive
       }
     }
-    if (change.state === 'lost' || change.state === 'closed') this.resolveDone(change);
+    if (change.state === 'lost' || change.state === 'closed') {
+      this.resolveDone(change);
+      this.controller.abort(change.error ?? new ClosedError('session'));
+    }
   }
 }

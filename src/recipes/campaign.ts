@@ -1,0 +1,314 @@
+/**
+ * The loop behind LeaderElector: Go's `Election.Campaign` / `Resign` over sessions, on the shared
+ * queue engine. Per session: join the queue (or keep our place), wait for our turn (watching only
+ * the predecessor), lead, and on every wake-up re-check; a lost session is replaced by a new one
+ * (unless the user gave the session: then the campaign ends with the loss).
+ *
+ * Leadership flips to false synchronously on the session's `suspended`/`lost` (the latter fires on
+ * the session's own deadline timer), on our key's deletion, and on a refused fence.
+ */
+import type { IRequestOp } from 'etcd3';
+import {
+  ClosedError,
+  NotLeaderError,
+  SessionLostError,
+  type EtcdConnectorError,
+} from '../errors.js';
+import type { FencingToken } from '../fencing.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { reportStall } from '../engines/retry.js';
+import { firstCreated, QueueMember, type WaitView } from '../engines/wait-deletes.js';
+import type { Session, SessionStateChange } from '../session/session.js';
+import type { SessionRef } from '../session/session-pool.js';
+import { Backoff, delay, isAborted } from '../transport/timers.js';
+
+/** A status of the campaign (LeaderElector's LeaderEvent). */
+export interface CampaignEvent {
+  readonly status: 'leader' | 'follower';
+  readonly leader: string | undefined;
+  readonly suspended: boolean;
+  readonly token?: FencingToken;
+  readonly error?: Error;
+}
+
+export interface CampaignOptions {
+  ctx: ConnectorContext;
+  path: string;
+  ttl: number;
+  followLeader: boolean;
+  /** A session the user gave: used instead of the pool's, and never replaced. */
+  session?: Session;
+  /** The value to campaign with (the identity, or the last proclaimed value). */
+  value(): string;
+  emit(event: CampaignEvent): void;
+  /** The campaign ended by itself with a final error (the stream ends with it). */
+  fail(error: EtcdConnectorError): void;
+}
+
+export class Campaign {
+  private readonly ctx: ConnectorContext;
+  private readonly prefix: string;
+  private readonly controller = new AbortController();
+  private running: Promise<void> = Promise.resolve();
+  private member: QueueMember | undefined;
+  private leading = false;
+  private last: CampaignEvent | undefined;
+
+  constructor(private readonly opts: CampaignOptions) {
+    this.ctx = opts.ctx;
+    this.prefix = opts.path + '/';
+  }
+
+  get session(): Session | undefined {
+    return this.member?.session;
+  }
+
+  /** The token of the current (or last) term of this session. */
+  get token(): FencingToken | undefined {
+    return this.member?.token;
+  }
+
+  /** Leader now: status leader, session not suspended, deadline not passed (clock checked). */
+  get isLeader(): boolean {
+    const m = this.member;
+    return m !== undefined && m.session.isAlive() && this.leading && !m.gone;
+  }
+
+  start(): void {
+    this.running = this.run();
+  }
+
+  /** Stops campaigning and resigns; resolves when no watch, timer or lease is left. */
+  async stop(): Promise<void> {
+    this.leading = false;
+    this.controller.abort(new ClosedError('leader elector'));
+    await this.running;
+  }
+
+  /** etcd refused our token: our key is gone or re-created. Step down and re-campaign. */
+  fenceFailed(token: FencingToken): NotLeaderError {
+    const err = new NotLeaderError(
+      `leader key ${token.key} no longer has create revision ${token.revision}`,
+    );
+    if (this.member?.token === token) this.stepDown(err);
+    this.member?.poke();
+    return err;
+  }
+
+  /** Re-emits the leader status (after a proclaim changed our value). */
+  reannounce(): void {
+    const m = this.member;
+    const t = m?.token;
+    if (m !== undefined && t !== undefined && this.isLeader) this.becomeLeader(m.session, t);
+  }
+
+  /** One session after another until stopped or a final error. */
+  private async run(): Promise<void> {
+    const signal = this.controller.signal;
+    while (!signal.aborted) {
+      let ref: SessionRef;
+      try {
+        ref = await this.acquire(signal);
+      } catch (err) {
+        if (!isAborted(signal)) this.opts.fail(this.ctx.toError(err, `election ${this.opts.path}`));
+        return;
+      }
+      const session = ref.session;
+      const member = new QueueMember(
+        this.ctx,
+        this.prefix,
+        session,
+        () => {
+          this.stepDown(new NotLeaderError(`leader key ${member.key} was deleted`));
+        },
+        (change) => {
+          this.onSession(session, change);
+        },
+      );
+      this.member = member;
+      let failure: EtcdConnectorError | undefined;
+      try {
+        failure = await this.terms(member, signal);
+      } finally {
+        this.leading = false;
+        // The connector's close revokes every lease at once; no key-by-key resign needed then.
+        if (isAborted(signal) && !this.ctx.closing && session.isAlive()) {
+          await member.remove().catch(() => undefined);
+        }
+        member.close();
+        await ref.release();
+      }
+      if (failure !== undefined) {
+        this.opts.fail(failure);
+        return;
+      }
+      if (this.opts.session !== undefined && !isAborted(signal)) {
+        // The user's session is gone; a campaign bound to it cannot go on.
+        this.opts.fail(
+          session.state === 'lost'
+            ? new SessionLostError(session.leaseIdHex, 'the session given to the elector was lost')
+            : new ClosedError('session given to the elector'),
+        );
+        return;
+      }
+    }
+  }
+
+  /** The user's session, or the pool's for our TTL (retrying, and saying why while it fails). */
+  private async acquire(signal: AbortSignal): Promise<SessionRef> {
+    if (this.opts.session !== undefined) return this.ctx.sessions.retain(this.opts.session);
+    const report = (err: unknown): void => {
+      this.emitError(this.ctx.toError(err, `election ${this.opts.path}`), false);
+    };
+    return reportStall(
+      this.ctx.sessions.acquire(this.opts.ttl, { retry: true, signal, onError: report }),
+      { stallMs: this.ctx.dialTimeoutMs, onRetry: report, what: `election ${this.opts.path}` },
+    );
+  }
+
+  /**
+   * Terms of one session: join, wait, lead, re-check, until the session ends or we stop. Returns
+   * a final error that ends the campaign, if any.
+   */
+  private async terms(
+    member: QueueMember,
+    signal: AbortSignal,
+  ): Promise<EtcdConnectorError | undefined> {
+    const backoff = new Backoff(100, 2000);
+    let joined = false;
+    while (!signal.aborted && member.session.isAlive()) {
+      try {
+        if (!joined) {
+          await this.join(member);
+          joined = true;
+        }
+        const outcome = await member.waitTurn({
+          slots: 1,
+          signal,
+          extraReads: [firstCreated(this.prefix)],
+          onWaiting: (view) => {
+            this.emit({ status: 'follower', leader: leaderOf(view), suspended: false });
+          },
+          extraWatches: (view) => {
+            const leader = view.extra[0]?.[0]?.key.toString();
+            return this.opts.followLeader && leader !== undefined ? [leader] : [];
+          },
+        });
+        backoff.reset();
+        if (outcome.kind === 'gone') {
+          joined = false; // a new key: a new place at the end of the queue, a new token
+          continue;
+        }
+        if (outcome.kind !== 'holder') return undefined;
+        const token = member.token;
+        if (token !== undefined) this.becomeLeader(member.session, token);
+        // Until something changes: a session state, our key, a stop, a refused fence.
+        await member.changed(signal);
+      } catch (err) {
+        if (isAborted(signal)) return undefined;
+        const error = this.ctx.toError(err, `election ${this.opts.path}`);
+        if (!error.retryable) return error;
+        // While leading, the session's deadline guards us; a failed read is no reason to step
+        // down. Otherwise say why nothing is happening.
+        if (!this.leading) this.emitError(error, member.session.state === 'suspended');
+        await delay(backoff.next(), signal).catch(() => undefined);
+      }
+    }
+    return undefined;
+  }
+
+  /** Go's Campaign: create our key, or keep it and proclaim our value on it. */
+  private async join(member: QueueMember): Promise<void> {
+    const value = this.opts.value();
+    const what = `election ${this.opts.path}`;
+    const joined = await reportStall(member.join(value, 1), {
+      stallMs: this.ctx.dialTimeoutMs,
+      onRetry: (error) => {
+        this.emitError(error, false);
+      },
+      what,
+    });
+    const token = member.token;
+    if (joined.existingValue === undefined || joined.existingValue === value || !token) return;
+    const put: IRequestOp = {
+      request_put: {
+        key: Buffer.from(member.key),
+        value: Buffer.from(value),
+        lease: member.session.leaseId,
+      },
+    };
+    try {
+      await this.ctx.client.kv.txn(
+        { compare: [token.toCompare()], success: [put] },
+        this.ctx.callOptions(),
+      );
+    } catch (err) {
+      throw this.ctx.toError(err, `proclaim ${this.opts.path}`);
+    }
+  }
+
+  private onSession(session: Session, change: SessionStateChange): void {
+    if (this.member?.session !== session || this.controller.signal.aborted) return;
+    if (change.state === 'suspended') {
+      this.leading = false;
+      this.emit({ status: 'follower', leader: undefined, suspended: true });
+    } else if (change.state === 'lost') {
+      // Synchronous with the session's own deadline: nobody reads "leader" past it.
+      this.leading = false;
+      const event: CampaignEvent = { status: 'follower', leader: undefined, suspended: false };
+      this.emit(change.error === undefined ? event : { ...event, error: change.error });
+    } else if (change.state === 'closed') {
+      const wasLeading = this.leading;
+      this.leading = false;
+      this.emit({
+        status: 'follower',
+        leader: undefined,
+        suspended: false,
+        ...(wasLeading || this.opts.session !== undefined
+          ? { error: new ClosedError('the session of the elector') }
+          : {}),
+      });
+    }
+  }
+
+  private stepDown(err: Error): void {
+    if (!this.leading) return;
+    this.leading = false;
+    this.emit({ status: 'follower', leader: undefined, suspended: false, error: err });
+  }
+
+  private becomeLeader(session: Session, token: FencingToken): void {
+    if (session.state !== 'alive' || !session.isAlive() || this.controller.signal.aborted) return;
+    if (this.member?.gone === true) return;
+    this.leading = true;
+    this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token });
+  }
+
+  private emitError(error: Error, suspended: boolean): void {
+    this.emit({ status: 'follower', leader: this.last?.leader, suspended, error });
+  }
+
+  /** Pushes a state unless it says the same as the last one; errors are always reported. */
+  private emit(event: CampaignEvent): void {
+    const last = this.last;
+    if (
+      last !== undefined &&
+      event.error === undefined &&
+      last.error === undefined &&
+      last.status === event.status &&
+      last.leader === event.leader &&
+      last.suspended === event.suspended &&
+      last.token?.revision === event.token?.revision
+    ) {
+      return;
+    }
+    this.last = event;
+    this.opts.emit(event);
+  }
+}
+
+/** The leader's identity in a wait's view: the oldest key, else our predecessor. */
+function leaderOf(view: WaitView): string | undefined {
+  const kv = view.extra[0]?.[0] ?? view.window[0];
+  return kv?.value.toString();
+}

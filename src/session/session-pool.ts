@@ -1,0 +1,172 @@
+/**
+ * One live Session per TTL for a connector, handed out as references: recipes with the same TTL
+ * share one lease and one keepalive stream. Each reference is released once (a second release is
+ * a no-op), and only the release of the last reference revokes the lease — so no holder can
+ * revoke a lease others still use. A lost session is forgotten at once, so the next `acquire`
+ * grants a new lease.
+ */
+import type { Etcd3 } from 'etcd3';
+import { AbortError, ClosedError, InvalidArgumentError } from '../errors.js';
+import type { ConnectionMonitor } from '../transport/connection-state.js';
+import { Backoff, delay } from '../transport/timers.js';
+import { Session, type SessionOptions } from './session.js';
+
+export interface AcquireOptions {
+  signal?: AbortSignal;
+  /** Keep trying while etcd is unreachable (until `signal` fires or the pool closes). */
+  retry?: boolean;
+  /** Told about every failed attempt while retrying (the recipe reports it on its stream). */
+  onError?: (err: unknown) => void;
+}
+
+/** One holder's reference to a shared session. */
+export class SessionRef {
+  private released = false;
+
+  constructor(
+    readonly session: Session,
+    private readonly pool: SessionPool,
+  ) {}
+
+  /** True until `release()`. */
+  get held(): boolean {
+    return !this.released;
+  }
+
+  /** Gives the reference back; the last one revokes the lease. Idempotent, never rejects. */
+  release(): Promise<void> {
+    if (this.released) return Promise.resolve();
+    this.released = true;
+    return this.pool.unref(this);
+  }
+}
+
+export class SessionPool {
+  private readonly live = new Map<number, Session>();
+  private readonly granting = new Map<number, Promise<Session>>();
+  private readonly refs = new Map<Session, Set<SessionRef>>();
+  private readonly closing = new AbortController();
+  private closed = false;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly options: SessionOptions,
+    private readonly connection?: ConnectionMonitor,
+  ) {}
+
+  /** A reference to a live session of `ttl` seconds (granted if there is none). */
+  async acquire(ttl: number, opts: AcquireOptions = {}): Promise<SessionRef> {
+    const backoff = new Backoff(100, 2000);
+    const signal =
+      opts.signal === undefined
+        ? this.closing.signal
+        : AbortSignal.any([opts.signal, this.closing.signal]);
+    for (;;) {
+      if (this.closed) throw new ClosedError();
+      // Typed like every other abort of ours, not the signal's raw reason.
+      if (signal.aborted) throw new AbortError({ cause: signal.reason });
+      try {
+        return this.ref(await this.liveSession(ttl));
+      } catch (err) {
+        // (closing.signal, not `closed`: the compiler would assume `closed` is still false.)
+        if (this.closing.signal.aborted) throw new ClosedError();
+        if (opts.retry !== true) throw err;
+        if (err instanceof Error && 'retryable' in err && err.retryable === false) throw err;
+        opts.onError?.(err);
+        await delay(backoff.next(), signal).catch((e: unknown) => {
+          throw this.closed ? new ClosedError() : e;
+        });
+      }
+    }
+  }
+
+  /**
+   * Another reference to a session this pool handed out (a recipe given a user's session).
+   *
+   * @throws InvalidArgumentError not a session of this pool
+   * @throws SessionLostError / ClosedError the session has ended
+   */
+  retain(session: Session): SessionRef {
+    if (this.closed) throw new ClosedError();
+    const refs = this.refs.get(session);
+    if (refs === undefined) {
+      if (session.state === 'lost' || session.state === 'closed') session.assertAlive();
+      throw new InvalidArgumentError('options.session', 'not a session of this connector');
+    }
+    session.assertAlive();
+    return this.ref(session);
+  }
+
+  /** How many holders a session has (acquired and not yet released). */
+  holders(session: Session): number {
+    return this.refs.get(session)?.size ?? 0;
+  }
+
+  /** @internal Called by SessionRef.release. */
+  async unref(ref: SessionRef): Promise<void> {
+    const session = ref.session;
+    const refs = this.refs.get(session);
+    if (!refs?.delete(ref)) return;
+    if (refs.size > 0) return;
+    this.refs.delete(session);
+    for (const [ttl, s] of this.live) if (s === session) this.live.delete(ttl);
+    await session.close();
+  }
+
+  /** Revokes every session. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.closing.abort(new ClosedError());
+    await Promise.allSettled([...this.granting.values()]);
+    const all = new Set([...this.live.values(), ...this.refs.keys()]);
+    this.live.clear();
+    this.refs.clear();
+    await Promise.all([...all].map((s) => s.close()));
+  }
+
+  private ref(session: Session): SessionRef {
+    let refs = this.refs.get(session);
+    if (refs === undefined) this.refs.set(session, (refs = new Set()));
+    const ref = new SessionRef(session, this);
+    refs.add(ref);
+    return ref;
+  }
+
+  private async liveSession(ttl: number): Promise<Session> {
+    const current = this.live.get(ttl);
+    if (current?.isAlive()) return current;
+    const inFlight = this.granting.get(ttl);
+    if (inFlight !== undefined) return inFlight;
+    const granting = Session.grant(this.client, ttl, this.options).then(async (session) => {
+      if (this.closed) {
+        await session.close();
+        throw new ClosedError();
+      }
+      this.live.set(ttl, session);
+      this.watch(ttl, session);
+      return session;
+    });
+    this.granting.set(ttl, granting);
+    try {
+      return await granting;
+    } finally {
+      this.granting.delete(ttl);
+    }
+  }
+
+  /** Forgets a session that ended, and tells the connection monitor what its keepalive sees. */
+  private watch(ttl: number, session: Session): void {
+    const monitor = this.connection;
+    monitor?.set(session, true);
+    session.onChange((c) => {
+      if ((c.state === 'lost' || c.state === 'closed') && this.live.get(ttl) === session) {
+        this.live.delete(ttl);
+      }
+      if (monitor === undefined) return;
+      if (c.state === 'alive') monitor.set(session, true);
+      else if (c.state === 'suspended') monitor.set(session, false);
+      else if (c.state === 'lost') monitor.lost(session);
+      else monitor.remove(session);
+    });
+  }
+}

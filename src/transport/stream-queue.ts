@@ -1,0 +1,181 @@
+/**
+ * A bounded single-consumer queue behind an AsyncIterable: the output stream of every recipe.
+ * State streams coalesce (a slow reader gets the newest states, never unbounded memory); event
+ * streams tell their producer to pause when full (back-pressure) and never drop.
+ *
+ * Every pending `next()` is settled — several may be pending at once when a caller does not await
+ * one before asking for the next — and `closed` resolves (never rejects) once the producer ended
+ * the stream or the reader left it: with the error that ended it, or `undefined`.
+ */
+export interface StreamQueueOptions<T> {
+  /** How many undelivered items may wait. */
+  capacity: number;
+  /**
+   * What happens past capacity: `'coalesce'` drops the oldest waiting item (state streams);
+   * `'pause'` keeps it and calls `onFull` so the producer stops reading (event streams).
+   */
+  overflow: 'coalesce' | 'pause';
+  /** With `'pause'`: called once when the queue reaches capacity. */
+  onFull?: () => void;
+  /** With `'pause'`: called once when a full queue has drained to half. */
+  onDrain?: () => void;
+  /** Called once when the consumer leaves (`break`, `return`) before the queue ended. */
+  onReturn?: () => void;
+  /** With `'coalesce'`: may keep an item that must not be dropped (e.g. a loss report). */
+  keep?: (item: T) => boolean;
+}
+
+/** A recipe's output: iterate it once; `closed` tells how it ended. */
+export interface RecipeStream<T> extends AsyncIterable<T> {
+  /**
+   * Resolves when the stream is over — its source stopped (items already queued can still be
+   * read) or the reader left it — with the error that ended it, else `undefined`. Never rejects.
+   */
+  readonly closed: Promise<Error | undefined>;
+}
+
+interface Waiter<T> {
+  resolve: (r: IteratorResult<T>) => void;
+  reject: (e: unknown) => void;
+}
+
+export class StreamQueue<T> implements RecipeStream<T> {
+  readonly closed: Promise<Error | undefined>;
+  private readonly items: T[] = [];
+  /** Index of the first unread item (items are dropped from the front in chunks). */
+  private head = 0;
+  private readonly waiters: Waiter<T>[] = [];
+  private ended = false;
+  private failure: { error: unknown } | undefined;
+  /** The error that ended the stream, for `closed` (kept after the reader received it). */
+  private endError: Error | undefined;
+  private full = false;
+  private iterating = false;
+  private returned = false;
+  private resolveClosed!: (e: Error | undefined) => void;
+
+  constructor(private readonly opts: StreamQueueOptions<T>) {
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  /** Items waiting to be read. */
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
+  /** True once `end()`/`fail()` was called or the consumer left. */
+  get isClosed(): boolean {
+    return this.ended || this.returned;
+  }
+
+  push(item: T): void {
+    if (this.isClosed) return;
+    const w = this.waiters.shift();
+    if (w !== undefined) {
+      w.resolve({ value: item, done: false });
+      return;
+    }
+    this.items.push(item);
+    if (this.size <= this.opts.capacity) return;
+    if (this.opts.overflow === 'coalesce') {
+      const keep = this.opts.keep;
+      let drop = this.head;
+      if (keep !== undefined) {
+        while (drop < this.items.length && keep(this.items[drop] as T)) drop++;
+        if (drop === this.items.length) drop = this.head;
+      }
+      this.items.splice(drop, 1);
+    } else if (!this.full) {
+      this.full = true;
+      this.opts.onFull?.();
+    }
+  }
+
+  /** Ends the stream after the waiting items are read. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.settleWaiters();
+    this.finish();
+  }
+
+  /** Ends the stream with an error, thrown to the consumer after the waiting items. */
+  fail(error: Error): void {
+    if (this.ended) return;
+    this.failure = { error };
+    this.endError = error;
+    this.end();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    if (this.iterating) throw new TypeError('this stream can be iterated only once');
+    this.iterating = true;
+    return {
+      next: () => this.next(),
+      return: () => {
+        this.leave();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+
+  private next(): Promise<IteratorResult<T>> {
+    if (this.size > 0) {
+      const value = this.items[this.head] as T;
+      this.items[this.head] = undefined as T;
+      this.head++;
+      if (this.head > 1024 && this.head * 2 > this.items.length) {
+        this.items.splice(0, this.head);
+        this.head = 0;
+      }
+      if (this.full && this.size <= this.opts.capacity / 2) {
+        this.full = false;
+        this.opts.onDrain?.();
+      }
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.returned) return Promise.resolve({ value: undefined, done: true });
+    if (this.ended) {
+      const f = this.failure;
+      if (f !== undefined) {
+        this.failure = undefined;
+        // fail() takes what the producer had; it is passed through as thrown.
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
+        return Promise.reject(f.error);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+    });
+  }
+
+  private leave(): void {
+    if (this.returned) return;
+    this.returned = true;
+    this.items.length = 0;
+    this.head = 0;
+    const wasEnded = this.ended;
+    this.settleWaiters();
+    this.finish();
+    if (!wasEnded) this.opts.onReturn?.();
+  }
+
+  /** Settles every pending `next()`: the first gets the failure (if any), the rest `done`. */
+  private settleWaiters(): void {
+    const waiters = this.waiters.splice(0);
+    for (const w of waiters) {
+      const f = this.failure;
+      if (f !== undefined && !this.returned) {
+        this.failure = undefined;
+        w.reject(f.error);
+      } else {
+        w.resolve({ value: undefined, done: true });
+      }
+    }
+  }
+
+  private finish(): void {
+    this.resolveClosed(this.endError);
+  }
+}
