@@ -137,6 +137,11 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     const timedOut = await d.send({ cmd: 'mutex.lock', path, timeoutMs: 300 });
     assert.equal(timedOut.cancelled, 'timeout');
     assert.equal((await dump(`${path}/${d.lease}`)).length, 0);
+    // The driver's own deadline names the command and cancels it in the peer (key deleted).
+    await assert.rejects(d.send({ cmd: 'mutex.lock', path }, { deadlineMs: 300 }), (err: Error) =>
+      err.message.includes(`no response to mutex.lock ${path}`),
+    );
+    await dumpUntil(`${path}/${d.lease}`, (k) => k.length === 0, 'cancelled waiter key deleted');
 
     await a.ok({ cmd: 'mutex.unlock', path });
     const gotB = await lockB.response;
@@ -155,7 +160,10 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     assert.notEqual(info.lease, c.lease);
     const trylock = await c.ok({ cmd: 'mutex.trylock', path });
     assert.equal(trylock.key, `${path}/${String(info.lease)}`);
-    await c.ok({ cmd: 'mutex.unlock', path });
+
+    // stdin EOF: the peer revokes its lease before it exits, so the key goes at once.
+    await c.close();
+    assert.equal((await dump(`${path}/`)).length, 0);
   });
 
   void test('election: key path/<leaseHex> = value; leader, proclaim, resign', async () => {
@@ -173,6 +181,15 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
         [`${path}/${b.lease}`, 'beta', b.lease],
       ].sort(),
     );
+
+    // A cancelled Campaign resigns: its key goes.
+    const c = await peer();
+    const campaignC = c.begin({ cmd: 'election.campaign', path, value: 'gamma' });
+    await dumpUntil(`${path}/`, (k) => k.length === 3, 'C campaigning');
+    assert.equal((await c.cancel(campaignC.id)).found, true);
+    const cancelled = await campaignC.response;
+    assert.deepEqual([cancelled.ok, cancelled.cancelled], [false, 'cancel']);
+    await dumpUntil(`${path}/`, (k) => k.length === 2, 'C resigned');
 
     const leader = await b.ok({ cmd: 'election.leader', path });
     assert.equal(leader.key, `${path}/${a.lease}`);
