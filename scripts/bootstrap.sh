@@ -12,6 +12,12 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund
 fi
 
+# The Go peer of the interoperability tests (after `npm ci`: it lives in node_modules/.cache).
+# `npm run demo` and `npm run bench` do not need Go.
+if [[ "${npm_lifecycle_event:-}" != predemo && "${npm_lifecycle_event:-}" != prebench ]]; then
+  bash scripts/ensure-go-peer.sh
+fi
+
 # A clean build, so no stale compiled test lingers in dist/.
 rm -rf dist
 npx --no-install tsc -p tsconfig.json
