@@ -93,6 +93,14 @@ function walk(dir: string, base = dir): string[] {
   });
 }
 
+/** The README's ```ts blocks whose first line of code is an import: complete programs. */
+function readmeSamples(): string[] {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  return [...readme.matchAll(/^```ts\n([\s\S]*?)^```$/gm)]
+    .map((m) => m[1] ?? '')
+    .filter((code) => code.replace(/^(\/\/.*\n|\s*\n)*/, '').startsWith('import '));
+}
+
 interface LockEntry {
   version?: string;
   resolved?: string;
@@ -263,12 +271,21 @@ void describe('the npm package, installed from its tarball', () => {
 
   void test('strict TypeScript (nodenext) compiles against it and runs on a real etcd', async () => {
     copyFileSync(join(FIXTURES, 'consumer.ts.txt'), join(project, 'consumer.ts'));
+    // The README's complete samples (those that start with their imports) are compiled too, as a
+    // user would paste them: they must type-check against the shipped types.
+    const samples = readmeSamples().map((code, i) => {
+      const file = `readme-${i + 1}.ts`;
+      writeFileSync(join(project, file), code);
+      return file;
+    });
+    assert.ok(samples.length >= 6, `the README's samples: ${samples.length}`);
     const args = ['--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext'];
-    const tsc = await run(process.execPath, [TSC, ...args, '--outDir', 'out', 'consumer.ts'], {
+    const files = ['consumer.ts', ...samples];
+    const tsc = await run(process.execPath, [TSC, ...args, '--outDir', 'out', ...files], {
       cwd: project,
       ms: 60_000,
     });
-    assert.equal(tsc.code, 0, `tsc ${args.join(' ')} consumer.ts\n${show(tsc)}`);
+    assert.equal(tsc.code, 0, `tsc ${args.join(' ')} ${files.join(' ')}\n${show(tsc)}`);
 
     const endpoints = etcd?.endpoints.join(',') ?? '';
     const consumer = await run(process.execPath, ['out/consumer.js'], {
