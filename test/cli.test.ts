@@ -178,9 +178,23 @@ void describe('etcdc (CLI, end to end)', () => {
     const r = await runCli(['health', '--user', 'alice:pw', '--endpoints', DEAD], { env });
     assert.equal(r.code, 2, r.describe);
     assert.match(r.stderr, /--password \(from ETCDC_PASSWORD\) gives another/, r.describe);
-    const json = await runCli(['register', 'api', 'a/b', 'v', '--json', '--endpoints', DEAD]);
-    assert.equal(json.code, 2, json.describe);
-    assert.equal(jsonError(json).code, 'ETCDC_INVALID_ARGUMENT');
+    // With --json, usage errors are JSON lines too (commander's own ones included).
+    const jsonCases: [string[], RegExp][] = [
+      [['register', 'api', 'a/b', 'v'], /instance: must be one path segment/],
+      [['elect', 'job'], /^usage: missing required argument 'identity'$/],
+      [['elect', 'job', 'me', '--ttl', '0'], /^usage: option '--ttl <seconds>' argument '0'/],
+      [['bogus'], /^usage: unknown command 'bogus'$/],
+    ];
+    await Promise.all(
+      jsonCases.map(async ([args, message]) => {
+        const json = await runCli([...args, '--json', '--endpoints', DEAD, ...FAST_FAIL]);
+        assert.equal(json.code, 2, json.describe);
+        assert.deepEqual(json.lines, [], json.describe);
+        const error = jsonError(json);
+        assert.equal(error.code, 'ETCDC_INVALID_ARGUMENT', json.describe);
+        assert.match(error.message, message, json.describe);
+      }),
+    );
   });
 
   void test('bad names against a live etcd: exit 2 and nothing written', async () => {
