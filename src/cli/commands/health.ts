@@ -48,29 +48,34 @@ export function registerHealth(program: Command): void {
 /**
  * Prints one report: a headline, the table, then every member's error in full on a line of its
  * own (a user runs `health` when something is wrong, so the reason must be readable). When no
- * member could be asked because of the credentials, the status is `unknown` with the `problem`,
- * not `unhealthy`. Returns the status printed.
+ * member could be asked because of the credentials, the status is `unknown` (with the `problem`
+ * when it is the same for all), not `unhealthy`. Returns the status printed.
  */
 export function printReport(out: Output, report: HealthReport): ClusterStatus {
   const members = report.members.map((m) => ({
     member: m,
     problem: m.error === undefined ? undefined : credentialProblem(m.error),
   }));
-  const problems = new Set(members.map((m) => m.problem));
-  // Nobody answered, and only because of the credentials: the cluster's health is unknown.
-  const [only] = problems;
-  const problem: CredentialProblem | undefined =
-    problems.size === 1 && only !== undefined && members.length > 0 ? only : undefined;
-  const status = problem === undefined ? report.status : ClusterStatus.Unknown;
+  const unasked = members.filter((m) => m.problem !== undefined).length;
+  // No member could be asked, only because of the credentials: the cluster's health is unknown.
+  const noneAsked = members.length > 0 && unasked === members.length;
+  const kinds = new Set(members.map((m) => m.problem));
+  const [only] = kinds;
+  const problem: CredentialProblem | undefined = noneAsked && kinds.size === 1 ? only : undefined;
+  const status = noneAsked ? ClusterStatus.Unknown : report.status;
 
   let headline = `${clock(report.checkedAt)} cluster`;
-  if (problem !== undefined) {
-    headline += ` health ${statusColor(out, status)}: ${out.color('red', problemHint(problem))}`;
+  if (noneAsked) {
+    const why =
+      problem === undefined
+        ? 'no member could be asked: authentication and TLS problems, see below'
+        : problemHint(problem);
+    headline += ` health ${statusColor(out, status)}: ${out.color('red', why)}`;
   } else {
     headline += ` ${statusColor(out, status)}`;
-    const unasked = members.filter((m) => m.problem !== undefined).length;
-    if (unasked > 0)
+    if (unasked > 0) {
       headline += out.color('yellow', ` (${unasked} member(s) not asked: see below)`);
+    }
   }
   const rows = members.map(({ member: m, problem: p }) => [
     m.endpoint,
