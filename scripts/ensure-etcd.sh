@@ -18,10 +18,10 @@ print_versions() {
   fi
   [[ -n "$etcdctl" ]] || etcdctl="$(command -v etcdctl || true)"
   echo "etcd:    $etcd"
-  "$etcd" --version | head -n 1
+  "$etcd" --version | sed -n 1p
   if [[ -n "$etcdctl" ]]; then
     echo "etcdctl: $etcdctl"
-    ETCDCTL_API=3 "$etcdctl" version | head -n 1
+    ETCDCTL_API=3 "$etcdctl" version | sed -n 1p
   else
     echo "etcdctl: not found (only needed for interoperability tests)"
   fi

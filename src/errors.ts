@@ -2,6 +2,8 @@
  * Every error this library throws or reports is an `EtcdConnectorError` with a literal `name` and a
  * stable string `code`. Match on `code` (or `instanceof`), never on `message`.
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 /** Stable error codes. Adding a code is a minor change; renaming one is a breaking change. */
 export const ErrorCode = {
@@ -184,6 +186,25 @@ export class AbortError extends EtcdConnectorError {
   }
 }
 
+/**
+ * `bash <script>` for the shipped scripts/ensure-etcd.sh, as a path that works from where this
+ * module runs: `<package>/dist/src/errors.js` in an installed package or a built clone,
+ * `<repo>/src/errors.ts` when run from source. A bundled copy has no script next to it: then the
+ * path inside the project's node_modules.
+ */
+function ensureEtcdCommand(): string {
+  for (const relative of ['../../scripts/ensure-etcd.sh', '../scripts/ensure-etcd.sh']) {
+    try {
+      const path = fileURLToPath(new URL(relative, import.meta.url));
+      if (!existsSync(path)) continue;
+      return `bash ${/^[\w./+-]+$/.test(path) ? path : `'${path.replaceAll("'", "'\\''")}'`}`;
+    } catch {
+      // not a file: URL (bundled): fall through
+    }
+  }
+  return 'bash node_modules/etcd-connector/scripts/ensure-etcd.sh';
+}
+
 /** The testing kit could not find the etcd binary. */
 export class EtcdNotFoundError extends EtcdConnectorError {
   override name = 'EtcdNotFoundError' as const;
@@ -191,8 +212,9 @@ export class EtcdNotFoundError extends EtcdConnectorError {
     super(
       ErrorCode.EtcdNotFound,
       `etcd binary not found (${binary}). Install it with ` +
-        '`sudo apt-get update && sudo apt-get install -y etcd-server etcd-client` ' +
-        '(or run `bash scripts/ensure-etcd.sh`), or point ETCD_BIN at an etcd 3.4+ binary.',
+        '`sudo apt-get update && sudo apt-get install -y etcd-server etcd-client`, ' +
+        `or run \`${ensureEtcdCommand()}\` (installs it with apt-get where it can, else says ` +
+        'how), or point ETCD_BIN at an etcd 3.4+ binary.',
       false,
     );
   }

@@ -18,12 +18,14 @@ import {
   type EtcdCluster,
 } from '../src/testing/index.js';
 import {
+  assertEnvelope,
   CliProcess,
   ROOT,
   etcdProcessesWith,
   killAll,
   processesWith,
   runCli,
+  untimed,
   type JsonRecord,
 } from './fixtures/cli-harness.js';
 
@@ -130,6 +132,7 @@ void describe('etcdc demo', () => {
     assert.equal(code, 0, demo.describe());
     assert.deepEqual(demo.notJson, [], 'every stdout line is JSON');
     assert.equal(demo.records.length, demo.lines.length);
+    assertEnvelope(demo.records, demo.describe());
     const texts = demo.records.map(text);
     assert.ok(texts.some((t) => t.startsWith('takeover after a clean stop: ')));
     assert.ok(texts.some((t) => t.startsWith('takeover after a crash: ')));
@@ -187,7 +190,7 @@ void describe('etcdc demo', () => {
       const { code } = await demo.exit(10000);
       assert.ok((demo.exitedAt ?? Infinity) - sent < testTimeout(10000), 'prompt exit');
       assert.equal(code, 130, demo.describe());
-      assert.deepEqual(demo.records.at(-1), { event: 'interrupted' });
+      assert.deepEqual(untimed(demo.records.at(-1)), { event: 'interrupted' });
       assert.deepEqual(demo.notJson, []);
       assertNothingLeft(marker, endpoints);
     });

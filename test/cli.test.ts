@@ -4,13 +4,22 @@
  * and what it must release (keys, leases) is checked in etcd with a separate client.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { AddressInfo, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Etcd3 } from 'etcd3';
 import { startEtcd, testTimeout, uniqueName, type EtcdCluster } from '../src/testing/index.js';
 import {
+  assertEnvelope,
+  assertJsonError,
   CliProcess,
   killAll,
   runCli,
+  untimed,
   type CliResult,
   type JsonRecord,
 } from './fixtures/cli-harness.js';
@@ -22,19 +31,29 @@ const INTERRUPT_MS = 5000;
 const DEAD = '127.0.0.1:1';
 const FAST_FAIL = ['--command-timeout', '500', '--dial-timeout', '500'];
 
-function assertAllJson(r: { notJson: string[]; describe?: string | (() => string) }): void {
-  const where = typeof r.describe === 'function' ? r.describe() : (r.describe ?? '');
+/** Every stdout line is JSON, in the one envelope (`event`, `time`, ...). */
+function assertAllJson(r: {
+  notJson: string[];
+  records: JsonRecord[];
+  describe: string | (() => string);
+}): void {
+  const where = typeof r.describe === 'function' ? r.describe() : r.describe;
   assert.deepEqual(r.notJson, [], `every --json stdout line is JSON\n${where}`);
+  assertEnvelope(r.records, where);
 }
 
-/** The one JSON error line on stderr in --json mode. */
-function jsonError(r: CliResult): { error: string; code: string } {
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+/** The one JSON error line on stderr in --json mode: its `error` field. */
+function jsonError(r: CliResult): { message: string; code: string; problem?: string } {
+  const lines = r.stderr
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !/DEP0123|--trace-dep/.test(l));
   assert.equal(lines.length, 1, `one error line on stderr\n${r.describe}`);
-  const parsed = JSON.parse(lines[0] ?? '') as { error: unknown; code: unknown };
-  assert.equal(typeof parsed.error, 'string');
-  assert.match(String(parsed.code), /^ETCDC_[A-Z_]+$/, r.describe);
-  return parsed as { error: string; code: string };
+  const parsed = JSON.parse(lines[0] ?? '') as JsonRecord;
+  assertEnvelope([parsed], r.describe);
+  assert.equal(parsed.event, 'error', r.describe);
+  assertJsonError(parsed.error, r.describe);
+  assert.match(String(parsed.error.code), /^ETCDC_[A-Z_]+$/, r.describe);
+  return parsed.error as { message: string; code: string; problem?: string };
 }
 
 void describe('etcdc (CLI, end to end)', () => {
@@ -82,16 +101,39 @@ void describe('etcdc (CLI, end to end)', () => {
       health: ['--watch', '--interval'],
       demo: ['--ttl'],
     };
-    const root = ['--endpoints', '--namespace', '--json', ...Object.keys(expect)];
+    // The shared flags, with their defaults and environment variables, in every command's help
+    // (commander wraps lines: compared with whitespace folded).
+    const shared = [
+      '--endpoints <list>',
+      'default: 127.0.0.1:2379',
+      'env: ETCDC_ENDPOINTS',
+      '--namespace <name>',
+      'default: "etcdc", env: ETCDC_NAMESPACE',
+      '--user <name[:password]>',
+      'env: ETCDC_USER',
+      '--password <password>',
+      'env: ETCDC_PASSWORD',
+      '--cacert <file>',
+      'env: ETCDC_CACERT',
+      '--cert <file>',
+      'env: ETCDC_CERT',
+      '--key <file>',
+      'env: ETCDC_KEY',
+      '--dial-timeout <ms> connection timeout in ms (default: 3000)',
+      '--command-timeout <ms> deadline of each etcd call in ms (default: 5000)',
+      '--json',
+    ];
+    const root = [...shared, ...Object.keys(expect)];
     const runs = [
       ['--help', root] as const,
-      ...Object.entries(expect).map(([cmd, words]) => [cmd, words] as const),
+      ...Object.entries(expect).map(([cmd, words]) => [cmd, [...words, ...shared]] as const),
     ].map(async ([cmd, words]) => {
       const r = await runCli(cmd === '--help' ? ['--help'] : [cmd, '--help']);
       assert.equal(r.code, 0, r.describe);
       const text = r.lines.join('\n');
+      const folded = text.replace(/\s+/g, ' ');
       if (cmd !== '--help') assert.match(text, new RegExp(`^Usage: etcdc ${cmd} `, 'm'));
-      for (const w of words) assert.ok(text.includes(w), `${cmd} --help mentions ${w}\n${text}`);
+      for (const w of words) assert.ok(folded.includes(w), `${cmd} --help mentions ${w}\n${text}`);
     });
     await Promise.all(runs);
   });
@@ -110,6 +152,22 @@ void describe('etcdc (CLI, end to end)', () => {
       // Bad paths are the library's InvalidArgumentError, also a usage error (exit 2).
       [['observe', 'a/../b'], /\[ETCDC_INVALID_ARGUMENT\]/],
       [['elect', '/outside/ns', 'me'], /\[ETCDC_INVALID_ARGUMENT\]/],
+      // An empty name would silently mean the group itself (the namespace root for observe).
+      [['observe', ''], /path: must not be empty; .*observe \/etcdc --prefix/],
+      [['observe', '', '--prefix', '--namespace', 'ns1'], /observe \/ns1 --prefix/],
+      [['services', ''], /\[ETCDC_INVALID_ARGUMENT\] service: must not be empty/],
+      [['register', '', 'inst', 'v'], /\[ETCDC_INVALID_ARGUMENT\] service: must not be empty/],
+      [['elect', '', 'me'], /\[ETCDC_INVALID_ARGUMENT\] name: must not be empty/],
+      [['leader', ''], /\[ETCDC_INVALID_ARGUMENT\] name: must not be empty/],
+      // The library's instance check: one path segment, not empty.
+      [['register', 'api', '', 'v'], /\[ETCDC_INVALID_ARGUMENT\] instance: must be a non-empty/],
+      [['register', 'api', 'a/b', 'v'], /instance: must be one path segment .*: a\/b/],
+      [['register', 'api', '..', 'v'], /instance: must be one path segment/],
+      [['register', 'api', '.', 'v'], /instance: must be one path segment/],
+      // Credentials: etcdctl's user:password, or --user and --password, not both.
+      [['health', '--user', 'alice:pw', '--password', 'pw2'], /--user: alice:<password> .*either/],
+      [['health', '--password', 'pw'], /--password: needs --user/],
+      [['health', '--user', ':pw'], /--user: the user name is missing/],
     ];
     await Promise.all(
       cases.map(async ([args, stderr]) => {
@@ -117,8 +175,55 @@ void describe('etcdc (CLI, end to end)', () => {
         const r = await runCli([...args, '--endpoints', DEAD, ...FAST_FAIL]);
         assert.equal(r.code, 2, r.describe);
         assert.match(r.stderr, stderr, r.describe);
+        assert.ok(!r.stderr.includes('pw2'), 'a password is never echoed');
         assert.deepEqual(r.lines, [], 'nothing on stdout');
       }),
+    );
+    // The same with the password from the environment: the error says where it came from.
+    const env = { ETCDC_PASSWORD: 'pw2' };
+    const r = await runCli(['health', '--user', 'alice:pw', '--endpoints', DEAD], { env });
+    assert.equal(r.code, 2, r.describe);
+    assert.match(r.stderr, /--password \(from ETCDC_PASSWORD\) gives another/, r.describe);
+    // With --json, usage errors are JSON lines too (commander's own ones included).
+    const jsonCases: [string[], RegExp][] = [
+      [['register', 'api', 'a/b', 'v'], /instance: must be one path segment/],
+      [['elect', 'job'], /^usage: missing required argument 'identity'$/],
+      [['elect', 'job', 'me', '--ttl', '0'], /^usage: option '--ttl <seconds>' argument '0'/],
+      [['bogus'], /^usage: unknown command 'bogus'$/],
+    ];
+    await Promise.all(
+      jsonCases.map(async ([args, message]) => {
+        const json = await runCli([...args, '--json', '--endpoints', DEAD, ...FAST_FAIL]);
+        assert.equal(json.code, 2, json.describe);
+        assert.deepEqual(json.lines, [], json.describe);
+        const error = jsonError(json);
+        assert.equal(error.code, 'ETCDC_INVALID_ARGUMENT', json.describe);
+        assert.match(error.message, message, json.describe);
+      }),
+    );
+  });
+
+  void test('bad names against a live etcd: exit 2 and nothing written', async () => {
+    const ns = uniqueName('cli-names');
+    const cases = [
+      ['register', 'api', '', 'v'],
+      ['register', 'api', 'a/b', 'v'],
+      ['register', '', 'inst', 'v'],
+      ['elect', '', 'me'],
+    ];
+    await Promise.all(
+      cases.map(async (args) => {
+        // Had the check been missing, register/elect would hold the key until killed.
+        const r = await runCli([...args, '--ttl', '1', ...at(ns)], {}, QUICK_MS);
+        assert.equal(r.code, 2, r.describe);
+        assert.match(r.stderr, /\[ETCDC_INVALID_ARGUMENT\]/, r.describe);
+      }),
+    );
+    const { kvs } = await client.getAll().prefix(`/${ns}`).exec();
+    assert.deepEqual(
+      kvs.map((kv) => kv.key.toString()),
+      [],
+      'no key written in the namespace',
     );
   });
 
@@ -144,17 +249,18 @@ void describe('etcdc (CLI, end to end)', () => {
         const env = { ETCDC_ENDPOINTS: DEAD };
         const r = await runCli(['leader', 'job', '--json', ...FAST_FAIL], { env });
         assert.equal(r.code, 1, r.describe);
-        assert.match(jsonError(r).error, /127\.0\.0\.1:1\b/);
+        assert.match(jsonError(r).message, /127\.0\.0\.1:1\b/);
       })(),
     ]);
     assert.ok(performance.now() - t0 < bound, 'every command failed fast');
   });
 
   void test('health: --json healthy (endpoint from ETCDC_ENDPOINTS); a dead member exits 1', async () => {
-    const [ok, human, bad] = await Promise.all([
+    const [ok, human, bad, badHuman] = await Promise.all([
       runCli(['health', '--json'], { env: { ETCDC_ENDPOINTS: endpoint } }),
       runCli(['health', '--endpoints', endpoint]),
       runCli(['health', '--json', '--endpoints', `${endpoint},${DEAD}`]),
+      runCli(['health', '--endpoints', `${endpoint},${DEAD}`]),
     ]);
     assert.equal(ok.code, 0, ok.describe);
     assertAllJson(ok);
@@ -179,7 +285,102 @@ void describe('etcdc (CLI, end to end)', () => {
     const byEndpoint = new Map(degraded.members.map((m) => [m.endpoint, m]));
     assert.equal(byEndpoint.get(endpoint)?.healthy, true);
     assert.equal(byEndpoint.get(`http://${DEAD}`)?.healthy, false);
-    assert.equal(typeof byEndpoint.get(`http://${DEAD}`)?.error, 'string');
+    const error = byEndpoint.get(`http://${DEAD}`)?.error;
+    assertJsonError(error, bad.describe);
+    assert.equal(error.code, 'ETCDC_UNAVAILABLE');
+    assert.ok(!('problem' in error), 'a dead member is not a credentials problem');
+    assert.match(String(error.message), /ECONNREFUSED 127\.0\.0\.1:1\b/);
+
+    // The human table: the dead member's reason in full on a line under the table (once it was
+    // cut at 60 characters, so "ECONNREFUSED" was never visible).
+    assert.equal(badHuman.code, 1, badHuman.describe);
+    const text = badHuman.lines.join('\n');
+    assert.match(text, /cluster unhealthy/, badHuman.describe);
+    assert.match(text, new RegExp(`^http://${DEAD}\\s+unhealthy\\s`, 'm'), badHuman.describe);
+    const reason = String(error.message).replace(`status of http://${DEAD}: `, '').trim();
+    assert.ok(
+      badHuman.lines.includes(`http://${DEAD}: ${reason}`),
+      `the full reason on its own line: ${reason}\n${badHuman.describe}`,
+    );
+    assert.ok(!badHuman.lines.some((l) => l.endsWith('...')), 'nothing is cut');
+  });
+
+  void test('health: a failed TLS handshake is a TLS problem, not an unhealthy cluster', async (t) => {
+    // A TLS server whose self-signed certificate the client does not trust (no --cacert): the
+    // handshake fails every time, the same way (https:// to etcd's plain port does not: etcd
+    // sometimes just resets the connection).
+    const dir = mkdtempSync(join(tmpdir(), 'etcdc-cli-tls-'));
+    const sockets = new Set<Socket>();
+    let server: TlsServer | undefined;
+    try {
+      const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
+      try {
+        execFileSync(
+          'openssl',
+          ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'].concat([
+            '-nodes',
+            '-subj',
+            '/CN=localhost',
+            '-days',
+            '1',
+            '-keyout',
+            key,
+            '-out',
+            cert,
+          ]),
+          { stdio: 'ignore' },
+        );
+      } catch (err) {
+        t.skip(`no certificate (is openssl installed?): ${String(err)}`);
+        return;
+      }
+      const tlsServer = createTlsServer({ key: readFileSync(key), cert: readFileSync(cert) });
+      server = tlsServer;
+      tlsServer.on('connection', (socket: Socket) => {
+        sockets.add(socket);
+        socket.on('close', () => sockets.delete(socket));
+      });
+      tlsServer.on('tlsClientError', () => undefined);
+      await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+      const { port } = tlsServer.address() as AddressInfo;
+      const tls = `https://127.0.0.1:${port}`;
+
+      const [human, json, other] = await Promise.all([
+        runCli(['health', '--endpoints', tls]),
+        runCli(['health', '--json', '--endpoints', tls]),
+        runCli(['services', 'api', '--endpoints', tls, ...FAST_FAIL]),
+      ]);
+      assert.equal(human.code, 1, human.describe);
+      const text = human.lines.join('\n');
+      assert.match(text, /cluster health unknown: TLS failed: check the endpoint scheme/);
+      assert.doesNotMatch(text, /unhealthy/, 'the cluster is not called unhealthy');
+      assert.match(text, new RegExp(`^${tls}\\s+TLS failed\\s`, 'm'));
+      assert.match(text, new RegExp(`^${tls}: .*self-signed certificate`, 'm'), 'reason in full');
+
+      assert.equal(json.code, 1, json.describe);
+      assertAllJson(json);
+      const report = json.records[0] as { status: string; problem: string; members: JsonRecord[] };
+      assert.equal(report.status, 'unknown');
+      assert.equal(report.problem, 'tls');
+      const error = report.members[0]?.error;
+      assertJsonError(error, json.describe);
+      assert.equal(error.problem, 'tls');
+
+      // Any other command says what to check too.
+      assert.equal(other.code, 1, other.describe);
+      assert.match(other.stderr, /self-signed certificate/, other.describe);
+      assert.match(other.stderr, /^etcdc: TLS failed: check the endpoint scheme/m, other.describe);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => {
+        if (server === undefined) resolve();
+        else
+          server.close(() => {
+            resolve();
+          });
+      });
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   void test('elect / leader: queue, follower, SIGINT resigns, takeover, leases revoked', async () => {
@@ -212,7 +413,7 @@ void describe('etcdc (CLI, end to end)', () => {
     ]);
     assert.equal(once.code, 0, once.describe);
     assertAllJson(once);
-    assert.deepEqual(once.records, [
+    assert.deepEqual(once.records.map(untimed), [
       { event: 'leader', leader: 'node-a', key: aLead.key, token: aLead.token },
     ]);
     assert.equal(onceHuman.code, 0, onceHuman.describe);
@@ -239,7 +440,7 @@ void describe('etcdc (CLI, end to end)', () => {
     const aExit = await a.exit(INTERRUPT_MS);
     assert.equal(aExit.code, 0, a.describe());
     assert.ok((a.exitedAt ?? Infinity) - sent < testTimeout(INTERRUPT_MS), 'prompt exit');
-    assert.deepEqual(a.records.at(-1), { event: 'resigned', identity: 'node-a' });
+    assert.deepEqual(untimed(a.records.at(-1)), { event: 'resigned', identity: 'node-a' });
     assert.equal(await client.get(aLead.key).string(), null, "node-a's key is deleted");
     await assertLeaseGone(aLease, 'leader after Ctrl-C');
     const bLead = await b.waitRecord(isStatus('leader'), 'node-b takes over');
@@ -263,7 +464,7 @@ void describe('etcdc (CLI, end to end)', () => {
     watch.interrupt();
     assert.equal((await watch.exit(INTERRUPT_MS)).code, 0, watch.describe());
     for (const p of [a, b, c, watch]) {
-      assertAllJson({ notJson: p.notJson, describe: () => p.describe() });
+      assertAllJson({ notJson: p.notJson, records: p.records, describe: () => p.describe() });
       assert.equal(p.stderr, '', `no stderr from ${p.args.join(' ')}`);
     }
   });
@@ -283,7 +484,12 @@ void describe('etcdc (CLI, end to end)', () => {
       ...at(ns),
     ]);
     const registered = await reg.waitRecord((r) => r.event === 'registered', 'registered');
-    assert.deepEqual(registered, { event: 'registered', key, value: '1.2.3.4:80', ttl: 10 });
+    assert.deepEqual(untimed(registered), {
+      event: 'registered',
+      key,
+      value: '1.2.3.4:80',
+      ttl: 10,
+    });
     assert.equal(await client.get(key).string(), '1.2.3.4:80');
 
     const [list, human] = await Promise.all([
@@ -315,7 +521,7 @@ void describe('etcdc (CLI, end to end)', () => {
     // Right after exit: gone now, 10 s before the lease could have expired.
     assert.equal(await client.get(key).string(), null, 'deleted at once');
     await assertLeaseGone(lease, 'registration after Ctrl-C');
-    assert.deepEqual(reg.records.at(-1), { event: 'deregistered', key });
+    assert.deepEqual(untimed(reg.records.at(-1)), { event: 'deregistered', key });
     const empty = (r: JsonRecord): boolean =>
       r.event === 'services' && Object.keys(r.services as JsonRecord).length === 0;
     await watch.waitRecord(empty, 'watch sees inst-1 disappear', 10000, seen);
@@ -323,7 +529,7 @@ void describe('etcdc (CLI, end to end)', () => {
     watch.interrupt();
     assert.equal((await watch.exit(INTERRUPT_MS)).code, 0, watch.describe());
     for (const p of [reg, watch])
-      assertAllJson({ notJson: p.notJson, describe: () => p.describe() });
+      assertAllJson({ notJson: p.notJson, records: p.records, describe: () => p.describe() });
   });
 
   void test('observe: put/delete events in order with revisions; --rev replays history', async () => {
@@ -365,7 +571,10 @@ void describe('etcdc (CLI, end to end)', () => {
 
     const last = expected.at(-1)?.revision;
     await live.waitRecord((r) => r.revision === last, 'last write observed');
-    const got = live.records.slice(from).filter((r) => r.key !== probe);
+    const got = live.records
+      .slice(from)
+      .filter((r) => r.key !== probe)
+      .map(untimed);
     assert.deepEqual(got, expected, 'every event once, in order, with its revision');
 
     const first = Number(expected[0]?.revision);
@@ -387,15 +596,53 @@ void describe('etcdc (CLI, end to end)', () => {
       ...at(ns),
     ]);
     await replay.waitRecord((r) => r.revision === last, 'replay reaches the last write');
-    assert.deepEqual(replay.records, expected, '--rev replays the same history');
+    assert.deepEqual(replay.records.map(untimed), expected, '--rev replays the same history');
     const onlyB = expected.filter((e) => e.key === k('config/b'));
     await single.waitRecord((r) => r.revision === onlyB.at(-1)?.revision, 'single key replay');
-    assert.deepEqual(single.records, onlyB, 'without --prefix: that key only');
+    assert.deepEqual(single.records.map(untimed), onlyB, 'without --prefix: that key only');
 
     for (const p of [live, replay, single]) {
       p.interrupt();
       assert.equal((await p.exit(INTERRUPT_MS)).code, 0, p.describe());
-      assertAllJson({ notJson: p.notJson, describe: () => p.describe() });
+      assertAllJson({ notJson: p.notJson, records: p.records, describe: () => p.describe() });
     }
+  });
+
+  void test('observe --json: a resync line has one event field and the snapshot', async () => {
+    const ns = uniqueName('cli-resync');
+    const k = (rel: string): string => `/${ns}/${rel}`;
+    const first = await client.put(k('config/a')).value('1');
+    await client.put(k('config/b')).value('2');
+    await client.delete().key(k('config/a'));
+    const last = await client.put(k('config/b')).value('3');
+    const compactAt = last.header.revision;
+    await client.kv.compact({ revision: compactAt, physical: true });
+    // Replaying from before the compaction: the history is gone, so a resync comes first.
+    const obs = new CliProcess([
+      'observe',
+      'config',
+      '--prefix',
+      '--json',
+      '--rev',
+      first.header.revision,
+      ...at(ns),
+    ]);
+    const resync = await obs.waitRecord((r) => r.event === 'resync', 'the resync line');
+    await client.put(k('config/c')).value('4');
+    await obs.waitRecord((r) => r.key === k('config/c'), 'the change after the resync');
+    obs.interrupt();
+    assert.equal((await obs.exit(INTERRUPT_MS)).code, 0, obs.describe());
+    assertAllJson({ notJson: obs.notJson, records: obs.records, describe: () => obs.describe() });
+    assert.deepEqual(untimed(resync), {
+      event: 'resync',
+      reason: 'compacted',
+      compactRevision: Number(compactAt),
+      revision: Number(compactAt),
+      snapshot: { [k('config/b')]: '3' },
+    });
+    assert.deepEqual(
+      obs.records.map((r) => r.event),
+      ['resync', 'put'],
+    );
   });
 });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError as UsageError, Option } from 'commander';
 import { EtcdConnector, type EtcdConnectorOptions } from '../connector.js';
+import { InvalidArgumentError } from '../errors.js';
 import { toConnectorError } from '../transport/rpc.js';
 import { prepareEndpointList } from '../paths.js';
 
@@ -20,24 +21,37 @@ export interface GlobalFlags {
 
 export const DEFAULT_ENDPOINT = 'http://127.0.0.1:2379';
 
-/** Adds the shared flags to the root command. */
+/**
+ * Adds the shared flags to the root command. Every subcommand's `--help` lists them too, with
+ * their defaults and environment variables (commander's "Global Options").
+ */
 export function addGlobalFlags(program: Command): Command {
   return program
+    .configureHelp({ showGlobalOptions: true })
     .addOption(
-      new Option('--endpoints <list>', 'comma-separated etcd endpoints (host[:port] or URLs)').env(
-        'ETCDC_ENDPOINTS',
-      ),
+      new Option(
+        '--endpoints <list>',
+        'comma-separated etcd endpoints (host[:port] or URLs; default: 127.0.0.1:2379, ' +
+          'demo: an embedded cluster)',
+      ).env('ETCDC_ENDPOINTS'),
     )
     .addOption(
       new Option('--namespace <name>', 'root of every key etcdc touches')
         .env('ETCDC_NAMESPACE')
         .default('etcdc'),
     )
-    .addOption(new Option('--user <name>', 'etcd user (auth)').env('ETCDC_USER'))
-    .addOption(new Option('--password <password>', 'etcd password').env('ETCDC_PASSWORD'))
-    .option('--cacert <file>', 'CA bundle (PEM) to verify the members')
-    .option('--cert <file>', 'client certificate (PEM)')
-    .option('--key <file>', 'client key (PEM)')
+    .addOption(
+      new Option(
+        '--user <name[:password]>',
+        'etcd user for authentication; name:password as etcdctl takes it, or with --password',
+      ).env('ETCDC_USER'),
+    )
+    .addOption(new Option('--password <password>', 'password of --user').env('ETCDC_PASSWORD'))
+    .addOption(
+      new Option('--cacert <file>', 'CA bundle (PEM) to verify the members').env('ETCDC_CACERT'),
+    )
+    .addOption(new Option('--cert <file>', 'client certificate (PEM)').env('ETCDC_CERT'))
+    .addOption(new Option('--key <file>', 'client key (PEM)').env('ETCDC_KEY'))
     .addOption(
       new Option('--dial-timeout <ms>', 'connection timeout in ms')
         .argParser(positiveInt)
@@ -49,6 +63,45 @@ export function addGlobalFlags(program: Command): Command {
         .default(5000),
     )
     .option('--json', 'one JSON object per line instead of human output', false);
+}
+
+/**
+ * `cmd.optsWithGlobals()` checked: `--user name:password` (etcdctl's form) is split into user and
+ * password; a password given twice, or without a user, is a usage error (InvalidArgumentError).
+ */
+export function checkFlags<T extends GlobalFlags>(flags: T, cmd: Command): T {
+  const named = (flag: 'user' | 'password'): string => {
+    const source = cmd.getOptionValueSourceWithGlobals(flag);
+    return source === 'env' ? `--${flag} (from ETCDC_${flag.toUpperCase()})` : `--${flag}`;
+  };
+  const { user: _user, password: _password, ...rest } = flags;
+  return { ...rest, ...credentials(flags.user, flags.password, named) } as T;
+}
+
+/** `--user` / `--password` to a user name and password; throws the usage error. */
+export function credentials(
+  user: string | undefined,
+  password: string | undefined,
+  named: (flag: 'user' | 'password') => string = (flag) => `--${flag}`,
+): { user?: string; password?: string } {
+  if (user === undefined) {
+    if (password !== undefined) {
+      throw new InvalidArgumentError(named('password'), 'needs --user <name>');
+    }
+    return {};
+  }
+  const colon = user.indexOf(':');
+  const name = colon < 0 ? user : user.slice(0, colon);
+  if (name === '') throw new InvalidArgumentError(named('user'), 'the user name is missing');
+  if (colon < 0) return password === undefined ? { user: name } : { user: name, password };
+  if (password !== undefined) {
+    throw new InvalidArgumentError(
+      named('user'),
+      `${name}:<password> already gives a password, and ${named('password')} gives another: ` +
+        `use either --user ${name}:<password> or --user ${name} --password <password>`,
+    );
+  }
+  return { user: name, password: user.slice(colon + 1) };
 }
 
 /** Parses a positive integer flag value, or fails as a usage error. */
@@ -102,8 +155,19 @@ export function connect(flags: GlobalFlags): EtcdConnector {
   );
 }
 
-/** An absolute path is taken as is (it must lie in the namespace); a name goes under `group`. */
-export function resolvePath(conn: EtcdConnector, group: string, name: string): string {
+/**
+ * An absolute path is taken as is (it must lie in the namespace); a name goes under `group`. An
+ * empty name is refused (it would silently mean `group` itself, e.g. the namespace root):
+ * `argument` names it in the usage error, `hint` says how to ask for that on purpose.
+ */
+export function resolvePath(
+  conn: EtcdConnector,
+  group: string,
+  name: string,
+  argument: string,
+  hint = '',
+): string {
+  if (name === '') throw new InvalidArgumentError(argument, `must not be empty${hint}`);
   return name.startsWith('/') ? name : conn.constructPath(group, name);
 }
 

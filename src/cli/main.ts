@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { EtcdConnectorError, ErrorCode } from '../errors.js';
+import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.js';
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
@@ -24,13 +24,22 @@ function version(): string {
   return pkg.version;
 }
 
-export function buildProgram(): Command {
+/**
+ * The whole CLI. With `json`, commander's own error text (usage errors) is not written: `main`
+ * prints it as a JSON error line instead, so stderr stays one JSON object per line.
+ */
+export function buildProgram(json = false): Command {
   const program = new Command('etcdc')
     .description(
       'Leader election, service registration and tracking, observers and health on etcd v3',
     )
     .version(version())
-    .showHelpAfterError('(add --help for usage)')
+    .showHelpAfterError(json ? false : '(add --help for usage)')
+    .configureOutput({
+      outputError: (text, write) => {
+        if (!json) write(text);
+      },
+    })
     .exitOverride();
   addGlobalFlags(program);
   registerElect(program);
@@ -45,13 +54,21 @@ export function buildProgram(): Command {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  // Known before parsing, for the errors of parsing itself.
+  const args = argv.slice(2, argv.includes('--') ? argv.indexOf('--') : undefined);
+  const jsonRequested = args.includes('--json');
+  const program = buildProgram(jsonRequested);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
   } catch (err) {
     if (err instanceof CommanderError) {
-      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+      if (err.exitCode === 0) return EXIT_OK;
+      if (jsonRequested) {
+        const message = err.message.replace(/^error: /, '');
+        createOutput(true).error(new InvalidArgumentError('usage', message));
+      }
+      return EXIT_USAGE;
     }
     const json = program.opts<{ json?: boolean }>().json === true;
     createOutput(json).error(err);

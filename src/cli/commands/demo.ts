@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { EtcdConnector } from '../../connector.js';
 import type { HealthReport } from '../../recipes/health-monitor.js';
 import { startEtcdCluster, withTimeout, type EtcdCluster } from '../../testing/index.js';
-import { connect, parseEndpoints, positiveInt, type GlobalFlags } from '../connect.js';
+import { connect, parseEndpoints, positiveInt, checkFlags, type GlobalFlags } from '../connect.js';
 import { Participant, type ParticipantStatus } from '../demo/participant.js';
 import { onInterrupt } from '../interrupt.js';
 import { createOutput, type Output } from '../output.js';
@@ -26,7 +26,7 @@ export function registerDemo(program: Command): void {
     )
     .option('--ttl <seconds>', 'lease TTL of the participants', positiveInt, 2)
     .action(async (_o: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<DemoFlags>();
+      const flags = checkFlags(cmd.optsWithGlobals<DemoFlags>(), cmd);
       const out = createOutput(flags.json);
       const interrupt = onInterrupt();
       try {

@@ -1,6 +1,13 @@
 import { Argument, type Command } from 'commander';
 import { LEStatus, type LeaderEvent } from '../../recipes/leader-elector.js';
-import { connect, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
+import {
+  connect,
+  positiveInt,
+  preflight,
+  checkFlags,
+  resolvePath,
+  type GlobalFlags,
+} from '../connect.js';
 import { onInterrupt } from '../interrupt.js';
 import { clock, createOutput, type Output } from '../output.js';
 
@@ -26,14 +33,14 @@ export function registerElect(program: Command): void {
     .addArgument(new Argument('<identity>', 'this participant, stored as the key value'))
     .option('--ttl <seconds>', 'lease TTL in whole seconds', positiveInt, 10)
     .action(async (name: string, identity: string, _o: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<ElectFlags>();
+      const flags = checkFlags(cmd.optsWithGlobals<ElectFlags>(), cmd);
       const out = createOutput(flags.json);
-      const interrupt = onInterrupt();
       const conn = connect(flags);
+      const interrupt = onInterrupt();
       try {
         // Bad input fails before any I/O: the constructor validates, the preflight connects.
         const elector = conn.newLeaderElector(
-          resolvePath(conn, 'elections', name),
+          resolvePath(conn, 'elections', name, 'name'),
           identity,
           flags.ttl,
         );
@@ -80,12 +87,12 @@ export function registerLeader(program: Command): void {
     .addArgument(nameArg())
     .option('--watch', 'print every leader change', false)
     .action(async (name: string, _o: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<LeaderFlags>();
+      const flags = checkFlags(cmd.optsWithGlobals<LeaderFlags>(), cmd);
       const out = createOutput(flags.json);
-      const interrupt = onInterrupt();
       const conn = connect(flags);
+      const interrupt = onInterrupt();
       try {
-        const observer = conn.newLeaderObserver(resolvePath(conn, 'elections', name));
+        const observer = conn.newLeaderObserver(resolvePath(conn, 'elections', name, 'name'));
         if (flags.watch) await preflight(conn, interrupt.signal);
         for await (const info of observer.start({ signal: interrupt.signal })) {
           // A one-shot answer that failed is the command's error (stderr, exit 1).

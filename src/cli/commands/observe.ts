@@ -1,5 +1,12 @@
 import { Argument, type Command } from 'commander';
-import { connect, nonNegativeInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
+import {
+  connect,
+  nonNegativeInt,
+  preflight,
+  checkFlags,
+  resolvePath,
+  type GlobalFlags,
+} from '../connect.js';
 import { onInterrupt } from '../interrupt.js';
 import { createOutput } from '../output.js';
 
@@ -13,25 +20,28 @@ export function registerObserve(program: Command): void {
     .command('observe')
     .description(
       'Print every change of a key (or, with --prefix, of everything below it) until Ctrl-C. ' +
-        'A relative path is taken under the namespace.',
+        'A relative path is taken under the namespace; an empty one is refused (to observe the ' +
+        'whole namespace, name its root: observe /<namespace> --prefix).',
     )
     .addArgument(new Argument('<path>', 'key path, e.g. config or /etcdc/config'))
     .option('--rev <n>', 'replay history from revision n (0 = from now)', nonNegativeInt, 0)
     .option('--prefix', 'observe the path and everything below it', false)
     .action(async (path: string, _opts: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<ObserveFlags>();
+      const flags = checkFlags(cmd.optsWithGlobals<ObserveFlags>(), cmd);
       const out = createOutput(flags.json);
-      const interrupt = onInterrupt();
       const conn = connect(flags);
+      const interrupt = onInterrupt();
       try {
-        const obs = conn.newObserver(resolvePath(conn, '', path));
+        const hint = `; to observe the whole namespace, name its root: observe ${conn.root} --prefix`;
+        const obs = conn.newObserver(resolvePath(conn, '', path, 'path', hint));
         await preflight(conn, interrupt.signal);
         if (interrupt.signal.aborted) return;
         interrupt.signal.addEventListener('abort', () => void obs.stop(), { once: true });
         for await (const ev of obs.start(flags.rev, flags.prefix)) {
           if (ev.type === 'resync') {
+            const { type: event, snapshot, ...rest } = ev;
             out.emit(
-              { ...ev, event: 'resync', snapshot: Object.fromEntries(ev.snapshot) },
+              { event, ...rest, snapshot: Object.fromEntries(snapshot) },
               out.color(
                 'yellow',
                 `history compacted at ${ev.compactRevision}; state at revision ${ev.revision}: ` +
@@ -47,7 +57,11 @@ export function registerObserve(program: Command): void {
                 ? `etcd unreachable, retrying: ${ev.error?.message ?? ''}`
                 : 'connected again; nothing was missed';
             out.emit(
-              { event: 'status', state: ev.state, error: ev.error?.message },
+              {
+                event: 'status',
+                state: ev.state,
+                ...(ev.error === undefined ? {} : { error: ev.error }),
+              },
               out.color('yellow', text),
             );
             continue;

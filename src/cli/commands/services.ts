@@ -1,5 +1,13 @@
 import { Argument, type Command } from 'commander';
-import { connect, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
+import { validateInstance } from '../../recipes/registration.js';
+import {
+  connect,
+  positiveInt,
+  preflight,
+  checkFlags,
+  resolvePath,
+  type GlobalFlags,
+} from '../connect.js';
 import { aborted, onInterrupt } from '../interrupt.js';
 import { clock, createOutput } from '../output.js';
 
@@ -19,16 +27,21 @@ export function registerRegister(program: Command): void {
         'and keep it alive until Ctrl-C, which deletes it at once.',
     )
     .addArgument(new Argument('<service>', 'service name (or an absolute path)'))
-    .addArgument(new Argument('<instance>', 'instance name, unique within the service'))
+    .addArgument(
+      new Argument('<instance>', 'instance name, unique within the service: one path segment'),
+    )
     .addArgument(new Argument('<value>', 'what clients should know, e.g. host:port'))
     .option('--ttl <seconds>', 'lease TTL in whole seconds', positiveInt, 10)
     .action(async (service: string, instance: string, value: string, _o: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<RegisterFlags>();
+      const flags = checkFlags(cmd.optsWithGlobals<RegisterFlags>(), cmd);
       const out = createOutput(flags.json);
-      const interrupt = onInterrupt();
       const conn = connect(flags);
+      const interrupt = onInterrupt();
       try {
-        const key = conn.newEphemeralKey(resolvePath(conn, 'services', `${service}/${instance}`));
+        // The library's own check (as conn.newRegistration does): one path segment, not empty.
+        validateInstance(instance);
+        const servicePath = resolvePath(conn, 'services', service, 'service');
+        const key = conn.newEphemeralKey(`${servicePath}/${instance}`);
         const errors = await key.create(value, flags.ttl, { signal: interrupt.signal });
         out.emit(
           { event: 'registered', key: key.key, value, ttl: flags.ttl },
@@ -60,12 +73,12 @@ export function registerServices(program: Command): void {
     .addArgument(new Argument('<service>', 'service name (or an absolute path)'))
     .option('--watch', 'keep the table live', false)
     .action(async (service: string, _o: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<ServicesFlags>();
+      const flags = checkFlags(cmd.optsWithGlobals<ServicesFlags>(), cmd);
       const out = createOutput(flags.json);
-      const interrupt = onInterrupt();
       const conn = connect(flags);
+      const interrupt = onInterrupt();
       try {
-        const tracker = conn.newServiceTracker(resolvePath(conn, 'services', service));
+        const tracker = conn.newServiceTracker(resolvePath(conn, 'services', service, 'service'));
         if (flags.watch) {
           await preflight(conn, interrupt.signal);
           if (interrupt.signal.aborted) return;
