@@ -21,7 +21,7 @@ import {
   type ITxnRequest,
   type ITxnResponse,
 } from 'etcd3';
-import type { EtcdConnectorError } from '../errors.js';
+import { SessionLostError, type EtcdConnectorError } from '../errors.js';
 import { fencingToken, type FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
@@ -428,7 +428,9 @@ export class QueueMember {
     try {
       return await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
-      throw this.ctx.toError(err, `${what} ${this.prefix}`);
+      const error = this.ctx.toError(err, `${what} ${this.prefix}`);
+      if (error instanceof SessionLostError) this.session.leaseNotFound();
+      throw error;
     }
   }
 }

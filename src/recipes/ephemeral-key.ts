@@ -149,8 +149,11 @@ export class EphemeralKey implements AsyncDisposable {
     let bound: Session | undefined;
     if (options.session !== undefined) {
       bound = sessionOf(options.session);
-      if (bound === undefined) {
-        throw new InvalidArgumentError('options.session', 'must be a session from conn.session()');
+      if (bound === undefined || !this.ctx.sessions.owns(bound)) {
+        throw new InvalidArgumentError(
+          'options.session',
+          'must be a session from conn.session() of this connector',
+        );
       }
     }
     if (this.stateValue !== 'idle') {
@@ -438,6 +441,7 @@ export class EphemeralKey implements AsyncDisposable {
       res = await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
       const e = this.ctx.toError(err, `put ${this.key}`);
+      if (e instanceof SessionLostError) session.leaseNotFound();
       if (e instanceof SessionLostError || !session.isAlive()) {
         throw new SessionLostError(session.leaseIdHex, 'the lease is gone', { cause: err });
       }

@@ -163,6 +163,14 @@ export class Session {
     await this.revoking;
   }
 
+  /**
+   * etcd refused a write under this lease as not found (it was revoked or expired): the session
+   * is lost now, not at the next keepalive.
+   */
+  leaseNotFound(): void {
+    this.lose('etcd says the lease no longer exists');
+  }
+
   /** Stops the keepalive without revoking: the lease ends at its TTL. Idempotent. */
   orphan(): void {
     if (this.stateValue === 'closed' || this.stateValue === 'lost') return;
