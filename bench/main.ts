@@ -14,6 +14,7 @@ import { handoverCase } from './cases/handover.js';
 import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
 import { observerCase } from './cases/observer.js';
+import { scaleCase } from './cases/scale.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
 import type { BenchCase } from './case.js';
@@ -26,6 +27,7 @@ const CASES: readonly BenchCase[] = [
   trackerCase,
   kvCase,
   ephemeralCase,
+  scaleCase,
 ];
 
 interface Args {

@@ -57,6 +57,11 @@ export function lastCreatedUpTo(
   };
 }
 
+/** The newest `limit` keys under `prefix` by create revision. */
+export function lastCreated(prefix: string, limit: number): IRangeRequest {
+  return { ...prefixRange(prefix), sort_target: 'Create', sort_order: 'Descend', limit };
+}
+
 /** Wraps a range request for a transaction. */
 export function rangeOp(request: IRangeRequest): IRequestOp {
   return { request_range: request };
@@ -161,6 +166,11 @@ export class QueueMember {
   private own: MuxWatch | undefined;
   private ownNeedsReopen = false;
   private goneValue = false;
+  /**
+   * What the join's own transaction showed (taken by the first `waitTurn()`, which then needs no
+   * read of its own): our key, the window before it and the extra reads, at one revision.
+   */
+  private initialView: WaitView | undefined;
   /** A wake-up watch ended for good (refused, or the connector closed). */
   private watchFailure: EtcdConnectorError | undefined;
   private readonly wake = new Latch();
@@ -231,7 +241,8 @@ export class QueueMember {
     slots: number,
     extraReads: readonly IRangeRequest[] = [],
   ): Promise<JoinResult> {
-    const reads = [firstCreated(this.prefix, slots), ...extraReads].map(rangeOp);
+    const first = rangeOp(firstCreated(this.prefix, slots));
+    const extras = extraReads.map(rangeOp);
     const res = await this.txn(
       {
         // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
@@ -251,10 +262,14 @@ export class QueueMember {
               lease: this.session.leaseId,
             },
           },
-          ...reads,
+          first,
+          // Ours is now the newest key: the `slots` keys just before it are the window to wait
+          // on, read here so a waiter needs no second round trip before it watches.
+          rangeOp(lastCreated(this.prefix, slots + 1)),
+          ...extras,
         ],
         // It exists (a retried join on the same lease): keep its place in the queue.
-        failure: [rangeOp({ key: this.keyBuf }), ...reads],
+        failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
       },
       'join',
     );
@@ -269,14 +284,25 @@ export class QueueMember {
     this.revisionValue = revision;
     this.tokenValue = fencingToken(this.key, revision);
     this.goneValue = false;
-    this.watchOwn(Number(res.header.revision) + 1);
-    const first = kvsAt(res.responses, 1);
-    const extra = extraReads.map((_, i) => kvsAt(res.responses, i + 2));
+    const readRevision = Number(res.header.revision);
+    this.watchOwn(readRevision + 1);
+    const firstKvs = kvsAt(res.responses, 1);
+    const extraAt = res.succeeded ? 3 : 2;
+    const extra = extraReads.map((_, i) => kvsAt(res.responses, i + extraAt));
+    const holder = firstKvs.some(
+      (kv) => kv.create_revision === revision && kv.key.equals(this.keyBuf),
+    );
+    if (holder) {
+      this.initialView = { readRevision, window: [], extra };
+    } else if (res.succeeded) {
+      const window = kvsAt(res.responses, 2).filter((kv) => !kv.key.equals(this.keyBuf));
+      this.initialView = { readRevision, window: window.slice(0, slots), extra };
+    }
     return {
       created: res.succeeded,
       ...(existingValue === undefined ? {} : { existingValue }),
-      holder: first.some((kv) => kv.create_revision === revision && kv.key.equals(this.keyBuf)),
-      first,
+      holder,
+      first: firstKvs,
       extra,
     };
   }
@@ -305,6 +331,16 @@ export class QueueMember {
           continue;
         }
         const extraReads = opts.extraReads ?? [];
+        const initial = this.initialView;
+        this.initialView = undefined;
+        if (initial !== undefined) {
+          // The join's transaction already read the window and the extra reads; watches start
+          // from its revision + 1, so a change since then still wakes us.
+          if (initial.window.length < slots) return { kind: 'holder', view: initial };
+          const waited = await this.waitOn(initial, opts);
+          if (waited !== undefined) throw waited;
+          continue;
+        }
         const res = await this.txn(
           {
             success: [
@@ -332,22 +368,31 @@ export class QueueMember {
           continue;
         }
         if (view.window.length < slots) return { kind: 'holder', view };
-        opts.onWaiting?.(view);
-        const keys = new Set(view.window.map((kv) => kv.key.toString()));
-        for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-        const watches = [...keys].map((k) => this.watchWake(k, readRevision + 1));
-        try {
-          await this.wake.wait();
-        } finally {
-          for (const w of watches) w.close();
-        }
-        const failure = this.watchFailure;
-        this.watchFailure = undefined;
-        if (failure !== undefined && !isAborted(signal)) throw failure;
+        const failure = await this.waitOn(view, opts);
+        if (failure !== undefined) throw failure;
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Watches the window (and the caller's extra keys) from just after `view` and sleeps until
+   * something changed. Returns a watch's final error, if one ended for good.
+   */
+  private async waitOn(view: WaitView, opts: WaitOptions): Promise<EtcdConnectorError | undefined> {
+    opts.onWaiting?.(view);
+    const keys = new Set(view.window.map((kv) => kv.key.toString()));
+    for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
+    const watches = [...keys].map((k) => this.watchWake(k, view.readRevision + 1));
+    try {
+      await this.wake.wait();
+    } finally {
+      for (const w of watches) w.close();
+    }
+    const failure = this.watchFailure;
+    this.watchFailure = undefined;
+    return failure !== undefined && !isAborted(opts.signal) ? failure : undefined;
   }
 
   /**
