@@ -762,7 +762,7 @@ export class EphemeralKey implements AsyncDisposable {
       this.ownRevisions.add(revision);
       this.lastOwnRevision = Math.max(this.lastOwnRevision, revision);
       // Ours again, as we want it (e.g. an update() put back a key someone had deleted).
-      if (session === this.session && value === this.value) this.settled();
+      if (session === this.session && value === this.value && session.isAlive()) this.settled();
       return revision;
     }
     const holder = nested?.responses[0]?.response_range.kvs[0]?.lease;
