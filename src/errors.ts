@@ -117,7 +117,7 @@ export class KeyChangedError extends EtcdConnectorError {
     readonly key: string,
     /** What was done to the key. */
     readonly change: KeyChange,
-    /** The etcd revision of the change. */
+    /** The etcd revision of the change (after a compaction hid it: the revision re-read). */
     readonly revision: number,
     /** With `lease`: the lease the key was found under, in hex; `undefined` for none. */
     readonly lease?: string,
