@@ -109,12 +109,12 @@ void describe('EphemeralKey heals itself', () => {
     return stdout;
   }
 
-  /** `etcdctl lease grant <ttl>`: the new lease's id in hex. */
+  /** `etcdctl lease grant <ttl>`: the new lease's id in hex, without etcdctl's zero padding. */
   async function grantLease(ttl: number): Promise<string> {
     const out = await etcdctl('lease', 'grant', String(ttl));
     const id = /lease ([0-9a-f]+) granted/.exec(out)?.[1];
     assert.ok(id !== undefined, out);
-    return id;
+    return BigInt(`0x${id}`).toString(16);
   }
 
   async function kv(key: string): Promise<Kv | undefined> {
