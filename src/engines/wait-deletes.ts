@@ -474,7 +474,7 @@ export class QueueMember {
       return await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
       const error = this.ctx.toError(err, `${what} ${this.prefix}`);
-      if (error instanceof SessionLostError) this.session.leaseNotFound();
+      if (error instanceof SessionLostError) this.session.leaseGone();
       throw error;
     }
   }

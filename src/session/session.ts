@@ -164,11 +164,11 @@ export class Session {
   }
 
   /**
-   * etcd refused a write under this lease as not found (it was revoked or expired): the session
-   * is lost now, not at the next keepalive.
+   * etcd refused a request under this lease because the lease does not exist (revoked by someone,
+   * or expired): the session is lost now, for every holder, rather than at the next keepalive.
    */
-  leaseNotFound(): void {
-    this.lose('etcd says the lease no longer exists');
+  leaseGone(): void {
+    this.lose('etcd says the lease does not exist');
   }
 
   /** Stops the keepalive without revoking: the lease ends at its TTL. Idempotent. */
