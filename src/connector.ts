@@ -22,6 +22,7 @@ import { SessionPool } from './session/session-pool.js';
 import { buildClientOptions, createClient } from './transport/client-options.js';
 import { ConnectionMonitor, type ConnectionState } from './transport/connection-state.js';
 import { FailureMemory } from './transport/rpc.js';
+import { TxnBatcher } from './transport/txn-batch.js';
 import type { RecipeStream } from './transport/stream-queue.js';
 import { WatchMux } from './transport/watch-mux.js';
 
@@ -136,6 +137,14 @@ export class EtcdConnector implements AsyncDisposable {
       },
     });
     this.watches = watches;
+    const callOptions = (): { deadline: Date } => ({
+      deadline: new Date(Date.now() + callTimeoutMs),
+    });
+    const txns = new TxnBatcher({
+      client: this.client,
+      callOptions,
+      toError: (err, what) => failures.toError(err, what),
+    });
     const owned = this.owned;
     const isClosing = (): boolean => this.closing !== undefined;
     this.ctx = {
@@ -145,6 +154,7 @@ export class EtcdConnector implements AsyncDisposable {
       clientOptions,
       sessions: this.sessions,
       watches,
+      txns,
       failures,
       callTimeoutMs,
       dialTimeoutMs,
@@ -159,7 +169,7 @@ export class EtcdConnector implements AsyncDisposable {
         owned.add(closable);
         return () => owned.delete(closable);
       },
-      callOptions: () => ({ deadline: new Date(Date.now() + callTimeoutMs) }),
+      callOptions,
       toError: (err, what) => failures.toError(err, what),
     };
   }

@@ -35,16 +35,30 @@ export interface FencingToken {
  * with it: a namespaced etcd3 client would prefix the key.
  */
 export function fencingToken(key: string, revision: string): FencingToken {
-  return {
-    key,
-    revision,
-    compare: (txn) => txn.and(key, 'Create', '==', revision),
-    txn: (client) => client.if(key, 'Create', '==', revision),
-    toCompare: () => ({
-      key: Buffer.from(key),
+  return new Token(key, revision);
+}
+
+/** Methods on the prototype: a holder of thousands of tokens keeps two strings each. */
+class Token implements FencingToken {
+  constructor(
+    readonly key: string,
+    readonly revision: string,
+  ) {}
+
+  compare(txn: ComparatorBuilder): ComparatorBuilder {
+    return txn.and(this.key, 'Create', '==', this.revision);
+  }
+
+  txn(client: Etcd3): ComparatorBuilder {
+    return client.if(this.key, 'Create', '==', this.revision);
+  }
+
+  toCompare(): ICompare {
+    return {
+      key: Buffer.from(this.key),
       target: CompareTarget.Create,
       result: CompareResult.Equal,
-      create_revision: revision,
-    }),
-  };
+      create_revision: this.revision,
+    };
+  }
 }

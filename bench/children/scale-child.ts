@@ -32,8 +32,12 @@ function wallNow(): number {
   return performance.timeOrigin + performance.now();
 }
 
-/** CPU of this process over `ms` of idleness, as a percentage of one core. */
+/** Time for the setup's stragglers (last reads, watch creates) before idleness is measured. */
+const SETTLE_MS = 3000;
+
+/** CPU of this process over `ms` of idleness (after settling), as a percentage of one core. */
 async function idleCpu(ms: number): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   await new Promise((resolve) => setTimeout(resolve, ms));

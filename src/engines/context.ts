@@ -6,6 +6,7 @@ import type { Etcd3, IOptions } from 'etcd3';
 import type { EtcdConnectorError } from '../errors.js';
 import type { SessionPool } from '../session/session-pool.js';
 import type { FailureMemory } from '../transport/rpc.js';
+import type { TxnBatcher } from '../transport/txn-batch.js';
 import type { WatchMux } from '../transport/watch-mux.js';
 
 /** Anything the connector must end on `close()`. */
@@ -25,6 +26,8 @@ export interface ConnectorContext {
   readonly sessions: SessionPool;
   /** The connector's one multiplexed watch stream. */
   readonly watches: WatchMux;
+  /** Transactions of many recipes in one call under load (queue joins and reads). */
+  readonly txns: TxnBatcher;
   readonly failures: FailureMemory;
   /** Deadline for one unary call, in ms. */
   readonly callTimeoutMs: number;

@@ -5,7 +5,7 @@
  * `signal` of its own that aborts the moment stopping begins.
  */
 import { ClosedError, InvalidArgumentError, InvalidStateError } from '../errors.js';
-import type { ConnectorContext } from './context.js';
+import type { Closable, ConnectorContext } from './context.js';
 
 /** Options every `start()` takes. */
 export interface StartOptions {
@@ -25,10 +25,9 @@ export function validateSignal(
   return signal;
 }
 
-export class Lifecycle {
-  /** Aborted when stopping begins. */
-  readonly signal: AbortSignal;
-  private readonly controller = new AbortController();
+export class Lifecycle implements Closable {
+  /** Made when first asked for: an idle recipe of thousands need not keep one. */
+  private controller: AbortController | undefined;
   private started = false;
   private stopping: Promise<void> | undefined;
   private untrack: (() => void) | undefined;
@@ -40,8 +39,15 @@ export class Lifecycle {
     private readonly what: string,
     /** Ends everything the recipe runs; called once, after `signal` aborted. Must not reject. */
     private readonly teardown: () => Promise<void>,
-  ) {
-    this.signal = this.controller.signal;
+  ) {}
+
+  /** Aborted when stopping begins. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.stopping !== undefined) this.controller.abort(new ClosedError(this.what));
+    }
+    return this.controller.signal;
   }
 
   /** True once `stop()` was called (or the caller's signal fired). */
@@ -70,7 +76,7 @@ export class Lifecycle {
     this.assertOpen();
     if (this.started) throw new InvalidStateError(`${this.what}: start() was already called`);
     this.started = true;
-    this.untrack = this.ctx.track({ close: () => this.stop() });
+    this.untrack = this.ctx.track(this);
     if (signal === undefined) return;
     if (signal.aborted) {
       void this.stop();
@@ -83,10 +89,15 @@ export class Lifecycle {
     };
   }
 
+  /** For the connector's `close()`: same as `stop()`. */
+  close(): Promise<void> {
+    return this.stop();
+  }
+
   /** Stops once; resolves when nothing of the recipe is left. Never rejects. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      this.controller.abort(new ClosedError(this.what));
+      this.controller?.abort(new ClosedError(this.what));
       this.unlisten?.();
       try {
         await this.teardown();

@@ -8,7 +8,7 @@
 import type { IKeyValue } from 'etcd3';
 import { EtcdConnectorError } from '../errors.js';
 import { Backoff } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent, WatchStatus } from '../transport/watch-mux.js';
+import type { MuxWatch, WatchEvent, WatchListener, WatchStatus } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
 import { retrying } from './retry.js';
 
@@ -30,6 +30,22 @@ export interface Snapshot {
   readonly resumeRevision?: number;
 }
 
+/** Where a reflector delivers; a class of the recipe's (methods cost no memory per instance). */
+export interface ReflectorListener {
+  onSnapshot(snapshot: Snapshot): void;
+  onEvents(events: readonly WatchEvent[]): void;
+  /**
+   * etcd cannot be reached (`unavailable`, with the retryable reason; the reflector keeps trying)
+   * or can again (`connected`, only after an `unavailable`).
+   */
+  onStatus(status: WatchStatus): void;
+  /**
+   * The reflector ended: `undefined` after `stop()`, or the final error (permission denied,
+   * authentication, TLS) that ended it.
+   */
+  onEnd?(error: EtcdConnectorError | undefined): void;
+}
+
 export interface ReflectorOptions {
   ctx: ConnectorContext;
   /** What the recipe is, for errors (e.g. `tracker /ns/services/api`). */
@@ -47,23 +63,17 @@ export interface ReflectorOptions {
    * an observer replaying history does. A compaction still leads to a listing.
    */
   startRevision?: number | 'now';
-  /** Ends the reflector. */
-  signal: AbortSignal;
-  onSnapshot(snapshot: Snapshot): void;
-  onEvents(events: readonly WatchEvent[]): void;
-  /**
-   * etcd cannot be reached (`unavailable`, with the retryable reason; the reflector keeps trying)
-   * or can again (`connected`, only after an `unavailable`).
-   */
-  onStatus?(status: WatchStatus): void;
+  listener: ReflectorListener;
 }
 
 export interface Reflector {
   /** Pauses delivery (back-pressure); the watch resumes where it stopped, nothing is lost. */
   pause(): void;
   resume(): void;
+  /** Ends the reflector; `done` resolves once nothing of it runs. Idempotent. */
+  stop(): void;
   /**
-   * Resolves when the reflector ended: `undefined` after the signal fired, or the final error
+   * Resolves when the reflector ended: `undefined` after `stop()`, or the final error
    * (permission denied, authentication, TLS) that ended it. Never rejects.
    */
   readonly done: Promise<EtcdConnectorError | undefined>;
@@ -77,21 +87,38 @@ export function startReflector(opts: ReflectorOptions): Reflector {
   return new ReflectorImpl(opts);
 }
 
-/** How a watch phase ended. */
-type WatchOutcome =
-  { compacted: number; resume: number } | { ended: EtcdConnectorError } | undefined;
-
-class ReflectorImpl implements Reflector {
-  readonly done: Promise<EtcdConnectorError | undefined>;
+/**
+ * Event-driven, so an idle reflector costs little: while it watches, no async function is
+ * suspended, no promise pending, no timer, no AbortController (one is made only when a retry must
+ * be cancellable); it is itself its watch's listener. Only a listing runs as a task.
+ */
+class ReflectorImpl implements Reflector, WatchListener {
   private watch: MuxWatch | undefined;
   private paused = false;
+  private stopped = false;
+  /** A listing (or the read of "now") in flight. */
+  private task: Promise<void> | undefined;
+  private ended: { error: EtcdConnectorError | undefined } | undefined;
+  private donePromise: Promise<EtcdConnectorError | undefined> | undefined;
+  private resolveDone: ((e: EtcdConnectorError | undefined) => void) | undefined;
+  private controller: AbortController | undefined;
   /** Told `unavailable` and not yet `connected` again. */
   private down = false;
 
   constructor(private readonly opts: ReflectorOptions) {
-    this.done = this.run().catch((err: unknown) =>
-      opts.signal.aborted ? undefined : opts.ctx.toError(err, opts.what),
-    );
+    const start = opts.startRevision;
+    if (typeof start === 'number') this.beginWatch(start);
+    else if (start === 'now') this.runTask(() => this.watchFromNow());
+    else this.runTask(() => this.relist(undefined));
+  }
+
+  get done(): Promise<EtcdConnectorError | undefined> {
+    const ended = this.ended;
+    this.donePromise ??=
+      ended !== undefined
+        ? Promise.resolve(ended.error)
+        : new Promise((resolve) => (this.resolveDone = resolve));
+    return this.donePromise;
   }
 
   pause(): void {
@@ -104,29 +131,94 @@ class ReflectorImpl implements Reflector {
     this.watch?.resume();
   }
 
-  private async run(): Promise<EtcdConnectorError | undefined> {
-    const { signal } = this.opts;
-    let from = await this.firstRevision();
-    let compacted: { compacted: number; resume: number } | undefined;
-    while (!signal.aborted) {
-      if (from === undefined) {
-        const snapshot = await this.listAll(compacted);
-        this.opts.onSnapshot(snapshot);
-        from = snapshot.revision + 1;
-      }
-      const outcome = await this.watchFrom(from);
-      if (outcome === undefined) break;
-      if ('ended' in outcome) return outcome.ended;
-      compacted = outcome;
-      from = undefined;
-    }
-    return undefined;
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.controller?.abort();
+    this.watch?.close();
+    this.watch = undefined;
+    // A running task ends the reflector when it returns.
+    if (this.task === undefined) this.end(undefined);
   }
 
-  /** The revision to watch from without a listing, if the caller gave one. */
-  private async firstRevision(): Promise<number | undefined> {
-    const start = this.opts.startRevision;
-    if (start !== 'now') return start;
+  // The watch's listener.
+  onEvents(events: readonly WatchEvent[]): void {
+    const accept = this.opts.accept;
+    const mine = accept === undefined ? events : events.filter((e) => accept(e.key));
+    if (mine.length > 0) this.opts.listener.onEvents(mine);
+  }
+
+  onCompacted(compactRevision: number): void {
+    const resume = this.watch?.nextRevision ?? 0;
+    this.watch = undefined;
+    if (this.stopped) return;
+    this.runTask(() => this.relist({ compacted: compactRevision, resume }));
+  }
+
+  onEnded(error: EtcdConnectorError): void {
+    this.watch = undefined;
+    this.end(this.stopped ? undefined : error);
+  }
+
+  onStatus(status: WatchStatus): void {
+    const down = status.state === 'unavailable';
+    if (down === this.down) return;
+    this.down = down;
+    this.opts.listener.onStatus(status);
+  }
+
+  private get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.stopped) this.controller.abort();
+    return this.controller.signal;
+  }
+
+  /** Runs a listing task; its failure (final, or stopped) ends the reflector. */
+  private runTask(task: () => Promise<void>): void {
+    this.task = task().then(
+      () => {
+        this.task = undefined;
+        if (this.stopped) this.end(undefined);
+      },
+      (err: unknown) => {
+        this.task = undefined;
+        this.end(this.stopped ? undefined : this.opts.ctx.toError(err, this.opts.what));
+      },
+    );
+  }
+
+  private async watchFromNow(): Promise<void> {
+    const from = await this.firstRevision();
+    if (!this.stopped) this.beginWatch(from);
+  }
+
+  private async relist(
+    compacted: { compacted: number; resume: number } | undefined,
+  ): Promise<void> {
+    const snapshot = await this.listAll(compacted);
+    if (this.stopped) return;
+    this.opts.listener.onSnapshot(snapshot);
+    this.beginWatch(snapshot.revision + 1);
+  }
+
+  private beginWatch(from: number): void {
+    if (this.stopped) return;
+    const watch = this.opts.ctx.watches.watch({ ...this.opts.watch, startRevision: from }, this);
+    this.watch = watch;
+    if (this.paused) watch.pause();
+  }
+
+  private end(error: EtcdConnectorError | undefined): void {
+    if (this.ended !== undefined) return;
+    this.ended = { error };
+    this.watch?.close();
+    this.watch = undefined;
+    this.resolveDone?.(error);
+    this.opts.listener.onEnd?.(error);
+  }
+
+  /** The revision to watch from without a listing: etcd's current revision + 1. */
+  private async firstRevision(): Promise<number> {
     // "Now" as a number, so the resume point is always known (etcd's 0 = now is not).
     const { ctx, watch } = this.opts;
     const res = await this.retry(() =>
@@ -190,74 +282,26 @@ class ReflectorImpl implements Reflector {
     }
   }
 
-  /** Watches from `from` until compaction, a final error, or the signal. */
-  private watchFrom(from: number): Promise<WatchOutcome> {
-    const { ctx, signal } = this.opts;
-    return new Promise<WatchOutcome>((resolve) => {
-      const finish = (outcome: WatchOutcome): void => {
-        signal.removeEventListener('abort', onAbort);
-        this.watch?.close();
-        this.watch = undefined;
-        resolve(outcome);
-      };
-      const onAbort = (): void => {
-        finish(undefined);
-      };
-      if (signal.aborted) {
-        resolve(undefined);
-        return;
-      }
-      signal.addEventListener('abort', onAbort, { once: true });
-      const accept = this.opts.accept;
-      const watch = ctx.watches.watch(
-        { ...this.opts.watch, startRevision: from },
-        {
-          onEvents: (events) => {
-            const mine = accept === undefined ? events : events.filter((e) => accept(e.key));
-            if (mine.length > 0) this.opts.onEvents(mine);
-          },
-          onCompacted: (compactRevision) => {
-            finish({ compacted: compactRevision, resume: watch.nextRevision });
-          },
-          onEnded: (error) => {
-            finish({ ended: error });
-          },
-          onStatus: (status) => {
-            this.status(status);
-          },
-        },
-      );
-      this.watch = watch;
-      if (this.paused) watch.pause();
-    });
-  }
-
   private retry<T>(call: () => Promise<T>): Promise<T> {
-    const { ctx, signal, what } = this.opts;
+    const { ctx, what } = this.opts;
     return retrying(
       async () => {
         const result = await call();
-        if (this.down) this.status({ state: 'connected' });
+        if (this.down) this.onStatus({ state: 'connected' });
         return result;
       },
       {
-        signal,
+        signal: () => this.signal,
+        isStopped: () => this.stopped,
         what,
         toError: (err, w) => ctx.toError(err, w),
         stallMs: ctx.dialTimeoutMs,
         backoff: new Backoff(50, 1000),
         onRetry: (error) => {
-          this.status({ state: 'unavailable', error });
+          this.onStatus({ state: 'unavailable', error });
         },
       },
     );
-  }
-
-  private status(status: WatchStatus): void {
-    const down = status.state === 'unavailable';
-    if (down === this.down) return;
-    this.down = down;
-    this.opts.onStatus?.(status);
   }
 }
 

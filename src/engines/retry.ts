@@ -9,8 +9,13 @@ import { AbortError, TimeoutError, type EtcdConnectorError } from '../errors.js'
 import { Backoff, delay, isAborted } from '../transport/timers.js';
 
 export interface RetryOptions {
-  /** Stops the loop (it rejects with AbortError). */
-  signal: AbortSignal;
+  /**
+   * Stops the loop (it rejects with AbortError). A function is called only when the loop must
+   * wait, so a caller that rarely retries need not keep an AbortController.
+   */
+  signal: AbortSignal | (() => AbortSignal);
+  /** Checked before each attempt instead of the signal, when given. */
+  isStopped?: () => boolean;
   /** Maps a failure to our typed error (the connector's `toError`). */
   toError: (err: unknown, what: string) => EtcdConnectorError;
   /** Names the operation in errors. */
@@ -28,17 +33,20 @@ export interface RetryOptions {
  */
 export async function retrying<T>(attempt: () => Promise<T>, opts: RetryOptions): Promise<T> {
   const backoff = opts.backoff ?? new Backoff(100, 2000);
+  const signal = (): AbortSignal =>
+    typeof opts.signal === 'function' ? opts.signal() : opts.signal;
+  const stopped = (): boolean => opts.isStopped?.() ?? isAborted(signal());
   for (;;) {
-    if (opts.signal.aborted) throw new AbortError({ cause: opts.signal.reason });
+    if (stopped()) throw new AbortError();
     try {
       return await reportStall(attempt(), opts);
     } catch (err) {
-      if (isAborted(opts.signal)) throw new AbortError({ cause: opts.signal.reason });
+      if (stopped()) throw new AbortError();
       const error = opts.toError(err, opts.what);
       if (!error.retryable) throw error;
       opts.onRetry?.(error);
     }
-    await delay(backoff.next(), opts.signal);
+    await delay(backoff.next(), signal());
   }
 }
 

@@ -25,7 +25,7 @@ import { SessionLostError, type EtcdConnectorError } from '../errors.js';
 import { fencingToken, type FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
-import type { MuxWatch } from '../transport/watch-mux.js';
+import type { MuxWatch, WatchEvent, WatchListener } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
 
 /** The `[key, range_end)` of every key that starts with `prefix`. */
@@ -111,6 +111,14 @@ export class Latch {
   }
 }
 
+/** Who hears about a member synchronously (its holder must stop at once). */
+export interface MemberObserver {
+  /** Our key was deleted (or re-created) after the join. */
+  keyGone(member: QueueMember): void;
+  /** The member's session changed state. */
+  sessionChanged(member: QueueMember, change: SessionStateChange): void;
+}
+
 /** What a join found. */
 export interface JoinResult {
   /** Our key was created now (false: it existed under our lease, e.g. a retried request). */
@@ -145,7 +153,6 @@ export type WaitOutcome =
 
 export interface WaitOptions {
   slots: number;
-  signal: AbortSignal;
   /** Extra reads in the same transaction (an election reads its leader). */
   extraReads?: readonly IRangeRequest[];
   /** Called after each read that did not make us a holder. */
@@ -160,12 +167,13 @@ export interface WaitOptions {
  */
 export class QueueMember {
   readonly key: string;
-  private readonly keyBuf: Buffer;
   private revisionValue: string | undefined;
   private tokenValue: FencingToken | undefined;
   private own: MuxWatch | undefined;
   private ownNeedsReopen = false;
   private goneValue = false;
+  private ownListener: OwnKeyListener | undefined;
+  private wakeListener: WakeListener | undefined;
   /**
    * What the join's own transaction showed (taken by the first `waitTurn()`, which then needs no
    * read of its own): our key, the window before it and the extra reads, at one revision.
@@ -181,17 +189,27 @@ export class QueueMember {
     private readonly ctx: ConnectorContext,
     readonly prefix: string,
     readonly session: Session,
-    /** Told synchronously when our key is deleted (a holder must stop at once). */
-    private readonly onGone?: () => void,
-    /** Told synchronously on every session state change. */
-    onSession?: (change: SessionStateChange) => void,
+    /** Ends every wait of this member (its owner stopped). */
+    private readonly signal: AbortSignal,
+    /** Told synchronously when our key is deleted and on every session state change. */
+    private readonly observer?: MemberObserver,
   ) {
     this.key = prefix + session.leaseIdHex;
-    this.keyBuf = Buffer.from(this.key);
     this.offSession = session.onChange((change) => {
-      onSession?.(change);
+      this.observer?.sessionChanged(this, change);
       this.wake.fire();
     });
+    signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /** The signal's listener: one per member for its whole life, not one per wait. */
+  private readonly onAbort = (): void => {
+    this.wake.fire();
+  };
+
+  /** Our key as a Buffer for a request (made per request: a kept one pins a pool slab). */
+  private keyBuffer(): Buffer {
+    return Buffer.from(this.key);
   }
 
   /** Create revision of our key (the fencing token's revision) once joined. */
@@ -218,17 +236,9 @@ export class QueueMember {
    * our key's deletion, a `poke()`, or `signal`. (A holder waits here, then calls `waitTurn()`
    * again to re-check.)
    */
-  async changed(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return;
-    const onAbort = (): void => {
-      this.wake.fire();
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      await this.wake.wait();
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+  changed(): Promise<void> {
+    if (this.signal.aborted) return Promise.resolve();
+    return this.wake.wait();
   }
 
   /**
@@ -248,7 +258,7 @@ export class QueueMember {
         // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
         compare: [
           {
-            key: this.keyBuf,
+            key: this.keyBuffer(),
             target: CompareTarget.Create,
             result: CompareResult.Equal,
             create_revision: 0,
@@ -257,7 +267,7 @@ export class QueueMember {
         success: [
           {
             request_put: {
-              key: this.keyBuf,
+              key: this.keyBuffer(),
               value: Buffer.from(value),
               lease: this.session.leaseId,
             },
@@ -269,7 +279,7 @@ export class QueueMember {
           ...extras,
         ],
         // It exists (a retried join on the same lease): keep its place in the queue.
-        failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
+        failure: [rangeOp({ key: this.keyBuffer() }), first, ...extras],
       },
       'join',
     );
@@ -290,12 +300,12 @@ export class QueueMember {
     const extraAt = res.succeeded ? 3 : 2;
     const extra = extraReads.map((_, i) => kvsAt(res.responses, i + extraAt));
     const holder = firstKvs.some(
-      (kv) => kv.create_revision === revision && kv.key.equals(this.keyBuf),
+      (kv) => kv.create_revision === revision && kv.key.toString() === this.key,
     );
     if (holder) {
       this.initialView = { readRevision, window: [], extra };
     } else if (res.succeeded) {
-      const window = kvsAt(res.responses, 2).filter((kv) => !kv.key.equals(this.keyBuf));
+      const window = kvsAt(res.responses, 2).filter((kv) => kv.key.toString() !== this.key);
       this.initialView = { readRevision, window: window.slice(0, slots), extra };
     }
     return {
@@ -314,12 +324,9 @@ export class QueueMember {
   async waitTurn(opts: WaitOptions): Promise<WaitOutcome> {
     const revision = this.revisionValue;
     if (revision === undefined) throw new Error('waitTurn() before join()');
-    const { signal, slots } = opts;
-    const onAbort = (): void => {
-      this.wake.fire();
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
+    const { slots } = opts;
+    const signal = this.signal;
+    {
       for (;;) {
         this.wake.reset();
         if (signal.aborted) return { kind: 'aborted' };
@@ -330,69 +337,74 @@ export class QueueMember {
           await this.wake.wait();
           continue;
         }
-        const extraReads = opts.extraReads ?? [];
-        const initial = this.initialView;
+        // The join's transaction may have read the window already; watches start from its
+        // revision + 1, so a change since then still wakes us.
+        let view: WaitView | undefined = this.initialView ?? (await this.read(revision, opts));
         this.initialView = undefined;
-        if (initial !== undefined) {
-          // The join's transaction already read the window and the extra reads; watches start
-          // from its revision + 1, so a change since then still wakes us.
-          if (initial.window.length < slots) return { kind: 'holder', view: initial };
-          const waited = await this.waitOn(initial, opts);
-          if (waited !== undefined) throw waited;
-          continue;
-        }
-        const res = await this.txn(
-          {
-            success: [
-              rangeOp({ key: this.keyBuf }),
-              rangeOp(lastCreatedUpTo(this.prefix, BigInt(revision) - 1n, slots)),
-              ...extraReads.map(rangeOp),
-            ],
-          },
-          'queue read',
-        );
-        const mine = kvAt(res.responses, 0);
-        if (mine?.create_revision !== revision) {
-          this.markGone();
-          return { kind: 'gone' };
-        }
-        const readRevision = Number(res.header.revision);
-        if (this.ownNeedsReopen) this.watchOwn(readRevision + 1);
-        const view: WaitView = {
-          readRevision,
-          window: kvsAt(res.responses, 1),
-          extra: extraReads.map((_, i) => kvsAt(res.responses, i + 2)),
-        };
+        if (view === undefined) return { kind: 'gone' };
         // Changed while we read: look again rather than decide on a stale view.
         if (isAborted(signal) || !this.session.isAlive() || this.session.state !== 'alive') {
           continue;
         }
         if (view.window.length < slots) return { kind: 'holder', view };
-        const failure = await this.waitOn(view, opts);
+        opts.onWaiting?.(view);
+        const keys = new Set(view.window.map((kv) => kv.key.toString()));
+        for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
+        const from = view.readRevision + 1;
+        // Nothing of the read is kept while we sleep (thousands of waiters stay small).
+        view = undefined;
+        const failure = await this.sleepOn(keys, from);
         if (failure !== undefined) throw failure;
       }
-    } finally {
-      signal.removeEventListener('abort', onAbort);
     }
   }
 
   /**
-   * Watches the window (and the caller's extra keys) from just after `view` and sleeps until
-   * something changed. Returns a watch's final error, if one ended for good.
+   * Reads our key, the window before it and the caller's extra reads in one transaction.
+   * Undefined when our key is gone (or was re-created).
    */
-  private async waitOn(view: WaitView, opts: WaitOptions): Promise<EtcdConnectorError | undefined> {
-    opts.onWaiting?.(view);
-    const keys = new Set(view.window.map((kv) => kv.key.toString()));
-    for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-    const watches = [...keys].map((k) => this.watchWake(k, view.readRevision + 1));
-    try {
-      await this.wake.wait();
-    } finally {
-      for (const w of watches) w.close();
+  private async read(revision: string, opts: WaitOptions): Promise<WaitView | undefined> {
+    const extraReads = opts.extraReads ?? [];
+    const res = await this.txn(
+      {
+        success: [
+          rangeOp({ key: this.keyBuffer() }),
+          rangeOp(lastCreatedUpTo(this.prefix, BigInt(revision) - 1n, opts.slots)),
+          ...extraReads.map(rangeOp),
+        ],
+      },
+      'queue read',
+    );
+    if (kvAt(res.responses, 0)?.create_revision !== revision) {
+      this.markGone();
+      return undefined;
     }
-    const failure = this.watchFailure;
-    this.watchFailure = undefined;
-    return failure !== undefined && !isAborted(opts.signal) ? failure : undefined;
+    const readRevision = Number(res.header.revision);
+    if (this.ownNeedsReopen) this.watchOwn(readRevision + 1);
+    return {
+      readRevision,
+      window: kvsAt(res.responses, 1),
+      extra: extraReads.map((_, i) => kvsAt(res.responses, i + 2)),
+    };
+  }
+
+  /**
+   * Watches `keys` from `from` and sleeps until something changed. Returns a watch's final error,
+   * if one ended for good.
+   */
+  private sleepOn(
+    keys: ReadonlySet<string>,
+    from: number,
+  ): Promise<EtcdConnectorError | undefined> {
+    const watches: MuxWatch[] = [];
+    for (const k of keys) watches.push(this.watchWake(k, from));
+    // Not an async function: a waiting member keeps no suspended frame for it.
+    return this.wake.wait().then(() => {
+      for (const w of watches) w.close();
+      const failure = this.watchFailure;
+      this.watchFailure = undefined;
+      return failure !== undefined && !isAborted(this.signal) ? failure : undefined;
+    });
   }
 
   /**
@@ -401,7 +413,7 @@ export class QueueMember {
    */
   async remove(): Promise<boolean> {
     const token = this.tokenValue;
-    const del: IRequestOp = { request_delete_range: { key: this.keyBuf } };
+    const del: IRequestOp = { request_delete_range: { key: this.keyBuffer() } };
     // Only our key when we know its revision: never one re-created after ours was deleted. A join
     // whose reply we never saw may still have created the key: delete it by name.
     const request: ITxnRequest =
@@ -414,6 +426,7 @@ export class QueueMember {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.signal.removeEventListener('abort', this.onAbort);
     this.offSession();
     this.own?.close();
     this.own = undefined;
@@ -424,7 +437,7 @@ export class QueueMember {
     if (this.goneValue) return;
     this.goneValue = true;
     this.wake.fire();
-    this.onGone?.();
+    this.observer?.keyGone(this);
   }
 
   /** Watches our own key: its deletion (by hand, or by lease expiry) ends our place. */
@@ -433,49 +446,77 @@ export class QueueMember {
     this.ownNeedsReopen = false;
     if (this.closed) return;
     this.own = this.ctx.watches.watch(
-      { key: this.keyBuf, startRevision },
-      {
-        onEvents: (events) => {
-          if (events.some((e) => e.type === 'delete')) this.markGone();
-        },
-        onCompacted: () => {
-          this.ownNeedsReopen = true;
-          this.wake.fire();
-        },
-        onEnded: () => {
-          // Refused or closed: the next read still checks our key.
-          this.ownNeedsReopen = true;
-          this.wake.fire();
-        },
-      },
+      { key: this.key, startRevision },
+      (this.ownListener ??= new OwnKeyListener(this)),
     );
+  }
+
+  /** @internal Our key changed: its deletion ends our place. */
+  ownEvents(events: readonly WatchEvent[]): void {
+    if (events.some((e) => e.type === 'delete')) this.markGone();
+  }
+
+  /** @internal Our key's watch ended (compacted, refused, closed): the next read re-checks it. */
+  ownWatchLost(): void {
+    this.ownNeedsReopen = true;
+    this.wake.fire();
+  }
+
+  /** @internal A watched key changed, or its watch ended (`error`: for good). */
+  wakeUp(error?: EtcdConnectorError): void {
+    if (error !== undefined) this.watchFailure = error;
+    this.wake.fire();
   }
 
   /** Watches a key and wakes the loop on any change of it (or if its history was compacted). */
   private watchWake(key: string, startRevision: number): MuxWatch {
-    const wake = (): void => {
-      this.wake.fire();
-    };
     return this.ctx.watches.watch(
       { key, startRevision },
-      {
-        onEvents: wake,
-        onCompacted: wake,
-        onEnded: (error) => {
-          this.watchFailure = error;
-          this.wake.fire();
-        },
-      },
+      (this.wakeListener ??= new WakeListener(this)),
     );
   }
 
   private async txn(request: ITxnRequest, what: string): Promise<ITxnResponse> {
     try {
-      return await this.ctx.client.kv.txn(request, this.ctx.callOptions());
+      return await this.ctx.txns.txn(request);
     } catch (err) {
       const error = this.ctx.toError(err, `${what} ${this.prefix}`);
       if (error instanceof SessionLostError) this.session.leaseGone();
       throw error;
     }
+  }
+}
+
+/** The listener of our own key's watch (methods, not closures: thousands of members stay cheap). */
+class OwnKeyListener implements WatchListener {
+  constructor(private readonly member: QueueMember) {}
+
+  onEvents(events: readonly WatchEvent[]): void {
+    this.member.ownEvents(events);
+  }
+
+  onCompacted(): void {
+    this.member.ownWatchLost();
+  }
+
+  onEnded(): void {
+    this.member.ownWatchLost();
+  }
+}
+
+/** The listener of the keys a waiter waits on: any change wakes it. */
+class WakeListener implements WatchListener {
+  constructor(private readonly member: QueueMember) {}
+
+  onEvents(): void {
+    this.member.wakeUp();
+  }
+
+  onCompacted(): void {
+    this.member.wakeUp();
+  }
+
+  onEnded(error: EtcdConnectorError): void {
+    this.member.wakeUp(error);
   }
 }

@@ -17,7 +17,13 @@ import {
 import type { FencingToken } from '../fencing.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { reportStall } from '../engines/retry.js';
-import { firstCreated, QueueMember, type WaitView } from '../engines/wait-deletes.js';
+import {
+  firstCreated,
+  QueueMember,
+  type MemberObserver,
+  type WaitOptions,
+  type WaitView,
+} from '../engines/wait-deletes.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import type { SessionRef } from '../session/session-pool.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
@@ -45,10 +51,11 @@ export interface CampaignOptions {
   fail(error: EtcdConnectorError): void;
 }
 
-export class Campaign {
+export class Campaign implements MemberObserver {
   private readonly ctx: ConnectorContext;
   private readonly prefix: string;
-  private readonly controller = new AbortController();
+  /** The elector's own signal (aborted when it stops); set by `start()`. */
+  private signal: AbortSignal | undefined;
   private running: Promise<void> = Promise.resolve();
   private member: QueueMember | undefined;
   private leading = false;
@@ -74,15 +81,23 @@ export class Campaign {
     return m !== undefined && m.session.isAlive() && this.leading && !m.gone;
   }
 
-  start(): void {
-    this.running = this.run();
+  /** Campaigns until `signal` aborts. */
+  start(signal: AbortSignal): void {
+    this.signal = signal;
+    this.running = this.run(signal);
   }
 
-  /** Stops campaigning and resigns; resolves when no watch, timer or lease is left. */
-  async stop(): Promise<void> {
+  /**
+   * Resolves when the campaign has stopped (after its signal aborted) and resigned: no watch,
+   * timer or lease of it is left.
+   */
+  async stopped(): Promise<void> {
     this.leading = false;
-    this.controller.abort(new ClosedError('leader elector'));
     await this.running;
+  }
+
+  private get stopping(): boolean {
+    return this.signal?.aborted === true;
   }
 
   /** etcd refused our token: our key is gone or re-created. Step down and re-campaign. */
@@ -102,9 +117,24 @@ export class Campaign {
     if (m !== undefined && t !== undefined && this.isLeader) this.becomeLeader(m.session, t);
   }
 
-  /** One session after another until stopped or a final error. */
-  private async run(): Promise<void> {
-    const signal = this.controller.signal;
+  /**
+   * One session after another until stopped or a final error; per session, terms: join, wait,
+   * lead, re-check. (One async function, not one per level: a thousand idle electors keep a
+   * thousand suspended frames, not three thousand.)
+   */
+  private async run(signal: AbortSignal): Promise<void> {
+    const backoff = new Backoff(100, 2000);
+    const waitOptions: WaitOptions = {
+      slots: 1,
+      extraReads: [firstCreated(this.prefix)],
+      onWaiting: (view) => {
+        this.emit({ status: 'follower', leader: leaderOf(view), suspended: false });
+      },
+      extraWatches: (view) => {
+        const leader = view.extra[0]?.[0]?.key.toString();
+        return this.opts.followLeader && leader !== undefined ? [leader] : [];
+      },
+    };
     while (!signal.aborted) {
       let ref: SessionRef;
       try {
@@ -114,21 +144,41 @@ export class Campaign {
         return;
       }
       const session = ref.session;
-      const member = new QueueMember(
-        this.ctx,
-        this.prefix,
-        session,
-        () => {
-          this.stepDown(new NotLeaderError(`leader key ${member.key} was deleted`));
-        },
-        (change) => {
-          this.onSession(session, change);
-        },
-      );
+      const member = new QueueMember(this.ctx, this.prefix, session, signal, this);
       this.member = member;
       let failure: EtcdConnectorError | undefined;
+      let joined = false;
       try {
-        failure = await this.terms(member, signal);
+        while (!isAborted(signal) && session.isAlive()) {
+          try {
+            if (!joined) {
+              await this.join(member);
+              joined = true;
+            }
+            const outcome = await member.waitTurn(waitOptions);
+            backoff.reset();
+            if (outcome.kind === 'gone') {
+              joined = false; // a new key: a new place at the end of the queue, a new token
+              continue;
+            }
+            if (outcome.kind !== 'holder') break;
+            const token = member.token;
+            if (token !== undefined) this.becomeLeader(session, token);
+            // Until something changes: a session state, our key, a stop, a refused fence.
+            await member.changed();
+          } catch (err) {
+            if (isAborted(signal)) break;
+            const error = this.ctx.toError(err, `election ${this.opts.path}`);
+            if (!error.retryable) {
+              failure = error;
+              break;
+            }
+            // While leading, the session's deadline guards us; a failed read is no reason to
+            // step down. Otherwise say why nothing is happening.
+            if (!this.leading) this.emitError(error, session.state === 'suspended');
+            await delay(backoff.next(), signal).catch(() => undefined);
+          }
+        }
       } finally {
         this.leading = false;
         // The connector's close revokes every lease at once; no key-by-key resign needed then.
@@ -154,6 +204,16 @@ export class Campaign {
     }
   }
 
+  /** @internal Our key was deleted (QueueMember's observer): a leader steps down at once. */
+  keyGone(member: QueueMember): void {
+    this.stepDown(new NotLeaderError(`leader key ${member.key} was deleted`));
+  }
+
+  /** @internal A session state change (QueueMember's observer). */
+  sessionChanged(member: QueueMember, change: SessionStateChange): void {
+    this.onSession(member.session, change);
+  }
+
   /** The user's session, or the pool's for our TTL (retrying, and saying why while it fails). */
   private async acquire(signal: AbortSignal): Promise<SessionRef> {
     if (this.opts.session !== undefined) return this.ctx.sessions.retain(this.opts.session);
@@ -164,57 +224,6 @@ export class Campaign {
       this.ctx.sessions.acquire(this.opts.ttl, { retry: true, signal, onError: report }),
       { stallMs: this.ctx.dialTimeoutMs, onRetry: report, what: `election ${this.opts.path}` },
     );
-  }
-
-  /**
-   * Terms of one session: join, wait, lead, re-check, until the session ends or we stop. Returns
-   * a final error that ends the campaign, if any.
-   */
-  private async terms(
-    member: QueueMember,
-    signal: AbortSignal,
-  ): Promise<EtcdConnectorError | undefined> {
-    const backoff = new Backoff(100, 2000);
-    let joined = false;
-    while (!signal.aborted && member.session.isAlive()) {
-      try {
-        if (!joined) {
-          await this.join(member);
-          joined = true;
-        }
-        const outcome = await member.waitTurn({
-          slots: 1,
-          signal,
-          extraReads: [firstCreated(this.prefix)],
-          onWaiting: (view) => {
-            this.emit({ status: 'follower', leader: leaderOf(view), suspended: false });
-          },
-          extraWatches: (view) => {
-            const leader = view.extra[0]?.[0]?.key.toString();
-            return this.opts.followLeader && leader !== undefined ? [leader] : [];
-          },
-        });
-        backoff.reset();
-        if (outcome.kind === 'gone') {
-          joined = false; // a new key: a new place at the end of the queue, a new token
-          continue;
-        }
-        if (outcome.kind !== 'holder') return undefined;
-        const token = member.token;
-        if (token !== undefined) this.becomeLeader(member.session, token);
-        // Until something changes: a session state, our key, a stop, a refused fence.
-        await member.changed(signal);
-      } catch (err) {
-        if (isAborted(signal)) return undefined;
-        const error = this.ctx.toError(err, `election ${this.opts.path}`);
-        if (!error.retryable) return error;
-        // While leading, the session's deadline guards us; a failed read is no reason to step
-        // down. Otherwise say why nothing is happening.
-        if (!this.leading) this.emitError(error, member.session.state === 'suspended');
-        await delay(backoff.next(), signal).catch(() => undefined);
-      }
-    }
-    return undefined;
   }
 
   /** Go's Campaign: create our key, or keep it and proclaim our value on it. */
@@ -248,7 +257,7 @@ export class Campaign {
   }
 
   private onSession(session: Session, change: SessionStateChange): void {
-    if (this.member?.session !== session || this.controller.signal.aborted) return;
+    if (this.member?.session !== session || this.stopping) return;
     if (change.state === 'suspended') {
       this.leading = false;
       this.emit({ status: 'follower', leader: undefined, suspended: true });
@@ -278,7 +287,7 @@ export class Campaign {
   }
 
   private becomeLeader(session: Session, token: FencingToken): void {
-    if (session.state !== 'alive' || !session.isAlive() || this.controller.signal.aborted) return;
+    if (session.state !== 'alive' || !session.isAlive() || this.stopping) return;
     if (this.member?.gone === true) return;
     this.leading = true;
     this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token });

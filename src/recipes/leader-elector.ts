@@ -189,7 +189,7 @@ export class LeaderElector implements AsyncDisposable {
       onReturn: () => void this.stop(),
     });
     this.queue = queue;
-    if (!this.life.isStopping) this.campaign.start();
+    if (!this.life.isStopping) this.campaign.start(this.life.signal);
     return queue;
   }
 
@@ -305,7 +305,7 @@ export class LeaderElector implements AsyncDisposable {
   }
 
   private async teardown(): Promise<void> {
-    await this.campaign.stop();
+    await this.campaign.stopped();
     this.queue?.end();
     await Promise.all([...this.observers].map((o) => o.stop()));
     if (this.claimed !== undefined) active.get(this.ctx)?.delete(this.claimed);

@@ -7,7 +7,7 @@
  */
 import type { ConnectorContext } from '../engines/context.js';
 import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
-import { startReflector, type Reflector } from '../engines/reflector.js';
+import { startReflector, type Reflector, type ReflectorListener } from '../engines/reflector.js';
 import { prefixRange } from '../engines/wait-deletes.js';
 import { validatePath } from '../paths.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
@@ -56,6 +56,7 @@ export class LeaderObserver implements AsyncDisposable {
     validatePath(path, ctx.root);
     this.prefix = path + '/';
     this.life = new Lifecycle(ctx, 'leader observer', async () => {
+      this.reflector?.stop();
       await this.reflector?.done;
       this.queue?.end();
     });
@@ -87,7 +88,15 @@ export class LeaderObserver implements AsyncDisposable {
       what: `observe ${this.path}`,
       list: [{ key, rangeEnd }],
       watch: { key, rangeEnd },
-      signal: this.life.signal,
+      listener: this.feed(queue),
+    });
+    this.reflector = reflector;
+    return queue;
+  }
+
+  /** The reflector's listener. */
+  private feed(queue: StreamQueue<LeaderInfo>): ReflectorListener {
+    return {
       onSnapshot: (snapshot) => {
         this.candidates.clear();
         for (const kv of snapshot.kvs) {
@@ -106,13 +115,11 @@ export class LeaderObserver implements AsyncDisposable {
         if (status.state === 'unavailable') this.emit({ ...this.info(), error: status.error });
         else this.emit(this.info(), true);
       },
-    });
-    this.reflector = reflector;
-    void reflector.done.then((error) => {
-      if (error !== undefined) queue.fail(error);
-      void this.stop();
-    });
-    return queue;
+      onEnd: (error) => {
+        if (error !== undefined) queue.fail(error);
+        void this.stop();
+      },
+    };
   }
 
   /** Ends the stream; resolves when no watch or timer of this observer is left. Idempotent. */

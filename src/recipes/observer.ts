@@ -11,10 +11,16 @@
 import { InvalidArgumentError, SlowConsumerError, type EtcdConnectorError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { Lifecycle, validateSignal, type StartOptions } from '../engines/lifecycle.js';
-import { startReflector, type KeyRange, type Reflector } from '../engines/reflector.js';
+import {
+  startReflector,
+  type KeyRange,
+  type Reflector,
+  type ReflectorListener,
+  type Snapshot,
+} from '../engines/reflector.js';
 import { prefixRange } from '../engines/wait-deletes.js';
-import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import { StreamQueue, type QueueOwner, type RecipeStream } from '../transport/stream-queue.js';
+import type { WatchEvent, WatchStatus } from '../transport/watch-mux.js';
 
 /** A change of one key. */
 export interface ObserverChange {
@@ -138,6 +144,7 @@ export class Observer implements AsyncDisposable {
     this.bufferSize = bufferSize;
     this.slowConsumer = slowConsumer;
     this.life = new Lifecycle(ctx, 'observer', async () => {
+      this.reflector?.stop();
       await this.reflector?.done;
       this.queue?.end();
     });
@@ -179,32 +186,16 @@ export class Observer implements AsyncDisposable {
     this.life.begin(
       only === undefined ? {} : { signal: signals.length === 1 ? only : AbortSignal.any(signals) },
     );
-    const queue: StreamQueue<ObserverEvent> = new StreamQueue<ObserverEvent>({
-      capacity: this.bufferSize,
-      overflow: 'pause',
-      onFull: () => {
-        if (this.slowConsumer === 'error') {
-          queue.fail(new SlowConsumerError(queue.size));
-          void this.stop();
-        } else {
-          this.reflector?.pause();
-        }
-      },
-      onDrain: () => {
-        this.reflector?.resume();
-      },
-      onReturn: () => void this.stop(),
-    });
+    const feed = new ObserverFeed(this, this.bufferSize, this.slowConsumer);
+    const queue = feed.queue;
     this.queue = queue;
     if (this.life.isStopping) {
       queue.end();
       return queue;
     }
-    this.reflector = this.reflect(queue, fromRevision, recursive);
-    void this.reflector.done.then((error) => {
-      if (error !== undefined) queue.fail(error);
-      void this.stop();
-    });
+    const reflector = this.reflect(feed, fromRevision, recursive);
+    feed.reflector = reflector;
+    this.reflector = reflector;
     return queue;
   }
 
@@ -221,11 +212,7 @@ export class Observer implements AsyncDisposable {
     await this.stop();
   }
 
-  private reflect(
-    queue: StreamQueue<ObserverEvent>,
-    fromRevision: number,
-    recursive: boolean,
-  ): Reflector {
+  private reflect(feed: ObserverFeed, fromRevision: number, recursive: boolean): Reflector {
     const own: KeyRange = { key: Buffer.from(this.path) };
     let list: KeyRange[] = [own];
     let watch: KeyRange = own;
@@ -245,29 +232,71 @@ export class Observer implements AsyncDisposable {
       watch,
       ...(accept === undefined ? {} : { accept }),
       startRevision: fromRevision === 0 ? 'now' : fromRevision,
-      signal: this.life.signal,
-      onSnapshot: (snapshot) => {
-        const map = new Map<string, string>();
-        for (const kv of snapshot.kvs) map.set(kv.key.toString(), kv.value.toString());
-        queue.push({
-          type: 'resync',
-          reason: 'compacted',
-          compactRevision: snapshot.compactRevision ?? 0,
-          revision: snapshot.revision,
-          snapshot: map,
-        });
-      },
-      onEvents: (events) => {
-        for (const e of events) queue.push(toChange(e));
-      },
-      onStatus: (status) => {
-        queue.push(
-          status.state === 'unavailable'
-            ? { type: 'status', state: 'unavailable', error: status.error }
-            : { type: 'status', state: 'connected' },
-        );
-      },
+      listener: feed,
     });
+  }
+}
+
+/**
+ * Between an observer's reflector and its stream: turns changes into events and applies
+ * back-pressure. Its methods are the callbacks of both, so an idle observer holds no closures.
+ */
+class ObserverFeed implements ReflectorListener, QueueOwner {
+  readonly queue: StreamQueue<ObserverEvent>;
+  reflector: Reflector | undefined;
+
+  constructor(
+    private readonly observer: Observer,
+    capacity: number,
+    private readonly slowConsumer: 'backpressure' | 'error',
+  ) {
+    this.queue = new StreamQueue<ObserverEvent>({ capacity, overflow: 'pause', owner: this });
+  }
+
+  onSnapshot(snapshot: Snapshot): void {
+    const map = new Map<string, string>();
+    for (const kv of snapshot.kvs) map.set(kv.key.toString(), kv.value.toString());
+    this.queue.push({
+      type: 'resync',
+      reason: 'compacted',
+      compactRevision: snapshot.compactRevision ?? 0,
+      revision: snapshot.revision,
+      snapshot: map,
+    });
+  }
+
+  onEvents(events: readonly WatchEvent[]): void {
+    for (const e of events) this.queue.push(toChange(e));
+  }
+
+  onStatus(status: WatchStatus): void {
+    this.queue.push(
+      status.state === 'unavailable'
+        ? { type: 'status', state: 'unavailable', error: status.error }
+        : { type: 'status', state: 'connected' },
+    );
+  }
+
+  onEnd(error: EtcdConnectorError | undefined): void {
+    if (error !== undefined) this.queue.fail(error);
+    void this.observer.stop();
+  }
+
+  onFull(): void {
+    if (this.slowConsumer === 'error') {
+      this.queue.fail(new SlowConsumerError(this.queue.size));
+      void this.observer.stop();
+    } else {
+      this.reflector?.pause();
+    }
+  }
+
+  onDrain(): void {
+    this.reflector?.resume();
+  }
+
+  onReturn(): void {
+    void this.observer.stop();
   }
 }
 

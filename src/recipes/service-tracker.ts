@@ -13,7 +13,7 @@ import { CompactedError, InvalidArgumentError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
 import { PersistentMap } from '../engines/persistent-map.js';
-import { startReflector, type Reflector } from '../engines/reflector.js';
+import { startReflector, type Reflector, type ReflectorListener } from '../engines/reflector.js';
 import { prefixRange } from '../engines/wait-deletes.js';
 import { validatePath } from '../paths.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
@@ -75,6 +75,7 @@ export class ServiceTracker implements AsyncDisposable {
     }
     this.pageSize = pageSize;
     this.life = new Lifecycle(ctx, 'service tracker', async () => {
+      this.reflector?.stop();
       await this.reflector?.done;
       this.queue?.end();
     });
@@ -102,14 +103,22 @@ export class ServiceTracker implements AsyncDisposable {
       return queue;
     }
     const { key, range_end: rangeEnd } = prefixRange(this.prefix);
-    const cut = this.prefix.length;
     const reflector = startReflector({
       ctx: this.ctx,
       what: `tracker ${this.path}`,
       list: [{ key, rangeEnd }],
       watch: { key, rangeEnd },
       pageSize: this.pageSize,
-      signal: this.life.signal,
+      listener: this.feed(queue),
+    });
+    this.reflector = reflector;
+    return queue;
+  }
+
+  /** The reflector's listener. */
+  private feed(queue: StreamQueue<ServiceData>): ReflectorListener {
+    const cut = this.prefix.length;
+    return {
       onSnapshot: (snapshot) => {
         this.services = PersistentMap.from(
           snapshot.kvs.map((kv) => [kv.key.toString().slice(cut), kv.value.toString()]),
@@ -130,13 +139,11 @@ export class ServiceTracker implements AsyncDisposable {
       onStatus: (status) => {
         this.emit(status.state === 'unavailable' ? status.error : undefined);
       },
-    });
-    this.reflector = reflector;
-    void reflector.done.then((error) => {
-      if (error !== undefined) queue.fail(error);
-      void this.stop();
-    });
-    return queue;
+      onEnd: (error) => {
+        if (error !== undefined) queue.fail(error);
+        void this.stop();
+      },
+    };
   }
 
   /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */

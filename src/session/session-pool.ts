@@ -58,15 +58,11 @@ export class SessionPool {
 
   /** A reference to a live session of `ttl` seconds (granted if there is none). */
   async acquire(ttl: number, opts: AcquireOptions = {}): Promise<SessionRef> {
-    const backoff = new Backoff(100, 2000);
-    const signal =
-      opts.signal === undefined
-        ? this.closing.signal
-        : AbortSignal.any([opts.signal, this.closing.signal]);
+    let backoff: Backoff | undefined;
     for (;;) {
       if (this.closed) throw new ClosedError();
       // Typed like every other abort of ours, not the signal's raw reason.
-      if (signal.aborted) throw new AbortError({ cause: signal.reason });
+      if (opts.signal?.aborted === true) throw new AbortError({ cause: opts.signal.reason });
       try {
         return this.ref(await this.liveSession(ttl));
       } catch (err) {
@@ -75,6 +71,12 @@ export class SessionPool {
         if (opts.retry !== true) throw err;
         if (err instanceof Error && 'retryable' in err && err.retryable === false) throw err;
         opts.onError?.(err);
+        // Only a retry waits on both signals (most acquires never retry: no combined signal).
+        backoff ??= new Backoff(100, 2000);
+        const signal =
+          opts.signal === undefined
+            ? this.closing.signal
+            : AbortSignal.any([opts.signal, this.closing.signal]);
         await delay(backoff.next(), signal).catch((e: unknown) => {
           throw this.closed ? new ClosedError() : e;
         });

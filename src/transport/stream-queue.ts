@@ -23,6 +23,18 @@ export interface StreamQueueOptions<T> {
   onReturn?: () => void;
   /** With `'coalesce'`: may keep an item that must not be dropped (e.g. a loss report). */
   keep?: (item: T) => boolean;
+  /**
+   * Receives `onFull` / `onDrain` / `onReturn` as methods instead of the callbacks above: one
+   * object of the recipe's, no closures per stream (thousands of streams stay cheap).
+   */
+  owner?: QueueOwner;
+}
+
+/** See {@link StreamQueueOptions.owner}. */
+export interface QueueOwner {
+  onFull?(): void;
+  onDrain?(): void;
+  onReturn?(): void;
 }
 
 /** A recipe's output: iterate it once; `closed` tells how it ended. */
@@ -39,8 +51,7 @@ interface Waiter<T> {
   reject: (e: unknown) => void;
 }
 
-export class StreamQueue<T> implements RecipeStream<T> {
-  readonly closed: Promise<Error | undefined>;
+export class StreamQueue<T> implements RecipeStream<T>, AsyncIterator<T> {
   private readonly items: T[] = [];
   /** Index of the first unread item (items are dropped from the front in chunks). */
   private head = 0;
@@ -52,10 +63,18 @@ export class StreamQueue<T> implements RecipeStream<T> {
   private full = false;
   private iterating = false;
   private returned = false;
-  private resolveClosed!: (e: Error | undefined) => void;
+  private finished = false;
+  private closedPromise: Promise<Error | undefined> | undefined;
+  private resolveClosed: ((e: Error | undefined) => void) | undefined;
 
-  constructor(private readonly opts: StreamQueueOptions<T>) {
-    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  constructor(private readonly opts: StreamQueueOptions<T>) {}
+
+  /** See {@link RecipeStream.closed}; made when first asked for. */
+  get closed(): Promise<Error | undefined> {
+    this.closedPromise ??= this.finished
+      ? Promise.resolve(this.endError)
+      : new Promise((resolve) => (this.resolveClosed = resolve));
+    return this.closedPromise;
   }
 
   /** Items waiting to be read. */
@@ -87,7 +106,8 @@ export class StreamQueue<T> implements RecipeStream<T> {
       this.items.splice(drop, 1);
     } else if (!this.full) {
       this.full = true;
-      this.opts.onFull?.();
+      if (this.opts.owner?.onFull !== undefined) this.opts.owner.onFull();
+      else this.opts.onFull?.();
     }
   }
 
@@ -110,16 +130,16 @@ export class StreamQueue<T> implements RecipeStream<T> {
   [Symbol.asyncIterator](): AsyncIterator<T> {
     if (this.iterating) throw new TypeError('this stream can be iterated only once');
     this.iterating = true;
-    return {
-      next: () => this.next(),
-      return: () => {
-        this.leave();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-    };
+    return this;
   }
 
-  private next(): Promise<IteratorResult<T>> {
+  /** Leaving the loop (`break`, `return`): the stream ends and its owner hears `onReturn`. */
+  return(): Promise<IteratorResult<T>> {
+    this.leave();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  next(): Promise<IteratorResult<T>> {
     if (this.size > 0) {
       const value = this.items[this.head] as T;
       this.items[this.head] = undefined as T;
@@ -130,7 +150,8 @@ export class StreamQueue<T> implements RecipeStream<T> {
       }
       if (this.full && this.size <= this.opts.capacity / 2) {
         this.full = false;
-        this.opts.onDrain?.();
+        if (this.opts.owner?.onDrain !== undefined) this.opts.owner.onDrain();
+        else this.opts.onDrain?.();
       }
       return Promise.resolve({ value, done: false });
     }
@@ -158,7 +179,9 @@ export class StreamQueue<T> implements RecipeStream<T> {
     const wasEnded = this.ended;
     this.settleWaiters();
     this.finish();
-    if (!wasEnded) this.opts.onReturn?.();
+    if (wasEnded) return;
+    if (this.opts.owner?.onReturn !== undefined) this.opts.owner.onReturn();
+    else this.opts.onReturn?.();
   }
 
   /** Settles every pending `next()`: the first gets the failure (if any), the rest `done`. */
@@ -176,6 +199,7 @@ export class StreamQueue<T> implements RecipeStream<T> {
   }
 
   private finish(): void {
-    this.resolveClosed(this.endError);
+    this.finished = true;
+    this.resolveClosed?.(this.endError);
   }
 }

@@ -130,7 +130,8 @@ class Watcher implements MuxWatch, ResumePoint {
   /** Wants to be on the stream (not paused, not closed). */
   wanted = true;
   closed = false;
-  readonly key: Buffer;
+  /** Kept as given: a string costs less than a pooled Buffer kept alive for the watch's life. */
+  readonly key: string | Buffer;
   readonly rangeEnd: Buffer | undefined;
 
   constructor(
@@ -138,7 +139,7 @@ class Watcher implements MuxWatch, ResumePoint {
     target: WatchTarget,
     readonly listener: WatchListener,
   ) {
-    this.key = typeof target.key === 'string' ? Buffer.from(target.key) : target.key;
+    this.key = target.key;
     this.rangeEnd = target.rangeEnd;
     this.next = target.startRevision;
   }
@@ -381,7 +382,7 @@ export class WatchMux {
     this.pending.push(w);
     s.stream.write({
       create_request: {
-        key: w.key,
+        key: typeof w.key === 'string' ? Buffer.from(w.key) : w.key,
         ...(w.rangeEnd === undefined ? {} : { range_end: w.rangeEnd }),
         start_revision: String(w.next),
         progress_notify: true,
