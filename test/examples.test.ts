@@ -1,5 +1,6 @@
 // The README's examples are these files; running them here keeps the docs from drifting.
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,7 @@ const examples = {
   ],
   'ephemeral-key': [/value: 10\.0\.0\.1:9090/, /after delete: \(none\)/],
   health: [/cluster: healthy OK/],
+  session: [/lease [0-9a-f]+ is alive/, /elector: leader/, /done/],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {
@@ -40,7 +42,23 @@ function run(name: string, hosts: string): Promise<{ code: number | null; out: s
   });
 }
 
+const ROOT = new URL('../../', import.meta.url);
+
 describe('README examples', () => {
+  test('every example file is in the README word for word, and every one is run here', () => {
+    const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+    const files = readdirSync(new URL('examples/', ROOT)).filter((f) => f.endsWith('.ts'));
+    for (const file of files) {
+      const body = readFileSync(new URL(`examples/${file}`, ROOT), 'utf8').trim();
+      assert.ok(readme.includes(body), `examples/${file} differs from the README`);
+    }
+    assert.deepEqual(
+      files.map((f) => f.replace(/\.ts$/, '')).sort(),
+      Object.keys(examples).sort(),
+      'an example without a run below',
+    );
+  });
+
   let etcd: EtcdCluster;
   before(async () => {
     etcd = await startEtcd();
