@@ -33,6 +33,12 @@ export {
   type KeyChange,
 } from './errors.js';
 export { fencingToken, type FencingToken } from './fencing.js';
+export {
+  DIAGNOSTIC_CHANNELS,
+  type DiagnosticChannel,
+  type DiagnosticMessages,
+  type LockKind,
+} from './diagnostics.js';
 export type { TlsOptions } from './transport/client-options.js';
 export type { ConnectionState } from './transport/connection-state.js';
 export type { RecipeStream } from './transport/stream-queue.js';

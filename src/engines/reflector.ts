@@ -6,6 +6,7 @@
  * observer's resync all stand on it, so a recipe never misses a change silently.
  */
 import type { IKeyValue } from 'etcd3';
+import { publish } from '../diagnostics.js';
 import { EtcdConnectorError } from '../errors.js';
 import { Backoff } from '../transport/timers.js';
 import type { MuxWatch, WatchEvent, WatchListener, WatchStatus } from '../transport/watch-mux.js';
@@ -197,6 +198,13 @@ class ReflectorImpl implements Reflector, WatchListener {
   ): Promise<void> {
     const snapshot = await this.listAll(compacted);
     if (this.stopped) return;
+    if (compacted !== undefined) {
+      publish('etcd-connector:watch.resync', () => ({
+        what: this.opts.what,
+        compactRevision: compacted.compacted,
+        revision: snapshot.revision,
+      }));
+    }
     this.opts.listener.onSnapshot(snapshot);
     this.beginWatch(snapshot.revision + 1);
   }

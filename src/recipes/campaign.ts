@@ -26,7 +26,8 @@ import {
 } from '../engines/wait-deletes.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import type { SessionRef } from '../session/session-pool.js';
-import { Backoff, delay, isAborted } from '../transport/timers.js';
+import { publish } from '../diagnostics.js';
+import { Backoff, delay, isAborted, monotonicMs } from '../transport/timers.js';
 
 /** A status of the campaign (LeaderElector's LeaderEvent). */
 export interface CampaignEvent {
@@ -59,6 +60,8 @@ export class Campaign implements MemberObserver {
   private running: Promise<void> = Promise.resolve();
   private member: QueueMember | undefined;
   private leading = false;
+  /** When leadership began (monotonic ms), for the diagnostic. */
+  private leadSince = 0;
   private last: CampaignEvent | undefined;
 
   constructor(private readonly opts: CampaignOptions) {
@@ -92,7 +95,7 @@ export class Campaign implements MemberObserver {
    * timer or lease of it is left.
    */
   async stopped(): Promise<void> {
-    this.leading = false;
+    this.unlead('resigned');
     await this.running;
   }
 
@@ -105,7 +108,7 @@ export class Campaign implements MemberObserver {
     const err = new NotLeaderError(
       `leader key ${token.key} no longer has create revision ${token.revision}`,
     );
-    if (this.member?.token === token) this.stepDown(err);
+    if (this.member?.token === token) this.stepDown(err, 'fenced');
     this.member?.poke();
     return err;
   }
@@ -180,7 +183,7 @@ export class Campaign implements MemberObserver {
           }
         }
       } finally {
-        this.leading = false;
+        this.unlead(isAborted(signal) ? 'resigned' : 'lost');
         // The connector's close revokes every lease at once; no key-by-key resign needed then.
         if (isAborted(signal) && !this.ctx.closing && session.isAlive()) {
           await member.remove().catch(() => undefined);
@@ -206,7 +209,7 @@ export class Campaign implements MemberObserver {
 
   /** @internal Our key was deleted (QueueMember's observer): a leader steps down at once. */
   keyGone(member: QueueMember): void {
-    this.stepDown(new NotLeaderError(`leader key ${member.key} was deleted`));
+    this.stepDown(new NotLeaderError(`leader key ${member.key} was deleted`), 'deleted');
   }
 
   /** @internal A session state change (QueueMember's observer). */
@@ -259,16 +262,16 @@ export class Campaign implements MemberObserver {
   private onSession(session: Session, change: SessionStateChange): void {
     if (this.member?.session !== session || this.stopping) return;
     if (change.state === 'suspended') {
-      this.leading = false;
+      this.unlead('suspended');
       this.emit({ status: 'follower', leader: undefined, suspended: true });
     } else if (change.state === 'lost') {
       // Synchronous with the session's own deadline: nobody reads "leader" past it.
-      this.leading = false;
+      this.unlead('lost', change.error);
       const event: CampaignEvent = { status: 'follower', leader: undefined, suspended: false };
       this.emit(change.error === undefined ? event : { ...event, error: change.error });
     } else if (change.state === 'closed') {
       const wasLeading = this.leading;
-      this.leading = false;
+      this.unlead('lost');
       this.emit({
         status: 'follower',
         leader: undefined,
@@ -280,17 +283,45 @@ export class Campaign implements MemberObserver {
     }
   }
 
-  private stepDown(err: Error): void {
+  private stepDown(err: Error, reason: 'deleted' | 'fenced'): void {
     if (!this.leading) return;
-    this.leading = false;
+    this.unlead(reason, err);
     this.emit({ status: 'follower', leader: undefined, suspended: false, error: err });
   }
 
   private becomeLeader(session: Session, token: FencingToken): void {
     if (session.state !== 'alive' || !session.isAlive() || this.stopping) return;
     if (this.member?.gone === true) return;
+    if (!this.leading) {
+      this.leadSince = monotonicMs();
+      publish('etcd-connector:leadership.gained', () => ({
+        path: this.opts.path,
+        key: token.key,
+        token: token.revision,
+        identity: this.opts.value(),
+      }));
+    }
     this.leading = true;
     this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token });
+  }
+
+  /** Leadership ends (if it was held): the flag at once, and a diagnostic saying why. */
+  private unlead(
+    reason: 'suspended' | 'lost' | 'deleted' | 'fenced' | 'resigned',
+    error?: Error,
+  ): void {
+    if (!this.leading) return;
+    this.leading = false;
+    const token = this.member?.token;
+    const heldMs = monotonicMs() - this.leadSince;
+    publish('etcd-connector:leadership.lost', () => ({
+      path: this.opts.path,
+      key: token?.key ?? '',
+      token: token?.revision ?? '',
+      reason,
+      heldMs,
+      ...(error === undefined ? {} : { error }),
+    }));
   }
 
   private emitError(error: Error, suspended: boolean): void {

@@ -10,6 +10,7 @@
  * lease does not exist ("you are not leader"); `closed` — revoked by us.
  */
 import type { Etcd3, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import { observed, publish } from '../diagnostics.js';
 import { ClosedError, SessionLostError } from '../errors.js';
 import { leaseIdHex, openStream, type FailureMemory, type OpenedStream } from '../transport/rpc.js';
 import { Backoff, monotonicMs } from '../transport/timers.js';
@@ -29,8 +30,6 @@ export interface SessionOptions {
   callTimeoutMs: number;
   /** The connection's failure memory, for error messages that name the real reason. */
   failures: FailureMemory;
-  /** Keepalive round trips, for diagnostics (ms, on a monotonic clock). */
-  onKeepAliveRtt?: (ms: number) => void;
   /**
    * A keepalive unanswered this long marks the session suspended and moves the keepalive stream to
    * a fresh connection. Default: a quarter of the TTL, between 300 ms and 2 s.
@@ -264,7 +263,14 @@ export class Session {
       this.silenceTimer = undefined;
     }
     if (!this.isAlive() || sentAt === undefined) return;
-    this.options.onKeepAliveRtt?.(monotonicMs() - sentAt);
+    if (observed('etcd-connector:session.keepalive')) {
+      const rttMs = monotonicMs() - sentAt;
+      publish('etcd-connector:session.keepalive', () => ({
+        leaseId: this.leaseIdHex,
+        ttl: this.ttl,
+        rttMs,
+      }));
+    }
     const ttl = Number(res.TTL);
     if (!(ttl > 0)) {
       this.lose('etcd says the lease no longer exists');
@@ -355,6 +361,12 @@ export class Session {
 
   private setState(change: SessionStateChange): void {
     this.stateValue = change.state;
+    publish('etcd-connector:session.state', () => ({
+      leaseId: this.leaseIdHex,
+      ttl: this.ttl,
+      state: change.state,
+      ...(change.error === undefined ? {} : { error: change.error }),
+    }));
     for (const l of [...this.listeners]) {
       try {
         l(change);

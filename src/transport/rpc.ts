@@ -15,6 +15,7 @@ import {
   GRPCUnauthenticatedError,
   isRecoverableError,
 } from 'etcd3';
+import { publish } from '../diagnostics.js';
 import {
   AuthenticationFailedError,
   ClosedError,
@@ -223,7 +224,15 @@ export class FailureMemory {
 
   /** {@link toConnectorError} with this connection's last failure. */
   toError(err: unknown, what: string): EtcdConnectorError {
+    if (err instanceof EtcdConnectorError) return err;
     if (!isBrokenCircuit(err)) this.note(err);
-    return toConnectorError(err, what, this.recent);
+    const error = toConnectorError(err, what, this.recent);
+    publish('etcd-connector:call.error', () => ({
+      what,
+      code: error.code,
+      retryable: error.retryable,
+      message: error.message,
+    }));
+    return error;
   }
 }

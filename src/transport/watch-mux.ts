@@ -23,6 +23,7 @@
  *   the watchers instead.
  */
 import { Range, type Etcd3, type IWatchRequest, type IWatchResponse } from 'etcd3';
+import { observed, publish } from '../diagnostics.js';
 import {
   AuthenticationFailedError,
   ClosedError,
@@ -200,6 +201,8 @@ export class WatchMux {
   private lastError: EtcdConnectorError | undefined;
   /** Watchers were told `unavailable` and wait for `connected`. */
   private reportedDown = false;
+  /** When the stream went down after having been up (for the resume diagnostic). */
+  private downSince: number | undefined;
 
   constructor(private readonly opts: WatchMuxOptions) {
     this.client = opts.client;
@@ -464,6 +467,11 @@ export class WatchMux {
     const d = applyResponse(w, res);
     const l = w.listener;
     if (d.kind === 'events') {
+      if (observed('etcd-connector:watch.delivery')) {
+        const last = d.events[d.events.length - 1]?.revision ?? 0;
+        const lagRevisions = Math.max(0, Number(res.header.revision) - last);
+        publish('etcd-connector:watch.delivery', () => ({ events: d.events.length, lagRevisions }));
+      }
       safely(() => {
         l.onEvents(d.events);
       });
@@ -475,6 +483,11 @@ export class WatchMux {
   }
 
   private streamUp(): void {
+    if (this.downSince !== undefined) {
+      const downMs = monotonicMs() - this.downSince;
+      publish('etcd-connector:watch.resume', () => ({ watchers: this.watchers.size, downMs }));
+      this.downSince = undefined;
+    }
     this.up = true;
     this.backoff.reset();
     this.lastError = undefined;
@@ -494,6 +507,7 @@ export class WatchMux {
     this.lastError = error;
     if (this.up) {
       this.up = false;
+      this.downSince = monotonicMs();
       this.opts.onConnection?.('down');
       this.armDialTimer();
     }

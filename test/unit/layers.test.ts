@@ -11,7 +11,7 @@ const SRC = fileURLToPath(new URL('../../../src/', import.meta.url));
 /** Rank of a module by its place in src/: lower ranks never import higher ones. */
 function rank(file: string): number {
   const rel = relative(SRC, file);
-  if (['errors.ts', 'paths.ts', 'fencing.ts'].includes(rel)) return 0;
+  if (['errors.ts', 'paths.ts', 'fencing.ts', 'diagnostics.ts'].includes(rel)) return 0;
   if (rel.startsWith('transport/')) return 1;
   if (rel.startsWith('session/')) return 2;
   if (rel.startsWith('engines/')) return 3;
