@@ -23,8 +23,17 @@ export interface DiagnosticMessages {
     /** Why it was lost. */
     error?: Error;
   };
-  /** A keepalive was acknowledged, `rttMs` after it was sent. */
-  'etcd-connector:session.keepalive': { leaseId: string; ttl: number; rttMs: number };
+  /**
+   * A keepalive was acknowledged, `rttMs` after it was sent; the lease is now surely alive until
+   * `deadlineAt` (epoch ms: `performance.timeOrigin` + the monotonic deadline, comparable across
+   * processes of one machine).
+   */
+  'etcd-connector:session.keepalive': {
+    leaseId: string;
+    ttl: number;
+    rttMs: number;
+    deadlineAt: number;
+  };
   /** This process became leader of an election. */
   'etcd-connector:leadership.gained': {
     path: string;

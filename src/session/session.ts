@@ -263,14 +263,6 @@ export class Session {
       this.silenceTimer = undefined;
     }
     if (!this.isAlive() || sentAt === undefined) return;
-    if (observed('etcd-connector:session.keepalive')) {
-      const rttMs = monotonicMs() - sentAt;
-      publish('etcd-connector:session.keepalive', () => ({
-        leaseId: this.leaseIdHex,
-        ttl: this.ttl,
-        rttMs,
-      }));
-    }
     const ttl = Number(res.TTL);
     if (!(ttl > 0)) {
       this.lose('etcd says the lease no longer exists');
@@ -281,6 +273,15 @@ export class Session {
     if (deadline > this.deadlineMs) {
       this.deadlineMs = deadline;
       this.armDeadline();
+    }
+    if (observed('etcd-connector:session.keepalive')) {
+      const rttMs = monotonicMs() - sentAt;
+      publish('etcd-connector:session.keepalive', () => ({
+        leaseId: this.leaseIdHex,
+        ttl: this.ttl,
+        rttMs,
+        deadlineAt: performance.timeOrigin + this.deadlineMs,
+      }));
     }
     if (this.stateValue === 'suspended') {
       this.setState({ state: 'alive', leaseId: this.leaseIdHex });
