@@ -1,0 +1,508 @@
+/**
+ * The checker: reads what every process wrote down and etcd's history, and says, invariant by
+ * invariant, whether anything went wrong — with counts, and the first violations in words.
+ *
+ * Validity: a holder of a lock (or of leadership) may act on it from the moment it learned it
+ * holds it until it released it, learned it lost it, or its session's deadline passed — whichever
+ * comes first. A paused process cannot log its loss, so its validity ends at the last deadline it
+ * logged before the end: exactly what the library promises (a holder believes only until its
+ * local deadline, which comes before etcd can expire its lease).
+ */
+import {
+  holder,
+  type ChaosRecord,
+  type FaultRecord,
+  type FinalRecord,
+  type HistoryRecord,
+  type RunParams,
+  type WorkerRecord,
+} from './records.js';
+
+/** One invariant's verdict. */
+export interface Verdict {
+  readonly name: string;
+  readonly ok: boolean;
+  /** How many things were checked (holds, writes, events, ...), and what they are. */
+  readonly checked: number;
+  readonly unit: string;
+  /** The first violations, in words. */
+  readonly violations: readonly string[];
+  /** How many violations in all. */
+  readonly violationCount: number;
+}
+
+const SHOW = 5;
+
+class Tally {
+  checked = 0;
+  count = 0;
+  readonly shown: string[] = [];
+  constructor(
+    readonly name: string,
+    readonly unit: string,
+  ) {}
+  fail(text: string): void {
+    this.count++;
+    if (this.shown.length < SHOW) this.shown.push(text);
+  }
+  verdict(): Verdict {
+    return {
+      name: this.name,
+      ok: this.count === 0,
+      checked: this.checked,
+      unit: this.unit,
+      violations: this.shown,
+      violationCount: this.count,
+    };
+  }
+}
+
+type W<K extends WorkerRecord['kind']> = Extract<WorkerRecord, { kind: K }>;
+
+function byKind<K extends WorkerRecord['kind']>(records: readonly ChaosRecord[], kind: K): W<K>[] {
+  return records.filter((r): r is W<K> => r.kind === kind && 'w' in r);
+}
+
+/** A hold: who, with which token, from when until when it was valid. */
+export interface Hold {
+  readonly holder: string;
+  readonly token: string;
+  readonly start: number;
+  readonly end: number;
+  /** How the hold ended: released, lost (seen), deadline (never seen: paused or killed). */
+  readonly how: string;
+}
+
+/** Lease id (hex) of a Go-layout key `path/<leaseHex>`. */
+function leaseOf(key: string): string {
+  return key.slice(key.lastIndexOf('/') + 1);
+}
+
+/** Holds from acquired/ended records, each cut at its session's last deadline before its end. */
+export function holds(
+  records: readonly ChaosRecord[],
+  acquired: 'lock.acquired' | 'lead.gained',
+  ended: 'lock.ended' | 'lead.ended',
+): Hold[] {
+  const deadlines = new Map<string, { t: number; at: number }[]>();
+  for (const d of byKind(records, 'deadline')) {
+    const list = deadlines.get(d.lease) ?? [];
+    list.push({ t: d.t, at: d.deadlineAt });
+    deadlines.set(d.lease, list);
+  }
+  const ends = new Map<string, { t: number; how: string }>();
+  for (const e of records) {
+    if (e.kind === ended && 'w' in e) {
+      const k = `${holder(e)}|${e.token}`;
+      if (!ends.has(k)) ends.set(k, { t: e.t, how: e.how });
+    }
+  }
+  const out: Hold[] = [];
+  for (const a of records) {
+    if (a.kind !== acquired || !('w' in a)) continue;
+    const who = holder(a);
+    const end = ends.get(`${who}|${a.token}`);
+    const until = end?.t ?? Infinity;
+    // The last deadline the holder knew before it ended (or ever, if it never said it ended).
+    let deadline = a.deadlineAt;
+    for (const d of deadlines.get(leaseOf(a.key)) ?? []) {
+      if (d.t >= a.t && d.t <= until && d.at > deadline) deadline = d.at;
+    }
+    const validUntil = Math.min(until, deadline);
+    out.push({
+      holder: who,
+      token: a.token,
+      start: a.t,
+      end: validUntil,
+      how: end === undefined || deadline < end.t ? 'deadline' : end.how,
+    });
+  }
+  return out.sort((x, y) => x.start - y.start);
+}
+
+/** No two holds of different holders are valid at the same time. */
+export function checkExclusion(name: string, list: readonly Hold[]): Verdict {
+  const tally = new Tally(name, 'holds');
+  tally.checked = list.length;
+  for (let i = 0; i < list.length; i++) {
+    const a = list[i];
+    if (a === undefined) continue;
+    for (let j = i + 1; j < list.length; j++) {
+      const b = list[j];
+      if (b === undefined || b.start >= a.end) break;
+      if (b.holder === a.holder && b.token === a.token) continue;
+      tally.fail(
+        `${a.holder} (token ${a.token}, valid until ${fmtT(a.end)}) and ${b.holder} (token ` +
+          `${b.token}, from ${fmtT(b.start)}) overlap by ${(a.end - b.start).toFixed(1)} ms`,
+      );
+    }
+  }
+  return tally.verdict();
+}
+
+interface Fenced {
+  token?: string;
+  n?: number;
+  w?: string;
+  inc?: number;
+}
+
+function parse(value: string): Fenced {
+  try {
+    return JSON.parse(value) as Fenced;
+  } catch {
+    return {};
+  }
+}
+
+/** Puts of `key` in etcd's history, in revision order. */
+function writesOf(history: readonly HistoryRecord[], key: string): HistoryRecord[] {
+  return history.filter((h) => h.key === key && h.type === 'put');
+}
+
+/**
+ * Every fenced write in etcd's history carries a token that (a) is at least every earlier one's
+ * and (b) was the create revision of a key that still existed under the lock (or election) prefix
+ * at the write's revision — i.e. the fence held when etcd applied it.
+ */
+export function checkFencing(
+  name: string,
+  history: readonly HistoryRecord[],
+  key: string,
+  prefix: string,
+): Verdict {
+  const tally = new Tally(name, 'writes');
+  // Lifetime of every key under the prefix: create revision -> deleted at revision.
+  const alive = new Map<string, { key: string; until: number }>();
+  for (const h of history) {
+    if (!h.key.startsWith(prefix)) continue;
+    if (h.type === 'put' && h.version === 1) {
+      alive.set(String(h.createRevision), { key: h.key, until: Infinity });
+    } else if (h.type === 'delete') {
+      for (const v of alive.values())
+        if (v.key === h.key && v.until === Infinity) v.until = h.revision;
+    }
+  }
+  let last = 0n;
+  for (const w of writesOf(history, key)) {
+    tally.checked++;
+    const token = parse(w.value).token;
+    if (token === undefined) {
+      tally.fail(`write at ${w.revision} carries no token`);
+      continue;
+    }
+    if (BigInt(token) < last) {
+      tally.fail(`write at ${w.revision} has token ${token} after token ${last}: a stale token`);
+    }
+    if (BigInt(token) > last) last = BigInt(token);
+    const life = alive.get(token);
+    if (life === undefined || Number(token) > w.revision || life.until <= w.revision) {
+      tally.fail(
+        `write at ${w.revision} under token ${token}, whose key ` +
+          (life === undefined ? 'never existed' : `was gone since ${life.until}`),
+      );
+    }
+  }
+  return tally.verdict();
+}
+
+/**
+ * The counter: each write is the previous value + 1 (no increment lost or applied twice), the
+ * final value is the number of writes, and every acknowledged increment is in the history.
+ */
+export function checkCounter(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+  key: string,
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally('no lost update (counter)', 'increments');
+  const writes = writesOf(history, key);
+  let expected = 1;
+  for (const w of writes) {
+    const n = parse(w.value).n;
+    if (n !== expected) {
+      tally.fail(
+        `write at ${w.revision} set ${String(n)}, expected ${expected}: an update was lost`,
+      );
+    }
+    expected = (n ?? expected) + 1;
+  }
+  const byRevision = new Map(writes.map((w) => [w.revision, parse(w.value).n]));
+  const incs = byKind(records, 'inc');
+  let acked = 0;
+  let unknown = 0;
+  for (const i of incs) {
+    if (i.outcome === 'unknown') unknown++;
+    if (i.outcome !== 'ok') continue;
+    acked++;
+    if (i.revision === undefined || byRevision.get(i.revision) !== i.value) {
+      tally.fail(
+        `acknowledged increment to ${String(i.value)} at ${String(i.revision)} is not in etcd's history`,
+      );
+    }
+  }
+  tally.checked = acked;
+  if (writes.length < acked || writes.length > acked + unknown) {
+    tally.fail(
+      `${writes.length} increments landed, but ${acked} were acknowledged and ${unknown} unanswered`,
+    );
+  }
+  if (final !== undefined && final.counter !== writes.length) {
+    tally.fail(`final counter ${final.counter}, but ${writes.length} increments landed`);
+  }
+  return tally.verdict();
+}
+
+/** State of a prefix at a revision, from the history. */
+function stateAt(
+  history: readonly HistoryRecord[],
+  prefix: string,
+  revision: number,
+): Map<string, string> {
+  const state = new Map<string, string>();
+  for (const h of history) {
+    if (h.revision > revision) break;
+    if (!h.key.startsWith(prefix)) continue;
+    if (h.type === 'put') state.set(h.key, h.value);
+    else state.delete(h.key);
+  }
+  return state;
+}
+
+/**
+ * Every observer incarnation delivered every event of etcd's history under the observed prefix
+ * from its start revision exactly once, in order; a resync carries exactly the state at its
+ * revision and the events go on after it. An incarnation that ran to the end reached `lastWrite`.
+ */
+export function checkObservers(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+  prefix: string,
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally('observers: every event once, in order', 'events');
+  const expected = history.filter((h) => h.key.startsWith(prefix));
+  const byIncarnation = new Map<string, WorkerRecord[]>();
+  for (const r of records) {
+    if (!('w' in r)) continue;
+    if (r.kind !== 'obs.start' && r.kind !== 'obs.event' && r.kind !== 'obs.resync') continue;
+    const k = holder(r);
+    const list = byIncarnation.get(k) ?? [];
+    list.push(r);
+    byIncarnation.set(k, list);
+  }
+  for (const [who, list] of byIncarnation) {
+    const start = list.find((r) => r.kind === 'obs.start');
+    if (start?.kind !== 'obs.start') continue;
+    let i = expected.findIndex((h) => h.revision >= start.from);
+    if (i === -1) i = expected.length;
+    let lastRevision = start.from - 1;
+    let bad = false;
+    for (const r of list) {
+      if (r.kind === 'obs.resync') {
+        const truth = stateAt(history, prefix, r.revision);
+        const got = new Map(Object.entries(r.snapshot));
+        if (!sameMap(truth, got)) {
+          tally.fail(`${who}: resync at ${r.revision} differs from etcd's state at that revision`);
+          bad = true;
+        }
+        while (i < expected.length && (expected[i]?.revision ?? 0) <= r.revision) i++;
+        lastRevision = r.revision;
+        continue;
+      }
+      if (r.kind !== 'obs.event') continue;
+      tally.checked++;
+      const want = expected[i];
+      if (want?.revision !== r.revision || want.key !== r.key || want.type !== r.type) {
+        const why =
+          want === undefined
+            ? 'nothing more in etcd'
+            : r.revision < want.revision || (r.revision === want.revision && r.key !== want.key)
+              ? `a repeat (or out of order); next expected ${want.type} ${want.key} at ${want.revision}`
+              : `skipped ${want.type} ${want.key} at ${want.revision}`;
+        tally.fail(`${who}: got ${r.type} ${r.key} at ${r.revision}: ${why}`);
+        bad = true;
+        // Re-align on the event it did deliver, to report one mistake once.
+        const k = expected.findIndex((h) => h.revision === r.revision && h.key === r.key);
+        if (k !== -1) i = k + 1;
+        continue;
+      }
+      lastRevision = r.revision;
+      i++;
+    }
+    const stopped = final?.exits[who];
+    if (!bad && stopped !== undefined && final !== undefined && lastRevision < final.lastWrite) {
+      tally.fail(
+        `${who} ran to the end but delivered only up to ${lastRevision} of ${final.lastWrite}`,
+      );
+    }
+  }
+  return tally.verdict();
+}
+
+function sameMap(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
+
+/** When the last fault ended (or started, if it never ended); the run's start without faults. */
+export function lastFaultEnd(records: readonly ChaosRecord[]): number {
+  let t = -Infinity;
+  for (const r of records) if (r.kind === 'fault') t = Math.max(t, r.t);
+  return Number.isFinite(t) ? t : (records[0]?.t ?? 0);
+}
+
+/**
+ * After the last fault, every tracker still running reaches the final set of registrations
+ * within TTL + 2 s, and ends on it.
+ */
+export function checkTrackers(
+  records: readonly ChaosRecord[],
+  params: RunParams,
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally('trackers converge within TTL + 2 s of the last fault', 'trackers');
+  if (final === undefined) {
+    tally.fail('no final record');
+    return tally.verdict();
+  }
+  const quietFrom = lastFaultEnd(records);
+  const bound = quietFrom + params.ttl * 1000 + 2000;
+  const want = [...final.services].sort().join(',');
+  const byIncarnation = new Map<string, W<'tracker'>[]>();
+  for (const r of byKind(records, 'tracker')) {
+    const list = byIncarnation.get(holder(r)) ?? [];
+    list.push(r);
+    byIncarnation.set(holder(r), list);
+  }
+  for (const [who, list] of byIncarnation) {
+    if (final.exits[who] === undefined) continue; // killed before the end
+    tally.checked++;
+    const at = (r: W<'tracker'>): string => [...r.names].sort().join(',');
+    const last = list[list.length - 1];
+    if (last === undefined || at(last) !== want) {
+      tally.fail(`${who} ended with [${last === undefined ? '' : at(last)}], etcd has [${want}]`);
+      continue;
+    }
+    // The first moment after the last fault from which it showed the final set for good.
+    let since = last.t;
+    for (let k = list.length - 1; k >= 0; k--) {
+      const r = list[k];
+      if (r === undefined || at(r) !== want) break;
+      since = r.t;
+    }
+    const reached = Math.max(since, quietFrom);
+    if (reached > bound) {
+      tally.fail(
+        `${who} showed the final set ${(reached - quietFrom).toFixed(0)} ms after the last fault`,
+      );
+    }
+  }
+  return tally.verdict();
+}
+
+/** After the last fault, the lock and leadership are held again within TTL + 2 s. */
+export function checkLiveness(
+  records: readonly ChaosRecord[],
+  params: RunParams,
+  lockHolds: readonly Hold[],
+  leadHolds: readonly Hold[],
+): Verdict {
+  const tally = new Tally(
+    'liveness: lock and leadership granted within TTL + 2 s after faults',
+    'roles',
+  );
+  const quietFrom = lastFaultEnd(records);
+  const bound = quietFrom + params.ttl * 1000 + 2000;
+  for (const [role, list] of [
+    ['lock', lockHolds],
+    ['leadership', leadHolds],
+  ] as const) {
+    tally.checked++;
+    const first = list.find((h) => h.end > quietFrom);
+    const at = first === undefined ? Infinity : Math.max(first.start, quietFrom);
+    if (at > bound) {
+      tally.fail(
+        first === undefined
+          ? `no ${role} held after the last fault`
+          : `${role} held again only ${(at - quietFrom).toFixed(0)} ms after the last fault`,
+      );
+    }
+  }
+  return tally.verdict();
+}
+
+/** Every worker told to stop exited by itself with 0; no unhandled rejection; no lease left. */
+export function checkExits(
+  records: readonly ChaosRecord[],
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally('clean exits: code 0, no unhandled rejection, no lease left', 'workers');
+  if (final === undefined) {
+    tally.fail('no final record');
+    return tally.verdict();
+  }
+  for (const [who, code] of Object.entries(final.exits)) {
+    tally.checked++;
+    if (code !== 0) tally.fail(`${who} exited with ${String(code)}`);
+  }
+  for (const u of byKind(records, 'unhandled')) tally.fail(`${holder(u)}: unhandled ${u.message}`);
+  if (final.leasesLeft > 0)
+    tally.fail(`${final.leasesLeft} lease(s) left in etcd after every worker stopped`);
+  return tally.verdict();
+}
+
+/** Runs every check. */
+export function check(records: readonly ChaosRecord[], params: RunParams): Verdict[] {
+  const history = records.filter((r): r is HistoryRecord => r.kind === 'history');
+  history.sort((a, b) => a.revision - b.revision);
+  const final = records.find((r): r is FinalRecord => r.kind === 'final');
+  const lockHolds = holds(records, 'lock.acquired', 'lock.ended');
+  const leadHolds = holds(records, 'lead.gained', 'lead.ended');
+  const gaps = records.filter((r) => r.kind === 'history.gap');
+  const historyVerdict: Verdict = {
+    name: "etcd's history recorded without a gap",
+    ok: gaps.length === 0 && history.length > 0,
+    checked: history.length,
+    unit: 'events',
+    violations:
+      gaps.length > 0
+        ? [`the recorder had to re-list ${gaps.length} time(s)`]
+        : history.length === 0
+          ? ['no history recorded']
+          : [],
+    violationCount: gaps.length + (history.length === 0 ? 1 : 0),
+  };
+  const { lockPrefix, electionPrefix } = params;
+  return [
+    historyVerdict,
+    checkExclusion('mutual exclusion: lock holders', lockHolds),
+    checkExclusion('mutual exclusion: leaders', leadHolds),
+    checkFencing(
+      'fencing: counter writes under live, increasing tokens',
+      history,
+      params.counterKey,
+      lockPrefix,
+    ),
+    checkFencing(
+      'fencing: leader work under live, increasing tokens',
+      history,
+      params.workKey,
+      electionPrefix,
+    ),
+    checkCounter(history, records, params.counterKey, final),
+    checkObservers(history, records, params.observedPrefix, final),
+    checkTrackers(records, params, final),
+    checkLiveness(records, params, lockHolds, leadHolds),
+    checkExits(records, final),
+  ];
+}
+
+/** `12:03:04.567` (UTC) for messages. */
+export function fmtT(t: number): string {
+  return Number.isFinite(t) ? new Date(t).toISOString().slice(11, 23) : 'never';
+}
+
+export type { FaultRecord };

@@ -1,0 +1,129 @@
+/**
+ * What the chaos run writes down: one JSON object per line, from every worker incarnation, the
+ * nemesis and the history recorder. Times are epoch ms with sub-ms precision
+ * (`performance.timeOrigin + performance.now()`), comparable across the processes of one machine.
+ */
+import { readFileSync } from 'node:fs';
+
+interface Base {
+  /** Epoch ms. */
+  t: number;
+}
+
+/** A worker incarnation's records carry `w` (worker slot) and `inc` (incarnation). */
+interface WorkerBase extends Base {
+  w: string;
+  inc: number;
+}
+
+export type WorkerRecord = WorkerBase &
+  (
+    | { kind: 'start'; pid: number }
+    /** A keepalive ack: the lease is surely alive until `deadlineAt` (epoch ms). */
+    | { kind: 'deadline'; lease: string; deadlineAt: number }
+    /** The lock is held (`deadlineAt`: its session's deadline at that moment). */
+    | { kind: 'lock.acquired'; token: string; key: string; deadlineAt: number }
+    | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }
+    /** One increment of the shared counter under the lock (`unknown`: no answer, may have landed). */
+    | {
+        kind: 'inc';
+        token: string;
+        outcome: 'ok' | 'failed' | 'unknown';
+        value?: number;
+        revision?: number;
+      }
+    | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number }
+    | { kind: 'lead.ended'; token: string; how: string }
+    | { kind: 'work'; token: string; outcome: 'ok' | 'failed' | 'unknown'; revision?: number }
+    | { kind: 'obs.start'; from: number }
+    | { kind: 'obs.event'; type: 'put' | 'delete'; key: string; value: string; revision: number }
+    | { kind: 'obs.resync'; revision: number; snapshot: Record<string, string> }
+    | { kind: 'tracker'; revision: number; names: string[]; error?: string }
+    | { kind: 'error'; where: string; message: string; code?: string }
+    | { kind: 'unhandled'; message: string }
+    | { kind: 'exit'; code: number }
+  );
+
+/** The fault injector's records. */
+export interface FaultRecord extends Base {
+  kind: 'fault';
+  phase: 'start' | 'end';
+  /** What kind of fault (`member-kill`, `worker-pause-long`, `proxy-blackhole-short`, ...). */
+  fault: string;
+  /** Whom it hit (`m1`, `w3`, `cluster`). */
+  target: string;
+  /** Pairs a start with its end. */
+  id: number;
+}
+
+/** One event of etcd's history under the chaos root, as the recorder saw it. */
+export interface HistoryRecord extends Base {
+  kind: 'history';
+  type: 'put' | 'delete';
+  key: string;
+  value: string;
+  revision: number;
+  createRevision: number;
+  version: number;
+}
+
+/** The recorder had to re-list: history it needed was gone (the run cannot be checked fully). */
+export interface HistoryGapRecord extends Base {
+  kind: 'history.gap';
+  revision: number;
+}
+
+/** What the controller saw at the end. */
+export interface FinalRecord extends Base {
+  kind: 'final';
+  /** The counter's value in etcd at the end. */
+  counter: number;
+  /** Registration names under the services path at the end. */
+  services: string[];
+  /** Leases left in etcd after every worker stopped. */
+  leasesLeft: number;
+  /** Exit code of each worker incarnation that was told to stop (`w#inc` -> code). */
+  exits: Record<string, number | null>;
+  /** Revision of the writer's last write (every live observer must have reached it). */
+  lastWrite: number;
+}
+
+export type ChaosRecord =
+  WorkerRecord | FaultRecord | HistoryRecord | HistoryGapRecord | FinalRecord;
+
+/** Reads JSON-lines files (a torn last line of a killed process is skipped). */
+export function readRecords(files: readonly string[]): ChaosRecord[] {
+  const out: ChaosRecord[] = [];
+  for (const file of files) {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      try {
+        out.push(JSON.parse(line) as ChaosRecord);
+      } catch {
+        // a line cut short by kill -9
+      }
+    }
+  }
+  return out.sort((a, b) => a.t - b.t);
+}
+
+/** The parameters a check needs. */
+export interface RunParams {
+  /** Session TTL of the workers, in seconds. */
+  ttl: number;
+  /** The counter incremented under the lock. */
+  counterKey: string;
+  /** The lock's key prefix (`lockPath + '/'`): holders' keys live here. */
+  lockPrefix: string;
+  /** The key leaders write their fenced work to. */
+  workKey: string;
+  /** The election's key prefix (`electionPath + '/'`). */
+  electionPrefix: string;
+  /** The prefix the workers' observers watch (filled by the writer). */
+  observedPrefix: string;
+}
+
+/** A holder's name: worker slot and incarnation. */
+export function holder(r: { w: string; inc: number }): string {
+  return `${r.w}#${r.inc}`;
+}

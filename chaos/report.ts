@@ -1,0 +1,205 @@
+/**
+ * The run's report: a summary table for the terminal (operations, faults by kind, each invariant
+ * with its count) and an HTML timeline a person can open (who held the lock and leadership when,
+ * faults as bands). The HTML is well-formed XML (XHTML), so a test can parse it strictly.
+ */
+import { holder, type ChaosRecord, type FaultRecord } from './records.js';
+import type { Hold, Verdict } from './checker.js';
+
+/** What the run did, counted from the records. */
+export interface Operations {
+  lockHolds: number;
+  incrementsAcked: number;
+  incrementsUnknown: number;
+  leaderTerms: number;
+  leaderWrites: number;
+  observerEvents: number;
+  trackerMaps: number;
+  workerIncarnations: number;
+}
+
+export function countOperations(records: readonly ChaosRecord[]): Operations {
+  const ops: Operations = {
+    lockHolds: 0,
+    incrementsAcked: 0,
+    incrementsUnknown: 0,
+    leaderTerms: 0,
+    leaderWrites: 0,
+    observerEvents: 0,
+    trackerMaps: 0,
+    workerIncarnations: 0,
+  };
+  for (const r of records) {
+    if (r.kind === 'lock.acquired') ops.lockHolds++;
+    else if (r.kind === 'inc' && r.outcome === 'ok') ops.incrementsAcked++;
+    else if (r.kind === 'inc' && r.outcome === 'unknown') ops.incrementsUnknown++;
+    else if (r.kind === 'lead.gained') ops.leaderTerms++;
+    else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
+    else if (r.kind === 'obs.event') ops.observerEvents++;
+    else if (r.kind === 'tracker') ops.trackerMaps++;
+    else if (r.kind === 'start') ops.workerIncarnations++;
+  }
+  return ops;
+}
+
+/** Faults injected, by kind. */
+export function countFaults(records: readonly ChaosRecord[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const r of records) {
+    if (r.kind === 'fault' && r.phase === 'start') out.set(r.fault, (out.get(r.fault) ?? 0) + 1);
+  }
+  return new Map([...out].sort((a, b) => a[0].localeCompare(b[0])));
+}
+
+/** The summary as Markdown tables. */
+export function summary(
+  title: string,
+  records: readonly ChaosRecord[],
+  verdicts: readonly Verdict[],
+): string {
+  const ops = countOperations(records);
+  const faults = countFaults(records);
+  const lines = [
+    title,
+    '',
+    '| operations | count |',
+    '| --- | ---: |',
+    `| worker incarnations | ${ops.workerIncarnations} |`,
+    `| lock holds | ${ops.lockHolds} |`,
+    `| fenced increments acknowledged (unanswered) | ${ops.incrementsAcked} (${ops.incrementsUnknown}) |`,
+    `| leader terms | ${ops.leaderTerms} |`,
+    `| fenced leader writes | ${ops.leaderWrites} |`,
+    `| observer events delivered | ${ops.observerEvents} |`,
+    `| tracker maps | ${ops.trackerMaps} |`,
+    '',
+    '| fault | injected |',
+    '| --- | ---: |',
+    ...[...faults].map(([k, n]) => `| ${k} | ${n} |`),
+    `| **all** | ${[...faults.values()].reduce((a, b) => a + b, 0)} |`,
+    '',
+    '| invariant | checked | violations | result |',
+    '| --- | ---: | ---: | --- |',
+    ...verdicts.map(
+      (v) =>
+        `| ${v.name} | ${v.checked} ${v.unit} | ${v.violationCount} | ${v.ok ? 'pass' : '**FAIL**'} |`,
+    ),
+  ];
+  const failed = verdicts.filter((v) => !v.ok);
+  if (failed.length > 0) {
+    lines.push('', 'violations:');
+    for (const v of failed) for (const text of v.violations) lines.push(`- ${v.name}: ${text}`);
+  }
+  return lines.join('\n');
+}
+
+function esc(s: string): string {
+  return s
+    .replaceAll('&', '&amp;')
+    .replaceAll('<', '&lt;')
+    .replaceAll('>', '&gt;')
+    .replaceAll('"', '&quot;');
+}
+
+const FAULT_COLOURS: Record<string, string> = {
+  member: '#f4a261',
+  worker: '#e76f51',
+  proxy: '#e9c46a',
+  cluster: '#9d4edd',
+  compaction: '#2a9d8f',
+};
+
+function faultColour(fault: string): string {
+  const family = fault.split('-')[0] ?? '';
+  return FAULT_COLOURS[family] ?? '#adb5bd';
+}
+
+/** The timeline: one lane per worker incarnation for the lock and one for leadership. */
+export function timelineHtml(
+  title: string,
+  records: readonly ChaosRecord[],
+  verdicts: readonly Verdict[],
+  lockHolds: readonly Hold[],
+  leadHolds: readonly Hold[],
+): string {
+  const times = records.map((r) => r.t);
+  const t0 = Math.min(...times);
+  const t1 = Math.max(...times);
+  const width = 1400;
+  const left = 140;
+  const x = (t: number): number => left + ((t - t0) / Math.max(1, t1 - t0)) * (width - left - 20);
+  const who = [
+    ...new Set(records.flatMap((r) => ('w' in r && r.kind === 'start' ? [holder(r)] : []))),
+  ].sort();
+  const laneH = 14;
+  const top = 30;
+  const rows = who.flatMap((h) => [`${h} lock`, `${h} leader`]);
+  const height = top + rows.length * (laneH + 4) + 30;
+  const parts: string[] = [];
+  // Faults: bands from start to end, over every lane.
+  const starts = new Map<number, FaultRecord>();
+  for (const r of records) {
+    if (r.kind !== 'fault') continue;
+    if (r.phase === 'start') {
+      starts.set(r.id, r);
+      continue;
+    }
+    const s = starts.get(r.id);
+    if (s === undefined) continue;
+    const x0 = x(s.t);
+    const w = Math.max(1, x(r.t) - x0);
+    parts.push(
+      `<rect x="${x0.toFixed(1)}" y="${top - 10}" width="${w.toFixed(1)}" height="${height - top}" ` +
+        `fill="${faultColour(s.fault)}" opacity="0.25"><title>${esc(`${s.fault} ${s.target}`)}</title></rect>`,
+    );
+  }
+  rows.forEach((label, i) => {
+    const y = top + i * (laneH + 4);
+    parts.push(`<text x="4" y="${y + laneH - 3}" font-size="11">${esc(label)}</text>`);
+    parts.push(
+      `<line x1="${left}" x2="${width - 20}" y1="${y + laneH / 2}" y2="${y + laneH / 2}" stroke="#dee2e6"/>`,
+    );
+  });
+  const bars = (list: readonly Hold[], lane: 'lock' | 'leader', colour: string): void => {
+    for (const h of list) {
+      const i = rows.indexOf(`${h.holder} ${lane}`);
+      if (i === -1 || !Number.isFinite(h.end)) continue;
+      const y = top + i * (laneH + 4);
+      parts.push(
+        `<rect x="${x(h.start).toFixed(1)}" y="${y}" width="${Math.max(1, x(h.end) - x(h.start)).toFixed(1)}" ` +
+          `height="${laneH}" fill="${colour}"><title>${esc(`${h.holder} ${lane} token ${h.token} (${h.how})`)}</title></rect>`,
+      );
+    }
+  };
+  bars(lockHolds, 'lock', '#1d3557');
+  bars(leadHolds, 'leader', '#457b9d');
+  const legend = Object.entries(FAULT_COLOURS)
+    .map(([k, c]) => `<span style="background:${c};opacity:0.6;padding:0 6px">${esc(k)}</span>`)
+    .join(' ');
+  const table = verdicts
+    .map(
+      (v) =>
+        `<tr><td>${esc(v.name)}</td><td>${v.checked} ${esc(v.unit)}</td><td>${v.violationCount}</td>` +
+        `<td>${v.ok ? 'pass' : '<strong>FAIL</strong>'}</td></tr>`,
+    )
+    .join('\n');
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html>
+<html xmlns="http://www.w3.org/1999/xhtml" lang="en">
+<head><meta charset="utf-8"/><title>${esc(title)}</title>
+<style>body{font-family:sans-serif;margin:16px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}</style>
+</head>
+<body>
+<h1>${esc(title)}</h1>
+<p>Lanes: dark = lock held (valid until release, loss or the holder's session deadline), light = leader. Bands: faults (${legend}). Hover for details.</p>
+<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="timeline">
+${parts.join('\n')}
+</svg>
+<h2>Invariants</h2>
+<table><thead><tr><th>invariant</th><th>checked</th><th>violations</th><th>result</th></tr></thead>
+<tbody>
+${table}
+</tbody></table>
+</body>
+</html>
+`;
+}

@@ -1,0 +1,339 @@
+/**
+ * A chaos worker: one process that runs, at once, a lock-protected read-modify-write counter
+ * (every increment a fenced transaction), an elector doing fenced leader work, a service
+ * registration, a tracker, and an observer of the prefix the writer fills — and writes down
+ * everything it does, synchronously, so a kill -9 loses at most the line being written.
+ *
+ * Args: --id w1 --inc 0 --endpoints a,b,c --ttl 3 --log file --root /chaos
+ * Stops cleanly on a `stop` line on stdin (or stdin's end, or SIGTERM).
+ */
+import { subscribe } from 'node:diagnostics_channel';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import {
+  EtcdConnector,
+  EtcdConnectorError,
+  LEStatus,
+  type DiagnosticMessages,
+  type SessionHandle,
+} from '../src/index.js';
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2) {
+  args.set(process.argv[i] ?? '', process.argv[i + 1] ?? '');
+}
+const id = args.get('--id') ?? 'w?';
+const inc = Number(args.get('--inc') ?? '0');
+const endpoints = (args.get('--endpoints') ?? '').split(',');
+const ttl = Number(args.get('--ttl') ?? '3');
+const root = args.get('--root') ?? '/chaos';
+const logFd = openSync(args.get('--log') ?? `/tmp/${id}.${inc}.jsonl`, 'a');
+
+/** Epoch ms, comparable across processes. */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function log(record: Record<string, unknown>): void {
+  writeSync(logFd, `${JSON.stringify({ t: now(), w: id, inc, ...record })}\n`);
+}
+
+function errorFields(err: unknown): { message: string; code?: string } {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return err instanceof EtcdConnectorError
+    ? { message: e.message, code: err.code }
+    : { message: e.message };
+}
+
+process.on('unhandledRejection', (err) => {
+  log({ kind: 'unhandled', ...errorFields(err) });
+});
+process.on('uncaughtException', (err) => {
+  log({ kind: 'unhandled', ...errorFields(err) });
+  process.exit(1);
+});
+
+const stopping = new AbortController();
+const { signal } = stopping;
+const conn = new EtcdConnector(endpoints, root.slice(1), {
+  callTimeoutMs: 2000,
+  dialTimeoutMs: 1000,
+});
+const path = (...s: string[]): string => conn.constructPath(...s);
+
+// Every keepalive ack moves a lease's deadline: written down so the checker can end a hold at
+// the deadline a paused or killed holder last knew.
+subscribe('etcd-connector:session.keepalive', (m) => {
+  const msg = m as DiagnosticMessages['etcd-connector:session.keepalive'];
+  log({ kind: 'deadline', lease: msg.leaseId, deadlineAt: msg.deadlineAt });
+});
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+/** A session of our TTL for the lock and the election, renewed after a loss. */
+async function session(where: string): Promise<SessionHandle | undefined> {
+  while (!signal.aborted) {
+    try {
+      return await conn.session({ ttl, signal });
+    } catch (err) {
+      if (signal.aborted) return undefined;
+      log({ kind: 'error', where, ...errorFields(err) });
+      await pause(200);
+    }
+  }
+  return undefined;
+}
+
+/** The counter: lock, read, fenced write of value + 1 (a few times), unlock. */
+async function counterLoop(): Promise<void> {
+  const counter = path('counter');
+  while (!signal.aborted) {
+    const s = await session('lock session');
+    if (s === undefined) return;
+    const mutex = conn.newMutex(path('lock'), { session: s });
+    while (!signal.aborted && s.isAlive()) {
+      let held;
+      try {
+        held = await mutex.lock({ signal });
+      } catch (err) {
+        if (!signal.aborted) log({ kind: 'error', where: 'lock', ...errorFields(err) });
+        break;
+      }
+      const token = held.token.revision;
+      log({
+        kind: 'lock.acquired',
+        token,
+        key: held.key,
+        deadlineAt: performance.timeOrigin + s.deadline,
+      });
+      let lost = false;
+      for (let i = 0; i < 3 && !held.signal.aborted && !signal.aborted; i++) {
+        let value = 0;
+        try {
+          const raw = await conn.client.get(counter).string();
+          value = raw === null ? 0 : (JSON.parse(raw) as { n: number }).n;
+        } catch (err) {
+          log({ kind: 'error', where: 'counter read', ...errorFields(err) });
+          break;
+        }
+        const next = value + 1;
+        try {
+          const res = await held.fencedTxn([
+            conn.client.put(counter).value(JSON.stringify({ n: next, token, w: id, inc })),
+          ]);
+          log({
+            kind: 'inc',
+            token,
+            outcome: 'ok',
+            value: next,
+            revision: Number(res.header.revision),
+          });
+        } catch (err) {
+          // No answer: it may have landed. A refused fence: it did not.
+          const code = err instanceof EtcdConnectorError ? err.code : '';
+          const outcome =
+            code === 'ETCDC_TIMEOUT' || code === 'ETCDC_UNAVAILABLE' ? 'unknown' : 'failed';
+          log({ kind: 'inc', token, outcome, value: next, ...errorFields(err) });
+          if (outcome === 'failed') lost = true;
+          break;
+        }
+      }
+      lost ||= held.signal.aborted;
+      if (!lost) {
+        try {
+          await held.unlock();
+        } catch (err) {
+          log({ kind: 'error', where: 'unlock', ...errorFields(err) });
+        }
+      }
+      log({ kind: 'lock.ended', token, how: lost ? 'lost' : 'released' });
+      await pause(20 + Math.random() * 80);
+    }
+    await s.close();
+  }
+}
+
+/** The elector: while leader, fenced writes of its token to the work key. */
+async function electorLoop(): Promise<void> {
+  const work = path('work');
+  while (!signal.aborted) {
+    const s = await session('election session');
+    if (s === undefined) return;
+    const elector = conn.newLeaderElector(path('election'), id, ttl, { session: s });
+    let leading: string | undefined;
+    let n = 0;
+    const stream = elector.start({ signal });
+    const writer = (async () => {
+      while (!signal.aborted && !s.signal.aborted) {
+        const token = elector.fencingToken;
+        if (token !== undefined && elector.isLeader) {
+          try {
+            const res = await elector.fencedTxn([
+              conn.client
+                .put(work)
+                .value(JSON.stringify({ token: token.revision, w: id, inc, n: n++ })),
+            ]);
+            log({
+              kind: 'work',
+              token: token.revision,
+              outcome: 'ok',
+              revision: Number(res.header.revision),
+            });
+          } catch (err) {
+            const code = err instanceof EtcdConnectorError ? err.code : '';
+            const outcome =
+              code === 'ETCDC_TIMEOUT' || code === 'ETCDC_UNAVAILABLE' ? 'unknown' : 'failed';
+            log({ kind: 'work', token: token.revision, outcome, ...errorFields(err) });
+          }
+        }
+        await pause(100);
+      }
+    })();
+    try {
+      for await (const ev of stream) {
+        if (ev.status === LEStatus.Leader && ev.token !== undefined) {
+          if (leading !== ev.token.revision) {
+            if (leading !== undefined) log({ kind: 'lead.ended', token: leading, how: 'new term' });
+            leading = ev.token.revision;
+            log({
+              kind: 'lead.gained',
+              token: leading,
+              key: ev.token.key,
+              deadlineAt: performance.timeOrigin + s.deadline,
+            });
+          }
+        } else if (leading !== undefined) {
+          log({
+            kind: 'lead.ended',
+            token: leading,
+            how: ev.suspended ? 'suspended' : (ev.error?.name ?? 'follower'),
+          });
+          leading = undefined;
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) log({ kind: 'error', where: 'elector', ...errorFields(err) });
+    }
+    if (leading !== undefined) log({ kind: 'lead.ended', token: leading, how: 'stopped' });
+    await elector.stop();
+    await writer;
+    await s.close();
+  }
+}
+
+async function registration(): Promise<void> {
+  const reg = conn.newRegistration(path('services'), id);
+  for (;;) {
+    try {
+      const errors = await reg.register(`${id}#${inc}`, ttl, { signal });
+      void (async () => {
+        for await (const err of errors)
+          log({ kind: 'error', where: 'registration', ...errorFields(err) });
+      })();
+      return;
+    } catch (err) {
+      if (signal.aborted) return;
+      log({ kind: 'error', where: 'register', ...errorFields(err) });
+      await pause(300);
+    }
+  }
+}
+
+async function trackerLoop(): Promise<void> {
+  const tracker = conn.newServiceTracker(path('services'));
+  try {
+    for await (const data of tracker.start({ signal })) {
+      log({
+        kind: 'tracker',
+        revision: data.revision,
+        names: [...data.services.keys()],
+        ...(data.error === undefined ? {} : { error: data.error.message }),
+      });
+    }
+  } catch (err) {
+    if (!signal.aborted) log({ kind: 'error', where: 'tracker', ...errorFields(err) });
+  }
+}
+
+async function observerLoop(): Promise<void> {
+  const prefix = path('obs');
+  let from = 0;
+  while (from === 0 && !signal.aborted) {
+    try {
+      from = Number((await conn.client.get(prefix).exec()).header.revision) + 1;
+    } catch (err) {
+      log({ kind: 'error', where: 'observer start', ...errorFields(err) });
+      await pause(200);
+    }
+  }
+  if (signal.aborted) return;
+  log({ kind: 'obs.start', from });
+  try {
+    for await (const ev of conn
+      .newObserver(prefix)
+      .start({ fromRevision: from, recursive: true, signal })) {
+      if (ev.type === 'resync') {
+        log({
+          kind: 'obs.resync',
+          revision: ev.revision,
+          snapshot: Object.fromEntries(ev.snapshot),
+        });
+      } else if (ev.type === 'put' || ev.type === 'delete') {
+        log({
+          kind: 'obs.event',
+          type: ev.type,
+          key: ev.key,
+          value: ev.value,
+          revision: ev.revision,
+        });
+      }
+    }
+  } catch (err) {
+    if (!signal.aborted) log({ kind: 'error', where: 'observer', ...errorFields(err) });
+  }
+}
+
+async function main(): Promise<void> {
+  log({ kind: 'start', pid: process.pid });
+  const stop = (): void => {
+    stopping.abort();
+  };
+  process.on('SIGTERM', stop);
+  createInterface({ input: process.stdin })
+    .on('line', (line) => {
+      if (line.trim() === 'stop') stop();
+    })
+    .on('close', stop);
+  const running = Promise.all([
+    counterLoop(),
+    electorLoop(),
+    registration(),
+    trackerLoop(),
+    observerLoop(),
+  ]);
+  await new Promise<void>((resolve) => {
+    signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  await running;
+  await conn.close();
+  log({ kind: 'exit', code: 0 });
+  closeSync(logFd);
+  // Nothing of ours may keep the process alive now: it exits by itself.
+}
+
+main().catch((err: unknown) => {
+  log({ kind: 'unhandled', ...errorFields(err) });
+  process.exitCode = 1;
+});

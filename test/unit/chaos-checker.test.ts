@@ -1,0 +1,263 @@
+// The chaos checker catches what it must: histories with a planted double holder, a lost
+// increment, a skipped and a duplicated observer event, and a stale-token write are reported; a
+// clean history passes.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { check, type Verdict } from '../../chaos/checker.js';
+import type { ChaosRecord, HistoryRecord, RunParams } from '../../chaos/records.js';
+
+const P: RunParams = {
+  ttl: 3,
+  counterKey: '/c/counter',
+  lockPrefix: '/c/lock/',
+  workKey: '/c/work',
+  electionPrefix: '/c/election/',
+  observedPrefix: '/c/obs/',
+};
+
+let rev = 100;
+let t = 1_000_000;
+
+function h(
+  type: 'put' | 'delete',
+  key: string,
+  value = '',
+  opts: { createRevision?: number; version?: number } = {},
+): HistoryRecord {
+  rev++;
+  t += 10;
+  return {
+    kind: 'history',
+    t,
+    type,
+    key,
+    value,
+    revision: rev,
+    createRevision: opts.createRevision ?? rev,
+    version: opts.version ?? 1,
+  };
+}
+
+/** A clean run: two holders in turn, increments, an observer, a tracker, clean exits. */
+function cleanRun(): ChaosRecord[] {
+  rev = 100;
+  t = 1_000_000;
+  const out: ChaosRecord[] = [];
+  const w = (w0: string, r: Record<string, unknown>): ChaosRecord =>
+    ({ w: w0, inc: 0, t: (t += 5), ...r }) as ChaosRecord;
+  out.push(w('w1', { kind: 'start', pid: 1 }), w('w2', { kind: 'start', pid: 2 }));
+  out.push(w('w1', { kind: 'obs.start', from: 101 }));
+  // w1 holds the lock (key created at 101), increments twice, releases.
+  const k1 = h('put', '/c/lock/a1');
+  out.push(
+    k1,
+    w('w1', { kind: 'lock.acquired', token: '101', key: '/c/lock/a1', deadlineAt: t + 3000 }),
+  );
+  const c1 = h('put', '/c/counter', JSON.stringify({ n: 1, token: '101' }), { version: 1 });
+  out.push(
+    c1,
+    w('w1', { kind: 'inc', token: '101', outcome: 'ok', value: 1, revision: c1.revision }),
+  );
+  const c2 = h('put', '/c/counter', JSON.stringify({ n: 2, token: '101' }), {
+    createRevision: c1.revision,
+    version: 2,
+  });
+  out.push(
+    c2,
+    w('w1', { kind: 'inc', token: '101', outcome: 'ok', value: 2, revision: c2.revision }),
+  );
+  out.push(
+    w('w1', { kind: 'lock.ended', token: '101', how: 'released' }),
+    h('delete', '/c/lock/a1'),
+  );
+  // w2 takes it.
+  const k2 = h('put', '/c/lock/b2');
+  out.push(
+    k2,
+    w('w2', {
+      kind: 'lock.acquired',
+      token: String(k2.revision),
+      key: '/c/lock/b2',
+      deadlineAt: t + 3000,
+    }),
+  );
+  const c3 = h('put', '/c/counter', JSON.stringify({ n: 3, token: String(k2.revision) }), {
+    createRevision: c1.revision,
+    version: 3,
+  });
+  out.push(
+    c3,
+    w('w2', {
+      kind: 'inc',
+      token: String(k2.revision),
+      outcome: 'ok',
+      value: 3,
+      revision: c3.revision,
+    }),
+  );
+  // A leader and its work.
+  const e = h('put', '/c/election/b2', 'w2');
+  out.push(
+    e,
+    w('w2', {
+      kind: 'lead.gained',
+      token: String(e.revision),
+      key: '/c/election/b2',
+      deadlineAt: t + 3000,
+    }),
+  );
+  const wk = h('put', '/c/work', JSON.stringify({ token: String(e.revision) }));
+  out.push(
+    wk,
+    w('w2', { kind: 'work', token: String(e.revision), outcome: 'ok', revision: wk.revision }),
+  );
+  // The writer's keys, all seen by w1's observer.
+  for (const k of ['a', 'b', 'c']) {
+    const ev = h('put', `/c/obs/${k}`, k);
+    out.push(
+      ev,
+      w('w1', { kind: 'obs.event', type: 'put', key: ev.key, value: k, revision: ev.revision }),
+    );
+  }
+  out.push(w('w1', { kind: 'tracker', revision: rev, names: ['w1', 'w2'] }));
+  out.push(w('w2', { kind: 'tracker', revision: rev, names: ['w1', 'w2'] }));
+  out.push({
+    kind: 'final',
+    t: (t += 10),
+    counter: 3,
+    services: ['w1', 'w2'],
+    leasesLeft: 0,
+    exits: { 'w1#0': 0, 'w2#0': 0 },
+    lastWrite: rev,
+  });
+  return out;
+}
+
+function failing(records: ChaosRecord[]): Verdict[] {
+  return check(records, P).filter((v) => !v.ok);
+}
+
+void describe('chaos checker', () => {
+  void test('a clean history passes every invariant', () => {
+    const verdicts = check(cleanRun(), P);
+    assert.deepEqual(
+      verdicts.filter((v) => !v.ok).map((v) => [v.name, v.violations]),
+      [],
+    );
+    assert.ok(verdicts.every((v) => v.ok));
+  });
+
+  void test('a planted double holder is reported', () => {
+    const records = cleanRun();
+    // w2 claims the lock while w1's hold is still valid (its deadline is later).
+    const acquired = records.findIndex(
+      (r) => r.kind === 'lock.acquired' && 'w' in r && r.w === 'w1',
+    );
+    const at = records[acquired];
+    assert.ok(at !== undefined);
+    records.splice(acquired + 1, 0, {
+      kind: 'lock.acquired',
+      w: 'w2',
+      inc: 0,
+      t: at.t + 1,
+      token: '999',
+      key: '/c/lock/zz',
+      deadlineAt: at.t + 5000,
+    });
+    const failed = failing(records);
+    assert.ok(
+      failed.some(
+        (v) =>
+          v.name === 'mutual exclusion: lock holders' &&
+          (v.violations[0] ?? '').includes('overlap'),
+      ),
+      JSON.stringify(failed),
+    );
+  });
+
+  void test('a planted lost increment is reported', () => {
+    const records = cleanRun();
+    // The third write sets 2 again: two holders read 1 and both wrote 2.
+    const i = records.findIndex(
+      (r) => r.kind === 'history' && r.key === '/c/counter' && r.value.includes('"n":3'),
+    );
+    const w = records[i];
+    assert.ok(w?.kind === 'history');
+    records[i] = { ...w, value: w.value.replace('"n":3', '"n":2') };
+    const failed = failing(records);
+    assert.ok(
+      failed.some(
+        (v) => v.name === 'no lost update (counter)' && v.violations.join(' ').includes('lost'),
+      ),
+      JSON.stringify(failed),
+    );
+  });
+
+  void test('a planted skipped observer event is reported', () => {
+    const records = cleanRun();
+    const i = records.findIndex((r) => r.kind === 'obs.event' && r.key === '/c/obs/b');
+    records.splice(i, 1);
+    const failed = failing(records);
+    assert.ok(
+      failed.some(
+        (v) =>
+          v.name.startsWith('observers') && v.violations.join(' ').includes('skipped put /c/obs/b'),
+      ),
+      JSON.stringify(failed),
+    );
+  });
+
+  void test('a planted duplicated observer event is reported', () => {
+    const records = cleanRun();
+    const i = records.findIndex((r) => r.kind === 'obs.event' && r.key === '/c/obs/b');
+    const ev = records[i];
+    assert.ok(ev !== undefined);
+    records.splice(i + 1, 0, { ...ev, t: ev.t + 1 });
+    const failed = failing(records);
+    assert.ok(
+      failed.some(
+        (v) => v.name.startsWith('observers') && v.violations.join(' ').includes('repeat'),
+      ),
+      JSON.stringify(failed),
+    );
+  });
+
+  void test('a planted stale-token write is reported', () => {
+    const records = cleanRun();
+    // After w2 took over, a write lands under w1's old token (its key is gone).
+    const last = records.findIndex(
+      (r) => r.kind === 'history' && r.key === '/c/counter' && r.value.includes('"n":3'),
+    );
+    const w = records[last];
+    assert.ok(w?.kind === 'history');
+    records.splice(last + 1, 0, {
+      ...w,
+      t: w.t + 1,
+      revision: w.revision + 0.5,
+      value: JSON.stringify({ n: 4, token: '101' }),
+    });
+    const final = records.find((r) => r.kind === 'final');
+    assert.ok(final?.kind === 'final');
+    final.counter = 4;
+    const failed = failing(records);
+    assert.ok(
+      failed.some(
+        (v) =>
+          v.name.startsWith('fencing: counter') &&
+          /stale token|was gone/.test(v.violations.join(' ')),
+      ),
+      JSON.stringify(failed),
+    );
+  });
+
+  void test('a worker that exits badly, an unhandled rejection and a leftover lease are reported', () => {
+    const records = cleanRun();
+    const final = records.find((r) => r.kind === 'final');
+    assert.ok(final?.kind === 'final');
+    final.exits['w2#0'] = 1;
+    final.leasesLeft = 2;
+    records.push({ kind: 'unhandled', w: 'w1', inc: 0, t: final.t - 1, message: 'boom' });
+    const failed = failing(records).find((v) => v.name.startsWith('clean exits'));
+    assert.equal(failed?.violationCount, 3);
+  });
+});
