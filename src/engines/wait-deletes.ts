@@ -282,6 +282,7 @@ export class QueueMember {
         failure: [rangeOp({ key: this.keyBuffer() }), first, ...extras],
       },
       'join',
+      true,
     );
     let revision = res.header.revision;
     let existingValue: string | undefined;
@@ -418,7 +419,7 @@ export class QueueMember {
     // whose reply we never saw may still have created the key: delete it by name.
     const request: ITxnRequest =
       token === undefined ? { success: [del] } : { compare: [token.toCompare()], success: [del] };
-    const res = await this.txn(request, 'release');
+    const res = await this.txn(request, 'release', true);
     return res.succeeded;
   }
 
@@ -476,9 +477,10 @@ export class QueueMember {
     );
   }
 
-  private async txn(request: ITxnRequest, what: string): Promise<ITxnResponse> {
+  /** A transaction (`write`: it changes this queue, so it never shares a batch with another). */
+  private async txn(request: ITxnRequest, what: string, write = false): Promise<ITxnResponse> {
     try {
-      return await this.ctx.txns.txn(request);
+      return await this.ctx.txns.txn(request, write ? this.prefix : undefined);
     } catch (err) {
       const error = this.ctx.toError(err, `${what} ${this.prefix}`);
       if (error instanceof SessionLostError) this.session.leaseGone();
