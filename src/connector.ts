@@ -10,6 +10,8 @@ import {
   validatePath,
   validateTtl,
 } from './paths.js';
+import { Barrier } from './recipes/barrier.js';
+import { DoubleBarrier, type DoubleBarrierOptions } from './recipes/double-barrier.js';
 import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
@@ -214,6 +216,25 @@ export class EtcdConnector implements AsyncDisposable {
   newHealthMonitor(options?: HealthMonitorOptions): HealthMonitor {
     this.ctx.assertOpen();
     return new HealthMonitor(this.ctx, options);
+  }
+
+  /**
+   * A barrier on the key `path` (Go's `recipe.Barrier` layout): `hold()`, `release()`,
+   * `wait({ signal })`.
+   */
+  newBarrier(path: string): Barrier {
+    this.ctx.assertOpen();
+    return new Barrier(this.ctx, this.path(path));
+  }
+
+  /**
+   * A double barrier for `count` participants on `path` (Go's `recipe.DoubleBarrier` layout):
+   * `enter({ signal })` waits until `count` have entered, `leave({ signal })` until all have left.
+   * One object is one participant.
+   */
+  newDoubleBarrier(path: string, count: number, options?: DoubleBarrierOptions): DoubleBarrier {
+    this.ctx.assertOpen();
+    return new DoubleBarrier(this.ctx, this.path(path), count, options);
   }
 
   /**

@@ -27,6 +27,10 @@ export {
   AbortError,
   EtcdNotFoundError,
   EtcdStartError,
+  TooManyParticipantsError,
+  TransactionConflictError,
+  OutcomeUnknownError,
+  ValueFormatError,
   hasCode,
   type ErrorOptions,
 } from './errors.js';
@@ -72,3 +76,7 @@ export {
   type HealthReport,
   type MemberHealth,
 } from './recipes/health-monitor.js';
+export type { CallOptions } from './engines/call-scope.js';
+export type { SessionOptions } from './engines/held-session.js';
+export type { Barrier } from './recipes/barrier.js';
+export type { DoubleBarrier, DoubleBarrierOptions } from './recipes/double-barrier.js';
