@@ -17,6 +17,8 @@ import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monit
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
 import { LeaderObserver } from './recipes/leader-observer.js';
 import { Observer, type ObserverOptions } from './recipes/observer.js';
+import { PriorityQueue, type PriorityQueueOptions } from './recipes/priority-queue.js';
+import { Queue, type QueueOptions } from './recipes/queue.js';
 import { ServiceRegistration } from './recipes/registration.js';
 import { ServiceTracker, type ServiceTrackerOptions } from './recipes/service-tracker.js';
 import { SessionHandle } from './session/session-handle.js';
@@ -235,6 +237,24 @@ export class EtcdConnector implements AsyncDisposable {
   newDoubleBarrier(path: string, count: number, options?: DoubleBarrierOptions): DoubleBarrier {
     this.ctx.assertOpen();
     return new DoubleBarrier(this.ctx, this.path(path), count, options);
+  }
+
+  /**
+   * A FIFO queue on `path` (Go's `recipe.Queue` layout: items `path/<UnixNano>`):
+   * `enqueue(value)`, `dequeue({ signal })` -> value. Each item goes to exactly one consumer.
+   */
+  newQueue(path: string, options?: QueueOptions): Queue {
+    this.ctx.assertOpen();
+    return new Queue(this.ctx, this.path(path), options);
+  }
+
+  /**
+   * A priority queue on `path` (Go's `recipe.PriorityQueue` layout): `enqueue(value, priority)`
+   * with priority 0..65535, lower first; `dequeue({ signal })` -> value.
+   */
+  newPriorityQueue(path: string, options?: PriorityQueueOptions): PriorityQueue {
+    this.ctx.assertOpen();
+    return new PriorityQueue(this.ctx, this.path(path), options);
   }
 
   /**

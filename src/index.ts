@@ -80,3 +80,5 @@ export type { CallOptions } from './engines/call-scope.js';
 export type { SessionOptions } from './engines/held-session.js';
 export type { Barrier } from './recipes/barrier.js';
 export type { DoubleBarrier, DoubleBarrierOptions } from './recipes/double-barrier.js';
+export type { Queue, QueueOptions, QueueItem } from './recipes/queue.js';
+export type { PriorityQueue, PriorityQueueOptions } from './recipes/priority-queue.js';

@@ -96,7 +96,7 @@ export class CallScope {
 
   /** Why the scope ended: ClosedError when the recipe closed, else AbortError. */
   reason(): EtcdConnectorError {
-    if (this.life.closed) return new ClosedError(this.life.what);
+    if (this.life.signal.aborted) return new ClosedError(this.life.what);
     return new AbortError({ cause: this.caller?.reason });
   }
 

@@ -28,9 +28,10 @@ export interface SessionOptions {
 }
 
 /** Checks `{ ttl, session }` (before any I/O). */
-export function checkSessionOptions(
-  options: SessionOptions | undefined,
-): { ttl: number; bound?: Session } {
+export function checkSessionOptions(options: SessionOptions | undefined): {
+  ttl: number;
+  bound?: Session;
+} {
   const given: unknown = options;
   if (given !== undefined && (typeof given !== 'object' || given === null)) {
     throw new InvalidArgumentError('options', 'must be an object');

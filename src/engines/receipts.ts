@@ -17,7 +17,7 @@
  * more as needed (`<dir>/<leaseHex>.<n>`, one put each per session). Nothing is left behind: the
  * keys go with the lease.
  */
-import type { IKeyValue, ICompare, IRequestOp } from 'etcd3';
+import type { IKeyValue, ICompare, IRequestOp, ITxnResponse } from 'etcd3';
 import { OutcomeUnknownError } from '../errors.js';
 import type { Session } from '../session/session.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
@@ -232,5 +232,77 @@ export class ReceiptBook {
   /** Gives a receipt back for the next write. */
   give(receipt: Receipt): void {
     if (receipt.valid && receipt.session === this.session) this.free.push(receipt);
+  }
+}
+
+/** How a receipted transaction ended. */
+export type GuardedOutcome =
+  /** Committed (its answer came back). */
+  | { readonly kind: 'committed'; readonly response: ITxnResponse }
+  /** The caller's compares failed (the receipt held); `response` has the failure branch. */
+  | { readonly kind: 'failed'; readonly response: ITxnResponse }
+  /** The answer was lost, and the receipt says it was applied at `revision`. */
+  | { readonly kind: 'applied'; readonly revision: number };
+
+/** A transaction the receipt guards: the caller's parts, without the receipt's. */
+export interface GuardedRequest {
+  readonly compare?: readonly ICompare[];
+  readonly success: readonly IRequestOp[];
+  readonly failure?: readonly IRequestOp[];
+}
+
+/**
+ * Runs `request` with a receipt from `book`: its compare, its write (with `tag`) and its read
+ * are appended to the caller's parts. A lost answer is resolved: applied → `applied`; not
+ * applied → the failure is thrown again (so a retry loop sends the write once more, safely). A
+ * receipt that no longer holds (its session ended) is replaced and the write sent again.
+ *
+ * @throws OutcomeUnknownError when resolving could not tell (compacted history, `signal`)
+ */
+export async function guardedTxn(
+  ctx: ConnectorContext,
+  book: ReceiptBook,
+  signal: AbortSignal,
+  what: string,
+  tag: string,
+  request: GuardedRequest,
+): Promise<GuardedOutcome> {
+  for (;;) {
+    const receipt = await book.take(signal);
+    const failure = request.failure ?? [];
+    let response: ITxnResponse;
+    try {
+      response = await ctx.client.kv.txn(
+        {
+          compare: [...(request.compare ?? []), receipt.compare()],
+          success: [...request.success, receipt.write(tag)],
+          failure: [...failure, receipt.read()],
+        },
+        ctx.callOptions(),
+      );
+    } catch (err) {
+      const error = ctx.toError(err, what);
+      if (!error.retryable) {
+        book.give(receipt);
+        throw error;
+      }
+      const outcome = await receipt.resolve(tag, signal, what);
+      book.give(receipt);
+      if (outcome.applied && outcome.revision !== undefined) {
+        return { kind: 'applied', revision: outcome.revision };
+      }
+      throw error;
+    }
+    if (response.succeeded) {
+      receipt.committed(response.header.revision);
+      book.give(receipt);
+      return { kind: 'committed', response };
+    }
+    const receiptKv = response.responses[failure.length]?.response_range.kvs[0];
+    if (receipt.stillHolds(receiptKv)) {
+      book.give(receipt);
+      return { kind: 'failed', response };
+    }
+    // The receipt went with its lease; the caller's compares may well hold: send it again.
   }
 }
