@@ -82,3 +82,5 @@ export type { Barrier } from './recipes/barrier.js';
 export type { DoubleBarrier, DoubleBarrierOptions } from './recipes/double-barrier.js';
 export type { Queue, QueueOptions, QueueItem } from './recipes/queue.js';
 export type { PriorityQueue, PriorityQueueOptions } from './recipes/priority-queue.js';
+export type { Counter, CounterOptions } from './recipes/counter.js';
+export type { Isolation, StmOptions, StmResult, StmTx } from './recipes/stm.js';

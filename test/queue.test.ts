@@ -13,21 +13,25 @@ import {
 } from '../src/index.js';
 import {
   startEtcd,
+  startProxy,
   testTimeout,
   uniqueName,
   waitFor,
   withTimeout,
   type EtcdCluster,
+  type FaultProxy,
 } from '../src/testing/index.js';
 import { ACTIVE, claimStats } from '../src/engines/claim-queue.js';
 import { etcdctlDump, etcdctlPut } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+import { loseAnswer } from './fixtures/lose-answer.js';
 
 void describe('Queue and PriorityQueue', () => {
   let etcd: EtcdCluster;
   let client: Etcd3;
   const conns: EtcdConnector[] = [];
   const peers: GoPeer[] = [];
+  const proxies: FaultProxy[] = [];
 
   function connect(ns = uniqueName('q')): EtcdConnector {
     const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 3000 });
@@ -49,6 +53,7 @@ void describe('Queue and PriorityQueue', () => {
   after(async () => {
     await Promise.allSettled(conns.map((c) => c.close()));
     await Promise.allSettled(peers.map((p) => p.close()));
+    await Promise.allSettled(proxies.map((p) => p.close()));
     client.close();
     await etcd.stop();
   });
@@ -203,6 +208,32 @@ void describe('Queue and PriorityQueue', () => {
     assert.ok(claims <= 8 * ACTIVE, `claims ${claims}`);
     assert.deepEqual(new Set(got).size, 8);
     assert.equal((await etcdctlDump(etcd.endpoints, `/${ns}/__herd.queue/line/`)).length, 0);
+  });
+
+  void test('queue: a claim whose answer was lost is resolved: the item is delivered, once', async () => {
+    const proxy = await startProxy(etcd.endpoints[0] ?? '');
+    proxies.push(proxy);
+    const ns = uniqueName('q');
+    const path = `/${ns}/lossy`;
+    const producer = connect(ns).newQueue(path);
+    const consumerConn = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 500 });
+    conns.push(consumerConn);
+    const consumer = consumerConn.newQueue(path);
+    await producer.enqueue('x1');
+    await producer.enqueue('x2');
+    // The first claim also reads x2 as the next candidate: the next dequeue sends its claim first.
+    assert.equal(await consumer.dequeue(), 'x1');
+    const before = { ...claimStats };
+    proxy.delay(60_000);
+    const taking = consumer.dequeueItem();
+    await loseAnswer(proxy);
+    const item = await withTimeout(taking, testTimeout(15000), 'dequeue');
+    assert.equal(item.value, 'x2');
+    assert.ok(claimStats.resolved > before.resolved, 'resolved through the receipt');
+    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+    // Nothing else comes out of the queue.
+    await producer.enqueue('x3');
+    assert.equal(await consumer.dequeue(), 'x3');
   });
 
   void test('queue: dequeue waits, aborts (AbortError), closes (ClosedError); bad input', async () => {

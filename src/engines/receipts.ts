@@ -34,6 +34,14 @@ export interface Resolution {
   readonly revision?: number;
 }
 
+/** Counters for tests (all receipts of the process). */
+export const receiptStats = {
+  /** Writes whose answer was lost, resolved through their receipt. */
+  resolved: 0,
+  /** Of those, the ones found applied. */
+  applied: 0,
+};
+
 /** Value prefixes: a guarded write's tag, or a fence. */
 const WRITTEN = 'w:';
 const FENCE = 'f:';
@@ -88,6 +96,7 @@ export class Receipt {
    * @throws the final error of etcd (permission denied, ...)
    */
   async resolve(tag: string, signal: AbortSignal, what = this.key): Promise<Resolution> {
+    receiptStats.resolved += 1;
     const backoff = new Backoff(50, 1000);
     for (;;) {
       if (isAborted(signal)) {
@@ -129,6 +138,7 @@ export class Receipt {
       throw new OutcomeUnknownError(what, 'etcd compacted the history that would tell');
     }
     if (first.type === 'put' && first.value === WRITTEN + tag) {
+      receiptStats.applied += 1;
       return { applied: true, revision: first.revision };
     }
     // Our fence from an earlier try, or the lease's end: the write was not applied.
