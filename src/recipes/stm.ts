@@ -133,7 +133,8 @@ class Attempt implements StmTx {
   }
 
   async getMany(keys: readonly string[]): Promise<(string | undefined)[]> {
-    if (!Array.isArray(keys)) throw new InvalidArgumentError('keys', 'must be an array');
+    const given: unknown = keys;
+    if (!Array.isArray(given)) throw new InvalidArgumentError('keys', 'must be an array');
     for (const k of keys) this.check(k);
     const unwritten = keys.filter((k) => !this.writes.has(k));
     await this.fetch(unwritten);
