@@ -462,7 +462,7 @@ export class ClaimQueue {
         this.unclaim(waiter);
         throw error;
       }
-      await this.resolveClaim(waiter, receipt, candidate, tag, line, stays);
+      await this.resolveClaim(waiter, receipt, candidate, line, stays);
       return;
     }
     if (res.succeeded) {
@@ -479,12 +479,19 @@ export class ClaimQueue {
       });
       return;
     }
-    if (receipt.stillHolds(kvAt(res.responses, 1))) {
+    this.candidates = toCandidates(kvsAt(res.responses, 0));
+    const state = receipt.afterFailure(kvAt(res.responses, 1));
+    if (state.kind === 'applied') {
+      // An earlier send of this very claim landed (the transport re-sent it): the item is ours.
+      this.opts.book.give(receipt);
+      await this.deliverFromHistory(waiter, candidate, state.revision, line, stays);
+      return;
+    }
+    if (state.kind === 'unchanged') {
       this.opts.book.give(receipt);
       this.losses += 1;
       claimStats.lost += 1;
     }
-    this.candidates = toCandidates(kvsAt(res.responses, 0));
     this.unclaim(waiter);
   }
 
@@ -493,14 +500,13 @@ export class ClaimQueue {
     waiter: Waiter,
     receipt: Receipt,
     candidate: Candidate,
-    tag: string,
     line: LinePlace | undefined,
     stays: boolean,
   ): Promise<void> {
     claimStats.resolved += 1;
     let applied: { revision: number } | undefined;
     try {
-      const outcome = await receipt.resolve(tag, this.controller.signal, candidate.key);
+      const outcome = await receipt.resolve(this.controller.signal, candidate.key);
       this.opts.book.give(receipt);
       if (outcome.applied && outcome.revision !== undefined)
         applied = { revision: outcome.revision };
@@ -518,11 +524,22 @@ export class ClaimQueue {
       this.unclaim(waiter);
       return;
     }
-    this.afterLineOp(line, stays, String(applied.revision));
+    await this.deliverFromHistory(waiter, candidate, applied.revision, line, stays);
+  }
+
+  /** Our claim landed at `revision` but its answer is gone: the value from etcd's history. */
+  private async deliverFromHistory(
+    waiter: Waiter,
+    candidate: Candidate,
+    revision: number,
+    line: LinePlace | undefined,
+    stays: boolean,
+  ): Promise<void> {
+    this.afterLineOp(line, stays, String(revision));
     // Ours. Its value is in etcd's history just before the claim.
     let value: string;
     try {
-      value = await this.valueBefore(candidate.key, applied.revision);
+      value = await this.valueBefore(candidate.key, revision);
     } catch (err) {
       this.finish(waiter);
       waiter.reject(
@@ -532,7 +549,7 @@ export class ClaimQueue {
       );
       return;
     }
-    this.deliver(waiter, { key: candidate.key, value, revision: String(applied.revision) });
+    this.deliver(waiter, { key: candidate.key, value, revision: String(revision) });
   }
 
   private async valueBefore(key: string, revision: number): Promise<string> {

@@ -46,10 +46,25 @@ export const receiptStats = {
 const WRITTEN = 'w:';
 const FENCE = 'f:';
 
+/** What the failure branch of a guarded transaction says about its receipt. */
+export type ReceiptState =
+  /** As we left it: the caller's own compares failed. */
+  | { readonly kind: 'unchanged' }
+  /**
+   * Holds this write's tag: an earlier send of the very same request landed (the transport
+   * re-sent it after a failure that hid the first answer), at `revision`.
+   */
+  | { readonly kind: 'applied'; readonly revision: number }
+  /** Gone with its lease (or otherwise not ours any more): take another receipt, send again. */
+  | { readonly kind: 'lost' };
+
 export class Receipt {
   /** The receipt no longer holds (its lease ended): give it back and take another. */
   valid = true;
   private fences = 0;
+  private writes = 0;
+  /** The value the last `write()` puts: unique per write, so it tells that write's landing. */
+  private pending: string | undefined;
 
   constructor(
     private readonly ctx: ConnectorContext,
@@ -64,9 +79,13 @@ export class Receipt {
     return modifiedAt(this.key, this.revision);
   }
 
-  /** The receipt's write with `tag`: goes into the guarded transaction's success branch. */
+  /**
+   * The receipt's write, tagged with `tag` (what the write is about, e.g. the item claimed) and a
+   * number of its own: goes into the guarded transaction's success branch.
+   */
   write(tag: string): IRequestOp {
-    return putOp(this.key, WRITTEN + tag, this.session.leaseId);
+    this.pending = `${WRITTEN}${tag}#${++this.writes}`;
+    return putOp(this.key, this.pending, this.session.leaseId);
   }
 
   /** A read of the receipt, for the guarded transaction's failure branch. */
@@ -79,23 +98,27 @@ export class Receipt {
     this.revision = revision;
   }
 
-  /**
-   * The guarded transaction failed its compares; `kv` is the receipt as its failure branch read
-   * it. False (and the receipt is invalid) when the receipt is gone: the session ended.
-   */
-  stillHolds(kv: IKeyValue | undefined): boolean {
-    if (kv?.mod_revision !== this.revision) this.valid = false;
-    return this.valid;
+  /** The guarded transaction failed its compares; `kv` is the receipt as its failure branch read it. */
+  afterFailure(kv: IKeyValue | undefined): ReceiptState {
+    if (kv?.mod_revision === this.revision) return { kind: 'unchanged' };
+    if (kv !== undefined && this.pending !== undefined && kv.value.toString() === this.pending) {
+      // Only this write puts this value, and nothing but our fences writes the receipt after it.
+      this.revision = kv.mod_revision;
+      receiptStats.applied += 1;
+      return { kind: 'applied', revision: Number(kv.mod_revision) };
+    }
+    this.valid = false;
+    return { kind: 'lost' };
   }
 
   /**
-   * The answer of a write guarded by this receipt (written with `tag`) was lost: was it applied?
-   * Retries while etcd cannot be reached, until `signal` fires.
+   * The answer of the last write guarded by this receipt was lost: was it applied? Retries while
+   * etcd cannot be reached, until `signal` fires.
    *
    * @throws OutcomeUnknownError history was compacted, or `signal` fired first
    * @throws the final error of etcd (permission denied, ...)
    */
-  async resolve(tag: string, signal: AbortSignal, what = this.key): Promise<Resolution> {
+  async resolve(signal: AbortSignal, what = this.key): Promise<Resolution> {
     receiptStats.resolved += 1;
     const backoff = new Backoff(50, 1000);
     for (;;) {
@@ -103,7 +126,7 @@ export class Receipt {
         throw new OutcomeUnknownError(what, 'stopped before it was known whether the write landed');
       }
       try {
-        return await this.resolveOnce(tag, signal, what);
+        return await this.resolveOnce(signal, what);
       } catch (err) {
         if (err instanceof OutcomeUnknownError) throw err;
         const error = this.ctx.toError(err, `resolve ${this.key}`);
@@ -113,7 +136,7 @@ export class Receipt {
     }
   }
 
-  private async resolveOnce(tag: string, signal: AbortSignal, what: string): Promise<Resolution> {
+  private async resolveOnce(signal: AbortSignal, what: string): Promise<Resolution> {
     const known = this.revision;
     const res = await this.ctx.client.kv.txn(
       {
@@ -131,17 +154,24 @@ export class Receipt {
       return { applied: false };
     }
     const now = res.responses[0]?.response_range.kvs[0];
+    if (now !== undefined && now.value.toString() === this.pending) {
+      // The write is the last change: it landed (nothing else writes this value).
+      this.revision = now.mod_revision;
+      receiptStats.applied += 1;
+      return { applied: true, revision: Number(now.mod_revision) };
+    }
+    // A fence of an earlier try, or the lease's end: the first change after the write was sent
+    // tells whether the write came before it.
     const first = await firstChange(this.ctx, this.key, Number(known) + 1, signal);
     if (now === undefined) this.valid = false;
     else this.revision = now.mod_revision;
     if (first === 'compacted') {
       throw new OutcomeUnknownError(what, 'etcd compacted the history that would tell');
     }
-    if (first.type === 'put' && first.value === WRITTEN + tag) {
+    if (first.type === 'put' && first.value === this.pending) {
       receiptStats.applied += 1;
       return { applied: true, revision: first.revision };
     }
-    // Our fence from an earlier try, or the lease's end: the write was not applied.
     return { applied: false };
   }
 }
@@ -296,7 +326,7 @@ export async function guardedTxn(
         book.give(receipt);
         throw error;
       }
-      const outcome = await receipt.resolve(tag, signal, what);
+      const outcome = await receipt.resolve(signal, what);
       book.give(receipt);
       if (outcome.applied && outcome.revision !== undefined) {
         return { kind: 'applied', revision: outcome.revision };
@@ -308,10 +338,14 @@ export async function guardedTxn(
       book.give(receipt);
       return { kind: 'committed', response };
     }
-    const receiptKv = response.responses[failure.length]?.response_range.kvs[0];
-    if (receipt.stillHolds(receiptKv)) {
+    const state = receipt.afterFailure(response.responses[failure.length]?.response_range.kvs[0]);
+    if (state.kind === 'unchanged') {
       book.give(receipt);
       return { kind: 'failed', response };
+    }
+    if (state.kind === 'applied') {
+      book.give(receipt);
+      return { kind: 'applied', revision: state.revision };
     }
     // The receipt went with its lease; the caller's compares may well hold: send it again.
   }
