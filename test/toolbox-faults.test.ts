@@ -292,13 +292,14 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
         ),
       ),
     );
-    let finished = false;
-    void done.finally(() => (finished = true));
+    // Set when the workers are done (an object: the compiler would assume a plain let stays false).
+    const state = { finished: false };
+    void done.finally(() => (state.finished = true));
 
     // The total, read at one revision, never changes.
     const totals: number[] = [];
     const watching = (async () => {
-      while (!finished) {
+      while (!state.finished) {
         try {
           const all = await client.getAll().prefix(`${prefix}/`).strings();
           totals.push(Object.values(all).reduce((s, v) => s + Number(v), 0));
@@ -312,7 +313,7 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
     // Member faults: the leader killed and restarted, then a follower.
     for (const pick of ['leader', 'follower'] as const) {
       await sleep(1500);
-      if (finished) break;
+      if (state.finished) break;
       const leader = await cluster.leader();
       const victim = pick === 'leader' ? leader : cluster.members.find((m) => m !== leader);
       assert.ok(victim !== undefined);
