@@ -14,6 +14,8 @@ import { handoverCase } from './cases/handover.js';
 import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
 import { observerCase } from './cases/observer.js';
+import { queueCase } from './cases/queue.js';
+import { stmCase } from './cases/stm.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
 import type { BenchCase } from './case.js';
@@ -26,6 +28,8 @@ const CASES: readonly BenchCase[] = [
   trackerCase,
   kvCase,
   ephemeralCase,
+  queueCase,
+  stmCase,
 ];
 
 interface Args {
