@@ -43,8 +43,13 @@ export const ACTIVE = 2;
 export const STANDBY_MS = 100;
 /** Candidates read per round trip. */
 const BATCH = 16;
-/** After lost races, claim among this many first candidates (of the head's group) at random. */
-const SPREAD = 4;
+/**
+ * After a lost race, claim at random among the first 4 candidates (of the head's group), 8 after
+ * two, up to 16: consumers racing for the head spread out instead of colliding again. Back to the
+ * head only after {@link CALM} claims in a row landed: without contention, strict order.
+ */
+const SPREAD_STEPS = 3;
+const CALM = 8;
 
 /** An item taken off the queue. */
 export interface ClaimedItem {
@@ -119,6 +124,8 @@ export class ClaimQueue {
   private readonly waiters: Waiter[] = [];
   private candidates: Candidate[] = [];
   private losses = 0;
+  /** Claims that landed since the last lost race. */
+  private calm = 0;
   private line: LinePlace | undefined;
   private running: Promise<void> | undefined;
   private readonly wake = new Latch();
@@ -410,7 +417,7 @@ export class ClaimQueue {
     if (this.losses === 0) return head;
     const group = this.opts.items.group;
     const same = this.candidates
-      .slice(0, SPREAD)
+      .slice(0, 2 << Math.min(this.losses, SPREAD_STEPS))
       .filter((c) => group === undefined || group(c.key) === group(head.key));
     return same[Math.floor(Math.random() * same.length)] ?? head;
   }
@@ -468,7 +475,7 @@ export class ClaimQueue {
     if (res.succeeded) {
       receipt.committed(res.header.revision);
       this.opts.book.give(receipt);
-      this.losses = 0;
+      if (++this.calm >= CALM) this.losses = 0;
       this.afterLineOp(line, stays, res.header.revision);
       this.candidates = toCandidates(kvsAt(res.responses, 2 + lineOps.length));
       const prev = res.responses[0]?.response_delete_range.prev_kvs[0];
@@ -490,6 +497,7 @@ export class ClaimQueue {
     if (state.kind === 'unchanged') {
       this.opts.book.give(receipt);
       this.losses += 1;
+      this.calm = 0;
       claimStats.lost += 1;
     }
     this.unclaim(waiter);
