@@ -74,11 +74,9 @@ export const stmCase: BenchCase = {
         o.shift();
         p.shift();
         const peerError = p.find((x) => x.lastError !== undefined)?.lastError;
-        if (peerError !== undefined)
-          env.note(`stm: etcd3 STM, ${accounts} accounts, last give-up: ${peerError}`);
+        if (peerError !== undefined) env.note(`stm: etcd3 STM gave up with: ${peerError}`);
         const oursError = o.find((x) => x.lastError !== undefined)?.lastError;
-        if (oursError !== undefined)
-          env.note(`stm: ours, ${accounts} accounts, last failure: ${oursError}`);
+        if (oursError !== undefined) env.note(`stm: ours failed with: ${oursError}`);
         const med = (xs: Rate[], k: Figure): number | undefined =>
           xs.length === 0 ? undefined : median(xs.map((x) => x[k]));
         const paired =
