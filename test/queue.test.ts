@@ -207,7 +207,11 @@ void describe('Queue and PriorityQueue', () => {
     assert.ok(lost <= standby, `lost ${lost} > standby ${standby}`);
     assert.ok(claims <= 8 * ACTIVE, `claims ${claims}`);
     assert.deepEqual(new Set(got).size, 8);
-    assert.equal((await etcdctlDump(etcd.endpoints, `/${ns}/__herd.queue/line/`)).length, 0);
+    // Served processes leave the line (after a short linger).
+    await waitFor(
+      async () => (await etcdctlDump(etcd.endpoints, `/${ns}/__herd.queue/line/`)).length === 0,
+      { timeoutMs: testTimeout(5000), message: 'line empty' },
+    );
   });
 
   void test('queue: a claim whose answer was lost is resolved: the item is delivered, once', async () => {

@@ -17,9 +17,10 @@
  *   {@link ACTIVE} in line watch the queue; each other watches only the {@link ACTIVE} keys just
  *   ahead of it. The first claims a new item at once; the second only if the first has not
  *   within {@link STANDBY_MS} (so one paused or dying consumer process does not stall the queue
- *   for a lease TTL). The claim's transaction also moves the claimer to the back of the line
- *   (a put of its line key) or out of it (a delete, when it has no one left waiting), which
- *   wakes exactly one process: the next in line.
+ *   for a lease TTL). The claim's transaction also moves the claimer to the back of the line (a
+ *   put of its line key), which wakes exactly one process: the next in line. A process with
+ *   nobody left waiting leaves the line {@link LINGER_MS} later, unless its consumer asks again
+ *   (a consumer loop then costs no leave and re-join per item).
  *
  * So an enqueue wakes at most {@link ACTIVE} processes and costs one claim, whatever the number
  * of waiting consumers: O(1) per enqueue. The line key lives under the session's lease, so a
@@ -41,6 +42,8 @@ import { kvAt, kvsAt, Latch, prefixRange, rangeOp } from './wait-deletes.js';
 export const ACTIVE = 2;
 /** How long the second in line leaves a new item to the first, in ms. */
 export const STANDBY_MS = 100;
+/** How long a process stays in line after its last waiter was served, in ms. */
+const LINGER_MS = 25;
 /** Candidates read per round trip. */
 const BATCH = 16;
 /**
@@ -204,23 +207,34 @@ export class ClaimQueue {
   private async run(): Promise<void> {
     const signal = this.controller.signal;
     const backoff = new Backoff(50, 2000);
-    while (!signal.aborted && this.unserved().length > 0) {
-      try {
-        await this.step(signal);
-        backoff.reset();
-      } catch (err) {
-        if (isAborted(signal)) break;
-        const error = this.ctx.toError(err, this.opts.what);
-        if (!error.retryable) {
-          this.failAll(error);
-          break;
+    for (;;) {
+      while (!signal.aborted && this.unserved().length > 0) {
+        try {
+          await this.step(signal);
+          backoff.reset();
+        } catch (err) {
+          if (isAborted(signal)) break;
+          const error = this.ctx.toError(err, this.opts.what);
+          if (!error.retryable) {
+            this.failAll(error);
+            break;
+          }
+          this.candidates = [];
+          await delay(backoff.next(), signal).catch(() => undefined);
         }
-        this.candidates = [];
-        await delay(backoff.next(), signal).catch(() => undefined);
       }
+      if (signal.aborted || this.line === undefined) return;
+      // Nobody waits here now. A consumer loop is usually back at once: keep our place at the
+      // back of the line a moment (no leave and re-join), then leave — at the head we would hold
+      // a watch for nobody.
+      this.wake.reset();
+      if (this.unserved().length === 0) {
+        await Promise.race([this.wake.wait(), delay(LINGER_MS)]);
+      }
+      if (this.unserved().length > 0) continue;
+      await this.leaveLine();
+      if (this.unserved().length === 0) return;
     }
-    // Nobody waits here any more: leave the line (at its head we would hold a watch for nobody).
-    if (!signal.aborted && this.unserved().length === 0) await this.leaveLine();
   }
 
   private failAll(error: EtcdConnectorError): void {
@@ -430,12 +444,9 @@ export class ClaimQueue {
     const candidate = this.pick();
     const tag = `${candidate.key}@${candidate.modRevision}`;
     const line = this.line;
-    // In line: to the back if others here still wait, else out of the line.
-    const stays = this.unserved().length > 1;
-    const lineOps =
-      line === undefined
-        ? []
-        : [stays ? putOp(line.key, '', line.session.leaseId) : deleteOp(line.key)];
+    // In line: to the back (a consumer that was served usually asks again at once; the loop
+    // leaves the line when nobody here waits any more).
+    const lineOps = line === undefined ? [] : [putOp(line.key, '', line.session.leaseId)];
     waiter.claiming = true;
     claimStats.claims += 1;
     let res: ITxnResponse;
@@ -469,14 +480,14 @@ export class ClaimQueue {
         this.unclaim(waiter);
         throw error;
       }
-      await this.resolveClaim(waiter, receipt, candidate, line, stays);
+      await this.resolveClaim(waiter, receipt, candidate, line);
       return;
     }
     if (res.succeeded) {
       receipt.committed(res.header.revision);
       this.opts.book.give(receipt);
       if (++this.calm >= CALM) this.losses = 0;
-      this.afterLineOp(line, stays, res.header.revision);
+      this.afterLineOp(line, res.header.revision);
       this.candidates = toCandidates(kvsAt(res.responses, 2 + lineOps.length));
       const prev = res.responses[0]?.response_delete_range.prev_kvs[0];
       this.deliver(waiter, {
@@ -491,7 +502,7 @@ export class ClaimQueue {
     if (state.kind === 'applied') {
       // An earlier send of this very claim landed (the transport re-sent it): the item is ours.
       this.opts.book.give(receipt);
-      await this.deliverFromHistory(waiter, candidate, state.revision, line, stays);
+      await this.deliverFromHistory(waiter, candidate, state.revision, line);
       return;
     }
     if (state.kind === 'unchanged') {
@@ -509,7 +520,6 @@ export class ClaimQueue {
     receipt: Receipt,
     candidate: Candidate,
     line: LinePlace | undefined,
-    stays: boolean,
   ): Promise<void> {
     claimStats.resolved += 1;
     let applied: { revision: number } | undefined;
@@ -532,7 +542,7 @@ export class ClaimQueue {
       this.unclaim(waiter);
       return;
     }
-    await this.deliverFromHistory(waiter, candidate, applied.revision, line, stays);
+    await this.deliverFromHistory(waiter, candidate, applied.revision, line);
   }
 
   /** Our claim landed at `revision` but its answer is gone: the value from etcd's history. */
@@ -541,9 +551,8 @@ export class ClaimQueue {
     candidate: Candidate,
     revision: number,
     line: LinePlace | undefined,
-    stays: boolean,
   ): Promise<void> {
-    this.afterLineOp(line, stays, String(revision));
+    this.afterLineOp(line, String(revision));
     // Ours. Its value is in etcd's history just before the claim.
     let value: string;
     try {
@@ -577,11 +586,9 @@ export class ClaimQueue {
     }
   }
 
-  /** Our line key moved with a claim: to the back (`stays`) or out. */
-  private afterLineOp(line: LinePlace | undefined, stays: boolean, revision: string): void {
-    if (line === undefined || this.line !== line) return;
-    if (stays) line.revision = revision;
-    else this.line = undefined;
+  /** Our line key moved to the back of the line with a claim, at `revision`. */
+  private afterLineOp(line: LinePlace | undefined, revision: string): void {
+    if (line !== undefined && this.line === line) line.revision = revision;
   }
 
   private deliver(waiter: Waiter, item: ClaimedItem): void {
