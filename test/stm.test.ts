@@ -236,10 +236,16 @@ void describe('STM (conn.stm)', () => {
       conn.stm((tx) => tx.get('/elsewhere/k')),
       InvalidArgumentError,
     );
-    await assert.rejects(
-      conn.stm(() => 1, { isolation: 'snapshot' as Isolation }),
-      InvalidArgumentError,
-    );
+    for (const isolation of ['snapshot', 'toString']) {
+      await assert.rejects(
+        conn.stm(() => 1, { isolation: isolation as Isolation }),
+        InvalidArgumentError,
+      );
+    }
+    // Go's constant names work too.
+    for (const isolation of ['SerializableSnapshot', 'ReadCommitted'] as const) {
+      assert.equal((await conn.stm(() => 'ok', { isolation })).result, 'ok');
+    }
   });
 
   void test("interop: Go's STM and ours transfer on the same accounts; totals match", async () => {

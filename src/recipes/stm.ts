@@ -41,16 +41,30 @@ import { rangeOp } from '../engines/wait-deletes.js';
 import { validatePath, validateValue } from '../paths.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
 
-/** Go's isolation levels. */
+/** Go's isolation levels; Go's constant names are accepted too. */
 export type Isolation =
-  'serializable-snapshot' | 'serializable' | 'repeatable-reads' | 'read-committed';
+  | 'serializable-snapshot'
+  | 'serializable'
+  | 'repeatable-reads'
+  | 'read-committed'
+  | 'SerializableSnapshot'
+  | 'Serializable'
+  | 'RepeatableReads'
+  | 'ReadCommitted';
 
-const ISOLATIONS: readonly Isolation[] = [
-  'serializable-snapshot',
-  'serializable',
-  'repeatable-reads',
-  'read-committed',
-];
+/** The levels as the code below knows them. */
+type Level = 'serializable-snapshot' | 'serializable' | 'repeatable-reads' | 'read-committed';
+
+const LEVELS: Readonly<Record<Isolation, Level>> = {
+  'serializable-snapshot': 'serializable-snapshot',
+  serializable: 'serializable',
+  'repeatable-reads': 'repeatable-reads',
+  'read-committed': 'read-committed',
+  SerializableSnapshot: 'serializable-snapshot',
+  Serializable: 'serializable',
+  RepeatableReads: 'repeatable-reads',
+  ReadCommitted: 'read-committed',
+};
 
 /** Options of `conn.stm(fn, options)`. */
 export interface StmOptions {
@@ -113,10 +127,12 @@ class Attempt implements StmTx {
   private baseRevision: bigint | undefined;
   failure: EtcdConnectorError | undefined;
   private over = false;
+  /** Reads in flight: a commit waits for them (`fn` may not have awaited every `get`). */
+  readonly pending = new Set<Promise<unknown>>();
 
   constructor(
     private readonly ctx: ConnectorContext,
-    private readonly isolation: Isolation,
+    private readonly isolation: Level,
     /** The failed commit's reads, for the serializable levels (Go's prefetch). */
     private readonly prefetched: Map<string, Read>,
     private readonly signal: AbortSignal,
@@ -160,7 +176,17 @@ class Attempt implements StmTx {
   }
 
   /** Reads `keys` not read yet in one transaction (Go's fetch); returns their reads in order. */
-  async fetch(keys: readonly string[]): Promise<Read[]> {
+  fetch(keys: readonly string[]): Promise<Read[]> {
+    const p = this.fetchNow(keys);
+    this.pending.add(p);
+    const done = (): void => {
+      this.pending.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  private async fetchNow(keys: readonly string[]): Promise<Read[]> {
     const serializable =
       this.isolation === 'serializable-snapshot' || this.isolation === 'serializable';
     if (serializable) {
@@ -226,11 +252,12 @@ export class StmRunner {
   /** See `conn.stm()`. */
   async run<T>(fn: (tx: StmTx) => Promise<T> | T, options: StmOptions = {}): Promise<StmResult<T>> {
     if (typeof fn !== 'function') throw new InvalidArgumentError('fn', 'must be a function');
-    const isolation = options.isolation ?? 'serializable-snapshot';
-    if (!ISOLATIONS.includes(isolation)) {
+    const asked: string = options.isolation ?? 'serializable-snapshot';
+    const isolation = Object.hasOwn(LEVELS, asked) ? LEVELS[asked as Isolation] : undefined;
+    if (isolation === undefined) {
       throw new InvalidArgumentError(
         'options.isolation',
-        `must be one of ${ISOLATIONS.join(', ')}`,
+        `must be one of ${Object.keys(LEVELS).join(', ')}`,
       );
     }
     const maxAttempts = options.maxAttempts ?? Infinity;
@@ -252,6 +279,8 @@ export class StmRunner {
       try {
         if (prefetch.length > 0) await attempt.fetch(prefetch);
         result = await fn(attempt);
+        // A read `fn` started but did not await still counts: its key goes into the compares.
+        await Promise.allSettled([...attempt.pending]);
         if (attempt.failure !== undefined) throw new AttemptFailed(attempt.failure);
         outcome = await this.commit(attempt, isolation, scope);
       } catch (err) {
@@ -298,7 +327,7 @@ export class StmRunner {
 
   private async commit(
     attempt: Attempt,
-    isolation: Isolation,
+    isolation: Level,
     scope: CallScope,
   ): Promise<GuardedOutcome | { kind: 'read-only'; response: ITxnResponse }> {
     const readKeys = [...attempt.reads.keys()];
