@@ -5,7 +5,8 @@
  *
  * Args: <ours|etcd3> <endpoints,comma-separated>
  * Commands: {"op":"run","prefix":p,"accounts":n,"loops":n,"ms":n,"isolation":level}
- *   -> {"event":"rate","commits":n,"perSecond":n,"retries":n,"gaveUp":n,"cpuUs":n}
+ *   -> {"event":"rate","commits":n,"perSecond":n,"attempts":n,"gaveUp":n,"cpuUs":n}
+ *   (attempts: runs of the transaction function, given-up transactions included)
  */
 import { Etcd3, Isolation } from 'etcd3';
 import { fail, send, serve } from './protocol.js';
@@ -13,7 +14,10 @@ import { fail, send, serve } from './protocol.js';
 const [side, endpointList = ''] = process.argv.slice(2);
 const endpoints = endpointList.split(',');
 
-/** One transfer of 1 from `a` to `b` at `isolation`; resolves with the attempts it took. */
+/** Runs of a transaction function so far, both sides, committed or not. */
+let attemptsTotal = 0;
+
+/** One transfer of 1 from `a` to `b` at `isolation`. */
 type Transfer = (a: string, b: string, isolation: string) => Promise<number>;
 
 /** Our isolation names to etcd3's (a const enum: inlined at compile time). */
@@ -32,6 +36,7 @@ async function transferer(): Promise<{ transfer: Transfer; close: () => Promise<
       transfer: async (a, b, isolation) => {
         const res = await conn.stm(
           async (tx) => {
+            attemptsTotal += 1;
             const [va, vb] = await tx.getMany([a, b]);
             tx.put(a, String(Number(va ?? '0') - 1));
             tx.put(b, String(Number(vb ?? '0') + 1));
@@ -50,6 +55,7 @@ async function transferer(): Promise<{ transfer: Transfer; close: () => Promise<
       const level = ETCD3_ISOLATION[isolation] ?? Isolation.SerializableSnapshot;
       await client.stm({ isolation: level }).transact(async (tx) => {
         attempts += 1;
+        attemptsTotal += 1;
         const [va, vb] = await Promise.all([tx.get(a).string(), tx.get(b).string()]);
         await Promise.all([
           tx.put(a).value(String(Number(va ?? '0') - 1)),
@@ -74,7 +80,7 @@ async function main(): Promise<void> {
     const ms = Number(cmd.ms);
     const isolation = String(cmd.isolation);
     let commits = 0;
-    let retries = 0;
+    const attempts0 = attemptsTotal;
     let gaveUp = 0;
     let lastError: string | undefined;
     const cpu0 = process.cpuUsage();
@@ -88,7 +94,7 @@ async function main(): Promise<void> {
           const b = `${prefix}/${(i + 1 + (l % (accounts - 1))) % accounts}`;
           i += loops;
           try {
-            retries += (await transfer(a, b, isolation)) - 1;
+            await transfer(a, b, isolation);
             commits += 1;
           } catch (err) {
             gaveUp += 1;
@@ -102,7 +108,7 @@ async function main(): Promise<void> {
     send('rate', {
       commits,
       perSecond: commits / seconds,
-      retries,
+      attempts: attemptsTotal - attempts0,
       gaveUp,
       cpuUs: (cpu.user + cpu.system) / Math.max(1, commits),
       lastError,
