@@ -5,7 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { startEtcd, uniqueName, type EtcdCluster } from '../src/testing/index.js';
+import {
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  waitFor,
+  type EtcdCluster,
+} from '../src/testing/index.js';
 import { assertEnvelope, CliProcess, killAll, runCli, untimed } from './fixtures/cli-harness.js';
 import { etcdctlDump } from './fixtures/etcdctl-dump.js';
 
@@ -82,7 +88,11 @@ void describe('etcdc queue / counter / barrier', () => {
   void test('queue pop waits for a push; Ctrl-C ends a waiting pop and takes nothing', async () => {
     const ns = uniqueName('cliq');
     const waiting = new CliProcess(['queue', 'pop', 'later', '--json', ...at(ns)]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await waitFor(
+      async () =>
+        (await etcdctlDump(etcd.endpoints, `/${ns}/queues/__later.queue/line/`)).length === 1,
+      { timeoutMs: testTimeout(10000), message: 'pop waiting in line' },
+    );
     const push = await runCli(['queue', 'push', 'later', 'hello', ...at(ns)]);
     assert.equal(push.code, 0, push.describe);
     const got = await waiting.waitRecord((r) => r.event === 'dequeued', 'dequeued');
@@ -90,7 +100,12 @@ void describe('etcdc queue / counter / barrier', () => {
     assert.equal((await waiting.exit()).code, 0);
 
     const interrupted = new CliProcess(['queue', 'pop', 'later', ...at(ns)]);
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // Waiting for real (its place in line is in etcd) before Ctrl-C.
+    await waitFor(
+      async () =>
+        (await etcdctlDump(etcd.endpoints, `/${ns}/queues/__later.queue/line/`)).length === 1,
+      { timeoutMs: testTimeout(10000), message: 'pop waiting in line' },
+    );
     interrupted.interrupt();
     assert.equal((await interrupted.exit()).code, 0, interrupted.describe());
     await runCli(['queue', 'push', 'later', 'kept', ...at(ns)]);
