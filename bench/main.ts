@@ -15,6 +15,8 @@ import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
 import { observerCase } from './cases/observer.js';
 import { scaleCase } from './cases/scale.js';
+import { queueCase } from './cases/queue.js';
+import { stmCase } from './cases/stm.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
 import type { BenchCase } from './case.js';
@@ -28,6 +30,8 @@ const CASES: readonly BenchCase[] = [
   kvCase,
   ephemeralCase,
   scaleCase,
+  queueCase,
+  stmCase,
 ];
 
 interface Args {

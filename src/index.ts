@@ -28,6 +28,10 @@ export {
   AbortError,
   EtcdNotFoundError,
   EtcdStartError,
+  TooManyParticipantsError,
+  TransactionConflictError,
+  OutcomeUnknownError,
+  ValueFormatError,
   hasCode,
   type ErrorOptions,
   type KeyChange,
@@ -80,3 +84,11 @@ export {
   type HealthReport,
   type MemberHealth,
 } from './recipes/health-monitor.js';
+export type { CallOptions } from './engines/call-scope.js';
+export type { SessionOptions } from './engines/held-session.js';
+export type { Barrier } from './recipes/barrier.js';
+export type { DoubleBarrier, DoubleBarrierOptions } from './recipes/double-barrier.js';
+export type { Queue, QueueOptions, QueueItem } from './recipes/queue.js';
+export type { PriorityQueue, PriorityQueueOptions } from './recipes/priority-queue.js';
+export type { Counter, CounterOptions } from './recipes/counter.js';
+export type { Isolation, StmOptions, StmResult, StmTx } from './recipes/stm.js';

@@ -140,6 +140,10 @@ void describe('errors', () => {
       [errors.AbortError, [], 'ETCDC_ABORTED', false],
       [errors.EtcdNotFoundError, ['etcd'], 'ETCDC_ETCD_NOT_FOUND', false],
       [errors.EtcdStartError, ['no'], 'ETCDC_ETCD_START_FAILED', true],
+      [errors.TooManyParticipantsError, ['/ns/b', 2], 'ETCDC_TOO_MANY_PARTICIPANTS', false],
+      [errors.TransactionConflictError, [3], 'ETCDC_TXN_CONFLICT', false],
+      [errors.OutcomeUnknownError, ['/ns/q/1', 'x'], 'ETCDC_OUTCOME_UNKNOWN', false],
+      [errors.ValueFormatError, ['/ns/c', 'x'], 'ETCDC_VALUE_FORMAT', false],
     ];
 
   for (const [Cls, args, code, retryable] of table) {

@@ -10,6 +10,7 @@ import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
 import { registerObserve } from './commands/observe.js';
 import { registerRegister, registerServices } from './commands/services.js';
+import { registerBarrier, registerCounter, registerQueue } from './commands/toolbox.js';
 import { addGlobalFlags } from './connect.js';
 import { createOutput } from './output.js';
 
@@ -31,7 +32,8 @@ function version(): string {
 export function buildProgram(json = false): Command {
   const program = new Command('etcdc')
     .description(
-      'Leader election, service registration and tracking, observers and health on etcd v3',
+      'Leader election, service registration and tracking, observers, health, queues, ' +
+        'counters and barriers on etcd v3',
     )
     .version(version())
     .showHelpAfterError(json ? false : '(add --help for usage)')
@@ -48,6 +50,9 @@ export function buildProgram(json = false): Command {
   registerServices(program);
   registerObserve(program);
   registerHealth(program);
+  registerQueue(program);
+  registerCounter(program);
+  registerBarrier(program);
   registerDemo(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
