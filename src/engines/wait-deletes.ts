@@ -10,6 +10,22 @@
  * does not change the window, so a release wakes at most `slots` waiters, never the whole queue.
  * After every wake-up it reads again: our key must still exist with our create revision under a
  * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex).
+ *
+ * Why a release wakes at most `slots` waiters: a waiter holds once fewer than `slots` keys precede
+ * it, and the newest `slots` of those (its window) are all it watches. While every key of its
+ * window exists, `slots` keys precede it whatever happens further ahead, and no key can appear
+ * before it (order revisions only grow); so only a change inside the window can change its answer.
+ * A released key lies in the windows of the (at most) `slots` waiters after it, which re-read once
+ * each; the rest of the queue sleeps. With `slots = 1` (locks, elections) that is one waiter; for
+ * a semaphore of `n` permits it is between one (the oldest holder leaves) and `n` (the newest).
+ *
+ * Go's RWMutex orders by mod revision over a wider range than its own keys (`order: 'Mod'`,
+ * `waitPrefix`): a reader waits on the writers before it, a writer on everybody before it.
+ *
+ * Window keys are watched from *now* (see WatchTarget.startRevision), kept across re-reads while
+ * they stay in the window, and re-read once if etcd created the watch after revisions passed since
+ * the read; a watch from `read revision + 1` would be served by etcd's 100 ms catch-up loop
+ * whenever any write happened in between, which under load is most of the time.
  */
 import {
   CompareResult,
@@ -36,25 +52,32 @@ export function prefixRange(prefix: string): { key: Buffer; range_end: Buffer } 
 
 /** The oldest keys under `prefix` by create revision (Go's WithFirstCreate): holders, leader. */
 export function firstCreated(prefix: string, limit = 1): IRangeRequest {
-  return { ...prefixRange(prefix), sort_target: 'Create', sort_order: 'Ascend', limit };
+  return firstBy(prefix, 'Create', limit);
+}
+
+/** What orders a queue: create revision (Go's Mutex, Election) or mod revision (Go's RWMutex). */
+export type QueueOrder = 'Create' | 'Mod';
+
+/** The oldest `limit` keys under `prefix` by `order`. */
+export function firstBy(prefix: string, order: QueueOrder, limit: number): IRangeRequest {
+  return { ...prefixRange(prefix), sort_target: order, sort_order: 'Ascend', limit };
 }
 
 /**
- * The newest `limit` keys under `prefix` created at or before `maxCreateRevision`: the window a
- * waiter with create revision `maxCreateRevision + 1` waits on (Go's waitDeletes: one key).
+ * The newest `limit` keys under `prefix` whose `order` revision is at most `max` (Go's
+ * waitDeletes with `Mod`: WithLastRev + WithMaxModRev, as its RWMutex's waitOnLastRev).
  */
-export function lastCreatedUpTo(
+export function lastByUpTo(
   prefix: string,
-  maxCreateRevision: bigint,
-  limit = 1,
+  order: QueueOrder,
+  max: bigint,
+  limit: number,
 ): IRangeRequest {
-  return {
-    ...prefixRange(prefix),
-    sort_target: 'Create',
-    sort_order: 'Descend',
-    max_create_revision: maxCreateRevision.toString(),
-    limit,
-  };
+  const bound =
+    order === 'Create'
+      ? { max_create_revision: max.toString() }
+      : { max_mod_revision: max.toString() };
+  return { ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', ...bound, limit };
 }
 
 /** Wraps a range request for a transaction. */
@@ -112,6 +135,8 @@ export interface JoinResult {
   readonly created: boolean;
   /** Our key's value when it existed already. */
   readonly existingValue?: string;
+  /** The lease (decimal) of the key when it existed already: not ours means a name clash. */
+  readonly existingLease?: string;
   /** We are among the first `slots` keys: we hold without waiting. */
   readonly holder: boolean;
   /** The first `slots` keys at the join (oldest first). */
@@ -149,14 +174,28 @@ export interface WaitOptions {
   extraWatches?: (view: WaitView) => readonly string[];
 }
 
+/** Where a member's key lies and what it waits on; the defaults are Go's Mutex and Election. */
+export interface QueueShape {
+  /** Our key (default `prefix + leaseId in hex`). It must be unique to our session. */
+  key?: string;
+  /** The keys that can come before ours (default `prefix`). */
+  waitPrefix?: string;
+  /** Default `Create`. */
+  order?: QueueOrder;
+}
+
 /**
  * One participant's key under `prefix` for one session. Create it, `join()` once, then
  * `waitTurn()` as often as needed (e.g. again after a suspension); `close()` when done.
  */
 export class QueueMember {
   readonly key: string;
+  readonly waitPrefix: string;
+  readonly order: QueueOrder;
   private readonly keyBuf: Buffer;
   private revisionValue: string | undefined;
+  /** Our key's revision in the queue's order (its create revision, or for `Mod` its mod revision). */
+  private orderRevisionValue: bigint | undefined;
   private tokenValue: FencingToken | undefined;
   private own: MuxWatch | undefined;
   private ownNeedsReopen = false;
@@ -175,8 +214,11 @@ export class QueueMember {
     private readonly onGone?: () => void,
     /** Told synchronously on every session state change. */
     onSession?: (change: SessionStateChange) => void,
+    shape: QueueShape = {},
   ) {
-    this.key = prefix + session.leaseIdHex;
+    this.key = shape.key ?? prefix + session.leaseIdHex;
+    this.waitPrefix = shape.waitPrefix ?? prefix;
+    this.order = shape.order ?? 'Create';
     this.keyBuf = Buffer.from(this.key);
     this.offSession = session.onChange((change) => {
       onSession?.(change);
@@ -231,7 +273,7 @@ export class QueueMember {
     slots: number,
     extraReads: readonly IRangeRequest[] = [],
   ): Promise<JoinResult> {
-    const reads = [firstCreated(this.prefix, slots), ...extraReads].map(rangeOp);
+    const reads = [firstBy(this.waitPrefix, this.order, slots), ...extraReads].map(rangeOp);
     const res = await this.txn(
       {
         // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
@@ -259,26 +301,27 @@ export class QueueMember {
       'join',
     );
     let revision = res.header.revision;
-    let existingValue: string | undefined;
+    let orderRevision = BigInt(revision);
+    let existing: { existingValue: string; existingLease: string } | undefined;
     if (!res.succeeded) {
       const kv = kvAt(res.responses, 0);
       if (kv === undefined) throw new Error(`etcd returned no key for ${this.key}`);
       revision = kv.create_revision;
-      existingValue = kv.value.toString();
+      orderRevision = BigInt(this.order === 'Mod' ? kv.mod_revision : kv.create_revision);
+      existing = { existingValue: kv.value.toString(), existingLease: kv.lease };
     }
     this.revisionValue = revision;
+    this.orderRevisionValue = orderRevision;
     this.tokenValue = fencingToken(this.key, revision);
     this.goneValue = false;
     this.watchOwn(Number(res.header.revision) + 1);
     const first = kvsAt(res.responses, 1);
     const extra = extraReads.map((_, i) => kvsAt(res.responses, i + 2));
-    return {
-      created: res.succeeded,
-      ...(existingValue === undefined ? {} : { existingValue }),
-      holder: first.some((kv) => kv.create_revision === revision && kv.key.equals(this.keyBuf)),
-      first,
-      extra,
-    };
+    // Keys before ours among the first `slots` (ours is the newest, or among them).
+    const before = first.filter(
+      (kv) => !kv.key.equals(this.keyBuf) && this.orderOf(kv) < orderRevision,
+    ).length;
+    return { created: res.succeeded, ...existing, holder: before < slots, first, extra };
   }
 
   /**
@@ -287,12 +330,17 @@ export class QueueMember {
    */
   async waitTurn(opts: WaitOptions): Promise<WaitOutcome> {
     const revision = this.revisionValue;
-    if (revision === undefined) throw new Error('waitTurn() before join()');
+    const orderRevision = this.orderRevisionValue;
+    if (revision === undefined || orderRevision === undefined) {
+      throw new Error('waitTurn() before join()');
+    }
     const { signal, slots } = opts;
     const onAbort = (): void => {
       this.wake.fire();
     };
     signal.addEventListener('abort', onAbort, { once: true });
+    // Wake-up watches by key, kept while the key stays in view.
+    const watches = new Map<string, MuxWatch>();
     try {
       for (;;) {
         this.wake.reset();
@@ -309,14 +357,18 @@ export class QueueMember {
           {
             success: [
               rangeOp({ key: this.keyBuf }),
-              rangeOp(lastCreatedUpTo(this.prefix, BigInt(revision) - 1n, slots)),
+              rangeOp(lastByUpTo(this.waitPrefix, this.order, orderRevision - 1n, slots)),
               ...extraReads.map(rangeOp),
             ],
           },
           'queue read',
         );
         const mine = kvAt(res.responses, 0);
-        if (mine?.create_revision !== revision) {
+        // Gone, re-created, or (ordered by mod revision) rewritten: this place is no longer ours.
+        if (
+          mine?.create_revision !== revision ||
+          (this.order === 'Mod' && BigInt(mine.mod_revision) !== orderRevision)
+        ) {
           this.markGone();
           return { kind: 'gone' };
         }
@@ -335,18 +387,22 @@ export class QueueMember {
         opts.onWaiting?.(view);
         const keys = new Set(view.window.map((kv) => kv.key.toString()));
         for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-        const watches = [...keys].map((k) => this.watchWake(k, readRevision + 1));
-        try {
-          await this.wake.wait();
-        } finally {
-          for (const w of watches) w.close();
+        for (const [k, w] of watches) {
+          if (keys.has(k)) continue;
+          w.close();
+          watches.delete(k);
         }
+        for (const k of keys) {
+          if (!watches.has(k)) watches.set(k, this.watchWake(k, readRevision, watches));
+        }
+        await this.wake.wait();
         const failure = this.watchFailure;
         this.watchFailure = undefined;
         if (failure !== undefined && !isAborted(signal)) throw failure;
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
+      for (const w of watches.values()) w.close();
     }
   }
 
@@ -406,22 +462,42 @@ export class QueueMember {
     );
   }
 
-  /** Watches a key and wakes the loop on any change of it (or if its history was compacted). */
-  private watchWake(key: string, startRevision: number): MuxWatch {
+  /** A key's revision in this queue's order. */
+  private orderOf(kv: IKeyValue): bigint {
+    return BigInt(this.order === 'Mod' ? kv.mod_revision : kv.create_revision);
+  }
+
+  /**
+   * Watches `key` from now and wakes the loop on any change of it; also once, if etcd created
+   * the watch after `readRevision` (what changed in between is not in the watch: read again).
+   * A watch that ended leaves `watches`, so the next round starts a new one.
+   */
+  private watchWake(key: string, readRevision: number, watches: Map<string, MuxWatch>): MuxWatch {
     const wake = (): void => {
       this.wake.fire();
     };
-    return this.ctx.watches.watch(
-      { key, startRevision },
+    let first = true;
+    const w = this.ctx.watches.watch(
+      { key, startRevision: 0 },
       {
         onEvents: wake,
-        onCompacted: wake,
+        onCreated: (revision) => {
+          // Later creations (after a reconnect) resume from the last delivered revision.
+          if (first && revision > readRevision) wake();
+          first = false;
+        },
+        onCompacted: () => {
+          if (watches.get(key) === w) watches.delete(key);
+          wake();
+        },
         onEnded: (error) => {
+          if (watches.get(key) === w) watches.delete(key);
           this.watchFailure = error;
           this.wake.fire();
         },
       },
     );
+    return w;
   }
 
   private async txn(request: ITxnRequest, what: string): Promise<ITxnResponse> {
