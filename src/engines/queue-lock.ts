@@ -283,6 +283,12 @@ class Attempt {
   private async onFailure(err: unknown, backoff: Backoff): Promise<void> {
     if (isAborted(this.signal)) throw new AbortError({ cause: this.signal.reason });
     const error: EtcdConnectorError = this.ctx.toError(err, this.spec.what);
+    // etcd says our lease is gone: so is our place, whatever the keepalive has yet to notice.
+    if (error instanceof SessionLostError) {
+      throw new SessionLostError(this.session.leaseIdHex, 'etcd says the lease is gone', {
+        cause: error,
+      });
+    }
     if (!error.retryable || this.tryOnly) throw error;
     await delay(backoff.next(), this.signal);
   }

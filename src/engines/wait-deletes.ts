@@ -80,6 +80,12 @@ export function lastByUpTo(
   return { ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', ...bound, limit };
 }
 
+/** Counters of this process, for tests and benchmarks. */
+export const queueStats = {
+  /** Reads `waitTurn()` made: one per wake-up (and one per wait). */
+  waitReads: 0,
+};
+
 /** Wraps a range request for a transaction. */
 export function rangeOp(request: IRangeRequest): IRequestOp {
   return { request_range: request };
@@ -353,6 +359,7 @@ export class QueueMember {
           continue;
         }
         const extraReads = opts.extraReads ?? [];
+        queueStats.waitReads++;
         const res = await this.txn(
           {
             success: [
