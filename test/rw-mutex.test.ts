@@ -64,8 +64,9 @@ void describe('RWMutex', () => {
     const r2 = await connect(ns).newRWMutex(path).rlock();
     assert.match(r1.key, new RegExp(`^${path}/read/${NANO}$`));
     const [kv] = (await client.get(r1.key).exec()).kvs;
-    assert.equal(kv?.value.toString(), '');
-    assert.equal(kv?.lease, s.leaseIdDecimal);
+    assert.ok(kv !== undefined);
+    assert.equal(kv.value.toString(), '');
+    assert.equal(kv.lease, s.leaseIdDecimal);
     // A writer waits for both readers; a reader that comes after it waits for the writer.
     const w = rw.lock();
     await waitQueueLength(client, `${path}/`, 3);

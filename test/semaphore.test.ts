@@ -120,13 +120,15 @@ void describe('Semaphore', () => {
     // The oldest holder leaves: only the first waiter had it in its window.
     let before = queueStats.waitReads;
     await holders[0]?.unlock();
-    const first = await withTimeout(waiting[0] ?? Promise.reject(), testTimeout(5000), 'w0');
+    const [w0, w1] = waiting;
+    assert.ok(w0 !== undefined && w1 !== undefined);
+    const first = await withTimeout(w0, testTimeout(5000), 'w0');
     await settle();
     assert.equal(queueStats.waitReads - before, 1, 'one waiter re-read');
     // The newest holder leaves: the two waiters after it re-read; one holds.
     before = queueStats.waitReads;
     await first.unlock();
-    const second = await withTimeout(waiting[1] ?? Promise.reject(), testTimeout(5000), 'w1');
+    const second = await withTimeout(w1, testTimeout(5000), 'w1');
     await settle();
     const reads = queueStats.waitReads - before;
     assert.ok(reads >= 1 && reads <= permits, `at most ${permits} re-reads, got ${reads}`);
