@@ -157,7 +157,7 @@ void describe('locks under faults', () => {
     );
     assert.equal(count, acked.length, 'counter = acknowledged increments');
     assert.ok(
-      tried.some((l) => l.landed === false && String(l.error) === ErrorCode.NotLocked),
+      tried.some((l) => l.landed === false && (l.error as unknown) === ErrorCode.NotLocked),
       'a paused holder tried to write after its lock was gone, and was refused',
     );
     const ops = await client.getAll().prefix(`${counter}-ops/`).keys();
