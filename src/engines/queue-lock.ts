@@ -27,7 +27,7 @@ import { Backoff, delay, isAborted } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { LocalGates } from './local-gate.js';
-import { QueueMember, type JoinResult, type QueueShape } from './wait-deletes.js';
+import { QueueMember, type JoinResult, type QueueShape, type WaitView } from './wait-deletes.js';
 
 /** What a lock recipe asks for. */
 export interface QueueLockSpec {
@@ -220,7 +220,7 @@ class Attempt {
       }
       if (joined.holder) return member;
       if (this.tryOnly) return undefined;
-      const outcome = await this.waitTurn(member, backoff);
+      const outcome = await this.waitTurn(member, backoff, joined.view);
       if (outcome === 'holder') return member;
       // Our key was deleted under us (by hand, not by the lease): join again at the end.
       member.close();
@@ -229,12 +229,19 @@ class Attempt {
     }
   }
 
-  private async waitTurn(member: QueueMember, backoff: Backoff): Promise<'holder' | 'gone'> {
+  private async waitTurn(
+    member: QueueMember,
+    backoff: Backoff,
+    joinView: WaitView | undefined,
+  ): Promise<'holder' | 'gone'> {
+    let initialView = joinView;
     for (;;) {
       this.assertGoing();
       let kind: string;
       try {
-        kind = (await member.waitTurn({ slots: this.spec.slots, signal: this.signal })).kind;
+        const opts = { slots: this.spec.slots, signal: this.signal, initialView };
+        initialView = undefined;
+        kind = (await member.waitTurn(opts)).kind;
       } catch (err) {
         await this.onFailure(err, backoff);
         continue;

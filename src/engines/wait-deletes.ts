@@ -63,6 +63,11 @@ export function firstBy(prefix: string, order: QueueOrder, limit: number): IRang
   return { ...prefixRange(prefix), sort_target: order, sort_order: 'Ascend', limit };
 }
 
+/** The newest `limit` keys under `prefix` by `order`. */
+export function lastBy(prefix: string, order: QueueOrder, limit: number): IRequestOp {
+  return rangeOp({ ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', limit });
+}
+
 /**
  * The newest `limit` keys under `prefix` whose `order` revision is at most `max` (Go's
  * waitDeletes with `Mod`: WithLastRev + WithMaxModRev, as its RWMutex's waitOnLastRev).
@@ -149,6 +154,11 @@ export interface JoinResult {
   readonly first: readonly IKeyValue[];
   /** The responses of the caller's extra reads. */
   readonly extra: readonly IKeyValue[][];
+  /**
+   * What a first read of `waitTurn()` would see, when the key was created now (it is then the
+   * newest, so the keys just before it came back with the join): pass it as `initialView`.
+   */
+  readonly view?: WaitView;
 }
 
 /** What the last read of a wait saw. */
@@ -178,6 +188,8 @@ export interface WaitOptions {
   onWaiting?: (view: WaitView) => void;
   /** More keys to watch while waiting (an election follows its leader). */
   extraWatches?: (view: WaitView) => readonly string[];
+  /** The join's view (`JoinResult.view`): the first round uses it instead of reading again. */
+  initialView?: WaitView | undefined;
 }
 
 /** Where a member's key lies and what it waits on; the defaults are Go's Mutex and Election. */
@@ -209,6 +221,8 @@ export class QueueMember {
   /** A wake-up watch ended for good (refused, or the connector closed). */
   private watchFailure: EtcdConnectorError | undefined;
   private readonly wake = new Latch();
+  /** Wake-ups that concern holders too (see `alert()`). */
+  private alerts = 0;
   private readonly offSession: () => void;
   private closed = false;
 
@@ -228,7 +242,7 @@ export class QueueMember {
     this.keyBuf = Buffer.from(this.key);
     this.offSession = session.onChange((change) => {
       onSession?.(change);
-      this.wake.fire();
+      this.alert();
     });
   }
 
@@ -248,7 +262,7 @@ export class QueueMember {
 
   /** Wakes a waiting `waitTurn()` / `changed()` so the caller looks again. */
   poke(): void {
-    this.wake.fire();
+    this.alert();
   }
 
   /**
@@ -300,6 +314,8 @@ export class QueueMember {
             },
           },
           ...reads,
+          // The keys just before ours (ours is the newest now): a waiter's first look, saved.
+          lastBy(this.waitPrefix, this.order, slots + 1),
         ],
         // It exists (a retried join on the same lease): keep its place in the queue.
         failure: [rangeOp({ key: this.keyBuf }), ...reads],
@@ -327,7 +343,21 @@ export class QueueMember {
     const before = first.filter(
       (kv) => !kv.key.equals(this.keyBuf) && this.orderOf(kv) < orderRevision,
     ).length;
-    return { created: res.succeeded, ...existing, holder: before < slots, first, extra };
+    let view: WaitView | undefined;
+    if (res.succeeded) {
+      const window = kvsAt(res.responses, reads.length + 1)
+        .filter((kv) => !kv.key.equals(this.keyBuf))
+        .slice(0, slots);
+      view = { readRevision: Number(res.header.revision), window, extra };
+    }
+    return {
+      created: res.succeeded,
+      ...existing,
+      holder: before < slots,
+      first,
+      extra,
+      ...(view === undefined ? {} : { view }),
+    };
   }
 
   /**
@@ -347,15 +377,31 @@ export class QueueMember {
     signal.addEventListener('abort', onAbort, { once: true });
     // Wake-up watches by key, kept while the key stays in view.
     const watches = new Map<string, MuxWatch>();
+    // The join's view stands for the first read (only when it is about the same reads).
+    let given = (opts.extraReads ?? []).length === 0 ? opts.initialView : undefined;
     try {
       for (;;) {
-        this.wake.reset();
+        const alerts = this.alerts;
+        if (given === undefined) this.wake.reset();
         if (signal.aborted) return { kind: 'aborted' };
         if (!this.session.isAlive()) return { kind: 'lost' };
         if (this.goneValue) return { kind: 'gone' };
         if (this.session.state === 'suspended') {
           // No read can prove anything while keepalives go unanswered; the session wakes us.
+          given = undefined;
           await this.wake.wait();
+          continue;
+        }
+        if (given !== undefined) {
+          const view = given;
+          given = undefined;
+          if (view.window.length < slots) return { kind: 'holder', view };
+          opts.onWaiting?.(view);
+          this.watchWindow(view, opts, watches);
+          await this.wake.wait();
+          const failure = this.watchFailure;
+          this.watchFailure = undefined;
+          if (failure !== undefined && !isAborted(signal)) throw failure;
           continue;
         }
         const extraReads = opts.extraReads ?? [];
@@ -390,18 +436,14 @@ export class QueueMember {
         if (isAborted(signal) || !this.session.isAlive() || this.session.state !== 'alive') {
           continue;
         }
-        if (view.window.length < slots) return { kind: 'holder', view };
+        if (view.window.length < slots) {
+          // A change of a key we waited on, seen during this read, means nothing to a holder:
+          // its `changed()` should not wake for it.
+          if (this.alerts === alerts) this.wake.reset();
+          return { kind: 'holder', view };
+        }
         opts.onWaiting?.(view);
-        const keys = new Set(view.window.map((kv) => kv.key.toString()));
-        for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-        for (const [k, w] of watches) {
-          if (keys.has(k)) continue;
-          w.close();
-          watches.delete(k);
-        }
-        for (const k of keys) {
-          if (!watches.has(k)) watches.set(k, this.watchWake(k, readRevision, watches));
-        }
+        this.watchWindow(view, opts, watches);
         await this.wake.wait();
         const failure = this.watchFailure;
         this.watchFailure = undefined;
@@ -435,13 +477,22 @@ export class QueueMember {
     this.offSession();
     this.own?.close();
     this.own = undefined;
+    this.alert();
+  }
+
+  /**
+   * Wakes the loop for something that matters to a holder too (session, our key, a poke), not
+   * just a change of a key it waited on.
+   */
+  private alert(): void {
+    this.alerts++;
     this.wake.fire();
   }
 
   private markGone(): void {
     if (this.goneValue) return;
     this.goneValue = true;
-    this.wake.fire();
+    this.alert();
     this.onGone?.();
   }
 
@@ -458,15 +509,29 @@ export class QueueMember {
         },
         onCompacted: () => {
           this.ownNeedsReopen = true;
-          this.wake.fire();
+          this.alert();
         },
         onEnded: () => {
           // Refused or closed: the next read still checks our key.
           this.ownNeedsReopen = true;
-          this.wake.fire();
+          this.alert();
         },
       },
     );
+  }
+
+  /** Watches the keys of `view` (and the caller's extra ones); drops watches no longer needed. */
+  private watchWindow(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
+    const keys = new Set(view.window.map((kv) => kv.key.toString()));
+    for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
+    for (const [k, w] of watches) {
+      if (keys.has(k)) continue;
+      w.close();
+      watches.delete(k);
+    }
+    for (const k of keys) {
+      if (!watches.has(k)) watches.set(k, this.watchWake(k, view.readRevision, watches));
+    }
   }
 
   /** A key's revision in this queue's order. */
