@@ -13,6 +13,7 @@ import { ephemeralCase } from './cases/ephemeral.js';
 import { handoverCase } from './cases/handover.js';
 import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
+import { lockContentionCase } from './cases/lock-contention.js';
 import { observerCase } from './cases/observer.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
@@ -20,6 +21,7 @@ import type { BenchCase } from './case.js';
 
 const CASES: readonly BenchCase[] = [
   handoverCase,
+  lockContentionCase,
   takeoverCase,
   leaseLossCase,
   observerCase,
