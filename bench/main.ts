@@ -14,6 +14,7 @@ import { handoverCase } from './cases/handover.js';
 import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
 import { lockContentionCase } from './cases/lock-contention.js';
+import { lockLatencyCase } from './cases/lock-latency.js';
 import { observerCase } from './cases/observer.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
@@ -22,6 +23,7 @@ import type { BenchCase } from './case.js';
 const CASES: readonly BenchCase[] = [
   handoverCase,
   lockContentionCase,
+  lockLatencyCase,
   takeoverCase,
   leaseLossCase,
   observerCase,

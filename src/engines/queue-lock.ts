@@ -265,7 +265,8 @@ class Attempt {
       (change) => {
         this.held?.onSession(change);
       },
-      this.spec.shape?.(this.session),
+      // Go's key, shared by the callers of this session in turn: so is its watch.
+      this.spec.shape?.(this.session) ?? { shareKeyWatch: true },
     );
     this.member = member;
     return member;

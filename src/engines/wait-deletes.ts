@@ -41,8 +41,10 @@ import type { EtcdConnectorError } from '../errors.js';
 import { fencingToken, type FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
+import type { WatchEvent } from '../transport/resume-point.js';
 import type { MuxWatch } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
+import { sharedKeyWatch } from './key-watch.js';
 
 /** The `[key, range_end)` of every key that starts with `prefix`. */
 export function prefixRange(prefix: string): { key: Buffer; range_end: Buffer } {
@@ -200,6 +202,11 @@ export interface QueueShape {
   waitPrefix?: string;
   /** Default `Create`. */
   order?: QueueOrder;
+  /**
+   * Members of this process use the key one after another (Go's mutex key behind the in-process
+   * gate): watch it with one watch they share (engines/key-watch.ts).
+   */
+  shareKeyWatch?: boolean;
 }
 
 /**
@@ -215,7 +222,9 @@ export class QueueMember {
   /** Our key's revision in the queue's order (its create revision, or for `Mod` its mod revision). */
   private orderRevisionValue: bigint | undefined;
   private tokenValue: FencingToken | undefined;
-  private own: MuxWatch | undefined;
+  /** Stops the watch on our own key (a watch of our own, or our part of a shared one). */
+  private own: (() => void) | undefined;
+  private readonly shareOwnWatch: boolean;
   private ownNeedsReopen = false;
   private goneValue = false;
   /** A wake-up watch ended for good (refused, or the connector closed). */
@@ -239,6 +248,7 @@ export class QueueMember {
     this.key = shape.key ?? prefix + session.leaseIdHex;
     this.waitPrefix = shape.waitPrefix ?? prefix;
     this.order = shape.order ?? 'Create';
+    this.shareOwnWatch = shape.shareKeyWatch === true;
     this.keyBuf = Buffer.from(this.key);
     this.offSession = session.onChange((change) => {
       onSession?.(change);
@@ -475,7 +485,7 @@ export class QueueMember {
     if (this.closed) return;
     this.closed = true;
     this.offSession();
-    this.own?.close();
+    this.own?.();
     this.own = undefined;
     this.alert();
   }
@@ -498,26 +508,32 @@ export class QueueMember {
 
   /** Watches our own key: its deletion (by hand, or by lease expiry) ends our place. */
   private watchOwn(startRevision: number): void {
-    this.own?.close();
+    this.own?.();
+    this.own = undefined;
     this.ownNeedsReopen = false;
     if (this.closed) return;
-    this.own = this.ctx.watches.watch(
+    const onEvents = (events: readonly WatchEvent[]): void => {
+      if (events.some((e) => e.type === 'delete')) this.markGone();
+    };
+    // Compacted, refused or closed: the next read still checks our key, and watches again.
+    const onBroken = (): void => {
+      this.ownNeedsReopen = true;
+      this.alert();
+    };
+    if (this.shareOwnWatch) {
+      this.own = sharedKeyWatch(this.ctx, this.key).subscribe(startRevision, {
+        onEvents,
+        onBroken,
+      });
+      return;
+    }
+    const w = this.ctx.watches.watch(
       { key: this.keyBuf, startRevision },
-      {
-        onEvents: (events) => {
-          if (events.some((e) => e.type === 'delete')) this.markGone();
-        },
-        onCompacted: () => {
-          this.ownNeedsReopen = true;
-          this.alert();
-        },
-        onEnded: () => {
-          // Refused or closed: the next read still checks our key.
-          this.ownNeedsReopen = true;
-          this.alert();
-        },
-      },
+      { onEvents, onCompacted: onBroken, onEnded: onBroken },
     );
+    this.own = () => {
+      w.close();
+    };
   }
 
   /** Watches the keys of `view` (and the caller's extra ones); drops watches no longer needed. */
