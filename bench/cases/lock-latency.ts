@@ -17,7 +17,7 @@ import type { Etcd3 } from 'etcd3';
 import { withTimeout } from '../../src/testing/index.js';
 import type { BenchCase } from '../case.js';
 import { childScript, LineProcess, pause, type BenchEnv, type Ours } from '../env.js';
-import { fmt, now, summarize } from '../stats.js';
+import { fmt, median, now, summarize } from '../stats.js';
 import { ratioRow, type Row } from '../table.js';
 
 const TTL = 10;
@@ -92,29 +92,66 @@ async function inProcess(
 
 type Connector = InstanceType<Ours['EtcdConnector']>;
 
-async function oursHandover(holder: LineProcess, conn: Connector, env: BenchEnv): Promise<number> {
-  const name = `/bench/${env.prefix('handover-lock').slice('/bench/'.length)}`;
+interface Handover {
+  /** Unlock told -> the next holder holds. */
+  total: number;
+  /** Unlock told -> the old key's delete seen by a separate watcher. */
+  toDelete: number;
+}
+
+/** Watches `prefix` for its first delete; resolves with the time it was seen. */
+async function firstDelete(
+  watcher: Etcd3,
+  prefix: string,
+): Promise<{ at: Promise<number>; cancel: () => Promise<void> }> {
+  const w = await watcher.watch().prefix(prefix).create();
+  const at = new Promise<number>((resolve) => {
+    w.on('delete', () => {
+      resolve(now());
+    });
+  });
+  return { at: withTimeout(at, WAIT_MS, 'lock key delete'), cancel: () => w.cancel() };
+}
+
+/** Ours, leaving side: unlock told -> the child got it; the child's unlock() (ms). */
+const pipeMs: number[] = [];
+const releaseMs: number[] = [];
+
+async function oursHandover(
+  holder: LineProcess,
+  conn: Connector,
+  env: BenchEnv,
+  watcher: Etcd3,
+): Promise<Handover> {
+  const name = `${env.prefix('handover-lock')}/lock`;
   holder.send(JSON.stringify({ op: 'lock', name, ttl: TTL }));
   await holder.waitEvent('locked', WAIT_MS);
   const waiting = conn.newMutex(name, { ttl: TTL }).lock();
   let held: { unlock(): Promise<void> } | undefined;
   try {
-    await waitKeys(conn.client, `${name}/`, 2);
+    await waitKeys(watcher, `${name}/`, 2);
     await pause(SETTLE_MS);
+    const del = await firstDelete(watcher, `${name}/`);
     const t0 = now();
     holder.send(JSON.stringify({ op: 'unlock' }));
     held = await withTimeout(waiting, WAIT_MS, 'ours handover');
-    const took = now() - t0;
-    await holder.waitEvent('unlocked', WAIT_MS);
+    const total = now() - t0;
+    const deletedAt = await del.at;
+    await del.cancel();
+    const unlocked = await holder.waitEvent('unlocked', WAIT_MS);
+    const received = Number(unlocked.data.receivedAt) - performance.timeOrigin - t0;
+    const released = Number(unlocked.data.releasedAt) - performance.timeOrigin - t0;
+    pipeMs.push(received);
+    releaseMs.push(released - received);
     holder.send(JSON.stringify({ op: 'forget' }));
     await holder.waitEvent('forgot', WAIT_MS);
-    return took;
+    return { total, toDelete: deletedAt - t0 };
   } finally {
     await held?.unlock();
   }
 }
 
-async function etcdctlHandover(env: BenchEnv, client: Etcd3): Promise<number> {
+async function etcdctlHandover(env: BenchEnv, watcher: Etcd3): Promise<Handover> {
   const name = `${env.prefix('handover-ctl')}/lock`;
   const args = [`--endpoints=${env.endpoints.join(',')}`, 'lock', name, `--ttl=${TTL}`];
   const isKey = (line: string): boolean => line.startsWith(`${name}/`);
@@ -123,12 +160,15 @@ async function etcdctlHandover(env: BenchEnv, client: Etcd3): Promise<number> {
   try {
     await a.waitLine(isKey, WAIT_MS, 'etcdctl a holds');
     b = new LineProcess(env.etcdctl, args);
-    await waitKeys(client, `${name}/`, 2);
+    await waitKeys(watcher, `${name}/`, 2);
     await pause(SETTLE_MS);
+    const del = await firstDelete(watcher, `${name}/`);
     const t0 = now();
     a.kill('SIGINT');
     const line = await b.waitLine(isKey, WAIT_MS, 'etcdctl b holds');
-    return line.at - t0;
+    const deletedAt = await del.at;
+    await del.cancel();
+    return { total: line.at - t0, toDelete: deletedAt - t0 };
   } finally {
     b?.kill('SIGINT');
     await Promise.all([a.stop(3000), b?.stop(3000)]);
@@ -182,8 +222,8 @@ export const lockLatencyCase: BenchCase = {
       ratioRow('lock+unlock uncontended, p50 (ms)', io?.p50, 'etcd3 Lock', ie?.p50, 'lower'),
     );
 
-    const oursH: number[] = [];
-    const ctlH: number[] = [];
+    const oursH: Handover[] = [];
+    const ctlH: Handover[] = [];
     const holder = child(env, 'ours');
     const conn = ours === undefined ? undefined : new ours.EtcdConnector(env.endpoints, 'bench');
     const client = env.rawClient();
@@ -193,7 +233,7 @@ export const lockLatencyCase: BenchCase = {
       await conn?.session({ ttl: TTL });
       for (let i = 0; i < reps; i++) {
         if (conn !== undefined) {
-          const t = await env.guard('lock handover', () => oursHandover(holder, conn, env));
+          const t = await env.guard('lock handover', () => oursHandover(holder, conn, env, client));
           if (t !== undefined) oursH.push(t);
         }
         ctlH.push(await etcdctlHandover(env, client));
@@ -201,7 +241,17 @@ export const lockLatencyCase: BenchCase = {
     } finally {
       await Promise.all([holder.stop(3000), conn?.close()]);
     }
-    const [oh, ch] = [oursH, ctlH].map((s) => (s.length === 0 ? undefined : summarize(s)));
+    const [oh, ch] = [oursH, ctlH].map((x) =>
+      x.length === 0 ? undefined : summarize(x.map((h) => h.total)),
+    );
+    const split = (side: string, hs: Handover[]): string =>
+      `${side} ${fmt(median(hs.map((h) => h.toDelete)))} + ` +
+      fmt(median(hs.map((h) => h.total - h.toDelete)));
+    env.note(
+      `lock handover: median split unlock told -> key delete seen + rest (ms): ` +
+        `${split('ours', oursH)}; ${split('etcdctl', ctlH)}; ours' leaving side: pipe to the ` +
+        `child ${fmt(median(pipeMs))}, its unlock() ${fmt(median(releaseMs))}`,
+    );
     rows.push(
       ratioRow(
         'lock handover, queued 150 ms, p50 (ms)',

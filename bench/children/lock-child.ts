@@ -193,9 +193,10 @@ async function main(): Promise<void> {
         held = await driven.lock();
         send('locked');
       } else if (cmd.op === 'unlock') {
+        const receivedAt = wall();
         await held?.release();
         held = undefined;
-        send('unlocked');
+        send('unlocked', { receivedAt, releasedAt: wall() });
       } else if (cmd.op === 'forget') {
         await driven?.close();
         driven = undefined;
