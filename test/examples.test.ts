@@ -17,6 +17,14 @@ const examples = {
   ],
   'ephemeral-key': [/value: 10\.0\.0\.1:9090/, /after delete: \(none\)/],
   health: [/cluster: healthy OK/],
+  mutex: [
+    /holding \/mutex_example\/locks\/nightly-report\/[0-9a-f]+ \(fencing token \d+\)/,
+    /someone else's tryLock: held elsewhere/,
+    /after: done/,
+  ],
+  'rw-mutex': [/readers: \S+\/read\/\d{19} \S+\/read\/\d{19}/, /writer holds, alone/],
+  semaphore: [/worker 5 done/, /at most 2 at once/],
+  'multi-lock': [/'\/multilock_example\/accounts\/alice': '70'/, /bob': '30'/],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {
