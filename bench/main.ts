@@ -16,6 +16,7 @@ import { leaseLossCase } from './cases/lease-loss.js';
 import { lockContentionCase } from './cases/lock-contention.js';
 import { lockLatencyCase } from './cases/lock-latency.js';
 import { observerCase } from './cases/observer.js';
+import { scaleCase } from './cases/scale.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
 import type { BenchCase } from './case.js';
@@ -30,6 +31,7 @@ const CASES: readonly BenchCase[] = [
   trackerCase,
   kvCase,
   ephemeralCase,
+  scaleCase,
 ];
 
 interface Args {

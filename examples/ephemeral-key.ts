@@ -7,7 +7,7 @@ const eph = conn.newEphemeralKey(conn.constructPath('workers', 'worker-1'));
 
 const errors = await eph.create('10.0.0.1:8080', 10);
 void (async () => {
-  // Lease losses are reported here; the key is re-created under a new lease by itself.
+  // Lease losses and changes by others are reported here; the key puts itself back by itself.
   for await (const err of errors) console.error('ephemeral key:', err.message);
 })();
 

@@ -41,6 +41,11 @@ export interface EtcdConnectorOptions {
   /** etcd's `--max-request-bytes`; values that do not fit are refused before any I/O. */
   maxRequestBytes?: number;
   /**
+   * Unary calls of this connector in flight at most (the rest wait in order). Keeps a burst (a
+   * thousand recipes starting at once) from inflating memory. Default 128.
+   */
+  maxCallsInFlight?: number;
+  /**
    * The shared watch stream is probed after this long without a message, and re-dialled
    * (possibly to another member) when the probe goes unanswered as long again, in ms. Default
    * 2000.
@@ -49,6 +54,8 @@ export interface EtcdConnectorOptions {
   /** Extra etcd3 options, passed through (advanced; `hosts` comes from the endpoints). */
   etcd3?: Omit<IOptions, 'hosts'>;
 }
+
+const DEFAULT_CALLS_IN_FLIGHT = 128;
 
 /** Options of `conn.session(options)`. */
 export interface SessionRequest {
@@ -103,11 +110,16 @@ export class EtcdConnector implements AsyncDisposable {
       'maxRequestBytes',
     );
     const watchSilenceMs = validateMs(options.watchSilenceMs ?? 2000, 'watchSilenceMs');
+    const maxCallsInFlight = options.maxCallsInFlight ?? DEFAULT_CALLS_IN_FLIGHT;
+    if (!Number.isSafeInteger(maxCallsInFlight) || maxCallsInFlight < 1) {
+      throw new InvalidArgumentError('maxCallsInFlight', 'must be an integer >= 1');
+    }
     const failures = new FailureMemory();
     const clientOptions = buildClientOptions(
       {
         dialTimeoutMs,
         callTimeoutMs,
+        maxCallsInFlight,
         ...(options.auth === undefined ? {} : { auth: options.auth }),
         ...(options.tls === undefined ? {} : { tls: options.tls }),
         ...(options.etcd3 === undefined ? {} : { etcd3: options.etcd3 }),

@@ -11,6 +11,7 @@ export const ErrorCode = {
   InvalidState: 'ETCDC_INVALID_STATE',
   Closed: 'ETCDC_CLOSED',
   KeyExists: 'ETCDC_KEY_EXISTS',
+  KeyChanged: 'ETCDC_KEY_CHANGED',
   SessionLost: 'ETCDC_SESSION_LOST',
   NotLeader: 'ETCDC_NOT_LEADER',
   NotLocked: 'ETCDC_NOT_LOCKED',
@@ -74,11 +75,61 @@ export class ClosedError extends EtcdConnectorError {
   }
 }
 
-/** An ephemeral key could not be created because another live owner holds it. */
+/**
+ * An ephemeral key could not be created, updated or put back because another live owner holds it
+ * (the key is under another live lease, or another ephemeral key of the same connector has it).
+ */
 export class KeyExistsError extends EtcdConnectorError {
   override name = 'KeyExistsError' as const;
-  constructor(readonly key: string) {
-    super(ErrorCode.KeyExists, `key ${key} is held by another live owner`, false);
+  constructor(
+    readonly key: string,
+    /** The holder's lease in hex, when etcd named it. */
+    readonly lease?: string,
+  ) {
+    super(
+      ErrorCode.KeyExists,
+      `key ${key} is held by another live owner${lease === undefined ? '' : ` (lease ${lease})`}`,
+      false,
+    );
+  }
+}
+
+/**
+ * What someone else did to an ephemeral key (see {@link KeyChangedError}): `deleted` — the key was
+ * deleted; `lease` — it was written under another lease, or without one (the value may differ
+ * too); `value` — it was written under our own lease with another value.
+ */
+export type KeyChange = 'deleted' | 'lease' | 'value';
+
+const KEY_CHANGES: Record<KeyChange, string> = {
+  deleted: 'was deleted',
+  lease: 'was overwritten with another lease',
+  value: 'was overwritten with another value',
+};
+
+/**
+ * Someone else changed an ephemeral key (or service registration) while it was ours: reported on
+ * its error stream. The key puts itself back at once, unless another live owner now holds it
+ * (then a KeyExistsError follows and the key waits for that owner's key to go).
+ */
+export class KeyChangedError extends EtcdConnectorError {
+  override name = 'KeyChangedError' as const;
+  constructor(
+    readonly key: string,
+    /** What was done to the key. */
+    readonly change: KeyChange,
+    /** The etcd revision of the change (after a compaction hid it: the revision re-read). */
+    readonly revision: number,
+    /** With `lease`: the lease the key was found under, in hex; `undefined` for none. */
+    readonly lease?: string,
+  ) {
+    const under =
+      change === 'lease' ? ` (${lease === undefined ? 'no lease' : `lease ${lease}`})` : '';
+    super(
+      ErrorCode.KeyChanged,
+      `key ${key} ${KEY_CHANGES[change]}${under} at revision ${revision} by someone else`,
+      false,
+    );
   }
 }
 

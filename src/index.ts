@@ -14,6 +14,7 @@ export {
   InvalidStateError,
   ClosedError,
   KeyExistsError,
+  KeyChangedError,
   SessionLostError,
   NotLeaderError,
   NotLockedError,
@@ -30,6 +31,7 @@ export {
   EtcdStartError,
   hasCode,
   type ErrorOptions,
+  type KeyChange,
 } from './errors.js';
 export { fencingToken, type FencingToken } from './fencing.js';
 export type { TlsOptions } from './transport/client-options.js';

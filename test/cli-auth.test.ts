@@ -135,7 +135,7 @@ void describe('etcdc with etcd authentication', () => {
     assert.deepEqual(wrongJson.lines, []);
     const error = stderrError(wrongJson);
     assert.equal(error.problem, 'authentication', wrongJson.describe);
-    assert.equal(error.code, 'ETCDC_REQUEST_FAILED');
+    assert.equal(error.code, 'ETCDC_AUTH_FAILED');
 
     // etcd needs a user, none was given: the same advice.
     assert.equal(none.code, 1, none.describe);

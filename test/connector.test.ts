@@ -126,6 +126,7 @@ void describe('errors', () => {
       [errors.InvalidStateError, ['twice'], 'ETCDC_INVALID_STATE', false],
       [errors.ClosedError, [], 'ETCDC_CLOSED', false],
       [errors.KeyExistsError, ['/k'], 'ETCDC_KEY_EXISTS', false],
+      [errors.KeyChangedError, ['/k', 'deleted', 7], 'ETCDC_KEY_CHANGED', false],
       [errors.SessionLostError, ['1f', 'gone'], 'ETCDC_SESSION_LOST', true],
       [errors.NotLeaderError, [], 'ETCDC_NOT_LEADER', false],
       [errors.NotLockedError, [], 'ETCDC_NOT_LOCKED', false],

@@ -1,7 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { EtcdConnector, type EphemeralKey } from '../src/index.js';
@@ -14,59 +11,7 @@ import {
   withTimeout,
   type EtcdCluster,
 } from '../src/testing/index.js';
-
-const OWNER = fileURLToPath(new URL('./fixtures/eph-owner.js', import.meta.url));
-
-interface Line {
-  event: string;
-  lease?: string;
-  name?: string;
-  code?: string;
-}
-
-/** A child process that owns an ephemeral key; its stdout lines arrive in `lines`. */
-interface Owner {
-  child: ChildProcess;
-  lines: Line[];
-  exited: Promise<number | null>;
-  next(event: string, what: string): Promise<Line>;
-}
-
-function startOwner(args: string[]): Owner {
-  const child = spawn(process.execPath, [OWNER, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines: Line[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-    lines.push(JSON.parse(l) as Line);
-  });
-  let read = 0;
-  return {
-    child,
-    lines,
-    exited,
-    async next(event, what) {
-      const line = await waitFor(
-        () => {
-          const i = lines.findIndex((l, idx) => idx >= read && l.event === event);
-          if (i === -1) return undefined;
-          read = i + 1;
-          return lines[i];
-        },
-        { timeoutMs: testTimeout(15000), intervalMs: 20, message: what },
-      );
-      return line;
-    },
-  };
-}
-
-/** Ends a child for sure: SIGCONT (it may be stopped), then SIGKILL; waits for the exit. */
-async function killOwner(owner: Owner): Promise<void> {
-  if (owner.child.exitCode === null && owner.child.signalCode === null) {
-    owner.child.kill('SIGCONT');
-    owner.child.kill('SIGKILL');
-  }
-  await owner.exited;
-}
+import { killOwner, startOwner } from './fixtures/eph-harness.js';
 
 void describe('EphemeralKey', () => {
   let etcd: EtcdCluster;

@@ -27,7 +27,7 @@ import { Backoff, delay, isAborted } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { LocalGates } from './local-gate.js';
-import { QueueMember, type JoinResult, type QueueShape, type WaitView } from './wait-deletes.js';
+import { QueueMember, type JoinResult, type QueueShape } from './wait-deletes.js';
 
 /** What a lock recipe asks for. */
 export interface QueueLockSpec {
@@ -220,7 +220,7 @@ class Attempt {
       }
       if (joined.holder) return member;
       if (this.tryOnly) return undefined;
-      const outcome = await this.waitTurn(member, backoff, joined.view);
+      const outcome = await this.waitTurn(member, backoff);
       if (outcome === 'holder') return member;
       // Our key was deleted under us (by hand, not by the lease): join again at the end.
       member.close();
@@ -229,19 +229,12 @@ class Attempt {
     }
   }
 
-  private async waitTurn(
-    member: QueueMember,
-    backoff: Backoff,
-    joinView: WaitView | undefined,
-  ): Promise<'holder' | 'gone'> {
-    let initialView = joinView;
+  private async waitTurn(member: QueueMember, backoff: Backoff): Promise<'holder' | 'gone'> {
     for (;;) {
       this.assertGoing();
       let kind: string;
       try {
-        const opts = { slots: this.spec.slots, signal: this.signal, initialView };
-        initialView = undefined;
-        kind = (await member.waitTurn(opts)).kind;
+        kind = (await member.waitTurn({ slots: this.spec.slots, signal: this.signal })).kind;
       } catch (err) {
         await this.onFailure(err, backoff);
         continue;
@@ -370,7 +363,10 @@ export interface LockRecipeOptions {
 export const DEFAULT_LOCK_TTL = 10;
 
 /** Checks a recipe's options (before any I/O); the session behind a given handle. */
-export function lockSession(options: LockRecipeOptions | undefined): {
+export function lockSession(
+  ctx: ConnectorContext,
+  options: LockRecipeOptions | undefined,
+): {
   ttl: number;
   session?: Session;
 } {
@@ -380,8 +376,11 @@ export function lockSession(options: LockRecipeOptions | undefined): {
   const ttl = validateTtl(options?.ttl ?? DEFAULT_LOCK_TTL, 'options.ttl');
   if (options?.session === undefined) return { ttl };
   const session = sessionOf(options.session);
-  if (session === undefined) {
-    throw new InvalidArgumentError('options.session', 'must be a session from conn.session()');
+  if (session === undefined || !ctx.sessions.owns(session)) {
+    throw new InvalidArgumentError(
+      'options.session',
+      'must be a session from conn.session() of this connector',
+    );
   }
   return { ttl: session.requestedTtl, session };
 }

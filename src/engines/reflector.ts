@@ -69,6 +69,9 @@ export interface Reflector {
   readonly done: Promise<EtcdConnectorError | undefined>;
 }
 
+/** A listing restarted by compactions grows its pages up to this factor. */
+const MAX_PAGE_GROWTH = 64;
+
 /** Starts a reflector; see {@link ReflectorOptions}. */
 export function startReflector(opts: ReflectorOptions): Reflector {
   return new ReflectorImpl(opts);
@@ -137,7 +140,8 @@ class ReflectorImpl implements Reflector {
     compacted: { compacted: number; resume: number } | undefined,
   ): Promise<Snapshot> {
     const { ctx, list } = this.opts;
-    const pageSize = this.opts.pageSize ?? 1000;
+    let pageSize = this.opts.pageSize ?? 1000;
+    const maxPageSize = pageSize * MAX_PAGE_GROWTH;
     for (;;) {
       try {
         const kvs: IKeyValue[] = [];
@@ -178,8 +182,10 @@ class ReflectorImpl implements Reflector {
             : { compactRevision: compacted.compacted, resumeRevision: compacted.resume }),
         };
       } catch (err) {
-        // Compacted between two pages: start over at a newer revision.
+        // Compacted between two pages: start over at a newer revision, with bigger pages so that
+        // repeated compactions cannot keep a long listing from ever finishing.
         if (!isCompactedRead(err)) throw err;
+        pageSize = Math.min(pageSize * 2, maxPageSize);
       }
     }
   }

@@ -37,7 +37,7 @@ import {
   type ITxnRequest,
   type ITxnResponse,
 } from 'etcd3';
-import type { EtcdConnectorError } from '../errors.js';
+import { SessionLostError, type EtcdConnectorError } from '../errors.js';
 import { fencingToken, type FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
@@ -156,11 +156,6 @@ export interface JoinResult {
   readonly first: readonly IKeyValue[];
   /** The responses of the caller's extra reads. */
   readonly extra: readonly IKeyValue[][];
-  /**
-   * What a first read of `waitTurn()` would see, when the key was created now (it is then the
-   * newest, so the keys just before it came back with the join): pass it as `initialView`.
-   */
-  readonly view?: WaitView;
 }
 
 /** What the last read of a wait saw. */
@@ -190,8 +185,6 @@ export interface WaitOptions {
   onWaiting?: (view: WaitView) => void;
   /** More keys to watch while waiting (an election follows its leader). */
   extraWatches?: (view: WaitView) => readonly string[];
-  /** The join's view (`JoinResult.view`): the first round uses it instead of reading again. */
-  initialView?: WaitView | undefined;
 }
 
 /** Where a member's key lies and what it waits on; the defaults are Go's Mutex and Election. */
@@ -227,6 +220,13 @@ export class QueueMember {
   private readonly shareOwnWatch: boolean;
   private ownNeedsReopen = false;
   private goneValue = false;
+  /**
+   * What the join's own transaction showed (taken by the first `waitTurn()`, which then needs no
+   * read of its own): the window before our key and the extra reads, at one revision. The caller
+   * passes the same extra reads to `join()` and `waitTurn()`.
+   */
+  private initialView: WaitView | undefined;
+  private alertsAtJoin = 0;
   /** A wake-up watch ended for good (refused, or the connector closed). */
   private watchFailure: EtcdConnectorError | undefined;
   private readonly wake = new Latch();
@@ -303,7 +303,8 @@ export class QueueMember {
     slots: number,
     extraReads: readonly IRangeRequest[] = [],
   ): Promise<JoinResult> {
-    const reads = [firstBy(this.waitPrefix, this.order, slots), ...extraReads].map(rangeOp);
+    const first = rangeOp(firstBy(this.waitPrefix, this.order, slots));
+    const extras = extraReads.map(rangeOp);
     const res = await this.txn(
       {
         // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
@@ -323,12 +324,14 @@ export class QueueMember {
               lease: this.session.leaseId,
             },
           },
-          ...reads,
-          // The keys just before ours (ours is the newest now): a waiter's first look, saved.
+          first,
+          // Ours is now the newest key: the `slots` keys just before it are the window to wait
+          // on, read here so a waiter needs no second round trip before it watches.
           lastBy(this.waitPrefix, this.order, slots + 1),
+          ...extras,
         ],
         // It exists (a retried join on the same lease): keep its place in the queue.
-        failure: [rangeOp({ key: this.keyBuf }), ...reads],
+        failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
       },
       'join',
     );
@@ -346,28 +349,28 @@ export class QueueMember {
     this.orderRevisionValue = orderRevision;
     this.tokenValue = fencingToken(this.key, revision);
     this.goneValue = false;
-    this.watchOwn(Number(res.header.revision) + 1);
-    const first = kvsAt(res.responses, 1);
-    const extra = extraReads.map((_, i) => kvsAt(res.responses, i + 2));
+    const readRevision = Number(res.header.revision);
+    this.watchOwn(readRevision + 1);
+    const firstKvs = kvsAt(res.responses, 1);
+    const extraAt = res.succeeded ? 3 : 2;
+    const extra = extraReads.map((_, i) => kvsAt(res.responses, i + extraAt));
     // Keys before ours among the first `slots` (ours is the newest, or among them).
-    const before = first.filter(
+    const before = firstKvs.filter(
       (kv) => !kv.key.equals(this.keyBuf) && this.orderOf(kv) < orderRevision,
     ).length;
-    let view: WaitView | undefined;
-    if (res.succeeded) {
-      const window = kvsAt(res.responses, reads.length + 1)
+    const holder = before < slots;
+    this.alertsAtJoin = this.alerts;
+    if (holder) {
+      this.initialView = { readRevision, window: [], extra };
+    } else if (res.succeeded) {
+      const window = kvsAt(res.responses, 2)
         .filter((kv) => !kv.key.equals(this.keyBuf))
         .slice(0, slots);
-      view = { readRevision: Number(res.header.revision), window, extra };
+      this.initialView = { readRevision, window, extra };
+    } else {
+      this.initialView = undefined;
     }
-    return {
-      created: res.succeeded,
-      ...existing,
-      holder: before < slots,
-      first,
-      extra,
-      ...(view === undefined ? {} : { view }),
-    };
+    return { created: res.succeeded, ...existing, holder, first: firstKvs, extra };
   }
 
   /**
@@ -387,8 +390,10 @@ export class QueueMember {
     signal.addEventListener('abort', onAbort, { once: true });
     // Wake-up watches by key, kept while the key stays in view.
     const watches = new Map<string, MuxWatch>();
-    // The join's view stands for the first read (only when it is about the same reads).
-    let given = (opts.extraReads ?? []).length === 0 ? opts.initialView : undefined;
+    // The join's view stands for the first read, unless something happened since (a holder's
+    // re-check after a session change must read).
+    let given = this.alerts === this.alertsAtJoin ? this.initialView : undefined;
+    this.initialView = undefined;
     try {
       for (;;) {
         const alerts = this.alerts;
@@ -592,7 +597,9 @@ export class QueueMember {
     try {
       return await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
-      throw this.ctx.toError(err, `${what} ${this.prefix}`);
+      const error = this.ctx.toError(err, `${what} ${this.prefix}`);
+      if (error instanceof SessionLostError) this.session.leaseGone();
+      throw error;
     }
   }
 }

@@ -221,7 +221,7 @@ export class Campaign {
   private async join(member: QueueMember): Promise<void> {
     const value = this.opts.value();
     const what = `election ${this.opts.path}`;
-    const joined = await reportStall(member.join(value, 1), {
+    const joined = await reportStall(member.join(value, 1, [firstCreated(this.prefix)]), {
       stallMs: this.ctx.dialTimeoutMs,
       onRetry: (error) => {
         this.emitError(error, false);

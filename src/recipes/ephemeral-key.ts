@@ -3,13 +3,27 @@
  * the process dies or pauses past the TTL (the liveness marker of service registration).
  *
  * Key layout: exactly the path given, value as given, `lease` = the connector's shared session for
- * the TTL. Every write is one transaction "absent, or already ours -> put", so a live key of
- * another owner is never overwritten.
+ * the TTL.
+ *
+ * Ownership rule (engines/key-ownership.ts): a key that is absent, has no lease, or is under our
+ * own live lease is ours; a key under another live lease is never overwritten. Every write is one
+ * transaction that applies it, so two processes configured with the same key never flap it.
+ *
+ * Healing: the key watches itself on the connector's shared watch stream (a map entry there, not
+ * a stream). When someone else deletes it, writes it without a lease, or writes another value
+ * under our lease, a KeyChangedError goes on the error stream and the key is put back in one
+ * transaction. When another live lease holds it, KeyExistsError is reported (once per wait) and
+ * nothing is written until the watch shows that key gone; then the key is taken back.
+ *
+ * Our own writes are told apart from others' by revision: each write records the revision etcd
+ * answered with, and watch events are judged only while none of our writes is in flight (an event
+ * may arrive before the answer of the write that caused it). A change at or below the revision of
+ * our latest write needs no repair: that write already replaced it.
  *
  * States: `alive` session — nothing to do; `suspended` — nothing reported (the lease may still
  * recover); `lost` — a SessionLostError goes on the error stream at once, then the key is put back
- * under a new lease as soon as etcd is reachable (KeyExistsError is reported meanwhile if another
- * owner took the key; retried with backoff until it frees). `delete()` removes it at once.
+ * under a new lease as soon as etcd is reachable (as above if another owner took it meanwhile).
+ * `delete()` removes it at once.
  */
 import {
   CompareResult,
@@ -24,21 +38,34 @@ import {
   EtcdConnectorError,
   InvalidArgumentError,
   InvalidStateError,
+  KeyChangedError,
   KeyExistsError,
   SessionLostError,
 } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
+import {
+  ABSENT,
+  foreignChange,
+  isDesired,
+  mayTake,
+  viewOf,
+  type KeyView,
+  type Ownership,
+} from '../engines/key-ownership.js';
 import { validateSignal } from '../engines/lifecycle.js';
 import { validateTtl, validateValue } from '../paths.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { sessionOf, type SessionHandle } from '../session/session-handle.js';
 import type { SessionRef } from '../session/session-pool.js';
+import { leaseIdHex } from '../transport/rpc.js';
 import { StreamQueue } from '../transport/stream-queue.js';
 import { abortable, Backoff, delay, isAborted } from '../transport/timers.js';
+import type { MuxWatch, WatchEvent } from '../transport/watch-mux.js';
 
 /**
  * Where an ephemeral key is in its life: `idle` (not created, or deleted), `creating`, `live`
- * (in etcd under a live lease), `recovering` (its lease was lost; being put back), `deleting`.
+ * (in etcd under a live lease, as we wrote it), `recovering` (being put back: its lease was lost,
+ * someone else changed it, or another live owner holds it and we wait), `deleting`.
  */
 export type EphemeralKeyState = 'idle' | 'creating' | 'live' | 'recovering' | 'deleting';
 
@@ -56,6 +83,15 @@ export interface EphemeralKeyCreateOptions {
 
 /** How many undelivered errors the error stream keeps (oldest dropped first). */
 const ERROR_STREAM_CAPACITY = 16;
+/** How many unanswered writes we remember (see Ownership.unconfirmed). */
+const UNCONFIRMED_CAPACITY = 8;
+
+/**
+ * Keys held by the ephemeral keys of each connector. Two of them on one key would share the
+ * connector's lease, so each would take the other's value for someone else's and put its own
+ * back, forever: the second `create()` is refused instead.
+ */
+const held = new WeakMap<ConnectorContext, Set<string>>();
 
 /**
  * A key that lives while this process lives. Create it with
@@ -85,8 +121,9 @@ export class EphemeralKey implements AsyncDisposable {
   private ttl = 0;
   private controller = new AbortController();
   private untrack: (() => void) | undefined;
+  /** This object holds the key in `held` (between `create()` and the end of `delete()`). */
+  private claimed = false;
   private creating: Promise<unknown> | undefined;
-  private recovery: Promise<void> | undefined;
   private deleting: Promise<void> | undefined;
   /** Leases this key lost (cleared on delete); a key still under one of them is ours. */
   private readonly lostLeases = new Set<string>();
@@ -94,6 +131,37 @@ export class EphemeralKey implements AsyncDisposable {
   private holderLease: string | undefined;
   /** Writes run one at a time, so an `update` and a re-creation never reorder values. */
   private writes: Promise<unknown> = Promise.resolve();
+  /** Writes queued or in flight; watch events wait while there are any. */
+  private pendingWrites = 0;
+
+  /** The key's own watch, from the revision after our first write. */
+  private watch: MuxWatch | undefined;
+  /** Events not yet judged. */
+  private events: WatchEvent[] = [];
+  /** Revisions etcd answered our writes with, whose events were not judged yet. */
+  private readonly ownRevisions = new Set<number>();
+  /** The revision of our latest write: any change at or below it was replaced by that write. */
+  private lastOwnRevision = 0;
+  /** The key as last judged (the state before the next event). */
+  private seen: KeyView = ABSENT;
+  /** Values written under the current lease whose answer never came. */
+  private unconfirmed: string[] = [];
+  /**
+   * Changes by someone else, reported after the put-back attempt: a deletion that turns out to
+   * be our lease's end (revoked behind our back) is reported as SessionLostError instead.
+   */
+  private changes: KeyChangedError[] = [];
+  /** The put-back loop while it runs; `dirty` asks it for one more pass. */
+  private healing: Promise<void> | undefined;
+  private dirty = false;
+  /** Another live owner holds the key and KeyExistsError was reported for this wait. */
+  private blocked = false;
+  /** A final error of a put-back was reported (once until the key is ours again). */
+  private reportedFailure = false;
+  /** The watch is gone and must be re-created from a fresh read. */
+  private resync: 'compacted' | 'ended' | undefined;
+  private readonly backoff = new Backoff(100, 2000);
+  private readonly watchBackoff = new Backoff(500, 30000);
 
   /** Use `conn.newEphemeralKey(path)`; `path` must already be validated. */
   constructor(
@@ -109,7 +177,7 @@ export class EphemeralKey implements AsyncDisposable {
     return this.stateValue;
   }
 
-  /** True between a successful `create()` and `delete()` (also while recovering from a loss). */
+  /** True between a successful `create()` and `delete()` (also while being put back). */
   get created(): boolean {
     return this.stateValue === 'live' || this.stateValue === 'recovering';
   }
@@ -125,14 +193,17 @@ export class EphemeralKey implements AsyncDisposable {
 
   /**
    * Puts the key with `value` under the connector's shared lease of `ttl` seconds, unless another
-   * live owner holds it. Resolves with the error stream once the key is in etcd: it carries a
-   * SessionLostError as soon as the lease is lost (the key is then re-created by itself) and a
-   * KeyExistsError while another owner blocks the re-creation. It ends on `delete()`; leaving it
-   * (`break`) only stops the reporting, the key stays.
+   * live owner holds it (a key without a lease is taken over). Resolves with the error stream once
+   * the key is in etcd. The stream carries a SessionLostError as soon as the lease is lost, a
+   * KeyChangedError when someone else deletes or overwrites the key (it is put back by itself in
+   * both cases), and a KeyExistsError while another live owner holds the key (it is taken back
+   * when that owner's key goes). It ends on `delete()`; leaving it (`break`) only stops the
+   * reporting, the key stays.
    *
    * @throws InvalidArgumentError bad value or TTL (before any I/O)
    * @throws InvalidStateError already created (call `delete()` first)
-   * @throws KeyExistsError another live owner holds the key
+   * @throws KeyExistsError another live owner holds the key, or another ephemeral key of this
+   *   connector has it
    * @throws UnavailableError / TimeoutError etcd is unreachable (nothing is retried)
    * @throws AbortError `signal` fired; nothing stays behind
    * @throws ClosedError the connector is closed
@@ -149,8 +220,11 @@ export class EphemeralKey implements AsyncDisposable {
     let bound: Session | undefined;
     if (options.session !== undefined) {
       bound = sessionOf(options.session);
-      if (bound === undefined) {
-        throw new InvalidArgumentError('options.session', 'must be a session from conn.session()');
+      if (bound === undefined || !this.ctx.sessions.owns(bound)) {
+        throw new InvalidArgumentError(
+          'options.session',
+          'must be a session from conn.session() of this connector',
+        );
       }
     }
     if (this.stateValue !== 'idle') {
@@ -158,6 +232,11 @@ export class EphemeralKey implements AsyncDisposable {
         `ephemeral key ${this.key} is ${this.stateValue}; delete() first`,
       );
     }
+    let keys = held.get(this.ctx);
+    if (keys === undefined) held.set(this.ctx, (keys = new Set()));
+    if (keys.has(this.key)) throw new KeyExistsError(this.key);
+    keys.add(this.key);
+    this.claimed = true;
     this.stateValue = 'creating';
     this.value = value;
     this.ttl = ttl;
@@ -174,13 +253,13 @@ export class EphemeralKey implements AsyncDisposable {
   }
 
   /**
-   * Replaces the value, keeping the key on its lease. The new value is also what a re-creation
-   * after a loss writes, even when this call fails with SessionLostError.
+   * Replaces the value, keeping the key on its lease (and putting it back if someone else had
+   * deleted it). The new value is also what a put-back writes, even when this call fails.
    *
    * @throws InvalidArgumentError bad value (before any I/O)
    * @throws InvalidStateError not created
    * @throws SessionLostError the lease is lost (the key will be re-created with this value)
-   * @throws KeyExistsError another owner holds the key now
+   * @throws KeyExistsError another live owner holds the key now
    * @throws ClosedError the connector is closed
    */
   async update(value: string): Promise<void> {
@@ -193,8 +272,8 @@ export class EphemeralKey implements AsyncDisposable {
     }
     this.value = value;
     const session = this.session;
-    if (session === undefined || this.stateValue === 'recovering') {
-      throw new SessionLostError(session?.leaseIdHex ?? '?', 'the key is being re-created');
+    if (session === undefined) {
+      throw new SessionLostError('?', 'the key is being re-created under a new lease');
     }
     session.assertAlive();
     await this.serial(() => this.putIfAbsentOrOurs(session, value));
@@ -221,11 +300,12 @@ export class EphemeralKey implements AsyncDisposable {
 
   private async doCreate(signal: AbortSignal): Promise<AsyncIterable<Error>> {
     let ref: SessionRef | undefined;
+    let revision: number;
     try {
       const acquired = await this.acquire(signal);
       ref = acquired;
       signal.throwIfAborted();
-      await this.serial(() => this.putIfAbsentOrOurs(acquired.session, this.value));
+      revision = await this.serial(() => this.putIfAbsentOrOurs(acquired.session, this.value));
       if (signal.aborted) {
         const r = acquired;
         if (this.stateValue === 'deleting') {
@@ -252,6 +332,9 @@ export class EphemeralKey implements AsyncDisposable {
     this.stateValue = 'live';
     this.adopt(ref);
     const session = ref.session;
+    // Our write is the first state we know; the watch starts right after it.
+    this.seen = { present: true, lease: session.leaseId, value: this.value, revision };
+    this.startWatch(revision + 1);
     if (!session.isAlive()) this.onSession(session, { state: 'lost', leaseId: session.leaseIdHex });
     return errors;
   }
@@ -277,6 +360,7 @@ export class EphemeralKey implements AsyncDisposable {
   /** Makes `ref` the key's session and listens for its loss. */
   private adopt(ref: SessionRef): void {
     this.unsubscribe?.();
+    if (this.ref?.session !== ref.session) this.unconfirmed = [];
     this.ref = ref;
     const session = ref.session;
     this.unsubscribe = session.onChange((change) => {
@@ -299,60 +383,261 @@ export class EphemeralKey implements AsyncDisposable {
       void this.delete().catch(() => undefined);
       return;
     }
-    if (this.stateValue === 'live') {
-      this.stateValue = 'recovering';
-      this.recovery = this.recover(this.controller.signal);
+    this.stateValue = 'recovering';
+    // A new lease, a new wait: if another owner still holds the key, say so again.
+    this.blocked = false;
+    this.kick();
+  }
+
+  /** What "ours" means now (see engines/key-ownership.ts). */
+  private ownership(): Ownership {
+    const s = this.session;
+    return {
+      current: s?.isAlive() === true ? s.leaseId : undefined,
+      value: this.value,
+      unconfirmed: this.unconfirmed,
+    };
+  }
+
+  /** Watches our key from `startRevision` on the connector's shared watch stream. */
+  private startWatch(startRevision: number): void {
+    this.watch?.close();
+    this.watch = this.ctx.watches.watch(
+      { key: this.keyBytes, startRevision },
+      {
+        onEvents: (events) => {
+          this.watchBackoff.reset();
+          this.events.push(...events);
+          // An event may come before the answer of the write of ours that caused it.
+          if (this.pendingWrites === 0) this.judgeEvents();
+        },
+        onProgress: () => {
+          this.watchBackoff.reset();
+        },
+        onCompacted: () => {
+          this.watch = undefined;
+          this.resync = 'compacted';
+          this.kick();
+        },
+        onEnded: (error) => {
+          this.watch = undefined;
+          if (error instanceof ClosedError) return; // the connector is closing
+          // Refused (e.g. permissions changed): say so, and try again from a fresh read.
+          this.errors?.push(error);
+          this.resync = 'ended';
+          this.kick();
+        },
+      },
+    );
+  }
+
+  /**
+   * Judges the events the watch delivered: reports what someone else did and starts a put-back
+   * when the key is no longer as we want it. Runs only while none of our writes is in flight, so
+   * the revisions of all our answered writes are known.
+   */
+  private judgeEvents(): void {
+    const events = this.events;
+    if (events.length === 0) return;
+    this.events = [];
+    if (this.stateValue !== 'live' && this.stateValue !== 'recovering') return;
+    const own = this.ownership();
+    for (const e of events) {
+      // Already judged (a read after a compaction overlaps the last events).
+      if (e.revision <= this.seen.revision) continue;
+      const view = viewOf(e);
+      if (!this.ownRevisions.has(e.revision)) {
+        const change = foreignChange(this.seen, view, own);
+        if (change !== undefined) {
+          const lease = view.lease === '0' ? undefined : leaseIdHex(view.lease);
+          this.changes.push(new KeyChangedError(this.key, change, e.revision, lease));
+        }
+      }
+      this.seen = view;
+    }
+    // Writes of ours at or below the last event were seen (or lie before a re-read).
+    for (const r of this.ownRevisions) if (r <= this.seen.revision) this.ownRevisions.delete(r);
+    const latest = this.seen;
+    if (latest.revision <= this.lastOwnRevision || isDesired(latest, own)) {
+      // A write of ours already replaced it, or it is as we want it: nothing to put back.
+      this.flushChanges(false);
+      return;
+    }
+    if (this.blocked && !mayTake(latest, own) && !this.lostLeases.has(latest.lease)) {
+      // The owner we wait for rewrote its key: still live, still not ours.
+      this.flushChanges(false);
+      return;
+    }
+    this.stateValue = 'recovering';
+    this.kick();
+  }
+
+  /** Reports the changes noted since the last put-back attempt. */
+  private flushChanges(leaseEnded: boolean): void {
+    const changes = this.changes;
+    this.changes = [];
+    for (const c of changes) {
+      // Our lease was revoked behind our back: etcd deleted the key with it (SessionLostError).
+      if (leaseEnded && c.change === 'deleted') continue;
+      this.errors?.push(c);
     }
   }
 
-  /** Puts the key back under a new lease, until it is ours again or the key is deleted. */
-  private async recover(signal: AbortSignal): Promise<void> {
-    const backoff = new Backoff(100, 2000);
-    let reportedExists = false;
-    while (!signal.aborted) {
+  /** Starts the put-back loop, or asks the running one for another pass. */
+  private kick(): void {
+    if (this.stateValue !== 'live' && this.stateValue !== 'recovering') return;
+    this.dirty = true;
+    if (this.healing !== undefined) return;
+    const healing = this.heal(this.controller.signal).finally(() => {
+      if (this.healing === healing) this.healing = undefined;
+      // A kick between the loop's last check and here found it still running.
+      if (this.dirty) this.kick();
+    });
+    this.healing = healing;
+  }
+
+  /** Runs passes while asked to; never rejects. */
+  private async heal(signal: AbortSignal): Promise<void> {
+    while (this.dirty && !isAborted(signal)) {
+      this.dirty = false;
       try {
-        let ref = this.ref;
-        if (ref?.session.isAlive() !== true) {
-          this.unsubscribe?.();
-          this.unsubscribe = undefined;
-          this.ref = undefined;
-          if (ref !== undefined) await ref.release();
-          ref = await this.acquire(signal, true);
-          this.adopt(ref);
-        }
-        const s = ref.session;
-        await this.serial(() => this.putIfAbsentOrOurs(s, this.value));
-        // A loss during the write was ignored by onSession (we were recovering): check again.
-        if (s.isAlive() && !isAborted(signal)) {
-          this.stateValue = 'live';
-          this.lostLeases.clear();
-          return;
-        }
-        continue;
+        await this.healOnce(signal);
       } catch (err) {
         if (isAborted(signal) || err instanceof ClosedError) return;
-        const holder = this.holderLease;
-        if (err instanceof KeyExistsError && holder !== undefined && this.lostLeases.has(holder)) {
-          // Still under our own lost lease: stale keepalives delivered after a partition can
-          // renew it on the server. It is ours to end; then the key is free.
-          await this.revokeLost(holder);
-          continue;
+        const error = this.ctx.toError(err, `put back ${this.key}`);
+        if (!error.retryable && !this.reportedFailure) {
+          // Retrying cannot help (e.g. permission denied): say so once; keep trying anyway.
+          this.reportedFailure = true;
+          this.errors?.push(error);
         }
-        if (err instanceof KeyExistsError && !reportedExists) {
-          // Another owner's key expires with its lease; say so once per recovery.
-          reportedExists = true;
-          this.errors?.push(err);
-        }
+        // etcd unreachable or slow: no watch can tell when it is back, so try again later.
+        this.dirty = true;
+        await delay(this.backoff.next(), signal).catch(() => undefined);
       }
-      await delay(backoff.next(), signal).catch(() => undefined);
     }
+  }
+
+  /**
+   * One pass: re-create a lost watch from a fresh read, or get a live lease (after a loss) and put
+   * the key back under it, unless another live owner holds it.
+   */
+  private async healOnce(signal: AbortSignal): Promise<void> {
+    if (this.resync !== undefined) {
+      await this.rewatch(signal);
+      return;
+    }
+    let ref = this.ref;
+    if (ref?.session.isAlive() !== true) {
+      // A key bound to the user's session ends with it (onSession).
+      if (this.bound !== undefined) return;
+      this.unsubscribe?.();
+      this.unsubscribe = undefined;
+      this.ref = undefined;
+      if (ref !== undefined) await ref.release();
+      ref = await this.acquire(signal, true);
+      this.adopt(ref);
+    }
+    const session = ref.session;
+    if (
+      this.events.length === 0 &&
+      this.pendingWrites === 0 &&
+      isDesired(this.seen, this.ownership())
+    ) {
+      // Put back meanwhile (an update() did it): nothing to write.
+      this.settled();
+      return;
+    }
+    try {
+      await this.serial(() => this.putIfAbsentOrOurs(session, this.value));
+    } catch (err) {
+      if (isAborted(signal) || err instanceof ClosedError) return;
+      if (err instanceof SessionLostError) {
+        // onSession reports the loss and asks for another pass under a new lease.
+        this.flushChanges(true);
+        return;
+      }
+      this.flushChanges(false);
+      if (!(err instanceof KeyExistsError)) throw err;
+      const holder = this.holderLease;
+      if (holder !== undefined && this.lostLeases.has(holder)) {
+        // Still under our own lost lease: stale keepalives delivered after a partition can renew
+        // it on the server. It is ours to end; then the key is free.
+        await this.revokeLost(holder);
+        this.dirty = true;
+        return;
+      }
+      this.stateValue = 'recovering';
+      if (!this.blocked) {
+        this.blocked = true;
+        this.errors?.push(err);
+      }
+      // No timer: the watch sees that owner's key go (or change) and kicks us again.
+      return;
+    }
+    this.backoff.reset();
+    this.flushChanges(false);
+    // Lost during the write: onSession asked for another pass.
+    if (!session.isAlive()) return;
+    this.lostLeases.clear();
+    this.settled();
+  }
+
+  /** The key is ours again, as we want it. */
+  private settled(): void {
+    this.blocked = false;
+    this.reportedFailure = false;
+    if (!this.dirty && this.stateValue === 'recovering') this.stateValue = 'live';
+  }
+
+  /**
+   * After a compaction (or a refused watch), reads the key and watches it again from there; the
+   * read is judged like one event that stands for everything missed.
+   */
+  private async rewatch(signal: AbortSignal): Promise<void> {
+    if (this.resync === 'ended') await delay(this.watchBackoff.next(), signal);
+    let res;
+    try {
+      res = await this.ctx.client.kv.range({ key: this.keyBytes }, this.ctx.callOptions());
+    } catch (err) {
+      throw this.ctx.toError(err, `read ${this.key}`);
+    }
+    if (isAborted(signal)) return;
+    this.resync = undefined;
+    const revision = Number(res.header.revision);
+    const kv = res.kvs[0];
+    this.startWatch(revision + 1);
+    this.events.push(
+      kv === undefined
+        ? {
+            type: 'delete',
+            key: this.key,
+            value: '',
+            revision,
+            createRevision: 0,
+            version: 0,
+            lease: '0',
+          }
+        : {
+            type: 'put',
+            key: this.key,
+            value: kv.value.toString(),
+            revision: Number(kv.mod_revision),
+            createRevision: Number(kv.create_revision),
+            version: Number(kv.version),
+            lease: kv.lease,
+          },
+    );
+    if (this.pendingWrites === 0) this.judgeEvents();
   }
 
   private async doDelete(): Promise<void> {
     this.stateValue = 'deleting';
     this.controller.abort(new ClosedError('ephemeral key'));
+    // No more put-backs: the watch goes first, then the running pass ends.
+    this.watch?.close();
+    this.watch = undefined;
     await this.creating;
-    await this.recovery;
+    await this.healing;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
     const ref = this.ref;
@@ -394,40 +679,62 @@ export class EphemeralKey implements AsyncDisposable {
     this.unsubscribe = undefined;
     this.ref = undefined;
     this.bound = undefined;
+    this.watch?.close();
+    this.watch = undefined;
+    this.events = [];
+    this.ownRevisions.clear();
+    this.lastOwnRevision = 0;
+    this.seen = ABSENT;
+    this.unconfirmed = [];
+    this.changes = [];
+    this.dirty = false;
+    this.blocked = false;
+    this.reportedFailure = false;
+    this.resync = undefined;
     this.errors?.end();
     this.errors = undefined;
     this.untrack?.();
     this.untrack = undefined;
+    if (this.claimed) held.get(this.ctx)?.delete(this.key);
+    this.claimed = false;
     this.creating = undefined;
-    this.recovery = undefined;
+    this.healing = undefined;
     this.stateValue = 'idle';
   }
 
+  /** Runs writes one at a time; judges the watch's events once none is left in flight. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.writes.then(fn, fn);
+    this.pendingWrites++;
+    const run = this.writes.then(fn, fn).finally(() => {
+      this.pendingWrites--;
+      if (this.pendingWrites === 0) this.judgeEvents();
+    });
     this.writes = run.catch(() => undefined);
     return run;
   }
 
-  /** One transaction: absent -> put; ours -> put again; else report the other owner. */
-  private async putIfAbsentOrOurs(session: Session, value: string): Promise<void> {
+  /**
+   * One transaction applying the ownership rule; resolves with the revision of our put. The key
+   * under another live lease is reported (KeyExistsError), never overwritten.
+   */
+  private async putIfAbsentOrOurs(session: Session, value: string): Promise<number> {
     const key = this.keyBytes;
     const put: IRequestOp = {
       request_put: { key, value: Buffer.from(value), lease: session.leaseId },
     };
     const request = {
-      // Never written, or deleted since (create revision 0): the key is free.
-      compare: [
-        { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 },
-      ],
+      // Under our lease (a repeat, an update, or a repair of the value): ours to write.
+      compare: [leaseIs(key, session.leaseId)],
       success: [put],
       failure: [
         {
           request_txn: {
-            // Already under our lease (a retried or repeated create): writing again is harmless.
-            compare: [leaseIs(key, session.leaseId)],
+            // Lease 0: absent (etcd compares a missing key as lease 0) or without a lease: the
+            // key is nobody's, so ours to take.
+            compare: [leaseIs(key, '0')],
             success: [put],
-            // Someone else's: read it to name the owner's lease in the error.
+            // Under another lease, which is live (etcd deletes a key when its lease ends): never
+            // overwritten. Read it to name the holder.
             failure: [{ request_range: { key } }],
           },
         },
@@ -438,15 +745,32 @@ export class EphemeralKey implements AsyncDisposable {
       res = await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
       const e = this.ctx.toError(err, `put ${this.key}`);
-      if (e instanceof SessionLostError || !session.isAlive()) {
+      if (e instanceof SessionLostError) {
+        // etcd says our lease does not exist: lost for every recipe on it, as of now.
+        session.leaseGone();
+        throw new SessionLostError(session.leaseIdHex, 'etcd says the lease is gone', {
+          cause: err,
+        });
+      }
+      if (!session.isAlive()) {
         throw new SessionLostError(session.leaseIdHex, 'the lease is gone', { cause: err });
       }
+      // No answer: etcd may still apply it; seeing this value later is not someone else's doing.
+      if (e.retryable) this.unconfirmed = [...this.unconfirmed, value].slice(-UNCONFIRMED_CAPACITY);
       throw e;
     }
     const nested = res.responses[0]?.response_txn;
-    if (res.succeeded || nested?.succeeded === true) return;
-    this.holderLease = nested?.responses[0]?.response_range.kvs[0]?.lease;
-    throw new KeyExistsError(this.key);
+    if (res.succeeded || nested?.succeeded === true) {
+      const revision = Number(res.header.revision);
+      this.ownRevisions.add(revision);
+      this.lastOwnRevision = Math.max(this.lastOwnRevision, revision);
+      // Ours again, as we want it (e.g. an update() put back a key someone had deleted).
+      if (session === this.session && value === this.value && session.isAlive()) this.settled();
+      return revision;
+    }
+    const holder = nested?.responses[0]?.response_range.kvs[0]?.lease;
+    this.holderLease = holder;
+    throw new KeyExistsError(this.key, holder === undefined ? undefined : leaseIdHex(holder));
   }
 
   /** Deletes the key only while it is under our lease: never someone else's key. */

@@ -121,8 +121,11 @@ export class LeaderElector implements AsyncDisposable {
     let session: Session | undefined;
     if (options.session !== undefined) {
       session = sessionOf(options.session);
-      if (session === undefined) {
-        throw new InvalidArgumentError('options.session', 'must be a session from conn.session()');
+      if (session === undefined || !ctx.sessions.owns(session)) {
+        throw new InvalidArgumentError(
+          'options.session',
+          'must be a session from conn.session() of this connector',
+        );
       }
     }
     this.slot = `${session?.requestedTtl ?? ttl}|${path}`;

@@ -151,7 +151,7 @@ export class MultiLock {
       throw new InvalidArgumentError('paths', 'must be a non-empty array of paths');
     }
     const checked = given.map((p: unknown, i) => validatePath(p, ctx.root, `paths[${i}]`));
-    lockSession(options);
+    lockSession(ctx, options);
     this.paths = [...new Set(checked)].sort();
     this.mutexes = this.paths.map((p) => new Mutex(ctx, p, options));
   }

@@ -52,7 +52,7 @@ export class Mutex {
     options?: MutexOptions,
   ) {
     validatePath(path, ctx.root);
-    const { ttl, session } = lockSession(options);
+    const { ttl, session } = lockSession(ctx, options);
     this.prefix = path + '/';
     this.spec = {
       ctx,

@@ -2,7 +2,8 @@
  * Service registration: one instance of a service as an ephemeral key
  * `servicePath + '/' + instance`, which a {@link ServiceTracker} on `servicePath` lists as
  * `instance`. It lives while this process keeps its lease: a crash or a pause past the TTL removes
- * it; `stop()` removes it at once. Lease loss and re-creation are the EphemeralKey's.
+ * it; `stop()` removes it at once. Lease loss, re-creation, and putting the key back when someone
+ * else deletes or overwrites it (never fighting another live owner) are the EphemeralKey's.
  */
 import { InvalidArgumentError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
@@ -56,9 +57,11 @@ export class ServiceRegistration implements AsyncDisposable {
 
   /**
    * Registers the instance with `value` under the connector's shared lease of `ttl` seconds.
-   * Resolves with the error stream (lease losses, another owner blocking the re-creation) once
-   * the key is in etcd. Errors as {@link EphemeralKey.create}: KeyExistsError when another live
-   * process registered the same instance.
+   * Resolves with the error stream once the key is in etcd: SessionLostError (lease lost),
+   * KeyChangedError (someone else deleted or overwrote the registration; it is put back) and
+   * KeyExistsError (another live owner holds it; it is taken back when that owner's key goes).
+   * Errors as {@link EphemeralKey.create}: KeyExistsError when another live process registered the
+   * same instance.
    */
   register(
     value: string,

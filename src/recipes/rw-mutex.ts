@@ -60,7 +60,7 @@ export class RWMutex {
     options?: RWMutexOptions,
   ) {
     validatePath(path, ctx.root);
-    const { ttl, session } = lockSession(options);
+    const { ttl, session } = lockSession(ctx, options);
     const prefix = path + '/';
     this.prefix = prefix;
     const base = {

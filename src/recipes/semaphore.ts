@@ -61,7 +61,7 @@ export class Semaphore {
         `must be a whole number from 1 to ${MAX_PERMITS}, got ${String(permits)}`,
       );
     }
-    const { ttl, session } = lockSession(options);
+    const { ttl, session } = lockSession(ctx, options);
     this.prefix = path + '/';
     this.spec = {
       ctx,

@@ -45,6 +45,8 @@ export class SessionPool {
   private readonly live = new Map<number, Session>();
   private readonly granting = new Map<number, Promise<Session>>();
   private readonly refs = new Map<Session, Set<SessionRef>>();
+  /** Every session this pool granted (to refuse another connector's). */
+  private readonly granted = new WeakSet<Session>();
   private readonly closing = new AbortController();
   private closed = false;
 
@@ -97,6 +99,11 @@ export class SessionPool {
     return this.ref(session);
   }
 
+  /** True for a session this pool granted. */
+  owns(session: Session): boolean {
+    return this.granted.has(session);
+  }
+
   /** How many holders a session has (acquired and not yet released). */
   holders(session: Session): number {
     return this.refs.get(session)?.size ?? 0;
@@ -143,6 +150,7 @@ export class SessionPool {
         throw new ClosedError();
       }
       this.live.set(ttl, session);
+      this.granted.add(session);
       this.watch(ttl, session);
       return session;
     });

@@ -163,6 +163,14 @@ export class Session {
     await this.revoking;
   }
 
+  /**
+   * etcd refused a request under this lease because the lease does not exist (revoked by someone,
+   * or expired): the session is lost now, for every holder, rather than at the next keepalive.
+   */
+  leaseGone(): void {
+    this.lose('etcd says the lease does not exist');
+  }
+
   /** Stops the keepalive without revoking: the lease ends at its TTL. Idempotent. */
   orphan(): void {
     if (this.stateValue === 'closed' || this.stateValue === 'lost') return;

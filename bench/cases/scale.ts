@@ -1,0 +1,225 @@
+/**
+ * Scale: what idle watchers and electors cost. Each side runs in a fresh child process.
+ *
+ * - 10,000 idle observers (ours) against 10,000 etcd3 watchers: RSS growth, idle CPU, the Watch
+ *   streams open at etcd (etcd's own gRPC metrics), and the time until one put to each key was
+ *   delivered (first put sent by this process → last event in the child).
+ * - 1,000 leaders on one connector + 1,000 followers on another (ours): RSS growth, idle CPU, and
+ *   the time from the leaders' connector's close() until every follower leads.
+ */
+import type { Etcd3 } from 'etcd3';
+import { uniqueName } from '../../src/testing/index.js';
+import type { BenchCase } from '../case.js';
+import { childScript, LineProcess, type BenchEnv } from '../env.js';
+import { fmt } from '../stats.js';
+import { ratioRow, type Row } from '../table.js';
+
+const WAIT_MS = 300_000;
+const MB = 1024 * 1024;
+
+/** Open Watch streams on the member at `endpoint`, from its Prometheus metrics. */
+async function watchStreams(endpoint: string): Promise<number> {
+  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  const sum = (metric: string): number =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${metric}{`) && l.includes('grpc_method="Watch"'))
+      .reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return sum('grpc_server_started_total') - sum('grpc_server_handled_total');
+}
+
+function num(v: unknown): number {
+  return typeof v === 'number' ? v : NaN;
+}
+
+interface ObserverResult {
+  rssMb: number;
+  heapMb: number;
+  cpu: number;
+  streams: number;
+  deliverMs: number;
+  setupMs: number;
+}
+
+async function observers(
+  env: BenchEnv,
+  raw: Etcd3,
+  mode: 'ours' | 'etcd3',
+  count: number,
+  idleMs: number,
+): Promise<ObserverResult> {
+  const endpoint = env.endpoints[0] ?? '';
+  const prefix = `/bench/${uniqueName(`scale-${mode}`)}`;
+  const streams0 = await watchStreams(endpoint);
+  const child = new LineProcess(process.execPath, [
+    '--expose-gc',
+    childScript('scale-child'),
+    'observers',
+    mode,
+    env.endpoints.join(','),
+    prefix,
+    String(count),
+    String(idleMs),
+  ]);
+  try {
+    const ready = await child.waitEvent('ready', WAIT_MS);
+    const idle = await child.waitEvent('idle', WAIT_MS);
+    const streams = (await watchStreams(endpoint)) - streams0;
+    // One put to each key, 64 in flight, from this process.
+    child.send(JSON.stringify({ cmd: 'go' }));
+    const t0 = performance.timeOrigin + performance.now();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < count) await raw.put(`${prefix}/k${next++}`).value('v');
+    };
+    await Promise.all(Array.from({ length: 64 }, worker));
+    const delivered = await child.waitEvent('delivered', WAIT_MS);
+    return {
+      rssMb: num(idle.data.rss) / MB,
+      heapMb: num(idle.data.heap) / MB,
+      cpu: num(idle.data.cpu),
+      streams,
+      deliverMs: num(delivered.data.lastAt) - t0,
+      setupMs: num(ready.data.setupMs),
+    };
+  } finally {
+    await child.stop(5000);
+  }
+}
+
+interface ElectorResult {
+  rssMb: number;
+  cpu: number;
+  handoverMs: number;
+  closeMs: number;
+}
+
+async function electors(env: BenchEnv, count: number, idleMs: number): Promise<ElectorResult> {
+  const child = new LineProcess(process.execPath, [
+    '--expose-gc',
+    childScript('scale-child'),
+    'electors',
+    'ours',
+    env.endpoints.join(','),
+    `/bench/${uniqueName('scale-el')}`,
+    String(count),
+    String(idleMs),
+  ]);
+  try {
+    await child.waitEvent('ready', WAIT_MS);
+    const idle = await child.waitEvent('idle', WAIT_MS);
+    child.send(JSON.stringify({ cmd: 'handover' }));
+    const done = await child.waitEvent('handedOver', WAIT_MS);
+    return {
+      rssMb: num(idle.data.rss) / MB,
+      cpu: num(idle.data.cpu),
+      handoverMs: num(done.data.ms),
+      closeMs: num(done.data.closeMs),
+    };
+  } finally {
+    await child.stop(5000);
+  }
+}
+
+export const scaleCase: BenchCase = {
+  name: 'scale',
+  title: 'idle observers and electors at scale (each side in its own process)',
+  async run(env) {
+    const raw = env.rawClient();
+    const n = env.reps(2000, 10_000);
+    const electorsN = env.reps(200, 1000);
+    const idleMs = env.reps(3000, 10_000);
+    const ours = await env.ours();
+    const o =
+      ours === undefined
+        ? undefined
+        : await env.guard('scale observers', () => observers(env, raw, 'ours', n, idleMs));
+    const p = await observers(env, raw, 'etcd3', n, idleMs);
+    const e =
+      ours === undefined
+        ? undefined
+        : await env.guard('scale electors', () => electors(env, electorsN, idleMs));
+    env.note(
+      `scale: ${n} observers on ${n} keys, idle CPU over ${idleMs / 1000} s; heap growth ` +
+        `${fmt(o?.heapMb)} MB ours, ${fmt(p.heapMb)} MB etcd3; setup (start all, one warm-up put ` +
+        `each delivered) ${fmt(o?.setupMs)} ms ours, ${fmt(p.setupMs)} ms etcd3; ${electorsN} ` +
+        `leaders + ${electorsN} followers: the leaders' close() took ${fmt(e?.closeMs)} ms of the ` +
+        `handover`,
+    );
+    const rows: Row[] = [
+      {
+        ...ratioRow(
+          `${n} observers: RSS growth (MB)`,
+          o?.rssMb,
+          `etcd3 watchers`,
+          p.rssMb,
+          'lower',
+        ),
+        target: 'ratio <= 1.0',
+        met: o === undefined ? undefined : o.rssMb <= p.rssMb,
+      },
+      {
+        ...ratioRow(`${n} observers: idle CPU (% core)`, o?.cpu, `etcd3 watchers`, p.cpu, 'lower'),
+        target: 'ours <= 1 %',
+        met: o === undefined ? undefined : o.cpu <= 1,
+      },
+      {
+        ...ratioRow(
+          `${n} observers: Watch streams at etcd`,
+          o?.streams,
+          `etcd3 watchers`,
+          p.streams,
+          'lower',
+        ),
+        target: 'ours <= 3',
+        met: o === undefined ? undefined : o.streams <= 3,
+      },
+      {
+        ...ratioRow(
+          `${n} observers: one put each delivered (ms)`,
+          o?.deliverMs,
+          `etcd3 watchers`,
+          p.deliverMs,
+          'lower',
+        ),
+        target: 'ratio <= 1.2',
+        met: o === undefined ? undefined : o.deliverMs <= 1.2 * p.deliverMs,
+      },
+      {
+        ...ratioRow(
+          `${electorsN}+${electorsN} electors: RSS growth (MB)`,
+          e?.rssMb,
+          '—',
+          undefined,
+          'lower',
+        ),
+        target: `<= ${electorsN === 1000 ? 60 : 12} MB`,
+        met: e === undefined ? undefined : e.rssMb <= (electorsN === 1000 ? 60 : 12),
+      },
+      {
+        ...ratioRow(
+          `${electorsN}+${electorsN} electors: idle CPU (% core)`,
+          e?.cpu,
+          '—',
+          undefined,
+          'lower',
+        ),
+        target: '<= 1 %',
+        met: e === undefined ? undefined : e.cpu <= 1,
+      },
+      {
+        ...ratioRow(
+          `${electorsN} handovers after close (ms)`,
+          e?.handoverMs,
+          '—',
+          undefined,
+          'lower',
+        ),
+        target: '<= 1000 ms',
+        met: e === undefined ? undefined : e.handoverMs <= 1000,
+      },
+    ];
+    return rows;
+  },
+};
