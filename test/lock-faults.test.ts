@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
-import { ErrorCode } from '../src/index.js';
+import { EtcdConnector, ErrorCode, SessionLostError } from '../src/index.js';
 import {
   startEtcdCluster,
+  startProxy,
   testTimeout,
   uniqueName,
   waitFor,
@@ -46,6 +47,82 @@ void describe('locks under faults', () => {
     await Promise.allSettled(closers.map((c) => c()));
     client.close();
     await cluster.stop();
+  });
+
+  test('a short blackhole: the holder is suspended (signal not aborted), then held again', async () => {
+    const ns = uniqueName('lf');
+    const endpoint = cluster.endpoints[0];
+    assert.ok(endpoint !== undefined);
+    const proxy = await startProxy(endpoint);
+    closers.push(() => proxy.close());
+    // TTL 5: suspended after ~1.25 s of silence, lost only at 5 s; room for a loaded machine.
+    const conn = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 2000 });
+    closers.push(() => conn.close());
+    const lock = await conn.newMutex(`/${ns}/locks/short`, { ttl: 5 }).lock();
+    const states: string[] = [];
+    const reading = (async () => {
+      for await (const st of lock.status()) states.push(st);
+    })();
+    proxy.blackhole();
+    await waitFor(() => lock.suspended, {
+      timeoutMs: testTimeout(5000),
+      intervalMs: 10,
+      message: 'suspended',
+    });
+    assert.equal(lock.signal.aborted, false, 'suspended is not lost');
+    proxy.pass();
+    await waitFor(() => lock.state === 'held', {
+      timeoutMs: testTimeout(10000),
+      intervalMs: 10,
+      message: 'held again after a re-check',
+    });
+    assert.equal(lock.signal.aborted, false);
+    await lock.fencedTxn([conn.client.put(`/${ns}/after`).value('1')]);
+    await lock.unlock();
+    await reading;
+    assert.deepEqual(states, ['held', 'suspended', 'held', 'released']);
+  });
+
+  test('a blackhole past the TTL: lost by its own deadline, before the next waiter holds', async () => {
+    const ns = uniqueName('lf');
+    const path = `/${ns}/locks/blackhole`;
+    const endpoint = cluster.endpoints[0];
+    assert.ok(endpoint !== undefined);
+    const proxy = await startProxy(endpoint);
+    closers.push(() => proxy.close());
+    const a = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 2000 });
+    const b = new EtcdConnector(cluster.endpoints, ns, { callTimeoutMs: 2000 });
+    closers.push(
+      () => a.close(),
+      () => b.close(),
+    );
+    const held = await a.newMutex(path, { ttl: TTL_S }).lock();
+    const session = await a.session({ ttl: TTL_S });
+    const order: string[] = [];
+    let lostAt = 0;
+    let deadline = 0;
+    held.signal.addEventListener('abort', () => {
+      lostAt = performance.now();
+      deadline = session.deadline;
+      order.push('a lost');
+    });
+    const next = b
+      .newMutex(path, { ttl: TTL_S })
+      .lock()
+      .then((l) => (order.push('b holds'), l));
+    await waitQueueLength(client, `${path}/`, 2);
+    proxy.blackhole();
+    const bl = await withTimeout(next, testTimeout(15000), 'b holds');
+    assert.deepEqual(order, ['a lost', 'b holds'], 'never two holders');
+    assert.ok(held.signal.reason instanceof SessionLostError, String(held.signal.reason));
+    // Lost at the local deadline (send time of the last acknowledged keepalive + TTL).
+    const late = lostAt - deadline;
+    assert.ok(
+      late >= 0 && late <= testTimeout(250),
+      `lost ${late.toFixed(0)} ms after the deadline`,
+    );
+    proxy.pass();
+    await bl.unlock();
   });
 
   test('holder SIGSTOPped past its TTL: the next holds within TTL + 1.5 s; the resumed one is lost first, its writes fail', async () => {
