@@ -13,10 +13,11 @@ import type { Etcd3 } from 'etcd3';
 import type { BenchCase } from '../case.js';
 import { childScript, LineProcess, type BenchEnv } from '../env.js';
 import { fmt, percentile } from '../stats.js';
-import { ratioRow, type Row } from '../table.js';
+import { ratioRow } from '../table.js';
 
 const PROCESSES = 4;
-const PER_PROCESS = 4;
+/** Contenders per process: 4 (the target's 16 contenders), and 1 (4 contenders in all). */
+const PER_PROCESS = [4, 1] as const;
 const TTL = 10;
 const WAIT_MS = 60000;
 
@@ -107,6 +108,7 @@ async function round(
   children: LineProcess[],
   watcher: Etcd3,
   durationMs: number,
+  perProcess: number,
 ): Promise<RoundResult> {
   const name = `${env.prefix(`lock-${side}`)}/lock`;
   const watch = await watchCreates(watcher, `${name}/`);
@@ -117,7 +119,7 @@ async function round(
         JSON.stringify({
           op: 'contend',
           name,
-          contenders: PER_PROCESS,
+          contenders: perProcess,
           durationMs,
           startAt,
           ttl: TTL,
@@ -128,7 +130,7 @@ async function round(
       children.map((c) => c.waitEvent('contended', durationMs + WAIT_MS)),
     );
     const records = replies.flatMap((r, p) =>
-      (r.data.records as CycleRecord[]).map((rec) => ({ ...rec, c: p * PER_PROCESS + rec.c })),
+      (r.data.records as CycleRecord[]).map((rec) => ({ ...rec, c: p * perProcess + rec.c })),
     );
     const errors = replies.reduce((n, r) => n + Number(r.data.errorCount ?? 0), 0);
     const cpuMs = replies.reduce((n, r) => n + Number(r.data.cpuMs ?? 0), 0);
@@ -162,9 +164,11 @@ async function round(
   }
 }
 
+type Key = `${SideName}/${number}`;
+
 export const lockContentionCase: BenchCase = {
   name: 'lock-contention',
-  title: `mutex, ${PROCESSES * PER_PROCESS} contenders in ${PROCESSES} processes (ours vs etcd3 Lock vs v3lock)`,
+  title: `mutex, ${PROCESSES * PER_PROCESS[0]} (and ${PROCESSES * PER_PROCESS[1]}) contenders in ${PROCESSES} processes (ours vs etcd3 Lock vs v3lock)`,
   async run(env) {
     const rounds = env.reps(1, 3);
     const durationMs = env.reps(2000, 4000);
@@ -172,7 +176,7 @@ export const lockContentionCase: BenchCase = {
     const sides: SideName[] =
       (await env.ours()) === undefined ? ['etcd3', 'v3lock'] : ['ours', 'etcd3', 'v3lock'];
     const children = new Map<SideName, LineProcess[]>();
-    const results = new Map<SideName, RoundResult[]>();
+    const results = new Map<Key, RoundResult[]>();
     try {
       for (const side of sides) {
         const procs = Array.from(
@@ -185,81 +189,107 @@ export const lockContentionCase: BenchCase = {
             ]),
         );
         children.set(side, procs);
-        results.set(side, []);
         await Promise.all(procs.map((p) => p.waitEvent('ready', WAIT_MS)));
       }
-      for (let i = 0; i < rounds; i++) {
-        for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
-          const run = (): Promise<RoundResult> =>
-            round(env, side, children.get(side) ?? [], watcher, durationMs);
-          const r = side === 'ours' ? await env.guard('lock-contention', run) : await run();
-          if (r !== undefined) results.get(side)?.push(r);
+      for (const k of PER_PROCESS) {
+        for (let i = 0; i < rounds; i++) {
+          for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
+            const run = (): Promise<RoundResult> =>
+              round(env, side, children.get(side) ?? [], watcher, durationMs, k);
+            const r = side === 'ours' ? await env.guard('lock-contention', run) : await run();
+            if (r === undefined) continue;
+            const key: Key = `${side}/${k}`;
+            results.set(key, [...(results.get(key) ?? []), r]);
+          }
         }
       }
     } finally {
       await Promise.all([...children.values()].flat().map((c) => c.stop(5000)));
     }
-    const med = (side: SideName, f: (r: RoundResult) => number): number | undefined => {
-      const rs = results.get(side) ?? [];
+    const med = (key: Key, f: (r: RoundResult) => number): number | undefined => {
+      const rs = results.get(key) ?? [];
       return rs.length === 0 ? undefined : percentile(rs.map(f), 50);
     };
-    const describe = (side: SideName): string => {
-      const rs = results.get(side) ?? [];
+    const describe = (key: Key): string => {
+      const rs = results.get(key) ?? [];
       const fifo = rs.map((r) => (r.fifo === undefined ? 'n/a' : r.fifo ? 'yes' : 'NO')).join('/');
       const rate = rs.map((r) => fmt(r.cyclesPerSec)).join(', ');
       const waits = rs.map((r) => `${fmt(r.waitP99)} (max ${r.waitMax})`).join(', ');
       const errors = rs.reduce((n, r) => n + r.errors, 0);
       const cpu = rs.map((r) => fmt(r.cpuPerCycleMs)).join(', ');
       return (
-        `${side}: cycles/s ${rate}; FIFO ${fifo}; wait p99 in cycles ${waits}; client CPU per ` +
-        `cycle (ms) ${cpu}; errors ${errors}`
+        `${key.replace('/', ', contenders per process ')}: cycles/s ${rate}; FIFO ${fifo}; wait ` +
+        `p99 in cycles ${waits}; client CPU per cycle (ms) ${cpu}; errors ${errors}`
       );
     };
-    for (const side of sides) env.note(`lock-contention ${describe(side)}`);
+    for (const k of PER_PROCESS) {
+      for (const side of sides) env.note(`lock-contention ${describe(`${side}/${k}`)}`);
+    }
     env.note(
-      `lock-contention: ${rounds} rounds of ${durationMs} ms per side, alternating; figures are ` +
-        'medians over rounds; ours: one connector per process (its 4 contenders share one ' +
-        'session and queue in process, then in etcd); v3lock: one lease per contender',
+      `lock-contention: ${rounds} rounds of ${durationMs} ms per side and size, alternating; ` +
+        'figures are medians over rounds; ours: one connector per process (its contenders share ' +
+        'one session and queue in process, then in etcd); v3lock: one lease per contender; ' +
+        'client CPU = user + system time of the 4 contender processes per cycle',
     );
-    const oursRate = med('ours', (r) => r.cyclesPerSec);
-    const oursFifo = (results.get('ours') ?? []).every((r) => r.fifo === true);
-    const rows: Row[] = [
+    const [big, small] = PER_PROCESS;
+    const n = PROCESSES * big;
+    const oursRate = med(`ours/${big}`, (r) => r.cyclesPerSec);
+    const oursFifo = (results.get(`ours/${big}`) ?? []).every((r) => r.fifo === true);
+    const oursWait = med(`ours/${big}`, (r) => r.waitP99);
+    return [
       ratioRow(
-        'mutex cycles/s, 16 contenders',
+        `mutex cycles/s, ${n} contenders`,
         oursRate,
         'etcd3 Lock + retry',
-        med('etcd3', (r) => r.cyclesPerSec),
+        med(`etcd3/${big}`, (r) => r.cyclesPerSec),
         'higher',
         2,
       ),
       ratioRow(
-        'mutex cycles/s, 16 contenders',
+        `mutex cycles/s, ${n} contenders`,
         oursRate,
         'v3lock API',
-        med('v3lock', (r) => r.cyclesPerSec),
+        med(`v3lock/${big}`, (r) => r.cyclesPerSec),
         'higher',
         2,
       ),
       {
-        name: 'mutex wait p99 (cycles), 16 contenders',
-        ours: med('ours', (r) => r.waitP99),
+        name: `mutex wait p99 (cycles), ${n} contenders`,
+        ours: oursWait,
         peer: 'v3lock API',
-        peerValue: med('v3lock', (r) => r.waitP99),
+        peerValue: med(`v3lock/${big}`, (r) => r.waitP99),
         better: 'lower',
         target: 'ours <= 20, FIFO',
-        met:
-          results.get('ours')?.length === 0
-            ? undefined
-            : (med('ours', (r) => r.waitP99) ?? Infinity) <= 20 && oursFifo,
+        met: oursWait === undefined ? undefined : oursWait <= 20 && oursFifo,
       },
       ratioRow(
-        'mutex wait p99 (cycles), 16 contenders',
-        med('ours', (r) => r.waitP99),
+        `mutex wait p99 (cycles), ${n} contenders`,
+        oursWait,
         'etcd3 Lock + retry',
-        med('etcd3', (r) => r.waitP99),
+        med(`etcd3/${big}`, (r) => r.waitP99),
         'lower',
       ),
+      ratioRow(
+        `mutex client CPU/cycle (ms), ${n} contenders`,
+        med(`ours/${big}`, (r) => r.cpuPerCycleMs ?? NaN),
+        'v3lock API',
+        med(`v3lock/${big}`, (r) => r.cpuPerCycleMs ?? NaN),
+        'lower',
+      ),
+      ratioRow(
+        `mutex cycles/s, ${PROCESSES * small} contenders`,
+        med(`ours/${small}`, (r) => r.cyclesPerSec),
+        'v3lock API',
+        med(`v3lock/${small}`, (r) => r.cyclesPerSec),
+        'higher',
+      ),
+      ratioRow(
+        `mutex cycles/s, ${PROCESSES * small} contenders`,
+        med(`ours/${small}`, (r) => r.cyclesPerSec),
+        'etcd3 Lock + retry',
+        med(`etcd3/${small}`, (r) => r.cyclesPerSec),
+        'higher',
+      ),
     ];
-    return rows;
   },
 };
