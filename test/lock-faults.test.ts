@@ -262,4 +262,99 @@ void describe('locks under faults', () => {
       if (i > 0) assert.ok(h.token > (history[i - 1]?.token ?? 0n), `token of write ${i}`);
     });
   });
+
+  test('semaphore and RWMutex holders in 6 processes, paused and a member killed: never more holders than allowed', async (t) => {
+    const ns = uniqueName('lf');
+    const markers = `/${ns}/markers`;
+    const spawnHolder = (id: string, path: string, kind: string): Child => {
+      const args = [cluster.endpoints.join(','), ns, path, id, String(TTL_S), kind, markers, '80'];
+      const child = new Child(id, 'permit-holder', args);
+      closers.push(() => child.kill());
+      return child;
+    };
+    const procs = [
+      spawnHolder('S0', `/${ns}/sem`, 'sem:2'),
+      spawnHolder('S1', `/${ns}/sem`, 'sem:2'),
+      spawnHolder('S2', `/${ns}/sem`, 'sem:2'),
+      spawnHolder('R0', `/${ns}/rw`, 'read'),
+      spawnHolder('R1', `/${ns}/rw`, 'read'),
+      spawnHolder('W0', `/${ns}/rw`, 'write'),
+    ];
+    const helds = (): number =>
+      procs.reduce((n, p) => n + p.lines.filter((l) => l.event === 'held').length, 0);
+    const progress = async (n: number, what: string): Promise<void> => {
+      const from = helds();
+      await waitFor(() => helds() >= from + n, {
+        timeoutMs: testTimeout(30000),
+        intervalMs: 20,
+        message: what,
+      });
+    };
+    await progress(6, 'first holds');
+    const faults: string[] = [];
+    for (const round of [0, 1]) {
+      const h = await waitFor(() => procs.find((p) => p.lines.at(-1)?.event === 'held'), {
+        timeoutMs: testTimeout(10000),
+        intervalMs: 2,
+        message: 'a holder',
+      });
+      h.child.kill('SIGSTOP');
+      await sleep(TTL_S * 1000 + 1000); // the fault's duration
+      h.child.kill('SIGCONT');
+      faults.push(`paused ${h.id}`);
+      await progress(4, `holds after pausing ${h.id}`);
+      const victim = round === 0 ? await cluster.leader() : cluster.members[2];
+      assert.ok(victim !== undefined);
+      await victim.kill();
+      faults.push(`killed ${victim.name}`);
+      await progress(2, `holds with ${victim.name} down`);
+      await victim.restart();
+    }
+    for (const p of procs) p.send('stop');
+    await Promise.all(procs.map((p) => withTimeout(p.exited, testTimeout(30000), `${p.id} exit`)));
+
+    // etcd's history of the markers: who held, revision by revision.
+    const end = (await client.get(`/${ns}/none`).exec()).header.revision;
+    const events: { type: 'put' | 'delete'; key: string; rev: bigint }[] = [];
+    const watcher = await client.watch().prefix(`${markers}/`).startRevision('1').create();
+    const done = new Promise<void>((resolve) => {
+      watcher.on('data', (res) => {
+        for (const e of res.events) {
+          events.push({
+            type: e.type === 'Put' ? 'put' : 'delete',
+            key: e.kv.key.toString(),
+            rev: BigInt(e.kv.mod_revision),
+          });
+        }
+        if (BigInt(res.header.revision) >= BigInt(end)) resolve();
+      });
+    });
+    await client.put(`/${ns}/end`).value('x'); // a revision after the last marker event
+    await withTimeout(done, testTimeout(10000), 'markers history');
+    await watcher.cancel();
+    const present = new Set<string>();
+    let maxSem = 0;
+    let maxReaders = 0;
+    let writerBeside = 0;
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i];
+      if (e === undefined) continue;
+      if (e.type === 'put') present.add(e.key);
+      else present.delete(e.key);
+      if (events[i + 1]?.rev === e.rev) continue; // one revision at a time
+      const names = [...present].map((k) => k.slice(markers.length + 1));
+      maxSem = Math.max(maxSem, names.filter((n) => n.startsWith('s-')).length);
+      const readers = names.filter((n) => n.startsWith('r-')).length;
+      const writers = names.filter((n) => n.startsWith('w-')).length;
+      maxReaders = Math.max(maxReaders, readers);
+      if (writers > 1 || (writers === 1 && readers > 0)) writerBeside++;
+    }
+    t.diagnostic(
+      `faults: ${faults.join(', ')}; ${events.length} marker events; at most ${maxSem} ` +
+        `semaphore holders, ${maxReaders} readers together`,
+    );
+    assert.ok(events.length > 20, `${events.length} marker events`);
+    assert.ok(maxSem <= 2, `at most 2 semaphore holders, saw ${maxSem}`);
+    assert.equal(writerBeside, 0, 'never a writer beside anyone');
+  });
 });
