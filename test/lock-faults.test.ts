@@ -183,7 +183,7 @@ void describe('locks under faults', () => {
     const ids = ['P0', 'P1', 'P2', 'P3'];
     const procs = ids.map((id) => holder(ns, id, path, 'counter', counter));
     // A holder between its read of the counter and its write: where a pause loses updates.
-    const holding = (): Child | undefined => procs.find((p) => p.lines.at(-1)?.event === 'held');
+    const holding = (): Child | undefined => procs.find((p) => p.lines.at(-1)?.event === 'read');
     const incs = (): number =>
       procs.reduce((n, p) => n + p.lines.filter((l) => l.event === 'inc').length, 0);
     const progress = async (n: number, what: string): Promise<void> => {
@@ -230,7 +230,8 @@ void describe('locks under faults', () => {
     t.diagnostic(
       `faults: ${faults.join(', ')}; ${tried.length} increments tried, ${acked.length} ` +
         `acknowledged (${acked.filter((l) => l.resolved === true).length} resolved after a ` +
-        `timeout), counter ${count}`,
+        `timeout), counter ${count}; not landed: ` +
+        JSON.stringify(tried.filter((l) => l.landed !== true).map((l) => [l.id, l.error])),
     );
     assert.equal(count, acked.length, 'counter = acknowledged increments');
     assert.ok(
