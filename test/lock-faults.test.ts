@@ -344,11 +344,16 @@ void describe('locks under faults', () => {
       else present.delete(e.key);
       if (events[i + 1]?.rev === e.rev) continue; // one revision at a time
       const names = [...present].map((k) => k.slice(markers.length + 1));
-      maxSem = Math.max(maxSem, names.filter((n) => n.startsWith('s-')).length);
+      const sem = names.filter((n) => n.startsWith('s-')).length;
+      if (sem > 2) t.diagnostic(`revision ${e.rev}: ${names.join(', ')}`);
+      maxSem = Math.max(maxSem, sem);
       const readers = names.filter((n) => n.startsWith('r-')).length;
       const writers = names.filter((n) => n.startsWith('w-')).length;
       maxReaders = Math.max(maxReaders, readers);
-      if (writers > 1 || (writers === 1 && readers > 0)) writerBeside++;
+      if (writers > 1 || (writers === 1 && readers > 0)) {
+        writerBeside++;
+        t.diagnostic(`revision ${e.rev}: ${names.join(', ')}`);
+      }
     }
     t.diagnostic(
       `faults: ${faults.join(', ')}; ${events.length} marker events; at most ${maxSem} ` +
