@@ -152,7 +152,12 @@ void describe('locks under faults', () => {
     const afterResume = a.lines.map(out).filter((l) => Number(l.at) >= resumedAt);
     const first = afterResume.find((l) => l.event !== 'work');
     assert.equal(first?.event, 'lost', `A after SIGCONT: ${JSON.stringify(afterResume)}`);
-    assert.equal(first.reason, ErrorCode.SessionLost);
+    // Its own deadline passed (SessionLostError), or the watch told it first, on the same wake-up,
+    // that the lease's expiry deleted its key (NotLockedError): lost either way.
+    assert.ok(
+      ([ErrorCode.SessionLost, ErrorCode.NotLocked] as string[]).includes(String(first.reason)),
+      String(first.reason),
+    );
     assert.ok(
       !afterResume.some((l) => l.event === 'work-start'),
       'no work started after the resume',
