@@ -48,6 +48,20 @@ void describe('etcdc lock', () => {
     assert.match(root.lines.join('\n'), /^\s+lock /m);
   });
 
+  test('bad input exits 2, an unreachable endpoint exits 1, both before waiting', async () => {
+    const fast = ['--command-timeout', '500', '--dial-timeout', '500'];
+    const [empty, ttl, dead] = await Promise.all([
+      runCli(['lock', '', ...at(uniqueName('cli-lock'))]),
+      runCli(['lock', 'job', '--ttl', '0']),
+      runCli(['lock', 'job', '--endpoints', '127.0.0.1:1', ...fast]),
+    ]);
+    assert.equal(empty.code, 2, empty.describe);
+    assert.match(empty.stderr, /\[ETCDC_INVALID_ARGUMENT\] name: must not be empty/);
+    assert.equal(ttl.code, 2, ttl.describe);
+    assert.equal(dead.code, 1, dead.describe);
+    assert.match(dead.stderr, /^etcdc: \[ETCDC_[A-Z_]+\] /m, dead.describe);
+  });
+
   test('hold until Ctrl-C; --try exits 3; --timeout exits 3; Ctrl-C while waiting exits 130', async () => {
     const ns = uniqueName('cli-lock');
     const prefix = `/${ns}/locks/job/`;
