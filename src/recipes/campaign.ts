@@ -52,6 +52,8 @@ export class Campaign {
   private running: Promise<void> = Promise.resolve();
   private member: QueueMember | undefined;
   private leading = false;
+  /** The resign `stop()` sent at once, and the token it was for. */
+  private resigning: { token: FencingToken; done: Promise<void> } | undefined;
   private last: CampaignEvent | undefined;
 
   constructor(private readonly opts: CampaignOptions) {
@@ -80,6 +82,19 @@ export class Campaign {
 
   /** Stops campaigning and resigns; resolves when no watch, timer or lease is left. */
   async stop(): Promise<void> {
+    // Resign first: the delete goes out before the loop winds down (it may be in the middle of a
+    // re-check read), so the next candidate leads one loop exit sooner.
+    const m = this.member;
+    const token = m?.token;
+    if (m !== undefined && token !== undefined && !this.ctx.closing && m.session.isAlive()) {
+      this.resigning ??= {
+        token,
+        done: m.remove().then(
+          () => undefined,
+          () => undefined,
+        ),
+      };
+    }
     this.leading = false;
     this.controller.abort(new ClosedError('leader elector'));
     await this.running;
@@ -133,7 +148,10 @@ export class Campaign {
         this.leading = false;
         // The connector's close revokes every lease at once; no key-by-key resign needed then.
         if (isAborted(signal) && !this.ctx.closing && session.isAlive()) {
-          await member.remove().catch(() => undefined);
+          const early = this.resigning;
+          await early?.done;
+          // (A join in flight when stop() came may have made a new key since.)
+          if (early?.token !== member.token) await member.remove().catch(() => undefined);
         }
         member.close();
         await ref.release();
