@@ -192,7 +192,10 @@ export class HeldLock implements AsyncDisposable {
     await this.unlock().catch(() => undefined);
   }
 
-  /** Lost now: abort, report, and let everything go (the key is gone or goes with the lease). */
+  /**
+   * @internal Lost now: abort, report, and let everything go (the key is gone or goes with the
+   * lease).
+   */
   lose(error: EtcdConnectorError): void {
     if (this.stateValue === 'lost' || this.stateValue === 'released') return;
     this.setState('lost');
