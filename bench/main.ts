@@ -13,6 +13,8 @@ import { ephemeralCase } from './cases/ephemeral.js';
 import { handoverCase } from './cases/handover.js';
 import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
+import { lockContentionCase } from './cases/lock-contention.js';
+import { lockLatencyCase } from './cases/lock-latency.js';
 import { observerCase } from './cases/observer.js';
 import { scaleCase } from './cases/scale.js';
 import { queueCase } from './cases/queue.js';
@@ -23,6 +25,8 @@ import type { BenchCase } from './case.js';
 
 const CASES: readonly BenchCase[] = [
   handoverCase,
+  lockContentionCase,
+  lockLatencyCase,
   takeoverCase,
   leaseLossCase,
   observerCase,

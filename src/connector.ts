@@ -17,6 +17,10 @@ import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
 import { LeaderObserver } from './recipes/leader-observer.js';
+import { MultiLock, type MultiLockOptions } from './recipes/multi-lock.js';
+import { Mutex, type MutexOptions } from './recipes/mutex.js';
+import { RWMutex, type RWMutexOptions } from './recipes/rw-mutex.js';
+import { Semaphore, type SemaphoreOptions } from './recipes/semaphore.js';
 import { Observer, type ObserverOptions } from './recipes/observer.js';
 import { PriorityQueue, type PriorityQueueOptions } from './recipes/priority-queue.js';
 import { Queue, type QueueOptions } from './recipes/queue.js';
@@ -312,6 +316,34 @@ export class EtcdConnector implements AsyncDisposable {
     this.ctx.assertOpen();
     this.stmRunner ??= new StmRunner(this.ctx);
     return this.stmRunner.run(fn, options);
+  }
+
+  /**
+   * A mutex on `path` in Go's `concurrency.Mutex` layout (`path/<lease id hex>`), so it queues
+   * with `etcdctl lock <path>` and Go services. Callers of this connector that lock it under the
+   * same session queue in process first (they would share one key).
+   */
+  newMutex(path: string, options?: MutexOptions): Mutex {
+    this.ctx.assertOpen();
+    return new Mutex(this.ctx, this.path(path), options);
+  }
+
+  /** A readers-writer lock on `path` in Go's recipes layout (`path/read/...`, `path/write/...`). */
+  newRWMutex(path: string, options?: RWMutexOptions): RWMutex {
+    this.ctx.assertOpen();
+    return new RWMutex(this.ctx, this.path(path), options);
+  }
+
+  /** A semaphore of `permits` on `path`: at most that many holders at once. */
+  newSemaphore(path: string, permits: number, options?: SemaphoreOptions): Semaphore {
+    this.ctx.assertOpen();
+    return new Semaphore(this.ctx, this.path(path), permits, options);
+  }
+
+  /** Mutexes on several paths, taken all or nothing in one global order (no deadlock). */
+  newMultiLock(paths: readonly string[], options?: MultiLockOptions): MultiLock {
+    this.ctx.assertOpen();
+    return new MultiLock(this.ctx, paths, options);
   }
 
   /**

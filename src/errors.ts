@@ -14,6 +14,7 @@ export const ErrorCode = {
   KeyChanged: 'ETCDC_KEY_CHANGED',
   SessionLost: 'ETCDC_SESSION_LOST',
   NotLeader: 'ETCDC_NOT_LEADER',
+  NotLocked: 'ETCDC_NOT_LOCKED',
   Compacted: 'ETCDC_COMPACTED',
   SlowConsumer: 'ETCDC_SLOW_CONSUMER',
   Timeout: 'ETCDC_TIMEOUT',
@@ -153,6 +154,17 @@ export class NotLeaderError extends EtcdConnectorError {
   override name = 'NotLeaderError' as const;
   constructor(message = 'not the leader') {
     super(ErrorCode.NotLeader, message, false);
+  }
+}
+
+/**
+ * A lock (or permit) is not held: it was released, its session was lost, or its key was deleted.
+ * A fenced operation that fails with it wrote nothing.
+ */
+export class NotLockedError extends EtcdConnectorError {
+  override name = 'NotLockedError' as const;
+  constructor(message = 'the lock is not held', options?: ErrorOptions) {
+    super(ErrorCode.NotLocked, message, false, options);
   }
 }
 

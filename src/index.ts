@@ -17,6 +17,7 @@ export {
   KeyChangedError,
   SessionLostError,
   NotLeaderError,
+  NotLockedError,
   CompactedError,
   SlowConsumerError,
   TimeoutError,
@@ -56,6 +57,12 @@ export {
   type LeaderEvent,
 } from './recipes/leader-elector.js';
 export type { LeaderObserver, LeaderInfo } from './recipes/leader-observer.js';
+export type { HeldLock as Lock, LockState } from './engines/held-lock.js';
+export type { LockRecipeOptions } from './engines/queue-lock.js';
+export type { Mutex, MutexOptions, LockOptions } from './recipes/mutex.js';
+export type { RWMutex, RWMutexOptions } from './recipes/rw-mutex.js';
+export type { Semaphore, SemaphoreOptions, Permit } from './recipes/semaphore.js';
+export type { MultiLock, MultiLockHandle, MultiLockOptions } from './recipes/multi-lock.js';
 export type { ServiceRegistration } from './recipes/registration.js';
 export type {
   ServiceTracker,

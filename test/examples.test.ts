@@ -28,6 +28,14 @@ const examples = {
   barrier: [/released workers: 1 2 3/, /all 3 entered\nall 3 left/],
   counter: [/50 concurrent adds: 0 -> 50/, /reset: true -> 0/],
   stm: [/20 transfers committed/, /alice 80, bob 120, total: 200/],
+  mutex: [
+    /holding \/mutex_example\/locks\/nightly-report\/[0-9a-f]+ \(fencing token \d+\)/,
+    /someone else's tryLock: held elsewhere/,
+    /after: done/,
+  ],
+  'rw-mutex': [/readers: \S+\/read\/\d{19} \S+\/read\/\d{19}/, /writer holds, alone/],
+  semaphore: [/worker 5 done/, /at most 2 at once/],
+  'multi-lock': [/'\/multilock_example\/accounts\/alice': '70'/, /bob': '30'/],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {

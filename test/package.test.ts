@@ -157,15 +157,22 @@ void describe('the npm package, installed from its tarball', () => {
       version: '1.0.0',
       private: true,
       type: 'module',
-      dependencies: { 'etcd-connector': spec },
+      dependencies: {
+        'etcd-connector': spec,
+        '@opentelemetry/api': lock.packages['node_modules/@opentelemetry/api']?.version ?? '1',
+      },
       devDependencies: { '@types/node': typesNode },
     };
     const packages: Record<string, LockEntry> = { '': { ...manifest } };
+    // What a user of `etcd-connector/metrics` installs besides the package: its peer dependency.
+    const peers = ['node_modules/@opentelemetry/api'];
     for (const [path, entry] of Object.entries(lock.packages)) {
-      if (path === '' || entry.dev === true || entry.version === undefined) continue;
+      if (path === '' || entry.version === undefined) continue;
+      if (entry.dev === true && !peers.includes(path)) continue;
       const name = path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length);
       const file = `${name.split('/').at(-1) ?? name}-${entry.version}.tgz`;
-      packages[path] = { ...entry, resolved: `https://registry.npmjs.org/${name}/-/${file}` };
+      const { dev: _dev, ...kept } = entry;
+      packages[path] = { ...kept, resolved: `https://registry.npmjs.org/${name}/-/${file}` };
     }
     packages['node_modules/etcd-connector'] = {
       version: pkg.version,

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `etcdc`: the command-line face of etcd-connector. Exit codes: 0 ok, 1 error, 2 usage.
+ * `etcdc`: the command-line face of etcd-connector. Exit codes: 0 ok, 1 error, 2 usage; `etcdc
+ * lock` adds 3 (not acquired), 4 (lost while held) and passes on its command's code.
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
@@ -8,6 +9,7 @@ import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.j
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
+import { registerLock } from './commands/lock.js';
 import { registerObserve } from './commands/observe.js';
 import { registerRegister, registerServices } from './commands/services.js';
 import { registerBarrier, registerCounter, registerQueue } from './commands/toolbox.js';
@@ -32,7 +34,7 @@ function version(): string {
 export function buildProgram(json = false): Command {
   const program = new Command('etcdc')
     .description(
-      'Leader election, service registration and tracking, observers, health, queues, ' +
+      'Leader election, locks, service registration and tracking, observers, health, queues, ' +
         'counters and barriers on etcd v3',
     )
     .version(version())
@@ -46,6 +48,7 @@ export function buildProgram(json = false): Command {
   addGlobalFlags(program);
   registerElect(program);
   registerLeader(program);
+  registerLock(program);
   registerRegister(program);
   registerServices(program);
   registerObserve(program);
