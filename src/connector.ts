@@ -12,6 +12,7 @@ import {
 } from './paths.js';
 import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
+import { Inspector, type InspectorOptions } from './recipes/inspector.js';
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
 import { LeaderObserver } from './recipes/leader-observer.js';
 import { Observer, type ObserverOptions } from './recipes/observer.js';
@@ -236,6 +237,15 @@ export class EtcdConnector implements AsyncDisposable {
   newHealthMonitor(options?: HealthMonitorOptions): HealthMonitor {
     this.ctx.assertOpen();
     return new HealthMonitor(this.ctx, options);
+  }
+
+  /**
+   * Shows what lives under `path` in recipe terms (elections, locks, queues, services, ...), live:
+   * one watch of the path on the shared stream, lease TTLs asked in batches.
+   */
+  newInspector(path: string, options?: InspectorOptions): Inspector {
+    this.ctx.assertOpen();
+    return new Inspector(this.ctx, this.path(path), options);
   }
 
   /**

@@ -80,3 +80,11 @@ export {
   type HealthReport,
   type MemberHealth,
 } from './recipes/health-monitor.js';
+export type {
+  Inspector,
+  InspectorOptions,
+  InspectorStartOptions,
+  InspectorState,
+  LeaseTtl,
+} from './recipes/inspector.js';
+export type { EntryView, RecipeKind, RecipeView, Since } from './engines/layouts/index.js';

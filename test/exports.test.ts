@@ -97,6 +97,15 @@ export type PublicTypes = [
   api.HealthMonitorStartOptions,
   api.HealthReport,
   api.MemberHealth,
+  api.Inspector,
+  api.InspectorOptions,
+  api.InspectorStartOptions,
+  api.InspectorState,
+  api.LeaseTtl,
+  api.RecipeView,
+  api.EntryView,
+  api.RecipeKind,
+  api.Since,
 ];
 
 void test('recipe classes are not values of the package', () => {
@@ -109,6 +118,7 @@ void test('recipe classes are not values of the package', () => {
     'EphemeralKey',
     'Observer',
     'HealthMonitor',
+    'Inspector',
     'SessionHandle',
     'Session',
     'validateInstance',
