@@ -8,6 +8,7 @@ import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.j
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
+import { registerInspect } from './commands/inspect.js';
 import { registerObserve } from './commands/observe.js';
 import { registerRegister, registerServices } from './commands/services.js';
 import { addGlobalFlags } from './connect.js';
@@ -48,6 +49,7 @@ export function buildProgram(json = false): Command {
   registerServices(program);
   registerObserve(program);
   registerHealth(program);
+  registerInspect(program);
   registerDemo(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
