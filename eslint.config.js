@@ -42,5 +42,10 @@ export default tseslint.config(
       globals: globals.node,
     },
   },
+  {
+    // The dashboard page runs in the browser.
+    files: ['src/cli/dashboard/page/**/*.js'],
+    languageOptions: { globals: globals.browser },
+  },
   prettier,
 );

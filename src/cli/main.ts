@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.js';
+import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
@@ -50,6 +51,7 @@ export function buildProgram(json = false): Command {
   registerObserve(program);
   registerHealth(program);
   registerInspect(program);
+  registerDashboard(program);
   registerDemo(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
