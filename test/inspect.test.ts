@@ -24,6 +24,7 @@ import {
   runCli,
   type JsonRecord,
 } from './fixtures/cli-harness.js';
+import { grpcCalls } from './fixtures/etcd-metrics.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 
 interface EntryRecord {
@@ -339,6 +340,30 @@ void describe('etcdc inspect', () => {
       assert.equal(await stream.closed, undefined);
     } finally {
       await other.close();
+      await conn.close();
+    }
+  });
+
+  void test('lease TTLs: one LeaseTimeToLive per distinct lease, not per key', async () => {
+    const ns = uniqueName('insp');
+    const conn = new EtcdConnector([endpoint], ns);
+    try {
+      // Four keys of one connector share its one lease per TTL; etcdctl brings a second lease.
+      await Promise.all(
+        ['a', 'b', 'c'].map((name) =>
+          conn.newRegistration(conn.constructPath('services', 'api'), name).register('v', 10),
+        ),
+      );
+      void conn.newLeaderElector(conn.constructPath('elections', 'e'), 'ours', 10).start();
+      etcdctl('elect', conn.constructPath('elections', 'e'), 'theirs');
+      await keysUnder(`${conn.root}/elections/e/`, 2);
+      const before = await grpcCalls(endpoint, 'LeaseTimeToLive');
+      const recipes = await inspectJson(ns);
+      const leases = new Set(recipes.flatMap((r) => r.entries.flatMap((e) => e.lease ?? [])));
+      assert.equal(recipes.flatMap((r) => r.entries).length, 5);
+      assert.equal(leases.size, 2);
+      assert.equal((await grpcCalls(endpoint, 'LeaseTimeToLive')) - before, 2);
+    } finally {
       await conn.close();
     }
   });
