@@ -3,7 +3,7 @@
  * follows it on the connector's shared watch stream (a compaction leads to a fresh listing), and
  * the layout decoders read elections, locks, queues, services, ... out of the keys. The TTLs left
  * on the leases in view are asked in one batch (one LeaseTimeToLive per distinct lease, not per
- * key) every `leaseRefreshMs`, and at once for a lease not seen before. `etcdc inspect` takes one
+ * key) every `leaseRefreshMs` (sooner for short leases), and at once for a lease not seen before. `etcdc inspect` takes one
  * state; `etcdc dashboard` follows them all.
  */
 import { CompactedError, InvalidArgumentError } from '../errors.js';
@@ -53,7 +53,11 @@ export interface InspectorState {
 
 /** Options of `conn.newInspector(path, options)`. */
 export interface InspectorOptions {
-  /** How often the TTLs of the leases in view are asked again, in ms. Default 3000. */
+  /**
+   * How often the TTLs of the leases in view are asked again, in ms: at most this long apart, and
+   * every half of the shortest TTL in view when that is shorter (at least 500 ms apart), so a live
+   * lease's count-down never runs out between two answers. Default 3000.
+   */
   leaseRefreshMs?: number;
   /** Keys per page of the listing. Default 1000. */
   pageSize?: number;
@@ -70,6 +74,8 @@ export interface InspectorStartOptions extends StartOptions {
 
 /** States are decoded at most this often under a stream of changes (a decode reads every key). */
 const MIN_DECODE_INTERVAL_MS = 50;
+/** Lease rounds for short TTLs are at least this far apart. */
+const MIN_REFRESH_MS = 500;
 
 /**
  * Shows what lives under `path` in recipe terms. Create it with `conn.newInspector(path)`; no I/O
@@ -95,6 +101,7 @@ export class Inspector implements AsyncDisposable {
   private lastDecodeAt = -Infinity;
   private emitTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
+  private refreshDueAt = 0;
   /** The lease batch in flight, and whether another was asked for meanwhile. */
   private batch: Promise<void> | undefined;
   private batchAgain: 'all' | 'new' | undefined;
@@ -270,14 +277,25 @@ export class Inspector implements AsyncDisposable {
     }, wait);
   }
 
-  /** The next round of every lease in view. */
-  private scheduleRefresh(): void {
-    clearTimeout(this.refreshTimer);
+  /**
+   * The next round of every lease in view; with `soonerOnly` (after a batch of new leases, which
+   * may be short ones) only if that brings the round forward, so arrivals never starve it.
+   */
+  private scheduleRefresh(soonerOnly = false): void {
     if (this.life.isStopping) return;
+    let shortest = Infinity;
+    for (const t of this.leases.values()) {
+      if (t.grantedTtl > 0) shortest = Math.min(shortest, t.grantedTtl);
+    }
+    const wait = Math.min(this.leaseRefreshMs, Math.max(MIN_REFRESH_MS, (shortest * 1000) / 2));
+    const due = monotonicMs() + wait;
+    if (soonerOnly && this.refreshTimer !== undefined && due >= this.refreshDueAt) return;
+    clearTimeout(this.refreshTimer);
+    this.refreshDueAt = due;
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = undefined;
       this.requestBatch('all');
-    }, this.leaseRefreshMs);
+    }, wait);
   }
 
   /** One batch at a time; a request while one is in flight runs after it. */
@@ -289,7 +307,7 @@ export class Inspector implements AsyncDisposable {
     }
     this.batch = this.askLeases(which).then(() => {
       this.batch = undefined;
-      if (which === 'all') this.scheduleRefresh();
+      this.scheduleRefresh(which === 'new');
       this.push(undefined);
       const again = this.batchAgain;
       this.batchAgain = undefined;

@@ -319,6 +319,8 @@ function setState(s) {
     (bySection[section?.[0] ?? 'other'] ?? []).push(r);
   }
   for (const [id, recipes] of Object.entries(bySection)) renderSection(id, recipes);
+  const others = (bySection.other ?? []).reduce((n, r) => n + r.entries.length, 0);
+  byId('other-count').textContent = others === 0 ? '' : `(${others})`;
   renderCluster(s.health);
   renderLeases(s);
   tick();
