@@ -19,6 +19,10 @@ const examples = {
   'ephemeral-key': [/value: 10\.0\.0\.1:9090/, /after delete: \(none\)/],
   health: [/cluster: healthy OK/],
   session: [/lease [0-9a-f]+ is alive/, /elector: leader/, /done/],
+  inspect: [
+    /unknown \/inspect_example\/config: 1 key\n {2}key limit/,
+    /services \/inspect_example\/services\/api: 1 instance: node-a\n {2}instance node-a \(lease [0-9a-f]+, \d+s left\)/,
+  ],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {
