@@ -28,15 +28,13 @@ const ARTIFACTS = join(ROOT, 'test-artifacts');
 const TTL = 2;
 const NS = 'shop';
 
-/** `role name` of each row of a recipe's table, read from the page. */
+/**
+ * `role name` of each row of a recipe's table, read from the page in one go (row by row, a
+ * re-render between two reads would leave a locator waiting for a row that is gone).
+ */
 async function rowsOf(table: Locator): Promise<string[]> {
-  const rows = table.locator('tbody tr');
-  const out: string[] = [];
-  for (let i = 0; i < (await rows.count()); i++) {
-    const row = rows.nth(i);
-    out.push(`${await row.getAttribute('data-role')} ${await row.locator('th').innerText()}`);
-  }
-  return out;
+  const rows = await table.locator('tbody tr').allInnerTexts();
+  return rows.map((row) => row.split('\t').slice(0, 2).join(' ').trim());
 }
 
 /** A recipe's table, found by its accessible name (its caption): `kind path`. */
@@ -125,6 +123,8 @@ void describe('dashboard in a browser', () => {
     dashboard = await startDashboard(conn, { healthIntervalMs: 1000 });
     browser = await launchChromium();
     const { page } = browser;
+    // No page operation may wait longer than a test deadline.
+    page.setDefaultTimeout(testTimeout(10_000));
     const problems: string[] = [];
     page.on('pageerror', (err) => problems.push(err.message));
     page.on('console', (msg) => {
