@@ -15,6 +15,7 @@ import { Counter, type CounterOptions } from './recipes/counter.js';
 import { DoubleBarrier, type DoubleBarrierOptions } from './recipes/double-barrier.js';
 import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
+import { Inspector, type InspectorOptions } from './recipes/inspector.js';
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
 import { LeaderObserver } from './recipes/leader-observer.js';
 import { MultiLock, type MultiLockOptions } from './recipes/multi-lock.js';
@@ -344,6 +345,15 @@ export class EtcdConnector implements AsyncDisposable {
   newMultiLock(paths: readonly string[], options?: MultiLockOptions): MultiLock {
     this.ctx.assertOpen();
     return new MultiLock(this.ctx, paths, options);
+  }
+
+  /**
+   * Shows what lives under `path` in recipe terms (elections, locks, queues, services, ...), live:
+   * one watch of the path on the shared stream, lease TTLs asked in batches.
+   */
+  newInspector(path: string, options?: InspectorOptions): Inspector {
+    this.ctx.assertOpen();
+    return new Inspector(this.ctx, this.path(path), options);
   }
 
   /**

@@ -99,3 +99,11 @@ export type { Queue, QueueOptions, QueueItem } from './recipes/queue.js';
 export type { PriorityQueue, PriorityQueueOptions } from './recipes/priority-queue.js';
 export type { Counter, CounterOptions } from './recipes/counter.js';
 export type { Isolation, StmOptions, StmResult, StmTx } from './recipes/stm.js';
+export type {
+  Inspector,
+  InspectorOptions,
+  InspectorStartOptions,
+  InspectorState,
+  LeaseTtl,
+} from './recipes/inspector.js';
+export type { EntryView, RecipeKind, RecipeView, Since } from './engines/layouts/index.js';

@@ -36,6 +36,10 @@ const examples = {
   'rw-mutex': [/readers: \S+\/read\/\d{19} \S+\/read\/\d{19}/, /writer holds, alone/],
   semaphore: [/worker 5 done/, /at most 2 at once/],
   'multi-lock': [/'\/multilock_example\/accounts\/alice': '70'/, /bob': '30'/],
+  inspect: [
+    /unknown \/inspect_example\/config: 1 key\n {2}key limit/,
+    /services \/inspect_example\/services\/api: 1 instance: node-a\n {2}instance node-a \(lease [0-9a-f]+, \d+s left\)/,
+  ],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {

@@ -132,6 +132,15 @@ export type PublicTypes = [
   api.MultiLock,
   api.MultiLockHandle,
   api.MultiLockOptions,
+  api.Inspector,
+  api.InspectorOptions,
+  api.InspectorStartOptions,
+  api.InspectorState,
+  api.LeaseTtl,
+  api.RecipeView,
+  api.EntryView,
+  api.RecipeKind,
+  api.Since,
 ];
 
 void test('recipe classes are not values of the package', () => {
@@ -151,6 +160,7 @@ void test('recipe classes are not values of the package', () => {
     'MultiLockHandle',
     'HeldLock',
     'Lock',
+    'Inspector',
     'SessionHandle',
     'Session',
     'validateInstance',

@@ -6,10 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.js';
+import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
 import { registerLock } from './commands/lock.js';
+import { registerInspect } from './commands/inspect.js';
 import { registerObserve } from './commands/observe.js';
 import { registerRegister, registerServices } from './commands/services.js';
 import { registerBarrier, registerCounter, registerQueue } from './commands/toolbox.js';
@@ -56,6 +58,8 @@ export function buildProgram(json = false): Command {
   registerQueue(program);
   registerCounter(program);
   registerBarrier(program);
+  registerInspect(program);
+  registerDashboard(program);
   registerDemo(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
