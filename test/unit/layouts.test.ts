@@ -59,6 +59,18 @@ void test("lock: Go's Mutex layout (value ''), holder first, waiters in create o
   assert.equal(lock.summary, `held by lease ${A}, 1 waiter`);
 });
 
+void test('semaphore: `<leaseHex>-<n>` keys under that lease, in line by create revision', () => {
+  const recipes = decodeLayouts([
+    kv(`/ns/sem/${B}-0`, '', B),
+    kv(`/ns/sem/${A}-3`, '', A, { createRevision: 40 }),
+    kv(`/ns/sem/${A}-4`, '', A),
+  ]);
+  const sem = only(recipes, 'semaphore');
+  assert.equal(sem.path, '/ns/sem');
+  assert.deepEqual(roles(sem), [`in line #1 ${A}-3`, `in line #2 ${B}-0`, `in line #3 ${A}-4`]);
+  assert.equal(recipes.length, 1, 'not read as services');
+});
+
 void test('a key named after another lease is not a candidate', () => {
   const recipes = decodeLayouts([kv(`/ns/x/${A}`, 'v', B)]);
   assert.equal(only(recipes, 'services').entries[0]?.name, A);
@@ -183,30 +195,30 @@ void test('anything else is unknown, by parent; every key lands in exactly one r
 });
 
 void test('a decoder is added in one place: before the catch-alls it takes its keys', () => {
-  // A made-up layout `path/<leaseHex>-<n>`, as a semaphore might write.
-  const permits: LayoutDecoder = {
-    name: 'semaphore',
+  // A made-up layout `path/ticket-<n>` under leases, which the services catch-all would take.
+  const tickets: LayoutDecoder = {
+    name: 'tickets',
     decode: (entries) => {
-      const mine = entries.filter((e) => e.lease !== undefined && /\/[0-9a-f]+-\d+$/.test(e.key));
+      const mine = entries.filter((e) => e.lease !== undefined && /\/ticket-\d+$/.test(e.key));
       if (mine.length === 0) return [];
       return [
         {
-          kind: 'semaphore',
-          path: '/ns/sem',
-          summary: `${mine.length} permits`,
-          entries: mine.map((e) => ({ ...e, role: 'holder', name: e.lease ?? '' })),
+          kind: 'tickets',
+          path: '/ns/tickets',
+          summary: `${mine.length} tickets`,
+          entries: mine.map((e) => ({ ...e, role: 'ticket', name: e.key })),
         },
       ];
     },
   };
-  const entries = [kv(`/ns/sem/${A}-1`, '', A), kv(`/ns/sem/${A}-2`, '', A)];
+  const entries = [kv('/ns/tickets/ticket-1', 'a', A), kv('/ns/tickets/ticket-2', 'b', B)];
   assert.equal(only(decodeLayouts(entries), 'services').entries.length, 2);
   const at = DECODERS.findIndex((d) => d.name === 'services');
-  const decoders = [...DECODERS.slice(0, at), permits, ...DECODERS.slice(at)];
+  const decoders = [...DECODERS.slice(0, at), tickets, ...DECODERS.slice(at)];
   const recipes = decodeLayouts(entries, decoders);
   assert.deepEqual(
     recipes.map((r) => r.kind),
-    ['semaphore'],
+    ['tickets'],
   );
 });
 

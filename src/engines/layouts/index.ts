@@ -10,6 +10,7 @@ import type { IKeyValue } from 'etcd3';
 import { barrierDecoder, doubleBarrierDecoder, priorityQueueDecoder } from './go-recipes.js';
 import { queueDecoder, rwMutexDecoder } from './go-recipes.js';
 import { leaseQueueDecoder } from './lease-queue.js';
+import { semaphoreDecoder } from './semaphore.js';
 import {
   bookkeepingDecoder,
   endpointsDecoder,
@@ -35,8 +36,7 @@ export const DECODERS: readonly LayoutDecoder[] = [
   queueDecoder,
   endpointsDecoder,
   leaseQueueDecoder,
-  // TODO(semaphore): its decoder goes here, before `servicesDecoder`, once its layout is final
-  // (the locks branch writes `path/<leaseHex>-<n>`, which would otherwise read as services).
+  semaphoreDecoder,
   servicesDecoder,
   barrierDecoder,
   unknownDecoder,

@@ -27,14 +27,12 @@ export interface KeyEntry {
   readonly since?: Since;
 }
 
-/**
- * A recipe's kind. The built-in decoders find these; a decoder added later (a semaphore) brings
- * its own name.
- */
+/** A recipe's kind. The built-in decoders find these; a decoder added later brings its own name. */
 export type RecipeKind =
   | 'election'
   | 'lock'
   | 'rwmutex'
+  | 'semaphore'
   | 'double-barrier'
   | 'barrier'
   | 'queue'
@@ -48,7 +46,7 @@ export type RecipeKind =
 /**
  * One participant or item of a recipe, in the recipe's order. Roles by kind: election `leader`,
  * `candidate`; lock `holder`, `waiter`; rwmutex `reader`, `writer` (holding), `waiting-reader`,
- * `waiting-writer`; double-barrier `waiter`, `ready`; barrier `held`; queue and priority-queue
+ * `waiting-writer`; semaphore `in line #n` (the first `permits` hold); double-barrier `waiter`, `ready`; barrier `held`; queue and priority-queue
  * `item` (and priority-queue `marker`); services `instance`; endpoints `endpoint`; bookkeeping and unknown `key`.
  */
 export interface EntryView extends KeyEntry {
