@@ -13,14 +13,20 @@ import { ephemeralCase } from './cases/ephemeral.js';
 import { handoverCase } from './cases/handover.js';
 import { kvCase } from './cases/kv.js';
 import { leaseLossCase } from './cases/lease-loss.js';
+import { lockContentionCase } from './cases/lock-contention.js';
+import { lockLatencyCase } from './cases/lock-latency.js';
 import { observerCase } from './cases/observer.js';
 import { scaleCase } from './cases/scale.js';
+import { queueCase } from './cases/queue.js';
+import { stmCase } from './cases/stm.js';
 import { takeoverCase } from './cases/takeover.js';
 import { trackerCase } from './cases/tracker.js';
 import type { BenchCase } from './case.js';
 
 const CASES: readonly BenchCase[] = [
   handoverCase,
+  lockContentionCase,
+  lockLatencyCase,
   takeoverCase,
   leaseLossCase,
   observerCase,
@@ -28,6 +34,8 @@ const CASES: readonly BenchCase[] = [
   kvCase,
   ephemeralCase,
   scaleCase,
+  queueCase,
+  stmCase,
 ];
 
 interface Args {

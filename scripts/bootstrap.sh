@@ -12,10 +12,12 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
   npm ci --no-audit --no-fund
 fi
 
-# The Go peer of the interoperability tests (after `npm ci`: it lives in node_modules/.cache).
-# `npm run demo` and `npm run bench` do not need Go.
+# The Go peer of the interoperability tests (after `npm ci`: it lives in node_modules/.cache) and
+# Debian's chromium for the dashboard's browser test (about 45 s the first time, with apt-get
+# update). `npm run demo` and `npm run bench` need neither.
 if [[ "${npm_lifecycle_event:-}" != predemo && "${npm_lifecycle_event:-}" != prebench ]]; then
   bash scripts/ensure-go-peer.sh
+  bash scripts/ensure-chromium.sh
 fi
 
 # A clean build, so no stale compiled test lingers in dist/.

@@ -10,13 +10,24 @@ import {
   validatePath,
   validateTtl,
 } from './paths.js';
+import { Barrier } from './recipes/barrier.js';
+import { Counter, type CounterOptions } from './recipes/counter.js';
+import { DoubleBarrier, type DoubleBarrierOptions } from './recipes/double-barrier.js';
 import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
+import { Inspector, type InspectorOptions } from './recipes/inspector.js';
 import { LeaderElector, type LeaderElectorOptions } from './recipes/leader-elector.js';
 import { LeaderObserver } from './recipes/leader-observer.js';
+import { MultiLock, type MultiLockOptions } from './recipes/multi-lock.js';
+import { Mutex, type MutexOptions } from './recipes/mutex.js';
+import { RWMutex, type RWMutexOptions } from './recipes/rw-mutex.js';
+import { Semaphore, type SemaphoreOptions } from './recipes/semaphore.js';
 import { Observer, type ObserverOptions } from './recipes/observer.js';
+import { PriorityQueue, type PriorityQueueOptions } from './recipes/priority-queue.js';
+import { Queue, type QueueOptions } from './recipes/queue.js';
 import { ServiceRegistration } from './recipes/registration.js';
 import { ServiceTracker, type ServiceTrackerOptions } from './recipes/service-tracker.js';
+import { StmRunner, type StmOptions, type StmResult, type StmTx } from './recipes/stm.js';
 import { SessionHandle } from './session/session-handle.js';
 import { SessionPool } from './session/session-pool.js';
 import { buildClientOptions, createClient } from './transport/client-options.js';
@@ -82,6 +93,7 @@ export class EtcdConnector implements AsyncDisposable {
   private readonly connection = new ConnectionMonitor();
   private readonly owned = new Set<Closable>();
   private closing: Promise<void> | undefined;
+  private stmRunner: StmRunner | undefined;
 
   constructor(endpoints: readonly string[], namespace: string, options: EtcdConnectorOptions = {}) {
     // Checked as unknown: JavaScript callers can pass anything.
@@ -236,6 +248,112 @@ export class EtcdConnector implements AsyncDisposable {
   newHealthMonitor(options?: HealthMonitorOptions): HealthMonitor {
     this.ctx.assertOpen();
     return new HealthMonitor(this.ctx, options);
+  }
+
+  /**
+   * A barrier on the key `path` (Go's `recipe.Barrier` layout): `hold()`, `release()`,
+   * `wait({ signal })`.
+   */
+  newBarrier(path: string): Barrier {
+    this.ctx.assertOpen();
+    return new Barrier(this.ctx, this.path(path));
+  }
+
+  /**
+   * A double barrier for `count` participants on `path` (Go's `recipe.DoubleBarrier` layout):
+   * `enter({ signal })` waits until `count` have entered, `leave({ signal })` until all have left.
+   * One object is one participant.
+   */
+  newDoubleBarrier(path: string, count: number, options?: DoubleBarrierOptions): DoubleBarrier {
+    this.ctx.assertOpen();
+    return new DoubleBarrier(this.ctx, this.path(path), count, options);
+  }
+
+  /**
+   * A FIFO queue on `path` (Go's `recipe.Queue` layout: items `path/<UnixNano>`):
+   * `enqueue(value)`, `dequeue({ signal })` -> value. Each item goes to exactly one consumer.
+   */
+  newQueue(path: string, options?: QueueOptions): Queue {
+    this.ctx.assertOpen();
+    return new Queue(this.ctx, this.path(path), options);
+  }
+
+  /**
+   * A priority queue on `path` (Go's `recipe.PriorityQueue` layout): `enqueue(value, priority)`
+   * with priority 0..65535, lower first; `dequeue({ signal })` -> value.
+   */
+  newPriorityQueue(path: string, options?: PriorityQueueOptions): PriorityQueue {
+    this.ctx.assertOpen();
+    return new PriorityQueue(this.ctx, this.path(path), options);
+  }
+
+  /**
+   * A shared integer counter on the key `path` (value: the integer in decimal): `get()`,
+   * `add(delta)` -> new value, `compareAndSet(expected, next)`. Exact under contention.
+   */
+  newCounter(path: string, options?: CounterOptions): Counter {
+    this.ctx.assertOpen();
+    return new Counter(this.ctx, this.path(path), options);
+  }
+
+  /**
+   * Runs `fn` as a software transaction (Go's `concurrency.NewSTM`): reads through `tx` are
+   * recorded, writes buffered, and one etcd transaction commits them only if what `fn` read is
+   * unchanged (per `isolation`, default `serializable-snapshot`); on a conflict `fn` runs again,
+   * until it commits or `signal` fires. `fn` may run several times: no side effects besides `tx`.
+   *
+   * ```ts
+   * await conn.stm(async (tx) => {
+   *   const a = Number((await tx.get(from)) ?? '0');
+   *   tx.put(from, String(a - 10));
+   *   tx.put(to, String(Number((await tx.get(to)) ?? '0') + 10));
+   * });
+   * ```
+   *
+   * @throws TransactionConflictError `signal` fired (or `maxAttempts` reached) after conflicts
+   * @throws AbortError / ClosedError; whatever `fn` throws (nothing is written then)
+   */
+  stm<T>(fn: (tx: StmTx) => Promise<T> | T, options?: StmOptions): Promise<StmResult<T>> {
+    this.ctx.assertOpen();
+    this.stmRunner ??= new StmRunner(this.ctx);
+    return this.stmRunner.run(fn, options);
+  }
+
+  /**
+   * A mutex on `path` in Go's `concurrency.Mutex` layout (`path/<lease id hex>`), so it queues
+   * with `etcdctl lock <path>` and Go services. Callers of this connector that lock it under the
+   * same session queue in process first (they would share one key).
+   */
+  newMutex(path: string, options?: MutexOptions): Mutex {
+    this.ctx.assertOpen();
+    return new Mutex(this.ctx, this.path(path), options);
+  }
+
+  /** A readers-writer lock on `path` in Go's recipes layout (`path/read/...`, `path/write/...`). */
+  newRWMutex(path: string, options?: RWMutexOptions): RWMutex {
+    this.ctx.assertOpen();
+    return new RWMutex(this.ctx, this.path(path), options);
+  }
+
+  /** A semaphore of `permits` on `path`: at most that many holders at once. */
+  newSemaphore(path: string, permits: number, options?: SemaphoreOptions): Semaphore {
+    this.ctx.assertOpen();
+    return new Semaphore(this.ctx, this.path(path), permits, options);
+  }
+
+  /** Mutexes on several paths, taken all or nothing in one global order (no deadlock). */
+  newMultiLock(paths: readonly string[], options?: MultiLockOptions): MultiLock {
+    this.ctx.assertOpen();
+    return new MultiLock(this.ctx, paths, options);
+  }
+
+  /**
+   * Shows what lives under `path` in recipe terms (elections, locks, queues, services, ...), live:
+   * one watch of the path on the shared stream, lease TTLs asked in batches.
+   */
+  newInspector(path: string, options?: InspectorOptions): Inspector {
+    this.ctx.assertOpen();
+    return new Inspector(this.ctx, this.path(path), options);
   }
 
   /**

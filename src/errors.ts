@@ -14,6 +14,7 @@ export const ErrorCode = {
   KeyChanged: 'ETCDC_KEY_CHANGED',
   SessionLost: 'ETCDC_SESSION_LOST',
   NotLeader: 'ETCDC_NOT_LEADER',
+  NotLocked: 'ETCDC_NOT_LOCKED',
   Compacted: 'ETCDC_COMPACTED',
   SlowConsumer: 'ETCDC_SLOW_CONSUMER',
   Timeout: 'ETCDC_TIMEOUT',
@@ -25,6 +26,10 @@ export const ErrorCode = {
   Aborted: 'ETCDC_ABORTED',
   EtcdNotFound: 'ETCDC_ETCD_NOT_FOUND',
   EtcdStartFailed: 'ETCDC_ETCD_START_FAILED',
+  TooManyParticipants: 'ETCDC_TOO_MANY_PARTICIPANTS',
+  TransactionConflict: 'ETCDC_TXN_CONFLICT',
+  OutcomeUnknown: 'ETCDC_OUTCOME_UNKNOWN',
+  ValueFormat: 'ETCDC_VALUE_FORMAT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -152,6 +157,17 @@ export class NotLeaderError extends EtcdConnectorError {
   }
 }
 
+/**
+ * A lock (or permit) is not held: it was released, its session was lost, or its key was deleted.
+ * A fenced operation that fails with it wrote nothing.
+ */
+export class NotLockedError extends EtcdConnectorError {
+  override name = 'NotLockedError' as const;
+  constructor(message = 'the lock is not held', options?: ErrorOptions) {
+    super(ErrorCode.NotLocked, message, false, options);
+  }
+}
+
 /** The requested history was compacted away. `compactRevision` is the oldest still available. */
 export class CompactedError extends EtcdConnectorError {
   override name = 'CompactedError' as const;
@@ -234,6 +250,68 @@ export class AbortError extends EtcdConnectorError {
   override name = 'AbortError' as const;
   constructor(options?: ErrorOptions) {
     super(ErrorCode.Aborted, 'the operation was aborted', false, options);
+  }
+}
+
+/** A double barrier already had its `count` participants when this one arrived. */
+export class TooManyParticipantsError extends EtcdConnectorError {
+  override name = 'TooManyParticipantsError' as const;
+  constructor(
+    readonly path: string,
+    readonly count: number,
+  ) {
+    super(
+      ErrorCode.TooManyParticipants,
+      `double barrier ${path} already has its ${count} participants`,
+      false,
+    );
+  }
+}
+
+/**
+ * A software transaction kept conflicting with concurrent writers until the caller gave up
+ * (its signal fired, or `maxAttempts` was reached). Nothing of it was written.
+ */
+export class TransactionConflictError extends EtcdConnectorError {
+  override name = 'TransactionConflictError' as const;
+  constructor(
+    /** Attempts made, each ending in a conflict. */
+    readonly attempts: number,
+    options?: ErrorOptions,
+  ) {
+    super(
+      ErrorCode.TransactionConflict,
+      `transaction gave up after ${attempts} conflicting attempt(s); nothing was written`,
+      false,
+      options,
+    );
+  }
+}
+
+/**
+ * A write was sent, its answer was lost, and whether it took effect could not be established
+ * (history compacted, or the recipe stopped while asking). `key` names what it concerned, e.g.
+ * the queue item that may have been claimed.
+ */
+export class OutcomeUnknownError extends EtcdConnectorError {
+  override name = 'OutcomeUnknownError' as const;
+  constructor(
+    readonly key: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(ErrorCode.OutcomeUnknown, `${key}: ${message}`, false, options);
+  }
+}
+
+/** A key holds a value the recipe cannot read (e.g. a counter that is not an integer). */
+export class ValueFormatError extends EtcdConnectorError {
+  override name = 'ValueFormatError' as const;
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(ErrorCode.ValueFormat, `${key}: ${message}`, false);
   }
 }
 

@@ -17,6 +17,7 @@ export {
   KeyChangedError,
   SessionLostError,
   NotLeaderError,
+  NotLockedError,
   CompactedError,
   SlowConsumerError,
   TimeoutError,
@@ -28,6 +29,10 @@ export {
   AbortError,
   EtcdNotFoundError,
   EtcdStartError,
+  TooManyParticipantsError,
+  TransactionConflictError,
+  OutcomeUnknownError,
+  ValueFormatError,
   hasCode,
   type ErrorOptions,
   type KeyChange,
@@ -52,6 +57,12 @@ export {
   type LeaderEvent,
 } from './recipes/leader-elector.js';
 export type { LeaderObserver, LeaderInfo } from './recipes/leader-observer.js';
+export type { HeldLock as Lock, LockState } from './engines/held-lock.js';
+export type { LockRecipeOptions } from './engines/queue-lock.js';
+export type { Mutex, MutexOptions, LockOptions } from './recipes/mutex.js';
+export type { RWMutex, RWMutexOptions } from './recipes/rw-mutex.js';
+export type { Semaphore, SemaphoreOptions, Permit } from './recipes/semaphore.js';
+export type { MultiLock, MultiLockHandle, MultiLockOptions } from './recipes/multi-lock.js';
 export type { ServiceRegistration } from './recipes/registration.js';
 export type {
   ServiceTracker,
@@ -80,3 +91,19 @@ export {
   type HealthReport,
   type MemberHealth,
 } from './recipes/health-monitor.js';
+export type { CallOptions } from './engines/call-scope.js';
+export type { SessionOptions } from './engines/held-session.js';
+export type { Barrier } from './recipes/barrier.js';
+export type { DoubleBarrier, DoubleBarrierOptions } from './recipes/double-barrier.js';
+export type { Queue, QueueOptions, QueueItem } from './recipes/queue.js';
+export type { PriorityQueue, PriorityQueueOptions } from './recipes/priority-queue.js';
+export type { Counter, CounterOptions } from './recipes/counter.js';
+export type { Isolation, StmOptions, StmResult, StmTx } from './recipes/stm.js';
+export type {
+  Inspector,
+  InspectorOptions,
+  InspectorStartOptions,
+  InspectorState,
+  LeaseTtl,
+} from './recipes/inspector.js';
+export type { EntryView, RecipeKind, RecipeView, Since } from './engines/layouts/index.js';

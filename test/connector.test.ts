@@ -129,6 +129,7 @@ void describe('errors', () => {
       [errors.KeyChangedError, ['/k', 'deleted', 7], 'ETCDC_KEY_CHANGED', false],
       [errors.SessionLostError, ['1f', 'gone'], 'ETCDC_SESSION_LOST', true],
       [errors.NotLeaderError, [], 'ETCDC_NOT_LEADER', false],
+      [errors.NotLockedError, [], 'ETCDC_NOT_LOCKED', false],
       [errors.CompactedError, ['5', '10'], 'ETCDC_COMPACTED', false],
       [errors.SlowConsumerError, [1000], 'ETCDC_SLOW_CONSUMER', false],
       [errors.TimeoutError, ['late'], 'ETCDC_TIMEOUT', true],
@@ -140,6 +141,10 @@ void describe('errors', () => {
       [errors.AbortError, [], 'ETCDC_ABORTED', false],
       [errors.EtcdNotFoundError, ['etcd'], 'ETCDC_ETCD_NOT_FOUND', false],
       [errors.EtcdStartError, ['no'], 'ETCDC_ETCD_START_FAILED', true],
+      [errors.TooManyParticipantsError, ['/ns/b', 2], 'ETCDC_TOO_MANY_PARTICIPANTS', false],
+      [errors.TransactionConflictError, [3], 'ETCDC_TXN_CONFLICT', false],
+      [errors.OutcomeUnknownError, ['/ns/q/1', 'x'], 'ETCDC_OUTCOME_UNKNOWN', false],
+      [errors.ValueFormatError, ['/ns/c', 'x'], 'ETCDC_VALUE_FORMAT', false],
     ];
 
   for (const [Cls, args, code, retryable] of table) {

@@ -19,6 +19,27 @@ const examples = {
   'ephemeral-key': [/value: 10\.0\.0\.1:9090/, /after delete: \(none\)/],
   health: [/cluster: healthy OK/],
   session: [/lease [0-9a-f]+ is alive/, /elector: leader/, /done/],
+  queue: [
+    /consumer 1 got: (resize image 17|send mail 4)/,
+    /consumer 2 got: (resize image 17|send mail 4)/,
+    /first alert: disk full\n/,
+    /next alert: disk 80% full/,
+  ],
+  barrier: [/released workers: 1 2 3/, /all 3 entered\nall 3 left/],
+  counter: [/50 concurrent adds: 0 -> 50/, /reset: true -> 0/],
+  stm: [/20 transfers committed/, /alice 80, bob 120, total: 200/],
+  mutex: [
+    /holding \/mutex_example\/locks\/nightly-report\/[0-9a-f]+ \(fencing token \d+\)/,
+    /someone else's tryLock: held elsewhere/,
+    /after: done/,
+  ],
+  'rw-mutex': [/readers: \S+\/read\/\d{19} \S+\/read\/\d{19}/, /writer holds, alone/],
+  semaphore: [/worker 5 done/, /at most 2 at once/],
+  'multi-lock': [/'\/multilock_example\/accounts\/alice': '70'/, /bob': '30'/],
+  inspect: [
+    /unknown \/inspect_example\/config: 1 key\n {2}key limit/,
+    /services \/inspect_example\/services\/api: 1 instance: node-a\n {2}instance node-a \(lease [0-9a-f]+, \d+s left\)/,
+  ],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {

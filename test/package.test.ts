@@ -12,7 +12,7 @@
  * and says so.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
@@ -28,7 +28,14 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { findEtcdBinary, startEtcd, testTimeout, type EtcdCluster } from '../src/testing/index.js';
+import { createInterface } from 'node:readline';
+import {
+  findEtcdBinary,
+  startEtcd,
+  testTimeout,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
 import { ROOT } from './fixtures/cli-harness.js';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'package');
@@ -157,15 +164,22 @@ void describe('the npm package, installed from its tarball', () => {
       version: '1.0.0',
       private: true,
       type: 'module',
-      dependencies: { 'etcd-connector': spec },
+      dependencies: {
+        'etcd-connector': spec,
+        '@opentelemetry/api': lock.packages['node_modules/@opentelemetry/api']?.version ?? '1',
+      },
       devDependencies: { '@types/node': typesNode },
     };
     const packages: Record<string, LockEntry> = { '': { ...manifest } };
+    // What a user of `etcd-connector/metrics` installs besides the package: its peer dependency.
+    const peers = ['node_modules/@opentelemetry/api'];
     for (const [path, entry] of Object.entries(lock.packages)) {
-      if (path === '' || entry.dev === true || entry.version === undefined) continue;
+      if (path === '' || entry.version === undefined) continue;
+      if (entry.dev === true && !peers.includes(path)) continue;
       const name = path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length);
       const file = `${name.split('/').at(-1) ?? name}-${entry.version}.tgz`;
-      packages[path] = { ...entry, resolved: `https://registry.npmjs.org/${name}/-/${file}` };
+      const { dev: _dev, ...kept } = entry;
+      packages[path] = { ...kept, resolved: `https://registry.npmjs.org/${name}/-/${file}` };
     }
     packages['node_modules/etcd-connector'] = {
       version: pkg.version,
@@ -224,6 +238,10 @@ void describe('the npm package, installed from its tarball', () => {
       'dist/src/testing/index.js',
       'dist/src/testing/index.d.ts',
       'dist/src/cli/main.js',
+      // The dashboard's page is read from src/ at run time (no copy step).
+      'src/cli/dashboard/page/index.html',
+      'src/cli/dashboard/page/app.js',
+      'src/cli/dashboard/page/style.css',
     ]) {
       assert.ok(files.has(required), `the tarball has ${required}`);
     }
@@ -374,5 +392,29 @@ void describe('the npm package, installed from its tarball', () => {
     assert.equal(health.code, 0, show(health));
     const report = JSON.parse(health.stdout.trim()) as { event: string; status: string };
     assert.deepEqual([report.event, report.status], ['health', 'healthy']);
+
+    // The dashboard finds its page inside the installed package.
+    const dashboard = spawn(bin, ['dashboard', '--json', '--endpoints', endpoints], {
+      cwd: project,
+      env: childEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const lines = createInterface({ input: dashboard.stdout });
+      const first = await withTimeout(
+        new Promise<string>((resolve) => lines.once('line', resolve)),
+        testTimeout(15_000),
+        'the dashboard address',
+      );
+      const { url } = JSON.parse(first) as { url: string };
+      const page = await fetch(url, { signal: AbortSignal.timeout(5000) });
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /<title>etcd-connector dashboard<\/title>/);
+      const exited = new Promise((resolve) => dashboard.once('exit', resolve));
+      dashboard.kill('SIGINT');
+      assert.equal(await withTimeout(exited, testTimeout(10_000), 'dashboard exit'), 0);
+    } finally {
+      dashboard.kill('SIGKILL');
+    }
   });
 });

@@ -1,15 +1,20 @@
 #!/usr/bin/env node
 /**
- * `etcdc`: the command-line face of etcd-connector. Exit codes: 0 ok, 1 error, 2 usage.
+ * `etcdc`: the command-line face of etcd-connector. Exit codes: 0 ok, 1 error, 2 usage; `etcdc
+ * lock` adds 3 (not acquired), 4 (lost while held) and passes on its command's code.
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.js';
+import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
 import { registerHealth } from './commands/health.js';
+import { registerLock } from './commands/lock.js';
+import { registerInspect } from './commands/inspect.js';
 import { registerObserve } from './commands/observe.js';
 import { registerRegister, registerServices } from './commands/services.js';
+import { registerBarrier, registerCounter, registerQueue } from './commands/toolbox.js';
 import { addGlobalFlags } from './connect.js';
 import { createOutput } from './output.js';
 
@@ -31,7 +36,8 @@ function version(): string {
 export function buildProgram(json = false): Command {
   const program = new Command('etcdc')
     .description(
-      'Leader election, service registration and tracking, observers and health on etcd v3',
+      'Leader election, locks, service registration and tracking, observers, health, queues, ' +
+        'counters and barriers on etcd v3',
     )
     .version(version())
     .showHelpAfterError(json ? false : '(add --help for usage)')
@@ -44,10 +50,16 @@ export function buildProgram(json = false): Command {
   addGlobalFlags(program);
   registerElect(program);
   registerLeader(program);
+  registerLock(program);
   registerRegister(program);
   registerServices(program);
   registerObserve(program);
   registerHealth(program);
+  registerQueue(program);
+  registerCounter(program);
+  registerBarrier(program);
+  registerInspect(program);
+  registerDashboard(program);
   registerDemo(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

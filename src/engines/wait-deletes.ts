@@ -10,6 +10,22 @@
  * does not change the window, so a release wakes at most `slots` waiters, never the whole queue.
  * After every wake-up it reads again: our key must still exist with our create revision under a
  * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex).
+ *
+ * Why a release wakes at most `slots` waiters: a waiter holds once fewer than `slots` keys precede
+ * it, and the newest `slots` of those (its window) are all it watches. While every key of its
+ * window exists, `slots` keys precede it whatever happens further ahead, and no key can appear
+ * before it (order revisions only grow); so only a change inside the window can change its answer.
+ * A released key lies in the windows of the (at most) `slots` waiters after it, which re-read once
+ * each; the rest of the queue sleeps. With `slots = 1` (locks, elections) that is one waiter; for
+ * a semaphore of `n` permits it is between one (the oldest holder leaves) and `n` (the newest).
+ *
+ * Go's RWMutex orders by mod revision over a wider range than its own keys (`order: 'Mod'`,
+ * `waitPrefix`): a reader waits on the writers before it, a writer on everybody before it.
+ *
+ * Window keys are watched from *now* (see WatchTarget.startRevision), kept across re-reads while
+ * they stay in the window, and re-read once if etcd created the watch after revisions passed since
+ * the read; a watch from `read revision + 1` would be served by etcd's 100 ms catch-up loop
+ * whenever any write happened in between, which under load is most of the time.
  */
 import {
   CompareResult,
@@ -25,8 +41,10 @@ import { SessionLostError, type EtcdConnectorError } from '../errors.js';
 import { fencingToken, type FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent, WatchListener } from '../transport/watch-mux.js';
+import type { WatchEvent } from '../transport/resume-point.js';
+import type { MuxWatch } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
+import { sharedKeyWatch } from './key-watch.js';
 
 /** The `[key, range_end)` of every key that starts with `prefix`. */
 export function prefixRange(prefix: string): { key: Buffer; range_end: Buffer } {
@@ -36,31 +54,44 @@ export function prefixRange(prefix: string): { key: Buffer; range_end: Buffer } 
 
 /** The oldest keys under `prefix` by create revision (Go's WithFirstCreate): holders, leader. */
 export function firstCreated(prefix: string, limit = 1): IRangeRequest {
-  return { ...prefixRange(prefix), sort_target: 'Create', sort_order: 'Ascend', limit };
+  return firstBy(prefix, 'Create', limit);
+}
+
+/** What orders a queue: create revision (Go's Mutex, Election) or mod revision (Go's RWMutex). */
+export type QueueOrder = 'Create' | 'Mod';
+
+/** The oldest `limit` keys under `prefix` by `order`. */
+export function firstBy(prefix: string, order: QueueOrder, limit: number): IRangeRequest {
+  return { ...prefixRange(prefix), sort_target: order, sort_order: 'Ascend', limit };
+}
+
+/** The newest `limit` keys under `prefix` by `order`. */
+export function lastBy(prefix: string, order: QueueOrder, limit: number): IRequestOp {
+  return rangeOp({ ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', limit });
 }
 
 /**
- * The newest `limit` keys under `prefix` created at or before `maxCreateRevision`: the window a
- * waiter with create revision `maxCreateRevision + 1` waits on (Go's waitDeletes: one key).
+ * The newest `limit` keys under `prefix` whose `order` revision is at most `max` (Go's
+ * waitDeletes with `Mod`: WithLastRev + WithMaxModRev, as its RWMutex's waitOnLastRev).
  */
-export function lastCreatedUpTo(
+export function lastByUpTo(
   prefix: string,
-  maxCreateRevision: bigint,
-  limit = 1,
+  order: QueueOrder,
+  max: bigint,
+  limit: number,
 ): IRangeRequest {
-  return {
-    ...prefixRange(prefix),
-    sort_target: 'Create',
-    sort_order: 'Descend',
-    max_create_revision: maxCreateRevision.toString(),
-    limit,
-  };
+  const bound =
+    order === 'Create'
+      ? { max_create_revision: max.toString() }
+      : { max_mod_revision: max.toString() };
+  return { ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', ...bound, limit };
 }
 
-/** The newest `limit` keys under `prefix` by create revision. */
-export function lastCreated(prefix: string, limit: number): IRangeRequest {
-  return { ...prefixRange(prefix), sort_target: 'Create', sort_order: 'Descend', limit };
-}
+/** Counters of this process, for tests and benchmarks. */
+export const queueStats = {
+  /** Reads `waitTurn()` made: one per wake-up (and one per wait). */
+  waitReads: 0,
+};
 
 /** Wraps a range request for a transaction. */
 export function rangeOp(request: IRangeRequest): IRequestOp {
@@ -111,20 +142,14 @@ export class Latch {
   }
 }
 
-/** Who hears about a member synchronously (its holder must stop at once). */
-export interface MemberObserver {
-  /** Our key was deleted (or re-created) after the join. */
-  keyGone(member: QueueMember): void;
-  /** The member's session changed state. */
-  sessionChanged(member: QueueMember, change: SessionStateChange): void;
-}
-
 /** What a join found. */
 export interface JoinResult {
   /** Our key was created now (false: it existed under our lease, e.g. a retried request). */
   readonly created: boolean;
   /** Our key's value when it existed already. */
   readonly existingValue?: string;
+  /** The lease (decimal) of the key when it existed already: not ours means a name clash. */
+  readonly existingLease?: string;
   /** We are among the first `slots` keys: we hold without waiting. */
   readonly holder: boolean;
   /** The first `slots` keys at the join (oldest first). */
@@ -153,6 +178,7 @@ export type WaitOutcome =
 
 export interface WaitOptions {
   slots: number;
+  signal: AbortSignal;
   /** Extra reads in the same transaction (an election reads its leader). */
   extraReads?: readonly IRangeRequest[];
   /** Called after each read that did not make us a holder. */
@@ -161,27 +187,51 @@ export interface WaitOptions {
   extraWatches?: (view: WaitView) => readonly string[];
 }
 
+/** Where a member's key lies and what it waits on; the defaults are Go's Mutex and Election. */
+export interface QueueShape {
+  /** Our key (default `prefix + leaseId in hex`). It must be unique to our session. */
+  key?: string;
+  /** The keys that can come before ours (default `prefix`). */
+  waitPrefix?: string;
+  /** Default `Create`. */
+  order?: QueueOrder;
+  /**
+   * Members of this process use the key one after another (Go's mutex key behind the in-process
+   * gate): watch it with one watch they share (engines/key-watch.ts).
+   */
+  shareKeyWatch?: boolean;
+}
+
 /**
  * One participant's key under `prefix` for one session. Create it, `join()` once, then
  * `waitTurn()` as often as needed (e.g. again after a suspension); `close()` when done.
  */
 export class QueueMember {
   readonly key: string;
+  readonly waitPrefix: string;
+  readonly order: QueueOrder;
+  private readonly keyBuf: Buffer;
   private revisionValue: string | undefined;
+  /** Our key's revision in the queue's order (its create revision, or for `Mod` its mod revision). */
+  private orderRevisionValue: bigint | undefined;
   private tokenValue: FencingToken | undefined;
-  private own: MuxWatch | undefined;
+  /** Stops the watch on our own key (a watch of our own, or our part of a shared one). */
+  private own: (() => void) | undefined;
+  private readonly shareOwnWatch: boolean;
   private ownNeedsReopen = false;
   private goneValue = false;
-  private ownListener: OwnKeyListener | undefined;
-  private wakeListener: WakeListener | undefined;
   /**
    * What the join's own transaction showed (taken by the first `waitTurn()`, which then needs no
-   * read of its own): our key, the window before it and the extra reads, at one revision.
+   * read of its own): the window before our key and the extra reads, at one revision. The caller
+   * passes the same extra reads to `join()` and `waitTurn()`.
    */
   private initialView: WaitView | undefined;
+  private alertsAtJoin = 0;
   /** A wake-up watch ended for good (refused, or the connector closed). */
   private watchFailure: EtcdConnectorError | undefined;
   private readonly wake = new Latch();
+  /** Wake-ups that concern holders too (see `alert()`). */
+  private alerts = 0;
   private readonly offSession: () => void;
   private closed = false;
 
@@ -189,27 +239,21 @@ export class QueueMember {
     private readonly ctx: ConnectorContext,
     readonly prefix: string,
     readonly session: Session,
-    /** Ends every wait of this member (its owner stopped). */
-    private readonly signal: AbortSignal,
-    /** Told synchronously when our key is deleted and on every session state change. */
-    private readonly observer?: MemberObserver,
+    /** Told synchronously when our key is deleted (a holder must stop at once). */
+    private readonly onGone?: () => void,
+    /** Told synchronously on every session state change. */
+    onSession?: (change: SessionStateChange) => void,
+    shape: QueueShape = {},
   ) {
-    this.key = prefix + session.leaseIdHex;
+    this.key = shape.key ?? prefix + session.leaseIdHex;
+    this.waitPrefix = shape.waitPrefix ?? prefix;
+    this.order = shape.order ?? 'Create';
+    this.shareOwnWatch = shape.shareKeyWatch === true;
+    this.keyBuf = Buffer.from(this.key);
     this.offSession = session.onChange((change) => {
-      this.observer?.sessionChanged(this, change);
-      this.wake.fire();
+      onSession?.(change);
+      this.alert();
     });
-    signal.addEventListener('abort', this.onAbort, { once: true });
-  }
-
-  /** The signal's listener: one per member for its whole life, not one per wait. */
-  private readonly onAbort = (): void => {
-    this.wake.fire();
-  };
-
-  /** Our key as a Buffer for a request (made per request: a kept one pins a pool slab). */
-  private keyBuffer(): Buffer {
-    return Buffer.from(this.key);
   }
 
   /** Create revision of our key (the fencing token's revision) once joined. */
@@ -228,7 +272,7 @@ export class QueueMember {
 
   /** Wakes a waiting `waitTurn()` / `changed()` so the caller looks again. */
   poke(): void {
-    this.wake.fire();
+    this.alert();
   }
 
   /**
@@ -236,9 +280,17 @@ export class QueueMember {
    * our key's deletion, a `poke()`, or `signal`. (A holder waits here, then calls `waitTurn()`
    * again to re-check.)
    */
-  changed(): Promise<void> {
-    if (this.signal.aborted) return Promise.resolve();
-    return this.wake.wait();
+  async changed(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return;
+    const onAbort = (): void => {
+      this.wake.fire();
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.wake.wait();
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /**
@@ -251,14 +303,14 @@ export class QueueMember {
     slots: number,
     extraReads: readonly IRangeRequest[] = [],
   ): Promise<JoinResult> {
-    const first = rangeOp(firstCreated(this.prefix, slots));
+    const first = rangeOp(firstBy(this.waitPrefix, this.order, slots));
     const extras = extraReads.map(rangeOp);
     const res = await this.txn(
       {
         // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
         compare: [
           {
-            key: this.keyBuffer(),
+            key: this.keyBuf,
             target: CompareTarget.Create,
             result: CompareResult.Equal,
             create_revision: 0,
@@ -267,7 +319,7 @@ export class QueueMember {
         success: [
           {
             request_put: {
-              key: this.keyBuffer(),
+              key: this.keyBuf,
               value: Buffer.from(value),
               lease: this.session.leaseId,
             },
@@ -275,23 +327,27 @@ export class QueueMember {
           first,
           // Ours is now the newest key: the `slots` keys just before it are the window to wait
           // on, read here so a waiter needs no second round trip before it watches.
-          rangeOp(lastCreated(this.prefix, slots + 1)),
+          lastBy(this.waitPrefix, this.order, slots + 1),
           ...extras,
         ],
         // It exists (a retried join on the same lease): keep its place in the queue.
-        failure: [rangeOp({ key: this.keyBuffer() }), first, ...extras],
+        failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
       },
       'join',
+      true,
     );
     let revision = res.header.revision;
-    let existingValue: string | undefined;
+    let orderRevision = BigInt(revision);
+    let existing: { existingValue: string; existingLease: string } | undefined;
     if (!res.succeeded) {
       const kv = kvAt(res.responses, 0);
       if (kv === undefined) throw new Error(`etcd returned no key for ${this.key}`);
       revision = kv.create_revision;
-      existingValue = kv.value.toString();
+      orderRevision = BigInt(this.order === 'Mod' ? kv.mod_revision : kv.create_revision);
+      existing = { existingValue: kv.value.toString(), existingLease: kv.lease };
     }
     this.revisionValue = revision;
+    this.orderRevisionValue = orderRevision;
     this.tokenValue = fencingToken(this.key, revision);
     this.goneValue = false;
     const readRevision = Number(res.header.revision);
@@ -299,22 +355,23 @@ export class QueueMember {
     const firstKvs = kvsAt(res.responses, 1);
     const extraAt = res.succeeded ? 3 : 2;
     const extra = extraReads.map((_, i) => kvsAt(res.responses, i + extraAt));
-    const holder = firstKvs.some(
-      (kv) => kv.create_revision === revision && kv.key.toString() === this.key,
-    );
+    // Keys before ours among the first `slots` (ours is the newest, or among them).
+    const before = firstKvs.filter(
+      (kv) => !kv.key.equals(this.keyBuf) && this.orderOf(kv) < orderRevision,
+    ).length;
+    const holder = before < slots;
+    this.alertsAtJoin = this.alerts;
     if (holder) {
       this.initialView = { readRevision, window: [], extra };
     } else if (res.succeeded) {
-      const window = kvsAt(res.responses, 2).filter((kv) => kv.key.toString() !== this.key);
-      this.initialView = { readRevision, window: window.slice(0, slots), extra };
+      const window = kvsAt(res.responses, 2)
+        .filter((kv) => !kv.key.equals(this.keyBuf))
+        .slice(0, slots);
+      this.initialView = { readRevision, window, extra };
+    } else {
+      this.initialView = undefined;
     }
-    return {
-      created: res.succeeded,
-      ...(existingValue === undefined ? {} : { existingValue }),
-      holder,
-      first: firstKvs,
-      extra,
-    };
+    return { created: res.succeeded, ...existing, holder, first: firstKvs, extra };
   }
 
   /**
@@ -323,88 +380,95 @@ export class QueueMember {
    */
   async waitTurn(opts: WaitOptions): Promise<WaitOutcome> {
     const revision = this.revisionValue;
-    if (revision === undefined) throw new Error('waitTurn() before join()');
-    const { slots } = opts;
-    const signal = this.signal;
-    {
+    const orderRevision = this.orderRevisionValue;
+    if (revision === undefined || orderRevision === undefined) {
+      throw new Error('waitTurn() before join()');
+    }
+    const { signal, slots } = opts;
+    const onAbort = (): void => {
+      this.wake.fire();
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    // Wake-up watches by key, kept while the key stays in view.
+    const watches = new Map<string, MuxWatch>();
+    // The join's view stands for the first read, unless something happened since (a holder's
+    // re-check after a session change must read).
+    let given = this.alerts === this.alertsAtJoin ? this.initialView : undefined;
+    this.initialView = undefined;
+    try {
       for (;;) {
-        this.wake.reset();
+        const alerts = this.alerts;
+        if (given === undefined) this.wake.reset();
         if (signal.aborted) return { kind: 'aborted' };
         if (!this.session.isAlive()) return { kind: 'lost' };
         if (this.goneValue) return { kind: 'gone' };
         if (this.session.state === 'suspended') {
           // No read can prove anything while keepalives go unanswered; the session wakes us.
+          given = undefined;
           await this.wake.wait();
           continue;
         }
-        // The join's transaction may have read the window already; watches start from its
-        // revision + 1, so a change since then still wakes us.
-        let view: WaitView | undefined = this.initialView ?? (await this.read(revision, opts));
-        this.initialView = undefined;
-        if (view === undefined) return { kind: 'gone' };
+        if (given !== undefined) {
+          const view = given;
+          given = undefined;
+          if (view.window.length < slots) return { kind: 'holder', view };
+          opts.onWaiting?.(view);
+          this.watchWindow(view, opts, watches);
+          await this.wake.wait();
+          const failure = this.watchFailure;
+          this.watchFailure = undefined;
+          if (failure !== undefined && !isAborted(signal)) throw failure;
+          continue;
+        }
+        const extraReads = opts.extraReads ?? [];
+        queueStats.waitReads++;
+        const res = await this.txn(
+          {
+            success: [
+              rangeOp({ key: this.keyBuf }),
+              rangeOp(lastByUpTo(this.waitPrefix, this.order, orderRevision - 1n, slots)),
+              ...extraReads.map(rangeOp),
+            ],
+          },
+          'queue read',
+        );
+        const mine = kvAt(res.responses, 0);
+        // Gone, re-created, or (ordered by mod revision) rewritten: this place is no longer ours.
+        if (
+          mine?.create_revision !== revision ||
+          (this.order === 'Mod' && BigInt(mine.mod_revision) !== orderRevision)
+        ) {
+          this.markGone();
+          return { kind: 'gone' };
+        }
+        const readRevision = Number(res.header.revision);
+        if (this.ownNeedsReopen) this.watchOwn(readRevision + 1);
+        const view: WaitView = {
+          readRevision,
+          window: kvsAt(res.responses, 1),
+          extra: extraReads.map((_, i) => kvsAt(res.responses, i + 2)),
+        };
         // Changed while we read: look again rather than decide on a stale view.
         if (isAborted(signal) || !this.session.isAlive() || this.session.state !== 'alive') {
           continue;
         }
-        if (view.window.length < slots) return { kind: 'holder', view };
+        if (view.window.length < slots) {
+          // A change of a key we waited on, seen during this read, means nothing to a holder:
+          // its `changed()` should not wake for it.
+          if (this.alerts === alerts) this.wake.reset();
+          return { kind: 'holder', view };
+        }
         opts.onWaiting?.(view);
-        const keys = new Set(view.window.map((kv) => kv.key.toString()));
-        for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-        const from = view.readRevision + 1;
-        // Nothing of the read is kept while we sleep (thousands of waiters stay small).
-        view = undefined;
-        const failure = await this.sleepOn(keys, from);
-        if (failure !== undefined) throw failure;
+        this.watchWindow(view, opts, watches);
+        await this.wake.wait();
+        const failure = this.watchFailure;
+        this.watchFailure = undefined;
+        if (failure !== undefined && !isAborted(signal)) throw failure;
       }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      for (const w of watches.values()) w.close();
     }
-  }
-
-  /**
-   * Reads our key, the window before it and the caller's extra reads in one transaction.
-   * Undefined when our key is gone (or was re-created).
-   */
-  private async read(revision: string, opts: WaitOptions): Promise<WaitView | undefined> {
-    const extraReads = opts.extraReads ?? [];
-    const res = await this.txn(
-      {
-        success: [
-          rangeOp({ key: this.keyBuffer() }),
-          rangeOp(lastCreatedUpTo(this.prefix, BigInt(revision) - 1n, opts.slots)),
-          ...extraReads.map(rangeOp),
-        ],
-      },
-      'queue read',
-    );
-    if (kvAt(res.responses, 0)?.create_revision !== revision) {
-      this.markGone();
-      return undefined;
-    }
-    const readRevision = Number(res.header.revision);
-    if (this.ownNeedsReopen) this.watchOwn(readRevision + 1);
-    return {
-      readRevision,
-      window: kvsAt(res.responses, 1),
-      extra: extraReads.map((_, i) => kvsAt(res.responses, i + 2)),
-    };
-  }
-
-  /**
-   * Watches `keys` from `from` and sleeps until something changed. Returns a watch's final error,
-   * if one ended for good.
-   */
-  private sleepOn(
-    keys: ReadonlySet<string>,
-    from: number,
-  ): Promise<EtcdConnectorError | undefined> {
-    const watches: MuxWatch[] = [];
-    for (const k of keys) watches.push(this.watchWake(k, from));
-    // Not an async function: a waiting member keeps no suspended frame for it.
-    return this.wake.wait().then(() => {
-      for (const w of watches) w.close();
-      const failure = this.watchFailure;
-      this.watchFailure = undefined;
-      return failure !== undefined && !isAborted(this.signal) ? failure : undefined;
-    });
   }
 
   /**
@@ -413,12 +477,12 @@ export class QueueMember {
    */
   async remove(): Promise<boolean> {
     const token = this.tokenValue;
-    const del: IRequestOp = { request_delete_range: { key: this.keyBuffer() } };
+    const del: IRequestOp = { request_delete_range: { key: this.keyBuf } };
     // Only our key when we know its revision: never one re-created after ours was deleted. A join
     // whose reply we never saw may still have created the key: delete it by name.
     const request: ITxnRequest =
       token === undefined ? { success: [del] } : { compare: [token.toCompare()], success: [del] };
-    const res = await this.txn(request, 'release');
+    const res = await this.txn(request, 'release', true);
     return res.succeeded;
   }
 
@@ -426,97 +490,121 @@ export class QueueMember {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.signal.removeEventListener('abort', this.onAbort);
     this.offSession();
-    this.own?.close();
+    this.own?.();
     this.own = undefined;
+    this.alert();
+  }
+
+  /**
+   * Wakes the loop for something that matters to a holder too (session, our key, a poke), not
+   * just a change of a key it waited on.
+   */
+  private alert(): void {
+    this.alerts++;
     this.wake.fire();
   }
 
   private markGone(): void {
     if (this.goneValue) return;
     this.goneValue = true;
-    this.wake.fire();
-    this.observer?.keyGone(this);
+    this.alert();
+    this.onGone?.();
   }
 
   /** Watches our own key: its deletion (by hand, or by lease expiry) ends our place. */
   private watchOwn(startRevision: number): void {
-    this.own?.close();
+    this.own?.();
+    this.own = undefined;
     this.ownNeedsReopen = false;
     if (this.closed) return;
-    this.own = this.ctx.watches.watch(
-      { key: this.key, startRevision },
-      (this.ownListener ??= new OwnKeyListener(this)),
+    const onEvents = (events: readonly WatchEvent[]): void => {
+      if (events.some((e) => e.type === 'delete')) this.markGone();
+    };
+    // Compacted, refused or closed: the next read still checks our key, and watches again.
+    const onBroken = (): void => {
+      this.ownNeedsReopen = true;
+      this.alert();
+    };
+    if (this.shareOwnWatch) {
+      this.own = sharedKeyWatch(this.ctx, this.key).subscribe(startRevision, {
+        onEvents,
+        onBroken,
+      });
+      return;
+    }
+    const w = this.ctx.watches.watch(
+      { key: this.keyBuf, startRevision },
+      { onEvents, onCompacted: onBroken, onEnded: onBroken },
     );
+    this.own = () => {
+      w.close();
+    };
   }
 
-  /** @internal Our key changed: its deletion ends our place. */
-  ownEvents(events: readonly WatchEvent[]): void {
-    if (events.some((e) => e.type === 'delete')) this.markGone();
+  /** Watches the keys of `view` (and the caller's extra ones); drops watches no longer needed. */
+  private watchWindow(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
+    const keys = new Set(view.window.map((kv) => kv.key.toString()));
+    for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
+    for (const [k, w] of watches) {
+      if (keys.has(k)) continue;
+      w.close();
+      watches.delete(k);
+    }
+    for (const k of keys) {
+      if (!watches.has(k)) watches.set(k, this.watchWake(k, view.readRevision, watches));
+    }
   }
 
-  /** @internal Our key's watch ended (compacted, refused, closed): the next read re-checks it. */
-  ownWatchLost(): void {
-    this.ownNeedsReopen = true;
-    this.wake.fire();
+  /** A key's revision in this queue's order. */
+  private orderOf(kv: IKeyValue): bigint {
+    return BigInt(this.order === 'Mod' ? kv.mod_revision : kv.create_revision);
   }
 
-  /** @internal A watched key changed, or its watch ended (`error`: for good). */
-  wakeUp(error?: EtcdConnectorError): void {
-    if (error !== undefined) this.watchFailure = error;
-    this.wake.fire();
-  }
-
-  /** Watches a key and wakes the loop on any change of it (or if its history was compacted). */
-  private watchWake(key: string, startRevision: number): MuxWatch {
-    return this.ctx.watches.watch(
-      { key, startRevision },
-      (this.wakeListener ??= new WakeListener(this)),
+  /**
+   * Watches `key` from now and wakes the loop on any change of it; also once, if etcd created
+   * the watch after `readRevision` (what changed in between is not in the watch: read again).
+   * A watch that ended leaves `watches`, so the next round starts a new one.
+   */
+  private watchWake(key: string, readRevision: number, watches: Map<string, MuxWatch>): MuxWatch {
+    const wake = (): void => {
+      this.wake.fire();
+    };
+    let first = true;
+    const w = this.ctx.watches.watch(
+      { key, startRevision: 0 },
+      {
+        onEvents: wake,
+        onCreated: (revision) => {
+          // Later creations (after a reconnect) resume from the last delivered revision.
+          if (first && revision > readRevision) wake();
+          first = false;
+        },
+        onCompacted: () => {
+          if (watches.get(key) === w) watches.delete(key);
+          wake();
+        },
+        onEnded: (error) => {
+          if (watches.get(key) === w) watches.delete(key);
+          this.watchFailure = error;
+          this.wake.fire();
+        },
+      },
     );
+    return w;
   }
 
-  private async txn(request: ITxnRequest, what: string): Promise<ITxnResponse> {
+  /**
+   * A transaction, batched with others under load (`write`: it changes this queue, so it never
+   * shares a batch with another write to it — keys created in one transaction share a revision).
+   */
+  private async txn(request: ITxnRequest, what: string, write = false): Promise<ITxnResponse> {
     try {
-      return await this.ctx.txns.txn(request);
+      return await this.ctx.txns.txn(request, write ? this.waitPrefix : undefined);
     } catch (err) {
       const error = this.ctx.toError(err, `${what} ${this.prefix}`);
       if (error instanceof SessionLostError) this.session.leaseGone();
       throw error;
     }
-  }
-}
-
-/** The listener of our own key's watch (methods, not closures: thousands of members stay cheap). */
-class OwnKeyListener implements WatchListener {
-  constructor(private readonly member: QueueMember) {}
-
-  onEvents(events: readonly WatchEvent[]): void {
-    this.member.ownEvents(events);
-  }
-
-  onCompacted(): void {
-    this.member.ownWatchLost();
-  }
-
-  onEnded(): void {
-    this.member.ownWatchLost();
-  }
-}
-
-/** The listener of the keys a waiter waits on: any change wakes it. */
-class WakeListener implements WatchListener {
-  constructor(private readonly member: QueueMember) {}
-
-  onEvents(): void {
-    this.member.wakeUp();
-  }
-
-  onCompacted(): void {
-    this.member.wakeUp();
-  }
-
-  onEnded(error: EtcdConnectorError): void {
-    this.member.wakeUp(error);
   }
 }

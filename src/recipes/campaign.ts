@@ -20,7 +20,6 @@ import { reportStall } from '../engines/retry.js';
 import {
   firstCreated,
   QueueMember,
-  type MemberObserver,
   type WaitOptions,
   type WaitView,
 } from '../engines/wait-deletes.js';
@@ -52,7 +51,7 @@ export interface CampaignOptions {
   fail(error: EtcdConnectorError): void;
 }
 
-export class Campaign implements MemberObserver {
+export class Campaign {
   private readonly ctx: ConnectorContext;
   private readonly prefix: string;
   /** The elector's own signal (aborted when it stops); set by `start()`. */
@@ -62,6 +61,8 @@ export class Campaign implements MemberObserver {
   private leading = false;
   /** When leadership began (monotonic ms), for the diagnostic. */
   private leadSince = 0;
+  /** The resign `stop()` sent at once, and the token it was for. */
+  private resigning: { token: FencingToken; done: Promise<void> } | undefined;
   private last: CampaignEvent | undefined;
 
   constructor(private readonly opts: CampaignOptions) {
@@ -92,9 +93,22 @@ export class Campaign implements MemberObserver {
 
   /**
    * Resolves when the campaign has stopped (after its signal aborted) and resigned: no watch,
-   * timer or lease of it is left.
+   * timer or lease of it is left. The resign (our key's delete) goes out first, before the loop
+   * winds down (it may be in the middle of a re-check read), so the next candidate leads one loop
+   * exit sooner.
    */
   async stopped(): Promise<void> {
+    const m = this.member;
+    const token = m?.token;
+    if (m !== undefined && token !== undefined && !this.ctx.closing && m.session.isAlive()) {
+      this.resigning ??= {
+        token,
+        done: m.remove().then(
+          () => undefined,
+          () => undefined,
+        ),
+      };
+    }
     this.unlead('resigned');
     await this.running;
   }
@@ -129,6 +143,7 @@ export class Campaign implements MemberObserver {
     const backoff = new Backoff(100, 2000);
     const waitOptions: WaitOptions = {
       slots: 1,
+      signal,
       extraReads: [firstCreated(this.prefix)],
       onWaiting: (view) => {
         this.emit({ status: 'follower', leader: leaderOf(view), suspended: false });
@@ -147,7 +162,17 @@ export class Campaign implements MemberObserver {
         return;
       }
       const session = ref.session;
-      const member = new QueueMember(this.ctx, this.prefix, session, signal, this);
+      const member: QueueMember = new QueueMember(
+        this.ctx,
+        this.prefix,
+        session,
+        () => {
+          this.keyGone(member);
+        },
+        (change) => {
+          this.onSession(session, change);
+        },
+      );
       this.member = member;
       let failure: EtcdConnectorError | undefined;
       let joined = false;
@@ -168,7 +193,7 @@ export class Campaign implements MemberObserver {
             const token = member.token;
             if (token !== undefined) this.becomeLeader(session, token);
             // Until something changes: a session state, our key, a stop, a refused fence.
-            await member.changed();
+            await member.changed(signal);
           } catch (err) {
             if (isAborted(signal)) break;
             const error = this.ctx.toError(err, `election ${this.opts.path}`);
@@ -186,7 +211,10 @@ export class Campaign implements MemberObserver {
         this.unlead(isAborted(signal) ? 'resigned' : 'lost');
         // The connector's close revokes every lease at once; no key-by-key resign needed then.
         if (isAborted(signal) && !this.ctx.closing && session.isAlive()) {
-          await member.remove().catch(() => undefined);
+          const early = this.resigning;
+          await early?.done;
+          // (A join in flight when stop() came may have made a new key since.)
+          if (early?.token !== member.token) await member.remove().catch(() => undefined);
         }
         member.close();
         await ref.release();
@@ -207,14 +235,9 @@ export class Campaign implements MemberObserver {
     }
   }
 
-  /** @internal Our key was deleted (QueueMember's observer): a leader steps down at once. */
-  keyGone(member: QueueMember): void {
+  /** Our key was deleted: a leader steps down at once. */
+  private keyGone(member: QueueMember): void {
     this.stepDown(new NotLeaderError(`leader key ${member.key} was deleted`), 'deleted');
-  }
-
-  /** @internal A session state change (QueueMember's observer). */
-  sessionChanged(member: QueueMember, change: SessionStateChange): void {
-    this.onSession(member.session, change);
   }
 
   /** The user's session, or the pool's for our TTL (retrying, and saying why while it fails). */

@@ -43,12 +43,14 @@ const ATTEMPT_CONTEXT = { signal: new AbortController().signal, attempt: 0 };
 
 /**
  * etcd3's default retries a failed call on another host with a fresh deadline each time, so one
- * call could take 4 x callTimeoutMs (seen without quorum), and a write that timed out (and may
- * have been applied) went out again. Here only quick transient failures (host down, connection
- * refused) are retried, while the call is within a tenth of its deadline; a timed-out call is
- * never retried. So a call ends within ~1.1 x callTimeoutMs, as in Go's clientv3 (where retries
- * share one context). Per call this costs one clock read: no closure, no AsyncLocalStorage (whose
- * promise hooks would slow every promise of the process). (etcd3 reads only `execute`.)
+ * call could take 4 x callTimeoutMs (seen without quorum), and a write that timed out — or whose
+ * connection dropped after it was sent, so it may have been applied — went out again and could
+ * be applied twice. Here a call is tried again only when the failure proves the request never
+ * left (no connection could be made, the host refused it, etcd3's breaker held it back: Go's
+ * clientv3 retries mutations only then too), and only within a tenth of its deadline. So a call
+ * ends within ~1.1 x callTimeoutMs, and a write is never sent twice. Per call this costs one
+ * clock read: no closure, no AsyncLocalStorage (whose promise hooks would slow every promise of
+ * the process). (etcd3 reads only `execute`.)
  */
 function retryQuickFailures(
   callTimeoutMs: number,
@@ -72,6 +74,7 @@ function retryQuickFailures(
               !(err instanceof Error) ||
               !isRecoverableError(err) ||
               err instanceof GRPCDeadlineExceededError ||
+              !neverSent(err) ||
               performance.now() - start > retryWindowMs
             ) {
               throw err;
@@ -83,6 +86,21 @@ function retryQuickFailures(
       }
     },
   } as unknown as CallPolicy;
+}
+
+/**
+ * Failures that prove the request did not reach etcd: no connection could be established, or
+ * etcd3's circuit breaker refused the host. A dropped connection is not among them (the request
+ * may have been applied before it dropped).
+ */
+const NEVER_SENT =
+  /No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|Failed to connect|no address available|circuit breaker is open/i;
+
+export function neverSent(err: Error): boolean {
+  return (
+    (err as { isBrokenCircuitError?: unknown }).isBrokenCircuitError === true ||
+    NEVER_SENT.test(err.message)
+  );
 }
 
 /**

@@ -7,7 +7,11 @@
  * it carries; this turns a thousand of them into a handful.
  *
  * Nothing is batched while nothing is in flight: a lone transaction goes at once, as before.
- * All transactions of a batch are applied at one revision, in order — as if sent back to back.
+ * All transactions of a batch are applied at one revision, in order — as if sent back to back —
+ * and that is why writes to one queue never share a batch: keys created in one transaction share
+ * its revision, and a queue ordered by create revision (an election, a lock) must never see two
+ * keys with one revision (two holders with one fencing token). Each write names its queue
+ * (`exclusive`); a batch takes at most one transaction per name.
  * If etcd refuses the whole batch for a reason one member may have caused (a lease not found,
  * permission denied, a key written twice), every transaction is sent again on its own, so only
  * the one at fault fails.
@@ -20,6 +24,7 @@ const MAX_IN_FLIGHT = 4;
 
 interface Pending {
   request: ITxnRequest;
+  exclusive: string | undefined;
   resolve: (res: ITxnResponse) => void;
   reject: (err: unknown) => void;
 }
@@ -42,10 +47,13 @@ export class TxnBatcher {
     this.maxBatch = opts.maxBatch ?? 64;
   }
 
-  /** Commits `request` (alone, or with others queued meanwhile). Rejects with etcd's error. */
-  txn(request: ITxnRequest): Promise<ITxnResponse> {
+  /**
+   * Commits `request` (alone, or with others queued meanwhile). Rejects with etcd's error.
+   * `exclusive`: a name (e.g. a queue's prefix) no other transaction of the same batch may have.
+   */
+  txn(request: ITxnRequest, exclusive?: string): Promise<ITxnResponse> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ request, resolve, reject });
+      this.queue.push({ request, exclusive, resolve, reject });
       this.flush();
     });
   }
@@ -57,13 +65,34 @@ export class TxnBatcher {
    */
   private flush(): void {
     while (this.queue.length > 0 && this.inFlight < MAX_IN_FLIGHT) {
-      const batch = this.queue.splice(0, this.maxBatch);
+      const batch = this.take();
       this.inFlight++;
       void this.send(batch).finally(() => {
         this.inFlight--;
         this.flush();
       });
     }
+  }
+
+  /**
+   * The next batch, in queue order: up to `maxBatch` transactions, at most one per exclusive
+   * name (the others stay queued in their order, for the next batch).
+   */
+  private take(): Pending[] {
+    const batch: Pending[] = [];
+    const names = new Set<string>();
+    const rest: Pending[] = [];
+    for (const p of this.queue) {
+      const clash = p.exclusive !== undefined && names.has(p.exclusive);
+      if (batch.length >= this.maxBatch || clash) {
+        rest.push(p);
+        continue;
+      }
+      if (p.exclusive !== undefined) names.add(p.exclusive);
+      batch.push(p);
+    }
+    this.queue = rest;
+    return batch;
   }
 
   private async send(batch: Pending[]): Promise<void> {

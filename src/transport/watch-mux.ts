@@ -44,7 +44,13 @@ export interface WatchTarget {
   key: string | Buffer;
   /** End of the range (exclusive); omitted: the single key. */
   rangeEnd?: Buffer;
-  /** First revision to deliver (>= 1). */
+  /**
+   * First revision to deliver (>= 1), or 0 for "from now": the first revision after the one etcd
+   * is at when it creates the watch (reported by `onCreated`). A watch from a revision etcd has
+   * already passed is served by etcd 3.4's catch-up loop, every 100 ms; one from now is served at
+   * once (FAULTS.md), so a waiter that must hear a change promptly watches from now and re-reads
+   * when `onCreated` says revisions passed since its read.
+   */
   startRevision: number;
 }
 
@@ -67,6 +73,11 @@ export interface WatchListener {
   onStatus?(status: WatchStatus): void;
   /** Everything up to `revision` was delivered (etcd's periodic progress notification). */
   onProgress?(revision: number): void;
+  /**
+   * etcd created the watch (again, after a reconnect) while at `revision`. For a watch from now,
+   * it delivers every change after `revision`, and nothing before.
+   */
+  onCreated?(revision: number): void;
 }
 
 export type WatchStatus =
@@ -220,8 +231,8 @@ export class WatchMux {
 
   /** Starts a watch. Does its I/O in the background. */
   watch(target: WatchTarget, listener: WatchListener): MuxWatch {
-    if (!Number.isSafeInteger(target.startRevision) || target.startRevision < 1) {
-      throw new RangeError(`startRevision must be an integer >= 1, got ${target.startRevision}`);
+    if (!Number.isSafeInteger(target.startRevision) || target.startRevision < 0) {
+      throw new RangeError(`startRevision must be an integer >= 0, got ${target.startRevision}`);
     }
     const w = new Watcher(this, target, listener);
     if (this.closed) {
@@ -461,6 +472,15 @@ export class WatchMux {
     }
     w.phase = Phase.Active;
     this.byId.set(w.id, w);
+    const revision = Number(res.header.revision);
+    // From now: etcd started it at its revision + 1; a reconnect resumes from there, not from now.
+    if (w.next === 0) w.next = revision + 1;
+    const l = w.listener;
+    if (l.onCreated !== undefined) {
+      safely(() => {
+        l.onCreated?.(revision);
+      });
+    }
   }
 
   private deliver(w: Watcher, res: IWatchResponse): void {

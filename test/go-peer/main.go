@@ -713,6 +713,8 @@ func (p *peer) run(ctx context.Context, req *request, pd *pending) (result, erro
 			return p.mutexTryLock(ctx, req, sl)
 		case "mutex.unlock":
 			return p.mutexUnlock(ctx, sl)
+		case "mutex.cycles":
+			return p.mutexCycles(ctx, req)
 		case "election.campaign":
 			return p.campaign(ctx, req, sl)
 		case "election.proclaim":
@@ -776,6 +778,28 @@ func (p *peer) mutexLock(ctx context.Context, req *request, sl *slot) (result, e
 		"key": m.Key(), "createRevision": rev, "revision": m.Header().Revision,
 		"lease": leaseHex(s.Lease()),
 	}, nil
+}
+
+// mutexCycles times `count` uncontended Lock+Unlock cycles of a Mutex on the peer's session
+// (what `etcdctl lock` does once per run), measured here so no pipe is in the figures.
+func (p *peer) mutexCycles(ctx context.Context, req *request) (result, error) {
+	s, err := p.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	samples := make([]float64, 0, req.Count)
+	for i := 0; i < req.Count; i++ {
+		m := concurrency.NewMutex(s, req.Path)
+		t0 := time.Now()
+		if err := m.Lock(ctx); err != nil {
+			return nil, err
+		}
+		if err := m.Unlock(ctx); err != nil {
+			return nil, err
+		}
+		samples = append(samples, float64(time.Since(t0).Microseconds())/1000)
+	}
+	return result{"samplesMs": samples}, nil
 }
 
 // ownerRev reads myRev out of Mutex.IsOwner(): Compare(CreateRevision(myKey), "=", myRev).

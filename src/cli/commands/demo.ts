@@ -4,17 +4,23 @@ import type { EtcdConnector } from '../../connector.js';
 import type { HealthReport } from '../../recipes/health-monitor.js';
 import { startEtcdCluster, withTimeout, type EtcdCluster } from '../../testing/index.js';
 import { connect, parseEndpoints, positiveInt, checkFlags, type GlobalFlags } from '../connect.js';
+import { startDashboard } from '../dashboard/server.js';
 import { Participant, type ParticipantStatus } from '../demo/participant.js';
-import { onInterrupt } from '../interrupt.js';
+import { aborted, onInterrupt } from '../interrupt.js';
 import { createOutput, type Output } from '../output.js';
 import { printReport } from './health.js';
 
 interface DemoFlags extends GlobalFlags {
   ttl: number;
+  dashboard: boolean;
 }
 
 /** Everything the demo waits for has a deadline; the whole run must end within a minute. */
 const STEP_TIMEOUT_MS = 15_000;
+/** With --dashboard: the scenario starts when a page is open, or after this long. */
+const OPEN_PAGE_MS = 30_000;
+/** With --dashboard: a pause before each step, so what it changes can be seen on the page. */
+const STEP_PAUSE_MS = 3000;
 
 export function registerDemo(program: Command): void {
   program
@@ -25,6 +31,12 @@ export function registerDemo(program: Command): void {
         '--endpoints it works in a namespace of its own there and removes its keys at the end.',
     )
     .option('--ttl <seconds>', 'lease TTL of the participants', positiveInt, 2)
+    .option(
+      '--dashboard',
+      'serve the live dashboard (its address is printed), pace the steps, and keep running ' +
+        'after the scenario until Ctrl-C',
+      false,
+    )
     .action(async (_o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<DemoFlags>(), cmd);
       const out = createOutput(flags.json);
@@ -89,6 +101,24 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
       await conn.close();
     });
 
+    // The pause before each step (with --dashboard, so a person can follow it on the page).
+    let pause = (): Promise<void> => Promise.resolve();
+    if (flags.dashboard) {
+      step('dashboard');
+      const dashboard = await deadline(
+        startDashboard(conn, { healthIntervalMs: 1000 }),
+        'dashboard',
+      );
+      cleanups.push(() => dashboard.stop());
+      out.emit(
+        { event: 'dashboard', url: dashboard.url },
+        `${out.color('dim', ' '.repeat(7))}${out.color('bold', `open ${dashboard.url} to watch`)}`,
+      );
+      say(`the scenario starts when the page is open (or in ${OPEN_PAGE_MS / 1000} s)`);
+      await Promise.race([dashboard.opened, sleep(OPEN_PAGE_MS), interrupted]);
+      pause = () => Promise.race([sleep(STEP_PAUSE_MS), interrupted]);
+    }
+
     step('health monitor (every member, every 500 ms; prints on change)');
     const health = watchHealth(conn, out);
     cleanups.push(() => health.stop());
@@ -101,6 +131,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
     cleanups.push(() => tracked.stop());
     await deadline(tracked.first, 'first tracker map');
 
+    await pause();
     step(`three participants campaign (separate processes, TTL ${flags.ttl}s)`);
     const electionArgs = (id: string): string[] => [
       'elect',
@@ -135,6 +166,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
     let leader = leaderOf();
     if (leader === undefined) throw new Error('no participant leads');
 
+    await pause();
     step('instances register; the tracker shows them');
     const keys = ['api-1', 'api-2', 'api-3'].map((name, i) => {
       const reg = conn.newRegistration(conn.constructPath('services', 'api'), name);
@@ -151,6 +183,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
     await observed.until(3);
 
     const results: [string, string][] = [];
+    await pause();
     step(`clean stop of the leader (${leader.identity} resigns on SIGINT)`);
     const others = participants.filter((p) => p !== leader);
     let takeover = Promise.any(
@@ -164,6 +197,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
 
     leader = leaderOf();
     if (leader === undefined) throw new Error('no participant leads');
+    await pause();
     step(`crash of the leader (${leader.identity} gets SIGKILL; its lease must expire first)`);
     const survivors = participants.filter((p) => p !== leader && p.alive);
     takeover = Promise.any(
@@ -178,6 +212,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
     ]);
     say(`takeover after a crash: ${((next.at - t) / 1000).toFixed(2)} s`);
 
+    await pause();
     step('an etcd member fails');
     if (cluster !== undefined) {
       const raftLeader = await deadline(cluster.leader(), 'raft leader');
@@ -188,7 +223,19 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
       );
       await victim.kill();
       await degraded;
-      say(`the leader keeps leading: ${leaderOf()?.identity ?? 'nobody'}`);
+      // A leader whose connection went through the dead member is suspended for a moment; it
+      // leads again once it has re-checked through another member.
+      const leading =
+        leaderOf() ??
+        (await deadline(
+          Promise.any(
+            participants
+              .filter((p) => p.alive)
+              .map((p) => p.next((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
+          ),
+          'the leader after the member failure',
+        ));
+      say(`the leader keeps leading: ${leading.identity}`);
     } else {
       say('skipped: the demo does not kill members of a cluster it did not start');
     }
@@ -198,6 +245,11 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
       { event: 'summary', results: Object.fromEntries(results) },
       out.table(['WHAT', 'TIME'], results),
     );
+    if (flags.dashboard) {
+      step('the demo keeps running: the page stays live; Ctrl-C stops everything');
+      await aborted(signal);
+      say('Ctrl-C: stopping');
+    }
     step('everything stops');
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -302,6 +354,11 @@ function trackServices(conn: EtcdConnector, say: (s: string) => void) {
       await loop;
     },
   };
+}
+
+/** A pause that never keeps the process alive by itself (Ctrl-C ends it through `interrupted`). */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 /** Ctrl-C during the demo: every pending wait rejects at once, so the cleanups run. */

@@ -1,0 +1,386 @@
+/**
+ * Acquiring a place among the first `slots` keys of a queue: the one loop behind Mutex, RWMutex
+ * and Semaphore (and so MultiLock). Per call: take a reference on a session (the user's, or the
+ * connector's shared one for the TTL), pass the in-process gate when the key is one the session
+ * shares, join the queue (one transaction: create-or-read our key and read the first keys), wait
+ * for our turn watching only the keys just before ours, and hand back a HeldLock.
+ *
+ * Failures: etcd's transient errors are retried while the session lives (our place stays ours);
+ * a lost session, a final error, the caller's `signal` or the connector's close end the call.
+ * Whatever way a call ends without the lock, its key is deleted at once (and, if etcd cannot be
+ * reached, again in the background until it can or the session ends), and only then does the
+ * next in-process caller pass the gate.
+ */
+import {
+  AbortError,
+  ClosedError,
+  InvalidArgumentError,
+  NotLockedError,
+  SessionLostError,
+  type EtcdConnectorError,
+} from '../errors.js';
+import { validateTtl } from '../paths.js';
+import type { Session } from '../session/session.js';
+import { sessionOf, type SessionHandle } from '../session/session-handle.js';
+import type { SessionRef } from '../session/session-pool.js';
+import { Backoff, delay, isAborted } from '../transport/timers.js';
+import type { ConnectorContext } from './context.js';
+import { HeldLock } from './held-lock.js';
+import { LocalGates } from './local-gate.js';
+import { QueueMember, type JoinResult, type QueueShape } from './wait-deletes.js';
+
+/** What a lock recipe asks for. */
+export interface QueueLockSpec {
+  ctx: ConnectorContext;
+  /** Names the lock in errors, e.g. `mutex /ns/locks/a`. */
+  what: string;
+  /** Go's key prefix, `path + '/'`. */
+  prefix: string;
+  /** How many may hold at once: 1 for locks, `permits` for a semaphore. */
+  slots: number;
+  /** TTL of the connector's shared session to use, unless `session` is given. */
+  ttl: number;
+  /** A session the user gave (bound: its loss ends the call). */
+  session?: Session;
+  /**
+   * Our key's place for a session. Without it: Go's `prefix + lease hex`, which every caller of
+   * the session shares, so callers pass the in-process gate first. With it, each call must get a
+   * key of its own; a key that turns out to exist under another lease is replaced by a new one.
+   */
+  shape?: (session: Session) => QueueShape;
+  /** The value of our key (Go's locks write ''). */
+  value?: string;
+}
+
+export interface QueueLockOptions {
+  signal?: AbortSignal | undefined;
+  /** Never wait: no lock now means undefined (and no key left behind). */
+  tryOnly?: boolean;
+}
+
+const gatesOf = new WeakMap<ConnectorContext, LocalGates>();
+
+function gates(ctx: ConnectorContext): LocalGates {
+  let g = gatesOf.get(ctx);
+  if (g === undefined) gatesOf.set(ctx, (g = new LocalGates()));
+  return g;
+}
+
+/** For tests: whether an in-process caller is inside or waiting at the gate of `key`. */
+export function gateBusy(ctx: ConnectorContext, key: string): boolean {
+  return gatesOf.get(ctx)?.busy(key) ?? false;
+}
+
+/**
+ * Acquires the lock described by `spec`: resolves with the held lock, or (with `tryOnly`) with
+ * undefined when it is held elsewhere.
+ *
+ * @throws AbortError `signal` fired (the key, if any, was deleted)
+ * @throws ClosedError the connector closed
+ * @throws SessionLostError the session ended while waiting (our place went with it)
+ * @throws UnavailableError / TimeoutError etcd unreachable when the session was needed, or (with
+ *   `tryOnly`) when asking
+ * @throws AuthenticationFailedError / PermissionDeniedError / ... final refusals
+ */
+export async function acquireQueued(
+  spec: QueueLockSpec,
+  options: QueueLockOptions = {},
+): Promise<HeldLock | undefined> {
+  const { ctx } = spec;
+  ctx.assertOpen();
+  const closing = new AbortController();
+  const signal =
+    options.signal === undefined
+      ? closing.signal
+      : AbortSignal.any([options.signal, closing.signal]);
+  const untrack = ctx.track({
+    close: async () => {
+      closing.abort(new ClosedError());
+      await settled;
+    },
+  });
+  const attempt = attemptLock(spec, options.tryOnly === true, signal);
+  const settled = attempt.then(
+    () => undefined,
+    () => undefined,
+  );
+  try {
+    return await attempt;
+  } catch (err) {
+    if (closing.signal.aborted || ctx.closing) throw new ClosedError();
+    if (isAborted(signal)) throw new AbortError({ cause: options.signal?.reason });
+    throw err;
+  } finally {
+    untrack();
+  }
+}
+
+async function attemptLock(
+  spec: QueueLockSpec,
+  tryOnly: boolean,
+  signal: AbortSignal,
+): Promise<HeldLock | undefined> {
+  const { ctx } = spec;
+  if (signal.aborted) throw new AbortError({ cause: signal.reason });
+  const ref =
+    spec.session === undefined
+      ? await ctx.sessions.acquire(spec.ttl, { signal })
+      : ctx.sessions.retain(spec.session);
+  const session = ref.session;
+  let leaveGate = (): void => undefined;
+  if (spec.shape === undefined) {
+    const key = spec.prefix + session.leaseIdHex;
+    if (tryOnly) {
+      const entered = gates(ctx).tryEnter(key);
+      if (entered === undefined) {
+        // Another caller of this process has or wants the key: held elsewhere, as far as we go.
+        await ref.release();
+        return undefined;
+      }
+      leaveGate = entered;
+    } else {
+      try {
+        leaveGate = await gates(ctx).enter(key, signal);
+      } catch (err) {
+        await ref.release();
+        throw err;
+      }
+    }
+  }
+  return new Attempt(spec, ref, leaveGate, tryOnly, signal).run();
+}
+
+/** One acquisition once the session and the gate are ours. */
+class Attempt {
+  private readonly ctx: ConnectorContext;
+  private readonly session: Session;
+  private member: QueueMember | undefined;
+  private held: HeldLock | undefined;
+  /** A join was sent: the key may exist even if no reply came. */
+  private sent = false;
+
+  constructor(
+    private readonly spec: QueueLockSpec,
+    private readonly ref: SessionRef,
+    private readonly leaveGate: () => void,
+    private readonly tryOnly: boolean,
+    private readonly signal: AbortSignal,
+  ) {
+    this.ctx = spec.ctx;
+    this.session = ref.session;
+  }
+
+  async run(): Promise<HeldLock | undefined> {
+    try {
+      const member = await this.place();
+      if (member === undefined) {
+        await this.giveUp();
+        return undefined;
+      }
+      const token = member.token;
+      if (token === undefined) throw new Error('unreachable: a holder has a token');
+      const held = new HeldLock({
+        ctx: this.ctx,
+        what: this.spec.what,
+        member,
+        token,
+        slots: this.spec.slots,
+        ref: this.ref,
+        leaveGate: this.leaveGate,
+      });
+      this.held = held;
+      held.begin();
+      return held;
+    } catch (err) {
+      await this.giveUp();
+      throw err;
+    }
+  }
+
+  /** Joins and waits; the member that holds, or undefined (try-only and held elsewhere). */
+  private async place(): Promise<QueueMember | undefined> {
+    const backoff = new Backoff(100, 2000);
+    for (;;) {
+      this.assertGoing();
+      const member = this.member ?? this.newMember();
+      let joined: JoinResult;
+      try {
+        this.sent = true;
+        joined = await member.join(this.spec.value ?? '', this.spec.slots);
+      } catch (err) {
+        await this.onFailure(err, backoff);
+        continue;
+      }
+      if (!joined.created && this.clashed(joined)) {
+        // Someone else's key under our name (only with keys of our own making): pick another.
+        member.close();
+        this.member = undefined;
+        this.sent = false;
+        continue;
+      }
+      if (joined.holder) return member;
+      if (this.tryOnly) return undefined;
+      const outcome = await this.waitTurn(member, backoff);
+      if (outcome === 'holder') return member;
+      // Our key was deleted under us (by hand, not by the lease): join again at the end.
+      member.close();
+      this.member = undefined;
+      this.sent = false;
+    }
+  }
+
+  private async waitTurn(member: QueueMember, backoff: Backoff): Promise<'holder' | 'gone'> {
+    for (;;) {
+      this.assertGoing();
+      let kind: string;
+      try {
+        kind = (await member.waitTurn({ slots: this.spec.slots, signal: this.signal })).kind;
+      } catch (err) {
+        await this.onFailure(err, backoff);
+        continue;
+      }
+      backoff.reset();
+      if (kind === 'holder' || kind === 'gone') return kind;
+      // 'lost' or 'aborted'
+      this.assertGoing();
+      throw lostError(this.session);
+    }
+  }
+
+  private newMember(): QueueMember {
+    const member = new QueueMember(
+      this.ctx,
+      this.spec.prefix,
+      this.session,
+      () => {
+        this.held?.lose(new NotLockedError(`${this.spec.what}: key ${member.key} was deleted`));
+      },
+      (change) => {
+        this.held?.onSession(change);
+      },
+      // Go's key, shared by the callers of this session in turn: so is its watch.
+      this.spec.shape?.(this.session) ?? { shareKeyWatch: true },
+    );
+    this.member = member;
+    return member;
+  }
+
+  private clashed(joined: JoinResult): boolean {
+    return this.spec.shape !== undefined && joined.existingLease !== this.session.leaseId;
+  }
+
+  /** Throws unless the call goes on: not aborted, connector open, session alive. */
+  private assertGoing(): void {
+    if (this.signal.aborted) throw new AbortError({ cause: this.signal.reason });
+    if (this.ctx.closing) throw new ClosedError();
+    if (!this.session.isAlive()) {
+      if (this.session.state === 'closed')
+        throw new ClosedError(`session ${this.session.leaseIdHex}`);
+      throw lostError(this.session);
+    }
+  }
+
+  /** Retryable: back off (our place stays ours while the session lives); else throw. */
+  private async onFailure(err: unknown, backoff: Backoff): Promise<void> {
+    if (isAborted(this.signal)) throw new AbortError({ cause: this.signal.reason });
+    const error: EtcdConnectorError = this.ctx.toError(err, this.spec.what);
+    // etcd says our lease is gone: so is our place, whatever the keepalive has yet to notice.
+    if (error instanceof SessionLostError) {
+      throw new SessionLostError(this.session.leaseIdHex, 'etcd says the lease is gone', {
+        cause: error,
+      });
+    }
+    if (!error.retryable || this.tryOnly) throw error;
+    await delay(backoff.next(), this.signal);
+  }
+
+  /**
+   * Ends a call without the lock: deletes our key at once (the call settles after that first
+   * attempt), retries in the background if etcd could not be reached, and only then lets the
+   * gate and the session go.
+   */
+  private async giveUp(): Promise<void> {
+    const member = this.member;
+    this.member = undefined;
+    let removed = true;
+    if (member !== undefined && this.sent && !this.ctx.closing && this.session.isAlive()) {
+      removed = await member.remove().then(
+        () => true,
+        () => false,
+      );
+    }
+    const rest = async (): Promise<void> => {
+      try {
+        if (!removed) await this.removeInBackground(member);
+      } finally {
+        member?.close();
+        this.leaveGate();
+        await this.ref.release();
+      }
+    };
+    if (removed) await rest();
+    else void rest();
+  }
+
+  private async removeInBackground(member: QueueMember | undefined): Promise<void> {
+    if (member === undefined) return;
+    const backoff = new Backoff(100, 2000);
+    while (this.session.isAlive() && !this.ctx.closing) {
+      await delay(backoff.next());
+      try {
+        await member.remove();
+        return;
+      } catch (err) {
+        if (!this.ctx.toError(err, this.spec.what).retryable) return;
+      }
+    }
+  }
+}
+
+function lostError(session: Session): SessionLostError {
+  try {
+    session.assertAlive();
+  } catch (err) {
+    if (err instanceof SessionLostError) return err;
+  }
+  return new SessionLostError(session.leaseIdHex, 'lost');
+}
+
+/** Options every lock recipe takes. */
+export interface LockRecipeOptions {
+  /**
+   * TTL in whole seconds of the connector's shared session that holds our keys (default 10):
+   * a holder that dies is replaced at most this long after its last keepalive.
+   */
+  ttl?: number;
+  /**
+   * Hold under this session (from `conn.session()`) instead; `ttl` is then ignored. Its loss
+   * ends every lock held or wanted under it.
+   */
+  session?: SessionHandle;
+}
+
+export const DEFAULT_LOCK_TTL = 10;
+
+/** Checks a recipe's options (before any I/O); the session behind a given handle. */
+export function lockSession(
+  ctx: ConnectorContext,
+  options: LockRecipeOptions | undefined,
+): {
+  ttl: number;
+  session?: Session;
+} {
+  if (options !== undefined && (typeof options !== 'object' || (options as unknown) === null)) {
+    throw new InvalidArgumentError('options', 'must be an object');
+  }
+  const ttl = validateTtl(options?.ttl ?? DEFAULT_LOCK_TTL, 'options.ttl');
+  if (options?.session === undefined) return { ttl };
+  const session = sessionOf(options.session);
+  if (session === undefined || !ctx.sessions.owns(session)) {
+    throw new InvalidArgumentError(
+      'options.session',
+      'must be a session from conn.session() of this connector',
+    );
+  }
+  return { ttl: session.requestedTtl, session };
+}

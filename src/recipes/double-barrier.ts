@@ -1,0 +1,427 @@
+/**
+ * A double barrier: `enter()` blocks until `count` participants have entered, `leave()` blocks
+ * until all of them have left. Go's `contrib/recipes.DoubleBarrier` layout, so Go processes and
+ * ours meet in one barrier:
+ *
+ * - `path/waiters/<UnixNano>` = `''` per participant, under its session's lease;
+ * - `path/ready` = `''`, no lease: put when the count is reached, deleted by the last to leave.
+ *
+ * Where ours differs from Go (Go's bugs, not its layout):
+ * - Participants are ranked by create revision: the first `count` are in, a later one fails with
+ *   TooManyParticipantsError *and removes its key* (Go's leaves it, and when more than `count`
+ *   arrive at once Go can have nobody put `ready`). Whoever sees the first `count` keys present
+ *   puts `ready`, so the count-th dying before it could does not block the others.
+ * - Enter waits for a `ready` written after its own key, watching `ready`, its own key, and only
+ *   its successor (or, as the newest, the arrivals): one arrival wakes one participant, not all.
+ * - After every wake-up it reads again: its key must still exist under a live session, else
+ *   SessionLostError (Go keeps waiting on a key that no longer counts).
+ *
+ * A participant that dies inside the barrier does not block the others forever: its key goes
+ * with its lease (TTL after its death), and every wait re-reads on that delete. Leave is Go's
+ * protocol: the participant with the lowest key stays until every other has gone, then deletes
+ * `ready` and itself; each other deletes its key and waits for the lowest's delete.
+ */
+import {
+  CompareResult,
+  CompareTarget,
+  type ICompare,
+  type IKeyValue,
+  type ITxnRequest,
+  type ITxnResponse,
+} from 'etcd3';
+import {
+  InvalidArgumentError,
+  InvalidStateError,
+  SessionLostError,
+  TooManyParticipantsError,
+} from '../errors.js';
+import { persist, RecipeLife, type CallOptions, type CallScope } from '../engines/call-scope.js';
+import type { ConnectorContext } from '../engines/context.js';
+import { checkSessionOptions, HeldSession, type SessionOptions } from '../engines/held-session.js';
+import { waitUntil, type WatchSpec } from '../engines/key-wait.js';
+import { absent, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
+import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/wait-deletes.js';
+import { validatePath } from '../paths.js';
+import type { Session } from '../session/session.js';
+import { isAborted } from '../transport/timers.js';
+
+/** Options of `conn.newDoubleBarrier(path, count, options)`. */
+export type DoubleBarrierOptions = SessionOptions;
+
+/** Our place in the barrier between `enter()` and the end of `leave()`. */
+interface Place {
+  readonly key: string;
+  readonly createRevision: string;
+  readonly session: Session;
+  /** We deleted our key in `leave()` (we are out; waiting for the others). */
+  left: boolean;
+}
+
+/**
+ * A double barrier on `path` for `count` participants. Made by
+ * `conn.newDoubleBarrier(path, count)`; one object is one participant.
+ */
+export class DoubleBarrier implements AsyncDisposable {
+  /** The waiters' prefix, `path/waiters/` (Go's keys are `path/waiters/<UnixNano>`). */
+  readonly waitersPrefix: string;
+  /** The flag key, `path/ready`. */
+  readonly readyKey: string;
+
+  private readonly life: RecipeLife;
+  private readonly ttl: number;
+  private readonly bound: Session | undefined;
+  private held: HeldSession | undefined;
+  private place: Place | undefined;
+  private busy = false;
+
+  /** @internal Use `conn.newDoubleBarrier(path, count, options)`. */
+  constructor(
+    private readonly ctx: ConnectorContext,
+    readonly path: string,
+    readonly count: number,
+    options?: DoubleBarrierOptions,
+  ) {
+    validatePath(path, ctx.root);
+    if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1) {
+      throw new InvalidArgumentError('count', `must be an integer >= 1, got ${String(count)}`);
+    }
+    const { ttl, bound } = checkSessionOptions(options);
+    this.ttl = ttl;
+    this.bound = bound;
+    this.waitersPrefix = `${path}/waiters/`;
+    this.readyKey = `${path}/ready`;
+    this.life = new RecipeLife(ctx, `double barrier ${path}`, () => this.teardown());
+  }
+
+  /** Our waiter key while inside (after `enter()`, until `leave()` ends). */
+  get key(): string | undefined {
+    return this.place?.key;
+  }
+
+  /**
+   * Enters: puts our waiter key and waits until `count` participants are in. Waits through etcd
+   * outages until `signal` fires; an aborted enter removes our key.
+   *
+   * @throws TooManyParticipantsError `count` others were in first (our key is removed)
+   * @throws SessionLostError our session (so our key) ended while waiting
+   * @throws InvalidStateError entered already, or another call of this participant is running
+   * @throws AbortError / ClosedError
+   */
+  async enter(options?: CallOptions): Promise<void> {
+    const scope = this.life.scope(options);
+    if (this.place !== undefined) throw new InvalidStateError(`${this.path}: entered already`);
+    this.claim();
+    try {
+      this.held ??= new HeldSession(this.ctx, this.ttl, `double barrier ${this.path}`, this.bound);
+      const session = await this.held.get(scope.signal).catch((e: unknown) => {
+        throw scope.translate(e);
+      });
+      const place = await this.putWaiter(scope, session);
+      this.place = place;
+      try {
+        await this.waitReady(scope, place);
+      } catch (err) {
+        // Out of the barrier: our key must not count for anyone.
+        this.place = undefined;
+        await this.removeKey(place);
+        await this.releaseSession();
+        throw scope.translate(err);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /**
+   * Leaves: waits until every participant has left (Go's protocol, see the file comment). Waits
+   * through etcd outages until `signal` fires; an aborted leave removes our key (we are out,
+   * without waiting for the others).
+   *
+   * @throws SessionLostError our session ended while inside (the others went on without us)
+   * @throws InvalidStateError not entered, or another call of this participant is running
+   * @throws AbortError / ClosedError
+   */
+  async leave(options?: CallOptions): Promise<void> {
+    const scope = this.life.scope(options);
+    const place = this.place;
+    if (place === undefined) throw new InvalidStateError(`${this.path}: leave() before enter()`);
+    this.claim();
+    try {
+      await this.waitAllLeft(scope, place);
+      this.place = undefined;
+      await this.releaseSession();
+    } catch (err) {
+      if (!(err instanceof SessionLostError)) {
+        if (isAborted(scope.signal)) {
+          this.place = undefined;
+          await this.removeKey(place);
+          await this.releaseSession();
+        }
+        throw scope.translate(err);
+      }
+      this.place = undefined;
+      await this.releaseSession();
+      throw err;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Leaves at once without waiting (our key is deleted) and ends pending calls. Idempotent. */
+  close(): Promise<void> {
+    return this.life.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private claim(): void {
+    if (this.busy) {
+      throw new InvalidStateError(`${this.path}: another enter() or leave() is running`);
+    }
+    this.busy = true;
+  }
+
+  /** Go's newUniqueEphemeralKey: `path/waiters/<UnixNano>` = '' under our lease, never reused. */
+  private async putWaiter(scope: CallScope, session: Session): Promise<Place> {
+    for (;;) {
+      const key = uniqueKey(`${this.path}/waiters`);
+      const keyBuf = Buffer.from(key);
+      // The same key on every try: a try whose answer was lost may have created it already.
+      const res = await persist(this.ctx, scope, `enter ${this.path}`, () =>
+        this.ctx.client.kv.txn(
+          {
+            // Go's putNewKV: only a new key (another process may have picked the same nanos).
+            compare: [absent(keyBuf)],
+            success: [putOp(keyBuf, '', session.leaseId)],
+            // Taken: ours (from a try whose answer was lost) only if it has our lease.
+            failure: [rangeOp({ key: keyBuf })],
+          },
+          this.ctx.callOptions(),
+        ),
+      );
+      if (res.succeeded) {
+        return { key, createRevision: res.header.revision, session, left: false };
+      }
+      const kv = kvAt(res.responses, 0);
+      if (kv?.lease === session.leaseId) {
+        return { key, createRevision: kv.create_revision, session, left: false };
+      }
+    }
+  }
+
+  private async waitReady(scope: CallScope, place: Place): Promise<void> {
+    const keyBuf = Buffer.from(place.key);
+    const readyBuf = Buffer.from(this.readyKey);
+    const range = prefixRange(this.waitersPrefix);
+    let putReady = false;
+    await waitUntil<true>({
+      ctx: this.ctx,
+      what: `enter ${this.path}`,
+      signal: scope.signal,
+      subscribe: (wake) => place.session.onChange(wake),
+      check: async () => {
+        const res = await this.txn({
+          success: [
+            rangeOp({ key: keyBuf, keys_only: true }),
+            // The first count + 1 participants: are we in, and is the count reached?
+            rangeOp({
+              ...range,
+              sort_target: 'Create',
+              sort_order: 'Ascend',
+              limit: this.count + 1,
+              keys_only: true,
+            }),
+            rangeOp({ key: readyBuf, keys_only: true }),
+          ],
+        });
+        this.assertInside(place, kvAt(res.responses, 0));
+        const ready = kvAt(res.responses, 2);
+        // Released by someone else after we arrived (an older `ready` is a previous round's).
+        if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
+          return { done: true, value: true };
+        }
+        const first = kvsAt(res.responses, 1);
+        const rank = first.findIndex((kv) => kv.key.equals(keyBuf));
+        if (rank < 0 || rank >= this.count) {
+          throw new TooManyParticipantsError(this.path, this.count);
+        }
+        if (first.length >= this.count) {
+          // The first `count` are all here: open the barrier (Go's plain put, no lease).
+          if (!putReady) {
+            await this.txn({ success: [putOp(readyBuf, '')] });
+            putReady = true;
+          }
+          return { done: true, value: true };
+        }
+        const successor = first[rank + 1];
+        const watch: WatchSpec[] = [{ key: readyBuf }, { key: keyBuf }];
+        // The newest watches the arrivals; any other only its successor (should it die before
+        // `ready` was put, we must notice). One arrival wakes one participant.
+        watch.push(
+          successor === undefined
+            ? { key: range.key, rangeEnd: range.range_end }
+            : {
+                key: successor.key,
+              },
+        );
+        return {
+          done: false,
+          revision: Number(res.header.revision),
+          watch,
+          // `ready` put after our read (so after our key): the barrier is open.
+          decide: (events) =>
+            events.some((e) => e.type === 'put' && e.key === this.readyKey) ? true : undefined,
+        };
+      },
+    });
+  }
+
+  private waitAllLeft(scope: CallScope, place: Place): Promise<void> {
+    const keyBuf = Buffer.from(place.key);
+    const readyBuf = Buffer.from(this.readyKey);
+    const range = prefixRange(this.waitersPrefix);
+    return waitUntil<undefined>({
+      ctx: this.ctx,
+      what: `leave ${this.path}`,
+      signal: scope.signal,
+      subscribe: (wake) => place.session.onChange(wake),
+      check: async () => {
+        const res = await this.txn({
+          success: [
+            rangeOp({ key: keyBuf, keys_only: true }),
+            rangeOp({ ...range, count_only: true }),
+            // Go orders leaving by mod revision: the lowest waits for the highest.
+            rangeOp({
+              ...range,
+              sort_target: 'Mod',
+              sort_order: 'Ascend',
+              limit: 1,
+              keys_only: true,
+            }),
+            rangeOp({
+              ...range,
+              sort_target: 'Mod',
+              sort_order: 'Descend',
+              limit: 1,
+              keys_only: true,
+            }),
+            rangeOp({ key: readyBuf, keys_only: true }),
+          ],
+        });
+        const revision = Number(res.header.revision);
+        const count = Number(res.responses[1]?.response_range.count ?? 0);
+        const lowest = kvAt(res.responses, 2);
+        const highest = kvAt(res.responses, 3);
+        const ready = kvAt(res.responses, 4);
+        if (!place.left) this.assertInside(place, kvAt(res.responses, 0));
+        if (count === 0) {
+          // Everyone is out. If the last one died before deleting `ready`, delete it now —
+          // only while no participant of a next round has arrived.
+          if (ready !== undefined) {
+            await this.txn({
+              compare: [noKeysIn(range.key, range.range_end)],
+              success: [deleteOp(readyBuf)],
+            });
+          }
+          return { done: true, value: undefined };
+        }
+        if (!place.left && count === 1) {
+          // Only ours is left: the last one out closes the barrier, ours and `ready` at once.
+          const cleaned = await this.txn({
+            compare: [
+              // Our key is still ours...
+              sameCreate(keyBuf, place.createRevision),
+              // ...and no other participant is in (the ranges on both sides of our key).
+              noKeysIn(range.key, keyBuf),
+              noKeysIn(Buffer.concat([keyBuf, Buffer.from([0])]), range.range_end),
+            ],
+            success: [deleteOp(readyBuf), deleteOp(keyBuf)],
+          });
+          if (cleaned.succeeded) return { done: true, value: undefined };
+          return { done: false, revision, watch: [] };
+        }
+        if (!place.left && lowest?.key.equals(keyBuf) === true && highest !== undefined) {
+          // Lowest: wait for the highest to go, then look again.
+          return { done: false, revision, watch: [{ key: highest.key }, { key: keyBuf }] };
+        }
+        if (!place.left) {
+          // Not the lowest: out now, then wait for the lowest (the last to go) to go.
+          await this.removeKey(place);
+          place.left = true;
+          return { done: false, revision, watch: [] };
+        }
+        return {
+          done: false,
+          revision,
+          watch:
+            lowest === undefined
+              ? [{ key: range.key, rangeEnd: range.range_end }]
+              : [{ key: lowest.key }],
+        };
+      },
+    });
+  }
+
+  /** Our key must exist with our create revision under a live session. */
+  private assertInside(place: Place, kv: IKeyValue | undefined): void {
+    if (!place.session.isAlive()) {
+      throw new SessionLostError(place.session.leaseIdHex, `waiter key ${place.key} went with it`);
+    }
+    if (kv?.create_revision !== place.createRevision) {
+      throw new SessionLostError(place.session.leaseIdHex, `waiter key ${place.key} was deleted`);
+    }
+  }
+
+  /** Deletes our key if it is still ours; best effort (it goes with the lease anyway). */
+  private async removeKey(place: Place): Promise<void> {
+    if (this.ctx.closing) return;
+    const keyBuf = Buffer.from(place.key);
+    await this.ctx.client.kv
+      .txn(
+        { compare: [sameCreate(keyBuf, place.createRevision)], success: [deleteOp(keyBuf)] },
+        this.ctx.callOptions(),
+      )
+      .catch(() => undefined);
+  }
+
+  private async releaseSession(): Promise<void> {
+    const held = this.held;
+    this.held = undefined;
+    await held?.close();
+  }
+
+  private async teardown(): Promise<void> {
+    const place = this.place;
+    this.place = undefined;
+    if (place !== undefined && !place.left) await this.removeKey(place);
+    await this.releaseSession();
+  }
+
+  /** A transaction of a wait's check: etcd's errors stay raw, the wait maps and retries them. */
+  private txn(request: ITxnRequest): Promise<ITxnResponse> {
+    return this.ctx.client.kv.txn(request, this.ctx.callOptions());
+  }
+}
+
+/** "Key has this create revision". */
+function sameCreate(key: Buffer, revision: string): ICompare {
+  return {
+    key,
+    target: CompareTarget.Create,
+    result: CompareResult.Equal,
+    create_revision: revision,
+  };
+}
+
+/** "No key in [start, end)": etcd compares every key of the range; none exists -> version 0. */
+function noKeysIn(start: Buffer, end: Buffer): ICompare {
+  return {
+    key: start,
+    range_end: end,
+    target: CompareTarget.Version,
+    result: CompareResult.Equal,
+    version: 0,
+  };
+}

@@ -1,0 +1,265 @@
+// Barrier and DoubleBarrier against real etcd: Go's layouts byte for byte (etcdctl and the real Go
+// recipes in the Go peer), no missed release, dead participants, aborts.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import {
+  AbortError,
+  ClosedError,
+  EtcdConnector,
+  InvalidArgumentError,
+  InvalidStateError,
+  SessionLostError,
+  TooManyParticipantsError,
+} from '../src/index.js';
+import {
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  waitFor,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
+import { etcdctlDump } from './fixtures/etcdctl-dump.js';
+import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+
+/** Settles to 'pending' unless `p` settled within `ms`. */
+async function pendingAfter(p: Promise<unknown>, ms: number): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const r = await Promise.race([
+    p.then(
+      () => 'resolved',
+      () => 'rejected',
+    ),
+    new Promise<string>((resolve) => {
+      timer = setTimeout(() => {
+        resolve('pending');
+      }, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return r;
+}
+
+void describe('Barrier and DoubleBarrier', () => {
+  let etcd: EtcdCluster;
+  let client: Etcd3;
+  const conns: EtcdConnector[] = [];
+  const peers: GoPeer[] = [];
+
+  function connect(ns = uniqueName('bar')): EtcdConnector {
+    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
+    conns.push(conn);
+    return conn;
+  }
+
+  async function peer(ttl = 10): Promise<GoPeer> {
+    const p = await startGoPeer({ endpoints: etcd.endpoints, ttl });
+    peers.push(p);
+    return p;
+  }
+
+  /** etcd's watcher gauge: tells when a Go waiter really waits. */
+  async function watchers(): Promise<number> {
+    const res = await fetch(`${etcd.endpoints[0] ?? ''}/metrics`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    const m = /^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await res.text());
+    return Number(m?.[1] ?? NaN);
+  }
+
+  before(async () => {
+    etcd = await startEtcd();
+    client = new Etcd3({ hosts: etcd.endpoints });
+  });
+
+  after(async () => {
+    await Promise.allSettled(conns.map((c) => c.close()));
+    await Promise.allSettled(peers.map((p) => p.close()));
+    client.close();
+    await etcd.stop();
+  });
+
+  void test('barrier: key exactly path = "" without lease; hold/release/isHeld', async () => {
+    const conn = connect();
+    const path = conn.constructPath('gate');
+    const barrier = conn.newBarrier(path);
+    assert.equal(await barrier.isHeld(), false);
+    assert.equal(await barrier.hold(), true);
+    assert.equal(await barrier.hold(), false, 'held already');
+    assert.equal(await barrier.isHeld(), true);
+    const kvs = await etcdctlDump(etcd.endpoints, path);
+    assert.deepEqual(
+      kvs.map((kv) => [kv.key, kv.value, kv.lease]),
+      [[path, '', '']],
+    );
+    assert.equal(await barrier.release(), true);
+    assert.equal(await barrier.release(), false, 'released already');
+    assert.equal((await etcdctlDump(etcd.endpoints, path)).length, 0);
+  });
+
+  void test('barrier: wait returns at once when free, and on the release otherwise', async () => {
+    const conn = connect();
+    const barrier = conn.newBarrier(conn.constructPath('gate2'));
+    await withTimeout(barrier.wait(), testTimeout(3000), 'wait on a free barrier');
+    await barrier.hold();
+    const waits = [barrier.wait(), conn.newBarrier(barrier.path).wait()];
+    assert.equal(await pendingAfter(Promise.race(waits), 300), 'pending');
+    await barrier.release();
+    await withTimeout(Promise.all(waits), testTimeout(3000), 'waiters released');
+  });
+
+  void test('barrier: no missed release after unrelated writes (Go bug), nor a quick re-hold', async () => {
+    const conn = connect();
+    const barrier = conn.newBarrier(conn.constructPath('gate3'));
+    await barrier.hold();
+    // The scenario where Go's Wait misses the release: other writes after Hold.
+    for (let i = 0; i < 5; i++) await client.put(conn.constructPath(`noise${i}`)).value('x');
+    const waiting = barrier.wait();
+    assert.equal(await pendingAfter(waiting, 200), 'pending');
+    for (let i = 0; i < 5; i++) await client.put(conn.constructPath(`noise${i}`)).value('y');
+    // Released and held again at once: the release still counts.
+    await barrier.release();
+    await barrier.hold();
+    await withTimeout(waiting, testTimeout(3000), 'wait after release + re-hold');
+    await barrier.release();
+  });
+
+  void test('barrier: wait aborts (AbortError), close ends it (ClosedError); bad input', async () => {
+    const conn = connect();
+    const path = conn.constructPath('gate4');
+    const barrier = conn.newBarrier(path);
+    await barrier.hold();
+    const ac = new AbortController();
+    const aborted = barrier.wait({ signal: ac.signal });
+    ac.abort();
+    await assert.rejects(aborted, AbortError);
+    const closing = barrier.wait();
+    await barrier.close();
+    await assert.rejects(closing, ClosedError);
+    await assert.rejects(barrier.hold(), ClosedError);
+    assert.throws(() => conn.newBarrier('relative'), InvalidArgumentError);
+    assert.throws(() => conn.newBarrier('/elsewhere/x'), InvalidArgumentError);
+    await conn.newBarrier(path).release();
+  });
+
+  void test('barrier: interop with Go (Go holds, ours waits; ours holds, Go waits)', async () => {
+    const conn = connect();
+    const path = conn.constructPath('gogate');
+    const go = await peer();
+    await go.ok({ cmd: 'barrier.hold', path });
+    const barrier = conn.newBarrier(path);
+    assert.equal(await barrier.hold(), false, 'Go holds it');
+    const waiting = barrier.wait();
+    assert.equal(await pendingAfter(waiting, 200), 'pending');
+    await go.ok({ cmd: 'barrier.release', path });
+    await withTimeout(waiting, testTimeout(3000), 'ours released by Go');
+
+    assert.equal(await barrier.hold(), true);
+    assert.equal((await go.send({ cmd: 'barrier.hold', path })).error, 'key already exists');
+    const before = await watchers();
+    const goWait = go.begin({ cmd: 'barrier.wait', path });
+    await waitFor(async () => (await watchers()) > before, {
+      timeoutMs: testTimeout(10000),
+      message: 'Go waiter watching',
+    });
+    await barrier.release();
+    assert.equal((await goWait.response).ok, true);
+  });
+
+  void test('double barrier: layout, count reached, everybody leaves; Go and ours mixed', async () => {
+    const conn = connect();
+    const path = conn.constructPath('dbar');
+    const go = await peer();
+    const a = conn.newDoubleBarrier(path, 3);
+    const b = connect(conn.namespace).newDoubleBarrier(path, 3);
+    const enterA = a.enter();
+    const goEnter = go.begin({ cmd: 'doublebarrier.enter', path, count: 3 });
+    assert.equal(await pendingAfter(enterA, 300), 'pending');
+    await withTimeout(b.enter(), testTimeout(5000), 'the third enters');
+    await withTimeout(enterA, testTimeout(5000), 'the first passes');
+    const goEntered = await goEnter.response;
+    assert.equal(goEntered.ok, true);
+
+    const kvs = await etcdctlDump(etcd.endpoints, `${path}/`);
+    const waiters = kvs.filter((kv) => kv.key !== `${path}/ready`);
+    assert.equal(waiters.length, 3);
+    for (const kv of waiters) {
+      assert.match(kv.key, new RegExp(String.raw`^${path}/waiters/\d{19}$`));
+      assert.equal(kv.value, '');
+      assert.notEqual(kv.lease, '');
+    }
+    assert.ok(waiters.some((kv) => kv.key === a.key));
+    assert.ok(waiters.some((kv) => kv.key === goEntered.key && kv.lease === go.lease));
+    const ready = kvs.find((kv) => kv.key === `${path}/ready`);
+    assert.deepEqual([ready?.value, ready?.lease], ['', '']);
+
+    const leaves = [a.leave(), go.send({ cmd: 'doublebarrier.leave', path })];
+    assert.equal(await pendingAfter(Promise.all(leaves), 300), 'pending', 'b is still inside');
+    await withTimeout(b.leave(), testTimeout(5000), 'b leaves');
+    await withTimeout(Promise.all(leaves), testTimeout(5000), 'everyone out');
+    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+  });
+
+  void test('double barrier: one too many fails and leaves no key; a dead participant blocks leave only until its lease ends', async () => {
+    const conn = connect();
+    const path = conn.constructPath('dbar2');
+    const go = await peer(2);
+    const goEnter = go.begin({ cmd: 'doublebarrier.enter', path, count: 2 });
+    await waitFor(
+      async () => (await etcdctlDump(etcd.endpoints, `${path}/waiters/`)).length === 1,
+      {
+        timeoutMs: testTimeout(10000),
+        message: 'Go waiting',
+      },
+    );
+    const a = conn.newDoubleBarrier(path, 2);
+    await withTimeout(a.enter(), testTimeout(5000), 'count reached');
+    assert.equal((await goEnter.response).ok, true);
+
+    const late = connect(conn.namespace).newDoubleBarrier(path, 2);
+    await assert.rejects(late.enter(), TooManyParticipantsError);
+    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/waiters/`)).length, 2);
+
+    // The Go participant dies inside; ours leaves once its key went with its lease (TTL 2 s).
+    await go.kill();
+    const started = performance.now();
+    await withTimeout(a.leave(), testTimeout(10000), 'leave after the dead one expired');
+    const took = performance.now() - started;
+    assert.ok(took > 500, `leave waited for the dead participant (${took.toFixed(0)} ms)`);
+    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
+  });
+
+  void test('double barrier: aborted enter removes its key; lost key -> SessionLostError; misuse', async () => {
+    const conn = connect();
+    const path = conn.constructPath('dbar3');
+    const a = conn.newDoubleBarrier(path, 2);
+    await assert.rejects(a.leave(), InvalidStateError);
+    const ac = new AbortController();
+    const entering = a.enter({ signal: ac.signal });
+    await waitFor(
+      async () => (await etcdctlDump(etcd.endpoints, `${path}/waiters/`)).length === 1,
+      {
+        timeoutMs: testTimeout(5000),
+        message: 'waiting',
+      },
+    );
+    ac.abort();
+    await assert.rejects(entering, AbortError);
+    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+
+    // A key deleted under a waiter: it says so instead of waiting on a key that no longer counts.
+    const waiting = a.enter();
+    const [kv] = await waitFor(
+      async () => {
+        const kvs = await etcdctlDump(etcd.endpoints, `${path}/waiters/`);
+        return kvs.length === 1 ? kvs : undefined;
+      },
+      { timeoutMs: testTimeout(5000), message: 'waiting again' },
+    );
+    await client.delete().key(kv?.key ?? '');
+    await assert.rejects(withTimeout(waiting, testTimeout(5000), 'enter'), SessionLostError);
+    assert.throws(() => conn.newDoubleBarrier(path, 0), InvalidArgumentError);
+    assert.throws(() => conn.newDoubleBarrier(path, 1.5), InvalidArgumentError);
+  });
+});

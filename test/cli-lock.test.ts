@@ -1,0 +1,190 @@
+/**
+ * `etcdc lock` end to end: the built CLI as child processes against a real etcd, beside the real
+ * `etcdctl lock`.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import {
+  findEtcdBinary,
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  waitFor,
+  type EtcdCluster,
+} from '../src/testing/index.js';
+import { assertEnvelope, CliProcess, killAll, runCli } from './fixtures/cli-harness.js';
+import { EtcdctlLock, queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+
+void describe('etcdc lock', () => {
+  let etcd: EtcdCluster;
+  let client: Etcd3;
+  let endpoint: string;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  before(async () => {
+    etcd = await startEtcd();
+    endpoint = etcd.endpoints[0] ?? '';
+    client = new Etcd3({ hosts: etcd.endpoints });
+  });
+
+  after(async () => {
+    await killAll();
+    await Promise.allSettled(closers.map((c) => c()));
+    client.close();
+    await etcd.stop();
+  });
+
+  const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
+
+  test('--help names the arguments and options', async () => {
+    const r = await runCli(['lock', '--help']);
+    assert.equal(r.code, 0, r.describe);
+    const text = r.lines.join(' ').replace(/\s+/g, ' ');
+    for (const w of ['<name>', '[command...]', '--ttl', '--timeout', '--try', 'Exit codes']) {
+      assert.ok(text.includes(w), `${w}\n${r.describe}`);
+    }
+    const root = await runCli(['--help']);
+    assert.match(root.lines.join('\n'), /^\s+lock /m);
+  });
+
+  test('bad input exits 2, an unreachable endpoint exits 1, both before waiting', async () => {
+    const fast = ['--command-timeout', '500', '--dial-timeout', '500'];
+    const [empty, ttl, dead] = await Promise.all([
+      runCli(['lock', '', ...at(uniqueName('cli-lock'))]),
+      runCli(['lock', 'job', '--ttl', '0']),
+      runCli(['lock', 'job', '--endpoints', '127.0.0.1:1', ...fast]),
+    ]);
+    assert.equal(empty.code, 2, empty.describe);
+    assert.match(empty.stderr, /\[ETCDC_INVALID_ARGUMENT\] name: must not be empty/);
+    assert.equal(ttl.code, 2, ttl.describe);
+    assert.equal(dead.code, 1, dead.describe);
+    assert.match(dead.stderr, /^etcdc: \[ETCDC_[A-Z_]+\] /m, dead.describe);
+  });
+
+  test('hold until Ctrl-C; --try exits 3; --timeout exits 3; Ctrl-C while waiting exits 130', async () => {
+    const ns = uniqueName('cli-lock');
+    const prefix = `/${ns}/locks/job/`;
+    const holder = new CliProcess(['lock', 'job', '--json', '--ttl', '2', ...at(ns)]);
+    const acquired = await holder.waitRecord((r) => r.event === 'acquired', 'acquired');
+    assert.match(String(acquired.key), new RegExp(`^${prefix}[0-9a-f]+$`));
+    assert.equal((await queueKeys(client, prefix))[0], acquired.key);
+
+    const tried = await runCli(['lock', 'job', '--try', '--json', ...at(ns)]);
+    assert.equal(tried.code, 3, tried.describe);
+    assertEnvelope(tried.records);
+    const [refused] = tried.records;
+    assert.ok(refused !== undefined, tried.describe);
+    assert.equal(refused.event, 'not-acquired');
+    assert.equal(refused.reason, 'held elsewhere');
+
+    const timed = await runCli(['lock', 'job', '--timeout', '300', '--json', ...at(ns)]);
+    assert.equal(timed.code, 3, timed.describe);
+    assert.equal(timed.records.at(-1)?.reason, 'timeout');
+
+    const waiter = new CliProcess(['lock', 'job', ...at(ns)]);
+    await waitQueueLength(client, prefix, 2);
+    waiter.interrupt();
+    assert.equal((await waiter.exit()).code, 130, waiter.describe());
+    assert.deepEqual(await queueKeys(client, prefix), [acquired.key], "the waiter's key is gone");
+
+    holder.interrupt();
+    assert.equal((await holder.exit()).code, 0, holder.describe());
+    assertEnvelope(holder.records);
+    assert.ok(holder.records.some((r) => r.event === 'released'));
+    assert.deepEqual(await queueKeys(client, prefix), []);
+    // Human mode prints the key alone first, as etcdctl does.
+    const human = new CliProcess(['lock', 'job', ...at(ns)]);
+    const line = await human.waitLine(new RegExp(`^${prefix}`), 'key line');
+    assert.match(line, new RegExp(`^${prefix}[0-9a-f]+$`));
+    human.interrupt();
+    assert.equal((await human.exit()).code, 0);
+  });
+
+  test("runs a command holding the lock: ETCD_LOCK_KEY / ETCD_LOCK_REV, the command's exit code", async () => {
+    const ns = uniqueName('cli-lock');
+    const script = 'echo "key=$ETCD_LOCK_KEY rev=$ETCD_LOCK_REV"; echo oops >&2; exit 7';
+    const r = await runCli(['lock', 'job', ...at(ns), '--', 'sh', '-c', script]);
+    assert.equal(r.code, 7, r.describe);
+    const out = r.lines.find((l) => l.startsWith('key='));
+    const m = /^key=(\S+) rev=(\d+)$/.exec(out ?? '');
+    assert.ok(m !== null, r.describe);
+    assert.match(m[1] ?? '', new RegExp(`^/${ns}/locks/job/[0-9a-f]+$`));
+    assert.match(r.stderr, /oops/);
+    assert.deepEqual(await queueKeys(client, `/${ns}/locks/job/`), [], 'released after');
+
+    // --json: the command's lines are `output` events; stdout stays JSON.
+    const j = await runCli(['lock', 'job', '--json', ...at(ns), '--', 'sh', '-c', script]);
+    assert.equal(j.code, 7, j.describe);
+    assert.deepEqual(j.notJson, []);
+    assertEnvelope(j.records);
+    assert.deepEqual(
+      j.records.map((x) => x.event),
+      ['acquired', 'output', 'output', 'exit', 'released'],
+    );
+    assert.deepEqual(
+      j.records
+        .filter((x) => x.event === 'output')
+        .map((x) => `${String(x.stream)}: ${String(x.line)}`)
+        .sort(),
+      [
+        `stderr: oops`,
+        `stdout: key=${String(j.records[0]?.key)} rev=${String(j.records[0]?.token)}`,
+      ],
+    );
+  });
+
+  test('queues with etcdctl lock on the same path, both ways', async () => {
+    const ns = uniqueName('cli-lock');
+    const path = `/${ns}/locks/shared`;
+    const ctl = new EtcdctlLock(findEtcdBinary('etcdctl'), etcd.endpoints, path);
+    closers.push(() => ctl.kill());
+    await ctl.waitHeld('etcdctl holds');
+    const tried = await runCli(['lock', path, '--try', ...at(ns)]);
+    assert.equal(tried.code, 3, tried.describe);
+    const ours = new CliProcess(['lock', path, '--json', ...at(ns), '--', 'true']);
+    await waitQueueLength(client, `${path}/`, 2);
+    await ctl.release();
+    assert.equal((await ours.exit()).code, 0, ours.describe());
+    assert.ok(ours.records.some((r) => r.event === 'released'));
+
+    const holder = new CliProcess(['lock', path, '--json', ...at(ns)]);
+    await holder.waitRecord((r) => r.event === 'acquired', 'ours holds');
+    const next = new EtcdctlLock(findEtcdBinary('etcdctl'), etcd.endpoints, path);
+    closers.push(() => next.kill());
+    await waitQueueLength(client, `${path}/`, 2);
+    holder.interrupt();
+    await holder.exit();
+    await next.waitHeld('etcdctl holds after ours');
+    await next.release();
+  });
+
+  test('lost while a command runs: the command gets SIGTERM, etcdc exits 4 and says why', async () => {
+    const ns = uniqueName('cli-lock');
+    const prefix = `/${ns}/locks/job/`;
+    const script = 'trap "echo got-term; exit 9" TERM; echo started; while :; do sleep 0.05; done';
+    const p = new CliProcess(['lock', 'job', '--ttl', '2', ...at(ns), '--', 'sh', '-c', script]);
+    await p.waitLine(/^started$/, 'command started');
+    const [key] = await queueKeys(client, prefix);
+    assert.ok(key !== undefined);
+    await client.delete().key(key).exec(); // the lock is gone (as after an expiry)
+    const exit = await p.exit();
+    assert.equal(exit.code, 4, p.describe());
+    assert.ok(p.lines.includes('got-term'), p.describe());
+    assert.match(p.stderr, /\[ETCDC_NOT_LOCKED\] lock \S+ lost: .*SIGTERM/, p.describe());
+  });
+
+  test('Ctrl-C while a command runs reaches the command; its exit code is ours', async () => {
+    const ns = uniqueName('cli-lock');
+    const script = 'trap "echo got-int; exit 5" INT; echo started; while :; do sleep 0.05; done';
+    const p = new CliProcess(['lock', 'job', ...at(ns), '--', 'sh', '-c', script]);
+    await p.waitLine(/^started$/, 'command started');
+    p.interrupt(); // etcdc only (not the group): it passes the signal on
+    const exit = await p.exit();
+    assert.equal(exit.code, 5, p.describe());
+    await waitFor(async () => (await queueKeys(client, `/${ns}/locks/job/`)).length === 0, {
+      timeoutMs: testTimeout(5000),
+      message: 'released',
+    });
+  });
+});

@@ -1,0 +1,372 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import {
+  AbortError,
+  ClosedError,
+  EtcdConnector,
+  InvalidArgumentError,
+  NotLockedError,
+  type Lock,
+} from '../src/index.js';
+import {
+  findEtcdBinary,
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  waitFor,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
+import { EtcdctlLock, queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+
+void describe('Mutex', () => {
+  let etcd: EtcdCluster;
+  let client: Etcd3;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  function connect(ns: string, endpoints: readonly string[] = etcd.endpoints): EtcdConnector {
+    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000 });
+    closers.push(() => conn.close());
+    return conn;
+  }
+
+  before(async () => {
+    etcd = await startEtcd();
+    client = new Etcd3({ hosts: etcd.endpoints });
+  });
+
+  after(async () => {
+    await Promise.allSettled(closers.map((c) => c()));
+    client.close();
+    await etcd.stop();
+  });
+
+  test('bad input is refused before any I/O', async () => {
+    const ns = uniqueName('mx');
+    const conn = connect(ns, ['http://127.0.0.1:9']);
+    const path = conn.constructPath('locks', 'a');
+    for (const p of ['', 'rel/x', '/elsewhere/x', `/${ns}/a/../b`, `/${ns}/a/`]) {
+      assert.throws(() => conn.newMutex(p), InvalidArgumentError, p);
+      assert.throws(() => conn.newRWMutex(p), InvalidArgumentError, p);
+      assert.throws(() => conn.newSemaphore(p, 2), InvalidArgumentError, p);
+      assert.throws(() => conn.newMultiLock([path, p]), InvalidArgumentError, p);
+    }
+    for (const ttl of [0, -1, 1.5, NaN]) {
+      assert.throws(() => conn.newMutex(path, { ttl }), InvalidArgumentError);
+    }
+    assert.throws(() => conn.newMutex(path, { session: {} as never }), InvalidArgumentError);
+    for (const permits of [0, -1, 1.5, NaN, 1001]) {
+      assert.throws(() => conn.newSemaphore(path, permits), InvalidArgumentError);
+    }
+    assert.throws(() => conn.newMultiLock([]), InvalidArgumentError);
+    const m = conn.newMutex(path);
+    await assert.rejects(m.lock({ signal: 'x' as unknown as AbortSignal }), InvalidArgumentError);
+    const aborted = AbortSignal.abort();
+    await assert.rejects(m.lock({ signal: aborted }), AbortError);
+    await conn.close();
+    assert.throws(() => conn.newMutex(path), ClosedError);
+    await assert.rejects(m.lock(), ClosedError);
+  });
+
+  test("Go's layout: path/<lease hex>, value '', under the session's lease; unlock deletes", async () => {
+    const ns = uniqueName('mx');
+    const conn = connect(ns);
+    const path = conn.constructPath('locks', 'layout');
+    const session = await conn.session({ ttl: 10 });
+    const m = conn.newMutex(path, { ttl: 10 });
+    const lock = await m.lock();
+    assert.equal(lock.key, `${path}/${session.leaseId}`);
+    assert.equal(lock.state, 'held');
+    assert.equal(lock.isHeld, true);
+    assert.equal(lock.suspended, false);
+    const kv = await client.get(lock.key).exec();
+    const [stored] = kv.kvs;
+    assert.ok(stored !== undefined);
+    assert.equal(stored.value.toString(), '');
+    assert.equal(stored.lease, session.leaseIdDecimal);
+    assert.equal(stored.create_revision, lock.token.revision);
+    assert.equal(lock.token.key, lock.key);
+
+    const log = `/${ns}/log`;
+    await lock.fencedTxn([conn.client.put(log).value('1')]);
+    assert.equal(await client.get(log).string(), '1');
+
+    await lock.unlock();
+    await lock.unlock(); // idempotent
+    assert.equal(lock.signal.aborted, true);
+    assert.ok(lock.signal.reason instanceof NotLockedError);
+    assert.equal(lock.state, 'released');
+    assert.equal(await client.get(lock.key).string(), null);
+    await assert.rejects(lock.fencedTxn([conn.client.put(log).value('2')]), NotLockedError);
+    assert.equal(await client.get(log).string(), '1', 'nothing written after unlock');
+
+    // The next lock of the same session gets a new, larger token.
+    const again = await m.lock();
+    assert.ok(BigInt(again.token.revision) > BigInt(lock.token.revision));
+    await again[Symbol.asyncDispose]();
+    await session.close();
+  });
+
+  test('FIFO across connectors; a waiter watches only its predecessor; tryLock', async () => {
+    const ns = uniqueName('mx');
+    const conns = [connect(ns), connect(ns), connect(ns)];
+    const path = `/${ns}/locks/fifo`;
+    const [ma, mb, mc] = conns.map((c) => c.newMutex(path, { ttl: 10 }));
+    assert.ok(ma !== undefined && mb !== undefined && mc !== undefined);
+    const a = await ma.lock();
+    const order: string[] = [];
+    const pb = mb.lock().then((l) => (order.push('b'), l));
+    await waitQueueLength(client, `${path}/`, 2);
+    const pc = mc.lock().then((l) => (order.push('c'), l));
+    await waitQueueLength(client, `${path}/`, 3);
+
+    // Held elsewhere: undefined, and no key of ours left behind.
+    const d = connect(ns).newMutex(path);
+    assert.equal(await d.tryLock(), undefined);
+    assert.equal((await queueKeys(client, `${path}/`)).length, 3);
+
+    await a.unlock();
+    const b = await withTimeout(pb, testTimeout(5000), 'b');
+    assert.deepEqual(order, ['b']);
+    await b.unlock();
+    const c = await withTimeout(pc, testTimeout(5000), 'c');
+    assert.deepEqual(order, ['b', 'c']);
+    assert.ok(BigInt(c.token.revision) > BigInt(b.token.revision));
+    assert.ok(BigInt(b.token.revision) > BigInt(a.token.revision));
+    await c.unlock();
+    const free = await d.tryLock();
+    assert.ok(free !== undefined, 'tryLock on a free lock holds it');
+    await free.unlock();
+    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+  });
+
+  test('in-process holders of one session never overlap (lock, tryLock, withLock, MultiLock)', async () => {
+    const ns = uniqueName('mx');
+    const conn = connect(ns);
+    const path = conn.constructPath('locks', 'local');
+    const other = conn.constructPath('locks', 'local-2');
+    const m1 = conn.newMutex(path, { ttl: 10 });
+    const m2 = conn.newMutex(path, { ttl: 10 });
+    const multi = conn.newMultiLock([other, path], { ttl: 10 });
+    let inside = 0;
+    let maxInside = 0;
+    let rounds = 0;
+    const tokens: bigint[] = [];
+    const work = async (lock: { signal: AbortSignal }, token: string): Promise<void> => {
+      inside += 1;
+      maxInside = Math.max(maxInside, inside);
+      tokens.push(BigInt(token));
+      assert.equal(lock.signal.aborted, false);
+      await new Promise((resolve) => setImmediate(resolve));
+      inside -= 1;
+      rounds += 1;
+    };
+    const tasks: Promise<void>[] = [];
+    for (let i = 0; i < 4; i++) {
+      tasks.push(
+        (async () => {
+          for (let j = 0; j < 5; j++) {
+            const m = (i + j) % 2 === 0 ? m1 : m2;
+            await m.withLock((signal, lock) => work({ signal }, lock.token.revision));
+          }
+        })(),
+      );
+    }
+    tasks.push(
+      (async () => {
+        for (let j = 0; j < 5; j++) {
+          const h = await multi.lock();
+          const mine = h.locks.find((l) => l.key.startsWith(`${path}/`));
+          assert.ok(mine !== undefined);
+          await work(h, mine.token.revision);
+          await h.unlock();
+        }
+      })(),
+    );
+    tasks.push(
+      (async () => {
+        for (let j = 0; j < 20; j++) {
+          const l = await m1.tryLock();
+          if (l !== undefined) {
+            await work(l, l.token.revision);
+            await l.unlock();
+          }
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      })(),
+    );
+    await withTimeout(Promise.all(tasks), testTimeout(30000), 'in-process contenders');
+    assert.equal(maxInside, 1, 'never two holders at once');
+    assert.ok(rounds >= 25, `rounds ${rounds}`);
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok((tokens[i] ?? 0n) > (tokens[i - 1] ?? 0n), 'tokens strictly increase');
+    }
+    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+  });
+
+  test('aborting a waiting lock() deletes its key at once; a bound session', async () => {
+    const ns = uniqueName('mx');
+    const a = connect(ns);
+    const b = connect(ns);
+    const path = `/${ns}/locks/abort`;
+    const held = await a.newMutex(path).lock();
+    const controller = new AbortController();
+    const waiting = b.newMutex(path).lock({ signal: controller.signal });
+    await waitQueueLength(client, `${path}/`, 2);
+    controller.abort(new Error('changed my mind'));
+    await assert.rejects(waiting, AbortError);
+    assert.deepEqual(await queueKeys(client, `${path}/`), [held.key], 'waiter key gone at once');
+    await held.unlock();
+
+    // A mutex bound to a session uses its lease.
+    const s = await b.session({ ttl: 7 });
+    const bound = await b.newMutex(path, { session: s }).lock();
+    assert.equal(bound.key, `${path}/${s.leaseId}`);
+    await bound.unlock();
+    await s.close();
+  });
+
+  test('the key deleted by hand: signal aborts, the next waiter holds', async () => {
+    const ns = uniqueName('mx');
+    const a = connect(ns);
+    const b = connect(ns);
+    const path = `/${ns}/locks/deleted`;
+    const lock = await a.newMutex(path).lock();
+    const next = b.newMutex(path).lock();
+    await waitQueueLength(client, `${path}/`, 2);
+    await client.delete().key(lock.key).exec();
+    await waitFor(() => lock.signal.aborted, {
+      timeoutMs: testTimeout(5000),
+      intervalMs: 5,
+      message: 'signal aborted after the key was deleted',
+    });
+    assert.ok(lock.signal.reason instanceof NotLockedError);
+    assert.equal(lock.state, 'lost');
+    const n = await withTimeout(next, testTimeout(5000), 'next holder');
+    await assert.rejects(lock.fencedTxn([]), NotLockedError);
+    await lock.unlock(); // after a loss: only cleans up
+    await n.unlock();
+  });
+
+  test('a fenced transaction refused by etcd loses the lock and writes nothing', async () => {
+    const ns = uniqueName('mx');
+    const conn = connect(ns);
+    const path = conn.constructPath('locks', 'fence');
+    const lock = await conn.newMutex(path).lock();
+    // Re-created behind our back (same name, new revision): our token no longer matches.
+    await client.delete().key(lock.key).exec();
+    await client.put(lock.key).value('').exec();
+    const log = `/${ns}/fenced`;
+    try {
+      await lock.fencedTxn([conn.client.put(log).value('x')]);
+    } catch (err) {
+      assert.ok(err instanceof NotLockedError, String(err));
+    }
+    assert.equal(await client.get(log).string(), null);
+    assert.equal(lock.signal.aborted, true);
+    await client.delete().key(lock.key).exec();
+  });
+
+  test('conn.close(): held locks are lost (ClosedError), waiting ones reject', async () => {
+    const ns = uniqueName('mx');
+    const a = connect(ns);
+    const b = connect(ns);
+    const path = `/${ns}/locks/close`;
+    const held = await a.newMutex(path).lock();
+    const waiting = b.newMutex(path).lock();
+    await waitQueueLength(client, `${path}/`, 2);
+    await b.close();
+    await assert.rejects(waiting, ClosedError);
+    await a.close();
+    assert.ok(held.signal.reason instanceof ClosedError);
+    assert.equal(held.state, 'lost');
+    await held.unlock();
+    await waitQueueLength(client, `${path}/`, 0);
+  });
+
+  test('interop: etcdctl lock and ours alternate in one queue, in arrival order', async () => {
+    const ns = uniqueName('mx');
+    const path = `/${ns}/locks/ctl`;
+    const prefix = `${path}/`;
+    const marker = `/${ns}/marker`;
+    const etcdctl = findEtcdBinary('etcdctl');
+    type Holder =
+      | { kind: 'ours'; name: string; lock: Promise<Lock> }
+      | { kind: 'etcdctl'; name: string; proc: EtcdctlLock };
+    const holders: Holder[] = [];
+    const arrivals: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const name = `${i % 2 === 0 ? 'ours' : 'ctl'}-${i}`;
+      if (i % 2 === 0) {
+        const conn = connect(ns);
+        holders.push({ kind: 'ours', name, lock: conn.newMutex(path).lock() });
+      } else {
+        const proc = new EtcdctlLock(etcdctl, etcd.endpoints, path);
+        closers.push(() => proc.kill());
+        holders.push({ kind: 'etcdctl', name, proc });
+      }
+      // Arrival order = create order: wait until this one's key is in the queue.
+      arrivals.push((await waitQueueLength(client, prefix, i + 1))[i] ?? '');
+    }
+    const granted: string[] = [];
+    for (const h of holders) {
+      let key: string;
+      if (h.kind === 'ours') key = (await withTimeout(h.lock, testTimeout(10000), h.name)).key;
+      else key = await h.proc.waitHeld(h.name);
+      granted.push(key);
+      // Each holder finds the marker released, sets it, and releases it before unlocking.
+      assert.equal(await client.get(marker).string(), null, `${h.name} found the marker taken`);
+      await client.put(marker).value(h.name).exec();
+      // Nobody else holds: every other key in the queue is younger.
+      const keys = await queueKeys(client, prefix);
+      assert.equal(keys[0], key, `${h.name} holds the oldest key`);
+      await client.delete().key(marker).exec();
+      if (h.kind === 'ours') await (await h.lock).unlock();
+      else await h.proc.release();
+    }
+    assert.deepEqual(granted, arrivals, 'granted in arrival order');
+    await waitQueueLength(client, prefix, 0);
+  });
+
+  test("interop: Go's Mutex and ours queue together and exclude each other", async () => {
+    const ns = uniqueName('mx');
+    const path = `/${ns}/locks/go`;
+    const prefix = `${path}/`;
+    const peers: GoPeer[] = [];
+    try {
+      const go = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10 });
+      peers.push(go);
+      const conn = connect(ns);
+      const ours = await conn.newMutex(path).lock();
+      const goLock = go.begin({ cmd: 'mutex.lock', path });
+      await waitQueueLength(client, prefix, 2);
+      const keys = await queueKeys(client, prefix);
+      assert.equal(keys[1], `${prefix}${go.lease}`, "Go's key is ours with its lease");
+      // Our tryLock while Go waits and we hold under another connector: undefined.
+      assert.equal(await connect(ns).newMutex(path).tryLock(), undefined);
+      const ourNext = connect(ns).newMutex(path).lock();
+      await waitQueueLength(client, prefix, 3);
+      await ours.unlock();
+      const g = await goLock.response;
+      assert.equal(g.ok, true, JSON.stringify(g));
+      assert.equal(g.key, `${prefix}${go.lease}`);
+      // Go holds: ours still waits.
+      const raced = await Promise.race([
+        ourNext.then(() => 'ours'),
+        new Promise((resolve) => setTimeout(resolve, 200, 'waiting')),
+      ]);
+      assert.equal(raced, 'waiting');
+      // Go's TryLock (3.5 semantics) fails while we queue behind it? It holds: it re-uses its key.
+      await go.ok({ cmd: 'mutex.unlock', path });
+      const next = await withTimeout(ourNext, testTimeout(5000), 'ours after Go');
+      const tryGo = await go.send({ cmd: 'mutex.trylock', path });
+      assert.equal(tryGo.ok, false, 'Go cannot TryLock while we hold');
+      assert.deepEqual(await queueKeys(client, prefix), [next.key], 'no Go key left behind');
+      await next.unlock();
+    } finally {
+      await Promise.all(peers.map((p) => p.close()));
+    }
+  });
+});

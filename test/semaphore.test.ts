@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import { AbortError, EtcdConnector, type Permit } from '../src/index.js';
+import { queueStats } from '../src/engines/wait-deletes.js';
+import {
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  waitFor,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
+import { queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+
+void describe('Semaphore', () => {
+  let etcd: EtcdCluster;
+  let client: Etcd3;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  function connect(ns: string): EtcdConnector {
+    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
+    closers.push(() => conn.close());
+    return conn;
+  }
+
+  before(async () => {
+    etcd = await startEtcd();
+    client = new Etcd3({ hosts: etcd.endpoints });
+  });
+
+  after(async () => {
+    await Promise.allSettled(closers.map((c) => c()));
+    client.close();
+    await etcd.stop();
+  });
+
+  test('layout path/<lease hex>-<n>; permits in one process; FIFO; tryAcquire; abort', async () => {
+    const ns = uniqueName('sem');
+    const conn = connect(ns);
+    const path = conn.constructPath('sem', 'a');
+    const s = await conn.session({ ttl: 10 });
+    const sem = conn.newSemaphore(path, 3);
+    // One session holds several permits: keys of their own.
+    const held = [await sem.acquire(), await sem.acquire(), await sem.acquire()];
+    for (const p of held) assert.match(p.key, new RegExp(`^${path}/${s.leaseId}-\\d+$`));
+    assert.equal(new Set(held.map((p) => p.key)).size, 3);
+    assert.equal(await sem.tryAcquire(), undefined, 'all permits taken');
+    assert.equal((await queueKeys(client, `${path}/`)).length, 3, 'no key left by tryAcquire');
+    const fourth = sem.acquire();
+    await waitQueueLength(client, `${path}/`, 4);
+    const controller = new AbortController();
+    const fifth = connect(ns).newSemaphore(path, 3).acquire({ signal: controller.signal });
+    await waitQueueLength(client, `${path}/`, 5);
+    controller.abort();
+    await assert.rejects(fifth, AbortError);
+    assert.equal((await queueKeys(client, `${path}/`)).length, 4, 'aborted waiter left no key');
+    await held[1]?.unlock();
+    const f = await withTimeout(fourth, testTimeout(5000), 'fourth');
+    for (const p of [held[0], held[2], f]) await p?.unlock();
+    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    await s.close();
+  });
+
+  test('never more than `permits` holders (4 connectors, 8 callers)', async () => {
+    const ns = uniqueName('sem');
+    const path = `/${ns}/sem/stress`;
+    const sems = [connect(ns), connect(ns), connect(ns), connect(ns)].map((c) =>
+      c.newSemaphore(path, 3),
+    );
+    let holders = 0;
+    let maxHolders = 0;
+    const tasks = Array.from({ length: 8 }, (_, i) =>
+      (async () => {
+        const sem = sems[i % sems.length];
+        assert.ok(sem !== undefined);
+        for (let j = 0; j < 6; j++) {
+          await sem.withPermit(async (signal) => {
+            holders++;
+            maxHolders = Math.max(maxHolders, holders);
+            await new Promise((resolve) => setTimeout(resolve, 2 + ((i * j) % 5)));
+            assert.equal(signal.aborted, false);
+            holders--;
+          });
+        }
+      })(),
+    );
+    await withTimeout(Promise.all(tasks), testTimeout(30000), 'semaphore callers');
+    assert.equal(maxHolders, 3);
+    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+  });
+
+  test('a release wakes only the waiters whose window held the released key', async () => {
+    const ns = uniqueName('sem');
+    const path = `/${ns}/sem/wakes`;
+    const permits = 2;
+    const conn = connect(ns);
+    const sem = conn.newSemaphore(path, permits);
+    const holders: Permit[] = [await sem.acquire(), await sem.acquire()];
+    const waiting: Promise<Permit>[] = [];
+    for (let i = 0; i < 8; i++) {
+      waiting.push(connect(ns).newSemaphore(path, permits).acquire());
+      await waitQueueLength(client, `${path}/`, 3 + i);
+    }
+    // Settled: every waiter read once and watches its window.
+    const settle = async (): Promise<void> => {
+      let last = -1;
+      await waitFor(
+        async () => {
+          const n = queueStats.waitReads;
+          const same = n === last;
+          last = n;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          return same && queueStats.waitReads === n;
+        },
+        { timeoutMs: testTimeout(5000), intervalMs: 1, message: 'waiters settled' },
+      );
+    };
+    await settle();
+    // The oldest holder leaves: only the first waiter had it in its window.
+    let before = queueStats.waitReads;
+    await holders[0]?.unlock();
+    const [w0, w1] = waiting;
+    assert.ok(w0 !== undefined && w1 !== undefined);
+    const first = await withTimeout(w0, testTimeout(5000), 'w0');
+    await settle();
+    assert.equal(queueStats.waitReads - before, 1, 'one waiter re-read');
+    // The newest holder leaves: the two waiters after it re-read; one holds.
+    before = queueStats.waitReads;
+    await first.unlock();
+    const second = await withTimeout(w1, testTimeout(5000), 'w1');
+    await settle();
+    const reads = queueStats.waitReads - before;
+    assert.ok(reads >= 1 && reads <= permits, `at most ${permits} re-reads, got ${reads}`);
+    await second.unlock();
+    await holders[1]?.unlock();
+    for (const w of waiting.slice(2)) await (await w).unlock();
+    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+  });
+});
