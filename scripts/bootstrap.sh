@@ -14,8 +14,8 @@ fi
 
 # The Go peer of the interoperability tests (after `npm ci`: it lives in node_modules/.cache) and
 # Debian's chromium for the dashboard's browser test (about 45 s the first time, with apt-get
-# update). `npm run demo` and `npm run bench` need neither.
-if [[ "${npm_lifecycle_event:-}" != predemo && "${npm_lifecycle_event:-}" != prebench ]]; then
+# update). `npm run demo`, `npm run bench` and `npm run chaos` need neither.
+if [[ "${npm_lifecycle_event:-}" != predemo && "${npm_lifecycle_event:-}" != prebench && "${npm_lifecycle_event:-}" != prechaos ]]; then
   bash scripts/ensure-go-peer.sh
   bash scripts/ensure-chromium.sh
 fi
