@@ -17,6 +17,7 @@ export {
   KeyChangedError,
   SessionLostError,
   NotLeaderError,
+  NoInstanceError,
   CompactedError,
   SlowConsumerError,
   TimeoutError,
@@ -52,6 +53,24 @@ export type {
   ServiceData,
   ServiceTrackerOptions,
 } from './recipes/service-tracker.js';
+export type {
+  EndpointRegistration,
+  EndpointRegistrationOptions,
+  EndpointRegisterOptions,
+} from './recipes/endpoint-registration.js';
+export type {
+  EndpointTracker,
+  EndpointTrackerOptions,
+  EndpointData,
+  ServiceEndpoint,
+} from './recipes/endpoint-tracker.js';
+export type {
+  ServiceProvider,
+  ServiceProviderOptions,
+  ProviderStrategy,
+  DownInstancePolicy,
+  PickOptions,
+} from './recipes/service-provider.js';
 export type {
   EphemeralKey,
   EphemeralKeyState,
