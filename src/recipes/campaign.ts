@@ -60,6 +60,8 @@ export class Campaign implements MemberObserver {
   private member: QueueMember | undefined;
   private leading = false;
   private last: CampaignEvent | undefined;
+  /** The term to resign and requeue (run()'s fn returned); the loop deletes its key. */
+  private requeueToken: FencingToken | undefined;
 
   constructor(private readonly opts: CampaignOptions) {
     this.ctx = opts.ctx;
@@ -108,6 +110,19 @@ export class Campaign implements MemberObserver {
     if (this.member?.token === token) this.stepDown(err);
     this.member?.poke();
     return err;
+  }
+
+  /**
+   * Resigns the term of `token` and joins the queue again at its end (a new key, a new token):
+   * `run()`'s requeue after its work returned. Leadership ends now; the loop deletes the key.
+   */
+  requeue(token: FencingToken): void {
+    const m = this.member;
+    if (m?.token !== token || !this.leading) return;
+    this.requeueToken = token;
+    this.leading = false;
+    this.emit({ status: 'follower', leader: undefined, suspended: false });
+    m.poke();
   }
 
   /** Re-emits the leader status (after a proclaim changed our value). */
@@ -163,6 +178,13 @@ export class Campaign implements MemberObserver {
             }
             if (outcome.kind !== 'holder') break;
             const token = member.token;
+            if (token !== undefined && token === this.requeueToken) {
+              // Resign this term (only our key of this term) and join again at the end.
+              await member.remove();
+              this.requeueToken = undefined;
+              joined = false;
+              continue;
+            }
             if (token !== undefined) this.becomeLeader(session, token);
             // Until something changes: a session state, our key, a stop, a refused fence.
             await member.changed();
@@ -288,7 +310,7 @@ export class Campaign implements MemberObserver {
 
   private becomeLeader(session: Session, token: FencingToken): void {
     if (session.state !== 'alive' || !session.isAlive() || this.stopping) return;
-    if (this.member?.gone === true) return;
+    if (this.member?.gone === true || token === this.requeueToken) return;
     this.leading = true;
     this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token });
   }
