@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.js';
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
+import { registerEndpoints } from './commands/endpoints.js';
 import { registerHealth } from './commands/health.js';
 import { registerObserve } from './commands/observe.js';
 import { registerRegister, registerServices } from './commands/services.js';
@@ -31,7 +32,8 @@ function version(): string {
 export function buildProgram(json = false): Command {
   const program = new Command('etcdc')
     .description(
-      'Leader election, service registration and tracking, observers and health on etcd v3',
+      'Leader election, service registration and tracking (also as Go gRPC endpoints), ' +
+        'observers and health on etcd v3',
     )
     .version(version())
     .showHelpAfterError(json ? false : '(add --help for usage)')
@@ -46,6 +48,7 @@ export function buildProgram(json = false): Command {
   registerLeader(program);
   registerRegister(program);
   registerServices(program);
+  registerEndpoints(program);
   registerObserve(program);
   registerHealth(program);
   registerDemo(program);
