@@ -7,7 +7,7 @@
  * Metadata is encoded as Go encodes the same JSON value decoded into `interface{}`: object keys
  * sorted by their UTF-8 bytes, no spaces, `<` `>` `&` U+2028 U+2029 escaped as `\u003c`...,
  * control characters as `\n` `\r` `\t` or `\u00XX` (Go before 1.22; 1.22 writes `\b` and `\f`
- * for two of them), numbers as ECMAScript prints them (Go's encoder follows ES6), `-0` kept.
+ * for two of them), numbers as ECMAScript prints them (Go's encoder follows ES6).
  */
 import { InvalidArgumentError } from '../errors.js';
 
@@ -76,7 +76,7 @@ function goValue(v: unknown): string {
     case 'boolean':
       return v ? 'true' : 'false';
     case 'number':
-      return Object.is(v, -0) ? '-0' : String(v);
+      return String(v);
     case 'object': {
       if (Array.isArray(v)) return `[${v.map(goValue).join(',')}]`;
       const o = v as Record<string, unknown>;
