@@ -107,7 +107,7 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
     await etcd.stop();
   });
 
-  void test('3 servers: round robin; kill -9 one: all calls succeed again within TTL + 2 s; a 4th gets calls within 1 s', async () => {
+  void test('3 servers: round robin; kill -9 one: all calls succeed again within TTL + 2 s; a 4th gets calls within 1 s', async (t) => {
     const ns = uniqueName('grpc');
     const conn = connect(ns);
     const path = conn.constructPath('grpc', 'echo');
@@ -141,6 +141,10 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
     }
     const gone = performance.now() - t0;
     assert.ok(gone < testTimeout((TTL + 2) * 1000), `s1 deregistered after ${gone.toFixed(0)} ms`);
+    t.diagnostic(
+      `kill -9: calls all succeed again after ${recovered.toFixed(0)} ms; ` +
+        `deregistered after ${gone.toFixed(0)} ms`,
+    );
     assert.deepEqual(tally(await calls(c, 20)), { s2: 10, s3: 10 });
 
     const s4 = server(ns, path, 's4');
@@ -156,11 +160,12 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
       took < testTimeout(1000),
       `s4 got its first call ${took.toFixed(0)} ms after it registered`,
     );
+    t.diagnostic(`s4 got its first call ${took.toFixed(0)} ms after it registered`);
     assert.deepEqual(tally(await calls(c, 30)), { s2: 10, s3: 10, s4: 10 }, 'round robin again');
     c.close();
   });
 
-  void test('SIGSTOP of a server: calls to it fail only until its lease expires; on SIGCONT it is back', async () => {
+  void test('SIGSTOP of a server: calls to it fail only until its lease expires; on SIGCONT it is back', async (t) => {
     const ns = uniqueName('grpc');
     const conn = connect(ns);
     const path = conn.constructPath('grpc', 'echo');
@@ -187,6 +192,7 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
       `calls all succeeded again ${recovered.toFixed(0)} ms after SIGSTOP (TTL ${TTL} s)`,
     );
 
+    t.diagnostic(`SIGSTOP: calls all succeed again after ${recovered.toFixed(0)} ms`);
     // Resumed: its lease is lost, the registration is put back under a new one, calls return.
     a.child.kill('SIGCONT');
     await waitFor(async () => (await who(c, testTimeout(2000))) === 'a', {
