@@ -45,6 +45,8 @@ export {
   type LeaderElector,
   type LeaderElectorOptions,
   type LeaderEvent,
+  type LeaderRunOptions,
+  type LeaderWorkFunction,
 } from './recipes/leader-elector.js';
 export type { LeaderObserver, LeaderInfo } from './recipes/leader-observer.js';
 export type { ServiceRegistration } from './recipes/registration.js';
