@@ -19,6 +19,14 @@ const examples = {
   'ephemeral-key': [/value: 10\.0\.0\.1:9090/, /after delete: \(none\)/],
   health: [/cluster: healthy OK/],
   session: [/lease [0-9a-f]+ is alive/, /elector: leader/, /done/],
+  endpoints: [
+    /stored: \{"Op":0,"Addr":"10\.0\.0\.1:50051","Metadata":\{"zone":"a"\}\}/,
+    /picked: 10\.0\.0\.(1|2):50051 10\.0\.0\.(1|2):50051/,
+    /after errors: skipped/,
+    /zone c: no instance of \/endpoints_example\/grpc\/api to pick: 2 registered, 2 filtered out, 0 down/,
+  ],
+  'grpc-resolver': [/answer: hello, etcd/],
+  'leader-run': [/term \d+: report written \(aborted: false\)/, /stopped/],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {

@@ -223,6 +223,8 @@ void describe('the npm package, installed from its tarball', () => {
       'dist/src/index.d.ts',
       'dist/src/testing/index.js',
       'dist/src/testing/index.d.ts',
+      'dist/src/grpc/index.js',
+      'dist/src/grpc/index.d.ts',
       'dist/src/cli/main.js',
     ]) {
       assert.ok(files.has(required), `the tarball has ${required}`);
