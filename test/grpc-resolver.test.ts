@@ -229,7 +229,7 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
     assert.match(closed.details, /closed/);
 
     assert.throws(() => {
-      registerEtcdResolver({} as EtcdConnector);
+      registerEtcdResolver({} as unknown as EtcdConnector);
     }, InvalidArgumentError);
     assert.throws(() => {
       registerEtcdResolver(conn, { scheme: 'Not a scheme' });

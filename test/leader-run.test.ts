@@ -31,7 +31,14 @@ import {
 function abortedBy(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
+    else
+      signal.addEventListener(
+        'abort',
+        () => {
+          resolve();
+        },
+        { once: true },
+      );
   });
 }
 
@@ -132,7 +139,8 @@ void describe('elector.run(fn)', () => {
     await withTimeout(Promise.all(runs), testTimeout(20000), 'six terms');
     const ids = terms.map((t) => t.id);
     assert.equal(ids.length, 6, JSON.stringify(ids));
-    for (let i = 1; i < ids.length; i++) assert.notEqual(ids[i], ids[i - 1], `alternate: ${ids}`);
+    for (let i = 1; i < ids.length; i++)
+      assert.notEqual(ids[i], ids[i - 1], `alternate: ${ids.join()}`);
     for (let i = 1; i < terms.length; i++) {
       const [prev, cur] = [terms[i - 1], terms[i]];
       assert.ok(prev !== undefined && cur !== undefined);
@@ -247,10 +255,10 @@ void describe('elector.run(fn)', () => {
       timeoutMs: testTimeout(10000),
       message: 'runs again after the recovery',
     });
-    assert.equal(terms[1]?.token, terms[0]?.token, 'same term, same token');
+    assert.equal(terms[1]?.token, terms[0].token, 'same term, same token');
     stop.abort();
     await withTimeout(running, testTimeout(5000), 'run ends');
-    assert.ok(terms[1]?.reason instanceof ClosedError, 'stop aborts with ClosedError');
+    assert.ok(terms[1].reason instanceof ClosedError, 'stop aborts with ClosedError');
   });
 
   void test('stop: resigns at once (the next leads while fn still runs); run() resolves after fn', async () => {

@@ -71,7 +71,7 @@ void describe("Go's endpoint format", () => {
       () => 1,
       Symbol('s'),
     ]) {
-      assert.throws(() => goJson(bad), InvalidArgumentError, String(typeof bad));
+      assert.throws(() => goJson(bad), InvalidArgumentError, typeof bad);
     }
   });
 
