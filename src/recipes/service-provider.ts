@@ -51,6 +51,8 @@ export interface PickOptions {
 }
 
 const STRATEGIES: readonly ProviderStrategy[] = ['round-robin', 'random', 'sticky'];
+/** Instances with noted errors beyond which `noteError` forgets those that no longer count. */
+const SWEEP_AT = 256;
 
 /** Errors noted for one instance. */
 interface Health {
@@ -156,6 +158,8 @@ export class ServiceProvider implements AsyncDisposable {
     const policy = this.policy;
     if (policy === undefined) return;
     const now = monotonicMs();
+    // Errors noted for instances long gone would otherwise pile up: forget what no longer counts.
+    if (this.health.size >= SWEEP_AT) for (const k of [...this.health.keys()]) this.downAt(k, now);
     let h = this.health.get(key);
     if (h === undefined || (h.downUntil !== 0 && h.downUntil <= now)) {
       h = { errors: [], downUntil: 0 };
