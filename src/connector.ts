@@ -13,6 +13,11 @@ import {
 import { Barrier } from './recipes/barrier.js';
 import { Counter, type CounterOptions } from './recipes/counter.js';
 import { DoubleBarrier, type DoubleBarrierOptions } from './recipes/double-barrier.js';
+import {
+  EndpointRegistration,
+  type EndpointRegistrationOptions,
+} from './recipes/endpoint-registration.js';
+import { EndpointTracker, type EndpointTrackerOptions } from './recipes/endpoint-tracker.js';
 import { EphemeralKey } from './recipes/ephemeral-key.js';
 import { HealthMonitor, type HealthMonitorOptions } from './recipes/health-monitor.js';
 import { Inspector, type InspectorOptions } from './recipes/inspector.js';
@@ -26,6 +31,7 @@ import { Observer, type ObserverOptions } from './recipes/observer.js';
 import { PriorityQueue, type PriorityQueueOptions } from './recipes/priority-queue.js';
 import { Queue, type QueueOptions } from './recipes/queue.js';
 import { ServiceRegistration } from './recipes/registration.js';
+import { ServiceProvider, type ServiceProviderOptions } from './recipes/service-provider.js';
 import { ServiceTracker, type ServiceTrackerOptions } from './recipes/service-tracker.js';
 import { StmRunner, type StmOptions, type StmResult, type StmTx } from './recipes/stm.js';
 import { SessionHandle } from './session/session-handle.js';
@@ -230,6 +236,35 @@ export class EtcdConnector implements AsyncDisposable {
   newServiceTracker(path: string, options?: ServiceTrackerOptions): ServiceTracker {
     this.ctx.assertOpen();
     return new ServiceTracker(this.ctx, this.path(path), options);
+  }
+
+  /**
+   * A gRPC endpoint of the service at `servicePath` in Go's `naming/endpoints` format: key
+   * `servicePath + '/' + addr`, value `{"Op":0,"Addr":...,"Metadata":...}` under a lease, readable
+   * by Go's etcd resolver and by `newEndpointTracker` / `newServiceProvider` / the gRPC resolver.
+   */
+  newEndpointRegistration(
+    servicePath: string,
+    addr: string,
+    options?: EndpointRegistrationOptions,
+  ): EndpointRegistration {
+    this.ctx.assertOpen();
+    return new EndpointRegistration(this.ctx, this.path(servicePath), addr, options);
+  }
+
+  /** Follows the gRPC endpoints (Go's `naming/endpoints` format) under `servicePath`. */
+  newEndpointTracker(servicePath: string, options?: EndpointTrackerOptions): EndpointTracker {
+    this.ctx.assertOpen();
+    return new EndpointTracker(this.ctx, this.path(servicePath), options);
+  }
+
+  /**
+   * Picks an instance of the service at `servicePath` per call (Curator's ServiceProvider):
+   * round-robin, random or sticky, with a filter and a down-instance policy.
+   */
+  newServiceProvider(servicePath: string, options?: ServiceProviderOptions): ServiceProvider {
+    this.ctx.assertOpen();
+    return new ServiceProvider(this.ctx, this.path(servicePath), options);
   }
 
   /** A key that lives while this process does (bound to a lease). */

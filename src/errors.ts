@@ -15,6 +15,7 @@ export const ErrorCode = {
   SessionLost: 'ETCDC_SESSION_LOST',
   NotLeader: 'ETCDC_NOT_LEADER',
   NotLocked: 'ETCDC_NOT_LOCKED',
+  NoInstance: 'ETCDC_NO_INSTANCE',
   Compacted: 'ETCDC_COMPACTED',
   SlowConsumer: 'ETCDC_SLOW_CONSUMER',
   Timeout: 'ETCDC_TIMEOUT',
@@ -165,6 +166,32 @@ export class NotLockedError extends EtcdConnectorError {
   override name = 'NotLockedError' as const;
   constructor(message = 'the lock is not held', options?: ErrorOptions) {
     super(ErrorCode.NotLocked, message, false, options);
+  }
+}
+
+/**
+ * A service provider had no instance to pick: none registered, or every one filtered out or
+ * marked down by the down-instance policy. Retryable: instances come and down marks expire.
+ */
+export class NoInstanceError extends EtcdConnectorError {
+  override name = 'NoInstanceError' as const;
+  constructor(
+    readonly servicePath: string,
+    /** Instances registered (readable endpoints under the path). */
+    readonly registered: number,
+    /** Of those, refused by the provider's `filter`. */
+    readonly filtered: number,
+    /** Of the rest, skipped as down (errors noted by `noteError`). */
+    readonly down: number,
+  ) {
+    super(
+      ErrorCode.NoInstance,
+      registered === 0
+        ? `no instance of ${servicePath} is registered`
+        : `no instance of ${servicePath} to pick: ${registered} registered, ${filtered} filtered ` +
+            `out, ${down} down`,
+      true,
+    );
   }
 }
 

@@ -18,6 +18,7 @@ export {
   SessionLostError,
   NotLeaderError,
   NotLockedError,
+  NoInstanceError,
   CompactedError,
   SlowConsumerError,
   TimeoutError,
@@ -55,6 +56,8 @@ export {
   type LeaderElector,
   type LeaderElectorOptions,
   type LeaderEvent,
+  type LeaderRunOptions,
+  type LeaderWorkFunction,
 } from './recipes/leader-elector.js';
 export type { LeaderObserver, LeaderInfo } from './recipes/leader-observer.js';
 export type { HeldLock as Lock, LockState } from './engines/held-lock.js';
@@ -69,6 +72,24 @@ export type {
   ServiceData,
   ServiceTrackerOptions,
 } from './recipes/service-tracker.js';
+export type {
+  EndpointRegistration,
+  EndpointRegistrationOptions,
+  EndpointRegisterOptions,
+} from './recipes/endpoint-registration.js';
+export type {
+  EndpointTracker,
+  EndpointTrackerOptions,
+  EndpointData,
+  ServiceEndpoint,
+} from './recipes/endpoint-tracker.js';
+export type {
+  ServiceProvider,
+  ServiceProviderOptions,
+  ProviderStrategy,
+  DownInstancePolicy,
+  PickOptions,
+} from './recipes/service-provider.js';
 export type {
   EphemeralKey,
   EphemeralKeyState,

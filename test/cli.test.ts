@@ -95,8 +95,9 @@ void describe('etcdc (CLI, end to end)', () => {
     const expect: Record<string, string[]> = {
       elect: ['<name>', '<identity>', '--ttl'],
       leader: ['<name>', '--watch'],
-      register: ['<service>', '<instance>', '<value>', '--ttl'],
+      register: ['<service>', '<instance>', '[value]', '--ttl', '--format'],
       services: ['<service>', '--watch'],
+      endpoints: ['<service>', '--watch'],
       observe: ['<path>', '--rev', '--prefix'],
       health: ['--watch', '--interval'],
       demo: ['--ttl'],

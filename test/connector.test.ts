@@ -130,6 +130,7 @@ void describe('errors', () => {
       [errors.SessionLostError, ['1f', 'gone'], 'ETCDC_SESSION_LOST', true],
       [errors.NotLeaderError, [], 'ETCDC_NOT_LEADER', false],
       [errors.NotLockedError, [], 'ETCDC_NOT_LOCKED', false],
+      [errors.NoInstanceError, ['/ns/svc', 2, 1, 1], 'ETCDC_NO_INSTANCE', true],
       [errors.CompactedError, ['5', '10'], 'ETCDC_COMPACTED', false],
       [errors.SlowConsumerError, [1000], 'ETCDC_SLOW_CONSUMER', false],
       [errors.TimeoutError, ['late'], 'ETCDC_TIMEOUT', true],

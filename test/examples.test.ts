@@ -40,6 +40,14 @@ const examples = {
     /unknown \/inspect_example\/config: 1 key\n {2}key limit/,
     /services \/inspect_example\/services\/api: 1 instance: node-a\n {2}instance node-a \(lease [0-9a-f]+, \d+s left\)/,
   ],
+  endpoints: [
+    /stored: \{"Op":0,"Addr":"10\.0\.0\.1:50051","Metadata":\{"zone":"a"\}\}/,
+    /picked: 10\.0\.0\.(1|2):50051 10\.0\.0\.(1|2):50051/,
+    /after errors: skipped/,
+    /zone c: no instance of \/endpoints_example\/grpc\/api to pick: 2 registered, 2 filtered out, 0 down/,
+  ],
+  'grpc-resolver': [/answer: hello, etcd/],
+  'leader-run': [/term \d+: report written \(aborted: false\)/, /stopped/],
 } as const;
 
 function run(name: string, hosts: string): Promise<{ code: number | null; out: string }> {

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as api from '../src/index.js';
 import * as testing from '../src/testing/index.js';
+import * as grpc from '../src/grpc/index.js';
 
 void test('the runtime exports of etcd-connector are exactly these', () => {
   assert.deepEqual(Object.keys(api).sort(), [
@@ -24,6 +25,7 @@ void test('the runtime exports of etcd-connector are exactly these', () => {
     'KeyChangedError',
     'KeyExistsError',
     'LEStatus',
+    'NoInstanceError',
     'NotLeaderError',
     'NotLockedError',
     'OutcomeUnknownError',
@@ -84,6 +86,21 @@ export type PublicTypes = [
   api.LeaderObserver,
   api.LeaderInfo,
   api.ServiceRegistration,
+  api.EndpointRegistration,
+  api.EndpointRegistrationOptions,
+  api.EndpointRegisterOptions,
+  api.EndpointTracker,
+  api.EndpointTrackerOptions,
+  api.EndpointData,
+  api.ServiceEndpoint,
+  api.ServiceProvider,
+  api.ServiceProviderOptions,
+  api.ProviderStrategy,
+  api.DownInstancePolicy,
+  api.PickOptions,
+  api.LeaderRunOptions,
+  api.LeaderWorkFunction,
+  grpc.EtcdResolverOptions,
   api.ServiceTracker,
   api.ServiceData,
   api.ServiceTrackerOptions,
@@ -143,6 +160,10 @@ export type PublicTypes = [
   api.Since,
 ];
 
+void test('the runtime exports of etcd-connector/grpc are exactly these', () => {
+  assert.deepEqual(Object.keys(grpc).sort(), ['registerEtcdResolver']);
+});
+
 void test('recipe classes are not values of the package', () => {
   const exported = api as Record<string, unknown>;
   for (const name of [
@@ -150,6 +171,9 @@ void test('recipe classes are not values of the package', () => {
     'LeaderObserver',
     'ServiceRegistration',
     'ServiceTracker',
+    'EndpointRegistration',
+    'EndpointTracker',
+    'ServiceProvider',
     'EphemeralKey',
     'Observer',
     'HealthMonitor',

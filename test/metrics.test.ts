@@ -1,12 +1,17 @@
 // etcd-connector/metrics against the OpenTelemetry SDK in memory, with real etcd: leadership
 // transitions counted, a session loss counted, keepalive round trips, the shared watch stream's
-// resumes, a resync after compaction, failed calls — and nothing after dispose().
+// resumes, a resync after compaction, lock waits, holds and losses, failed calls — and nothing after dispose().
 import assert from 'node:assert/strict';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
-import { EtcdConnector, LEStatus, type LeaderEvent } from '../src/index.js';
+import {
+  EtcdConnector,
+  LEStatus,
+  type DiagnosticMessages,
+  type LeaderEvent,
+} from '../src/index.js';
 import { instrumentMetrics, METRIC_NAMES, type MetricsHandle } from '../src/metrics/index.js';
 import {
   startEtcd,
@@ -93,6 +98,50 @@ void describe('etcd-connector/metrics', () => {
     assert.equal(await total(METRIC_NAMES.leaderStatus, { path }), 1, 'one leader now');
     await b.stop();
     assert.equal(await total(METRIC_NAMES.leaderStatus, { path }), 0);
+  });
+
+  void test('locks: wait, held time and losses recorded by kind; the channels say which key', async (t) => {
+    const conn = new EtcdConnector(etcd.endpoints, uniqueName('m'));
+    t.after(() => conn.close());
+    const waits: DiagnosticMessages['etcd-connector:lock.wait'][] = [];
+    const onWait = (m: unknown): void => {
+      waits.push(m as DiagnosticMessages['etcd-connector:lock.wait']);
+    };
+    subscribe('etcd-connector:lock.wait', onWait);
+    t.after(() => unsubscribe('etcd-connector:lock.wait', onWait));
+    const path = conn.constructPath('lock');
+    const where = { kind: 'mutex', path };
+    const a = conn.newMutex(path);
+    const b = conn.newMutex(path, { session: await conn.session({ ttl: 5 }) });
+    const held = await a.lock();
+    const second = b.lock();
+    await waitFor(() => waits.some((w) => w.path === path), {
+      timeoutMs: testTimeout(5000),
+      message: 'the second caller reported waiting',
+    });
+    const waiting = waits.find((w) => w.path === path);
+    assert.ok(waiting !== undefined);
+    assert.equal(waiting.kind, 'mutex');
+    assert.notEqual(waiting.key, held.key);
+    await held.unlock();
+    const next = await second;
+    assert.equal(next.key, waiting.key);
+    assert.equal(await total(METRIC_NAMES.lockWait, where), 2);
+    assert.equal(await total(METRIC_NAMES.lockHeld, { ...where, outcome: 'released' }), 1);
+    const m = await metric(METRIC_NAMES.lockWait);
+    const slow = m?.dataPoints.find((p) => (p.attributes as Record<string, unknown>).path === path);
+    assert.ok(((slow?.value as { max?: number }).max ?? 0) > 0, 'the waiter waited');
+    // Deleted behind its back: lost, counted and timed as such.
+    await direct.delete().key(next.key);
+    await waitFor(() => next.state === 'lost', {
+      timeoutMs: testTimeout(5000),
+      message: 'the lock lost',
+    });
+    assert.equal(await total(METRIC_NAMES.lockLost, where), 1);
+    assert.equal(await total(METRIC_NAMES.lockHeld, { ...where, outcome: 'lost' }), 1);
+    const sem = conn.newSemaphore(conn.constructPath('sem'), 2);
+    await (await sem.acquire()).unlock();
+    assert.equal(await total(METRIC_NAMES.lockWait, { kind: 'semaphore' }), 1);
   });
 
   void test('a session lost past its TTL is counted; keepalive round trips are recorded', async (t) => {

@@ -237,6 +237,8 @@ void describe('the npm package, installed from its tarball', () => {
       'dist/src/index.d.ts',
       'dist/src/testing/index.js',
       'dist/src/testing/index.d.ts',
+      'dist/src/grpc/index.js',
+      'dist/src/grpc/index.d.ts',
       'dist/src/cli/main.js',
       // The dashboard's page is read from src/ at run time (no copy step).
       'src/cli/dashboard/page/index.html',

@@ -9,6 +9,7 @@ import { EtcdConnectorError, ErrorCode, InvalidArgumentError } from '../errors.j
 import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerElect, registerLeader } from './commands/election.js';
+import { registerEndpoints } from './commands/endpoints.js';
 import { registerHealth } from './commands/health.js';
 import { registerLock } from './commands/lock.js';
 import { registerInspect } from './commands/inspect.js';
@@ -36,8 +37,8 @@ function version(): string {
 export function buildProgram(json = false): Command {
   const program = new Command('etcdc')
     .description(
-      'Leader election, locks, service registration and tracking, observers, health, queues, ' +
-        'counters and barriers on etcd v3',
+      'Leader election, locks, service registration and tracking (also as Go gRPC endpoints), ' +
+        'observers, health, queues, counters and barriers on etcd v3',
     )
     .version(version())
     .showHelpAfterError(json ? false : '(add --help for usage)')
@@ -53,6 +54,7 @@ export function buildProgram(json = false): Command {
   registerLock(program);
   registerRegister(program);
   registerServices(program);
+  registerEndpoints(program);
   registerObserve(program);
   registerHealth(program);
   registerQueue(program);

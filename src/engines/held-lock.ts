@@ -15,6 +15,7 @@ import {
   SessionLostError,
   type EtcdConnectorError,
 } from '../errors.js';
+import { publish, type LockKind } from '../diagnostics.js';
 import type { FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import type { SessionRef } from '../session/session-pool.js';
@@ -38,6 +39,9 @@ export interface HeldLockParts {
   ctx: ConnectorContext;
   /** Names the lock in errors, e.g. `mutex /ns/locks/a`. */
   what: string;
+  /** For diagnostics and metrics: what kind of lock, on which path. */
+  kind: LockKind;
+  path: string;
   member: QueueMember;
   token: FencingToken;
   /** How many holders the queue admits (1 for a lock). */
@@ -75,6 +79,7 @@ export class HeldLock implements AsyncDisposable {
   private looping: Promise<void> = Promise.resolve();
   private cleaning: Promise<void> | undefined;
   private unlocking: Promise<void> | undefined;
+  private readonly heldSince = performance.now();
 
   /** @internal Made by the lock recipes once the key is first in line. */
   constructor(private readonly parts: HeldLockParts) {
@@ -199,6 +204,7 @@ export class HeldLock implements AsyncDisposable {
   lose(error: EtcdConnectorError): void {
     if (this.stateValue === 'lost' || this.stateValue === 'released') return;
     this.setState('lost');
+    this.report('etcd-connector:lock.lost', error);
     this.controller.abort(error);
     this.loop.abort(error);
     this.cleaning ??= this.cleanup(false);
@@ -212,6 +218,7 @@ export class HeldLock implements AsyncDisposable {
     }
     const err = new NotLockedError(`${this.parts.what}: the lock was released`);
     this.setState('released');
+    this.report('etcd-connector:lock.release');
     this.controller.abort(err);
     this.loop.abort(err);
     this.cleaning ??= this.cleanup(true);
@@ -310,6 +317,20 @@ export class HeldLock implements AsyncDisposable {
   private closeByConnector(): Promise<void> {
     this.lose(new ClosedError('connector'));
     return this.cleaning ?? Promise.resolve();
+  }
+
+  private report(
+    channel: 'etcd-connector:lock.release' | 'etcd-connector:lock.lost',
+    error?: Error,
+  ): void {
+    publish(channel, () => ({
+      kind: this.parts.kind,
+      path: this.parts.path,
+      key: this.key,
+      token: this.token.revision,
+      heldMs: performance.now() - this.heldSince,
+      ...(error === undefined ? {} : { error }),
+    }));
   }
 
   private setState(state: LockState): void {

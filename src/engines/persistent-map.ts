@@ -1,32 +1,32 @@
 /**
- * An immutable sorted string map (a persistent treap): `set`/`delete` return a new map in
+ * An immutable sorted map with string keys (a persistent treap): `set`/`delete` return a new map in
  * O(log n) time and memory, sharing every untouched node with the old one. The service tracker
  * emits one after every change: each emitted map is a true snapshot that stays valid however long
  * the consumer keeps it, and no change costs O(n) copying however many instances there are.
  * Iteration is in key order (JavaScript string order).
  */
 
-interface Node {
+interface Node<V> {
   readonly key: string;
-  readonly value: string;
+  readonly value: V;
   /** Heap priority: random, so the tree is balanced in expectation. */
   readonly prio: number;
-  readonly left: Node | undefined;
-  readonly right: Node | undefined;
+  readonly left: Node<V> | undefined;
+  readonly right: Node<V> | undefined;
   readonly size: number;
 }
 
-function node(
+function node<V>(
   key: string,
-  value: string,
+  value: V,
   prio: number,
-  left: Node | undefined,
-  right: Node | undefined,
-): Node {
+  left: Node<V> | undefined,
+  right: Node<V> | undefined,
+): Node<V> {
   return { key, value, prio, left, right, size: 1 + (left?.size ?? 0) + (right?.size ?? 0) };
 }
 
-function insert(n: Node | undefined, key: string, value: string, prio: number): Node {
+function insert<V>(n: Node<V> | undefined, key: string, value: V, prio: number): Node<V> {
   if (n === undefined) return node(key, value, prio, undefined, undefined);
   if (key === n.key) return n.value === value ? n : node(key, value, n.prio, n.left, n.right);
   if (key < n.key) {
@@ -45,7 +45,7 @@ function insert(n: Node | undefined, key: string, value: string, prio: number): 
 }
 
 /** Joins two treaps whose keys are all in `a` < all in `b`. */
-function merge(a: Node | undefined, b: Node | undefined): Node | undefined {
+function merge<V>(a: Node<V> | undefined, b: Node<V> | undefined): Node<V> | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return a.prio > b.prio
@@ -53,7 +53,7 @@ function merge(a: Node | undefined, b: Node | undefined): Node | undefined {
     : node(b.key, b.value, b.prio, merge(a, b.left), b.right);
 }
 
-function remove(n: Node | undefined, key: string): Node | undefined {
+function remove<V>(n: Node<V> | undefined, key: string): Node<V> | undefined {
   if (n === undefined) return undefined;
   if (key === n.key) return merge(n.left, n.right);
   if (key < n.key) {
@@ -65,10 +65,10 @@ function remove(n: Node | undefined, key: string): Node | undefined {
 }
 
 /** A treap from entries sorted by key, in O(n) (Cartesian tree built on a stack). */
-function build(sorted: readonly (readonly [string, string])[]): Node | undefined {
+function build<V>(sorted: readonly (readonly [string, V])[]): Node<V> | undefined {
   interface Draft {
     key: string;
-    value: string;
+    value: V;
     prio: number;
     left: Draft | undefined;
     right: Draft | undefined;
@@ -109,16 +109,16 @@ function build(sorted: readonly (readonly [string, string])[]): Node | undefined
   return root;
 }
 
-/** An immutable, sorted `ReadonlyMap<string, string>` with O(log n) persistent updates. */
-export class PersistentMap implements ReadonlyMap<string, string> {
-  /** The empty map. */
-  static readonly empty = new PersistentMap(undefined);
+/** An immutable, sorted `ReadonlyMap<string, V>` with O(log n) persistent updates. */
+export class PersistentMap<V = string> implements ReadonlyMap<string, V> {
+  /** The empty map (of any value type: it holds none). */
+  static readonly empty: PersistentMap<never> = new PersistentMap<never>(undefined);
 
-  private constructor(private readonly root: Node | undefined) {}
+  private constructor(private readonly root: Node<V> | undefined) {}
 
   /** A map of `entries` (later duplicates win), built in O(n log n). */
-  static from(entries: Iterable<readonly [string, string]>): PersistentMap {
-    const byKey = new Map<string, string>();
+  static from<V = string>(entries: Iterable<readonly [string, V]>): PersistentMap<V> {
+    const byKey = new Map<string, V>();
     for (const [k, v] of entries) byKey.set(k, v);
     const sorted = [...byKey].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return new PersistentMap(build(sorted));
@@ -128,7 +128,7 @@ export class PersistentMap implements ReadonlyMap<string, string> {
     return this.root?.size ?? 0;
   }
 
-  get(key: string): string | undefined {
+  get(key: string): V | undefined {
     let n = this.root;
     while (n !== undefined) {
       if (key === n.key) return n.value;
@@ -138,23 +138,28 @@ export class PersistentMap implements ReadonlyMap<string, string> {
   }
 
   has(key: string): boolean {
-    return this.get(key) !== undefined;
+    let n = this.root;
+    while (n !== undefined) {
+      if (key === n.key) return true;
+      n = key < n.key ? n.left : n.right;
+    }
+    return false;
   }
 
   /** A map with `key` set to `value`; this one is unchanged. */
-  set(key: string, value: string): PersistentMap {
+  set(key: string, value: V): PersistentMap<V> {
     const root = insert(this.root, key, value, Math.random());
     return root === this.root ? this : new PersistentMap(root);
   }
 
   /** A map without `key`; this one is unchanged. */
-  delete(key: string): PersistentMap {
+  delete(key: string): PersistentMap<V> {
     const root = remove(this.root, key);
     return root === this.root ? this : new PersistentMap(root);
   }
 
-  *entries(): MapIterator<[string, string]> {
-    const stack: Node[] = [];
+  *entries(): MapIterator<[string, V]> {
+    const stack: Node<V>[] = [];
     let n = this.root;
     for (;;) {
       while (n !== undefined) {
@@ -172,23 +177,23 @@ export class PersistentMap implements ReadonlyMap<string, string> {
     for (const [k] of this.entries()) yield k;
   }
 
-  *values(): MapIterator<string> {
+  *values(): MapIterator<V> {
     for (const [, v] of this.entries()) yield v;
   }
 
-  [Symbol.iterator](): MapIterator<[string, string]> {
+  [Symbol.iterator](): MapIterator<[string, V]> {
     return this.entries();
   }
 
   forEach(
-    callbackfn: (value: string, key: string, map: ReadonlyMap<string, string>) => void,
+    callbackfn: (value: V, key: string, map: ReadonlyMap<string, V>) => void,
     thisArg?: unknown,
   ): void {
     for (const [k, v] of this.entries()) callbackfn.call(thisArg, v, k, this);
   }
 
   /** A plain object of the entries, so `JSON.stringify` shows the instances. */
-  toJSON(): Record<string, string> {
+  toJSON(): Record<string, V> {
     return Object.fromEntries(this.entries());
   }
 

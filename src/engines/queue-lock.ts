@@ -19,6 +19,7 @@ import {
   SessionLostError,
   type EtcdConnectorError,
 } from '../errors.js';
+import { publish, type LockKind } from '../diagnostics.js';
 import { validateTtl } from '../paths.js';
 import type { Session } from '../session/session.js';
 import { sessionOf, type SessionHandle } from '../session/session-handle.js';
@@ -34,6 +35,9 @@ export interface QueueLockSpec {
   ctx: ConnectorContext;
   /** Names the lock in errors, e.g. `mutex /ns/locks/a`. */
   what: string;
+  /** For diagnostics and metrics: what kind of lock, on which path. */
+  kind: LockKind;
+  path: string;
   /** Go's key prefix, `path + '/'`. */
   prefix: string;
   /** How many may hold at once: 1 for locks, `permits` for a semaphore. */
@@ -122,6 +126,7 @@ async function attemptLock(
 ): Promise<HeldLock | undefined> {
   const { ctx } = spec;
   if (signal.aborted) throw new AbortError({ cause: signal.reason });
+  const startedAt = performance.now();
   const ref =
     spec.session === undefined
       ? await ctx.sessions.acquire(spec.ttl, { signal })
@@ -147,7 +152,7 @@ async function attemptLock(
       }
     }
   }
-  return new Attempt(spec, ref, leaveGate, tryOnly, signal).run();
+  return new Attempt(spec, ref, leaveGate, tryOnly, signal, startedAt).run();
 }
 
 /** One acquisition once the session and the gate are ours. */
@@ -165,6 +170,8 @@ class Attempt {
     private readonly leaveGate: () => void,
     private readonly tryOnly: boolean,
     private readonly signal: AbortSignal,
+    /** When the call began (performance.now()), for the wait it reports. */
+    private readonly startedAt: number,
   ) {
     this.ctx = spec.ctx;
     this.session = ref.session;
@@ -179,9 +186,12 @@ class Attempt {
       }
       const token = member.token;
       if (token === undefined) throw new Error('unreachable: a holder has a token');
+      const { kind, path } = this.spec;
       const held = new HeldLock({
         ctx: this.ctx,
         what: this.spec.what,
+        kind,
+        path,
         member,
         token,
         slots: this.spec.slots,
@@ -190,6 +200,13 @@ class Attempt {
       });
       this.held = held;
       held.begin();
+      publish('etcd-connector:lock.acquire', () => ({
+        kind,
+        path,
+        key: held.key,
+        token: token.revision,
+        waitMs: performance.now() - this.startedAt,
+      }));
       return held;
     } catch (err) {
       await this.giveUp();
@@ -220,6 +237,11 @@ class Attempt {
       }
       if (joined.holder) return member;
       if (this.tryOnly) return undefined;
+      publish('etcd-connector:lock.wait', () => ({
+        kind: this.spec.kind,
+        path: this.spec.path,
+        key: member.key,
+      }));
       const outcome = await this.waitTurn(member, backoff);
       if (outcome === 'holder') return member;
       // Our key was deleted under us (by hand, not by the lease): join again at the end.

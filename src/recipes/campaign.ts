@@ -64,6 +64,8 @@ export class Campaign {
   /** The resign `stop()` sent at once, and the token it was for. */
   private resigning: { token: FencingToken; done: Promise<void> } | undefined;
   private last: CampaignEvent | undefined;
+  /** The term to resign and requeue (run()'s fn returned); the loop deletes its key. */
+  private requeueToken: FencingToken | undefined;
 
   constructor(private readonly opts: CampaignOptions) {
     this.ctx = opts.ctx;
@@ -125,6 +127,19 @@ export class Campaign {
     if (this.member?.token === token) this.stepDown(err, 'fenced');
     this.member?.poke();
     return err;
+  }
+
+  /**
+   * Resigns the term of `token` and joins the queue again at its end (a new key, a new token):
+   * `run()`'s requeue after its work returned. Leadership ends now; the loop deletes the key.
+   */
+  requeue(token: FencingToken): void {
+    const m = this.member;
+    if (m?.token !== token || !this.leading) return;
+    this.requeueToken = token;
+    this.leading = false;
+    this.emit({ status: 'follower', leader: undefined, suspended: false });
+    m.poke();
   }
 
   /** Re-emits the leader status (after a proclaim changed our value). */
@@ -191,6 +206,13 @@ export class Campaign {
             }
             if (outcome.kind !== 'holder') break;
             const token = member.token;
+            if (token !== undefined && token === this.requeueToken) {
+              // Resign this term (only our key of this term) and join again at the end.
+              await member.remove();
+              this.requeueToken = undefined;
+              joined = false;
+              continue;
+            }
             if (token !== undefined) this.becomeLeader(session, token);
             // Until something changes: a session state, our key, a stop, a refused fence.
             await member.changed(signal);
@@ -314,7 +336,7 @@ export class Campaign {
 
   private becomeLeader(session: Session, token: FencingToken): void {
     if (session.state !== 'alive' || !session.isAlive() || this.stopping) return;
-    if (this.member?.gone === true) return;
+    if (this.member?.gone === true || token === this.requeueToken) return;
     if (!this.leading) {
       this.leadSince = monotonicMs();
       publish('etcd-connector:leadership.gained', () => ({

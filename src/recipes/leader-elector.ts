@@ -18,7 +18,7 @@
 import type { IOperation, IRequestOp, ITxnResponse } from 'etcd3';
 import { InvalidArgumentError, InvalidStateError, NotLeaderError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
-import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
+import { Lifecycle, validateSignal, type StartOptions } from '../engines/lifecycle.js';
 import { firstCreated } from '../engines/wait-deletes.js';
 import type { FencingToken } from '../fencing.js';
 import { validatePath, validateTtl, validateValue } from '../paths.js';
@@ -27,6 +27,7 @@ import { sessionOf, type SessionHandle } from '../session/session-handle.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
 import { Campaign } from './campaign.js';
 import { LeaderObserver, type LeaderInfo } from './leader-observer.js';
+import { LeaderWork, type LeaderWorkFn } from './leader-work.js';
 
 /** Leadership status. The string values are part of the API. */
 export const LEStatus = { Leader: 'leader', Follower: 'follower' } as const;
@@ -70,6 +71,20 @@ export interface LeaderElectorOptions {
   session?: SessionHandle;
 }
 
+/** Options of {@link LeaderElector.run}. */
+export interface LeaderRunOptions {
+  /** Stops the elector (it resigns); `run()` resolves once the running work has settled. */
+  signal?: AbortSignal;
+  /**
+   * Called when the work throws while still leading; the participant then resigns and queues
+   * again. Without it, such an error stops the elector and `run()` rejects with it.
+   */
+  onError?: (error: unknown, token: FencingToken) => void;
+}
+
+/** What `run()` runs while leading: `signal` aborts when the term ends; `token` fences it. */
+export type LeaderWorkFunction = LeaderWorkFn;
+
 /** Undelivered states kept for a slow reader; loss reports are kept over plain states. */
 const STATUS_CAPACITY = 4;
 
@@ -97,6 +112,8 @@ export class LeaderElector implements AsyncDisposable {
   private claimed: string | undefined;
   private readonly observers = new Set<LeaderObserver>();
   private readonly slot: string;
+  /** `run()`'s work loop, told of every status synchronously. */
+  private work: LeaderWork | undefined;
 
   /** @internal Use `conn.newLeaderElector(...)`; validates everything, does no I/O. */
   constructor(
@@ -138,7 +155,10 @@ export class LeaderElector implements AsyncDisposable {
       followLeader: options.followLeader ?? true,
       ...(session === undefined ? {} : { session }),
       value: () => this.value,
-      emit: (event) => this.queue?.push(event),
+      emit: (event) => {
+        this.work?.onEvent(event);
+        this.queue?.push(event);
+      },
       fail: (error) => {
         this.queue?.fail(error);
         void this.stop();
@@ -191,6 +211,82 @@ export class LeaderElector implements AsyncDisposable {
     this.queue = queue;
     if (!this.life.isStopping) this.campaign.start(this.life.signal);
     return queue;
+  }
+
+  /**
+   * Campaigns and runs `fn` whenever this participant leads (Curator's LeaderSelector): once per
+   * term, with an AbortSignal that aborts the moment the term ends — on suspension (keepalives
+   * unanswered), on loss (no later than the session's local deadline), when our key is deleted
+   * or a fence is refused, and on stop — and with the term's fencing token. When fn returns (or
+   * throws, with `onError`) while still leading, the participant resigns and queues again at the
+   * end, so others get their turn; a suspension that recovers runs fn again for the same term.
+   * fn never runs twice at once. Use it instead of `start()`.
+   *
+   * The signal cannot recall work already in flight when it fires (a request already sent, a
+   * write already on its way): a deposed leader's late side effects must be refused where they
+   * land. Pass `token` along — `elector.fencedTxn()` or `token.compare(txn)` inside etcd, the
+   * revision as a monotonically increasing epoch elsewhere.
+   *
+   * ```ts
+   * await elector.run(async (signal, token) => {
+   *   while (!signal.aborted) await doBatch({ signal, fence: token.revision });
+   * }, { signal: shutdown.signal });
+   * ```
+   *
+   * Resolves when the elector was stopped (`signal`, `stop()`, `conn.close()`) and fn has
+   * settled; stopping resigns at once, without waiting for fn. Rejects with a final error of the
+   * election (authentication, permission, a lost `{ session }`), or with fn's error when no
+   * `onError` was given (the elector stops and resigns first). What fn returns or throws after its
+   * signal fired is ignored: that term was already over.
+   *
+   * @throws InvalidArgumentError fn is not a function, bad options
+   * @throws InvalidStateError start() or run() was called before
+   * @throws ClosedError after `stop()` or the connector's close
+   */
+  async run(fn: LeaderWorkFunction, options: LeaderRunOptions = {}): Promise<void> {
+    if (typeof fn !== 'function') throw new InvalidArgumentError('fn', 'must be a function');
+    const signal = validateSignal(options.signal);
+    const onError = options.onError;
+    if (onError !== undefined && typeof onError !== 'function') {
+      throw new InvalidArgumentError('options.onError', 'must be a function');
+    }
+    let workFailure: { error: unknown } | undefined;
+    const work = new LeaderWork({
+      fn,
+      onError,
+      isLeader: () => this.isLeader,
+      requeue: (token) => {
+        this.campaign.requeue(token);
+      },
+      fail: (error) => {
+        workFailure = { error };
+        void this.stop();
+      },
+    });
+    const stream = this.start(signal === undefined ? {} : { signal });
+    this.work = work;
+    const stopping = this.life.signal;
+    const onStop = (): void => void work.end();
+    stopping.addEventListener('abort', onStop, { once: true });
+    let failure: Error | undefined;
+    try {
+      // The statuses reach the work synchronously; the stream is read only to see it end.
+      for await (const _event of stream) {
+        // nothing: see above
+      }
+    } catch (err) {
+      failure = err instanceof Error ? err : new Error(String(err));
+    } finally {
+      stopping.removeEventListener('abort', onStop);
+      await this.stop();
+      await work.end();
+      this.work = undefined;
+    }
+    if (workFailure !== undefined) {
+      const { error } = workFailure;
+      throw error instanceof Error ? error : new Error(String(error));
+    }
+    if (failure !== undefined) throw failure;
   }
 
   /**

@@ -57,6 +57,8 @@ export class Mutex {
     this.spec = {
       ctx,
       what: `mutex ${path}`,
+      kind: 'mutex',
+      path,
       prefix: this.prefix,
       slots: 1,
       ttl,

@@ -65,6 +65,7 @@ export class RWMutex {
     this.prefix = prefix;
     const base = {
       ctx,
+      path,
       prefix,
       slots: 1,
       ttl,
@@ -73,6 +74,7 @@ export class RWMutex {
     this.read = {
       ...base,
       what: `rwmutex ${path} (read)`,
+      kind: 'read',
       // Readers wait on writers only: Go's waitOnLastRev(pfx + "write").
       shape: () => ({
         key: `${prefix}read/${unixNano()}`,
@@ -83,6 +85,7 @@ export class RWMutex {
     this.write = {
       ...base,
       what: `rwmutex ${path} (write)`,
+      kind: 'write',
       // Writers wait on everybody before them: Go's waitOnLastRev(pfx).
       shape: () => ({ key: `${prefix}write/${unixNano()}`, waitPrefix: prefix, order: 'Mod' }),
     };

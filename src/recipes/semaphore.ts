@@ -66,6 +66,8 @@ export class Semaphore {
     this.spec = {
       ctx,
       what: `semaphore ${path}`,
+      kind: 'semaphore',
+      path,
       prefix: this.prefix,
       slots: permits,
       ttl,

@@ -9,14 +9,14 @@
  * is O(log n) and shares structure with the previous snapshot, so every emitted map stays a
  * correct snapshot for as long as the consumer keeps it, with no O(n) copy per change.
  */
-import { CompactedError, InvalidArgumentError } from '../errors.js';
+import type { IKeyValue } from 'etcd3';
+import { InvalidArgumentError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
-import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
+import type { StartOptions } from '../engines/lifecycle.js';
 import { PersistentMap } from '../engines/persistent-map.js';
-import { startReflector, type Reflector, type ReflectorListener } from '../engines/reflector.js';
-import { prefixRange } from '../engines/wait-deletes.js';
+import { PrefixState, type PrefixModel } from '../engines/prefix-state.js';
 import { validatePath } from '../paths.js';
-import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { RecipeStream } from '../transport/stream-queue.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** One complete state of a tracked service. */
@@ -54,16 +54,11 @@ export class ServiceTracker implements AsyncDisposable {
   /** The tracked prefix, `path + '/'`. */
   readonly prefix: string;
 
-  private readonly pageSize: number;
-  private readonly life: Lifecycle;
-  private queue: StreamQueue<ServiceData> | undefined;
-  private reflector: Reflector | undefined;
-  private services = PersistentMap.empty;
-  private revision = 0;
+  private readonly engine: PrefixState<ServiceData>;
 
   /** @internal Use `conn.newServiceTracker(path)`; validates everything, does no I/O. */
   constructor(
-    private readonly ctx: ConnectorContext,
+    ctx: ConnectorContext,
     readonly path: string,
     options: ServiceTrackerOptions = {},
   ) {
@@ -73,11 +68,13 @@ export class ServiceTracker implements AsyncDisposable {
     if (!Number.isInteger(pageSize) || pageSize < 1) {
       throw new InvalidArgumentError('options.pageSize', 'must be an integer >= 1');
     }
-    this.pageSize = pageSize;
-    this.life = new Lifecycle(ctx, 'service tracker', async () => {
-      this.reflector?.stop();
-      await this.reflector?.done;
-      this.queue?.end();
+    this.engine = new PrefixState({
+      ctx,
+      name: 'service tracker',
+      what: `tracker ${path}`,
+      prefix: this.prefix,
+      pageSize,
+      model: new ServiceMap(this.prefix.length),
     });
   }
 
@@ -90,86 +87,44 @@ export class ServiceTracker implements AsyncDisposable {
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
   start(options: StartOptions = {}): RecipeStream<ServiceData> {
-    this.life.begin(options);
-    const queue = new StreamQueue<ServiceData>({
-      capacity: 4,
-      overflow: 'coalesce',
-      keep: (d) => d.error !== undefined,
-      onReturn: () => void this.stop(),
-    });
-    this.queue = queue;
-    if (this.life.isStopping) {
-      queue.end();
-      return queue;
-    }
-    const { key, range_end: rangeEnd } = prefixRange(this.prefix);
-    const reflector = startReflector({
-      ctx: this.ctx,
-      what: `tracker ${this.path}`,
-      list: [{ key, rangeEnd }],
-      watch: { key, rangeEnd },
-      pageSize: this.pageSize,
-      listener: this.feed(queue),
-    });
-    this.reflector = reflector;
-    return queue;
-  }
-
-  /** The reflector's listener. */
-  private feed(queue: StreamQueue<ServiceData>): ReflectorListener {
-    const cut = this.prefix.length;
-    return {
-      onSnapshot: (snapshot) => {
-        this.services = PersistentMap.from(
-          snapshot.kvs.map((kv) => [kv.key.toString().slice(cut), kv.value.toString()]),
-        );
-        this.revision = snapshot.revision;
-        const compacted =
-          snapshot.reason === 'compacted'
-            ? new CompactedError(
-                String(snapshot.resumeRevision ?? 0),
-                String(snapshot.compactRevision ?? 0),
-              )
-            : undefined;
-        this.emit(compacted);
-      },
-      onEvents: (events) => {
-        this.apply(events);
-      },
-      onStatus: (status) => {
-        this.emit(status.state === 'unavailable' ? status.error : undefined);
-      },
-      onEnd: (error) => {
-        if (error !== undefined) queue.fail(error);
-        void this.stop();
-      },
-    };
+    return this.engine.start(options);
   }
 
   /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */
   stop(): Promise<void> {
-    return this.life.stop();
+    return this.engine.stop();
   }
 
   /** Same as `stop()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
 
-  private apply(events: readonly WatchEvent[]): void {
-    const cut = this.prefix.length;
-    let services = this.services;
-    for (const e of events) {
-      const name = e.key.slice(cut);
-      services = e.type === 'put' ? services.set(name, e.value) : services.delete(name);
-      this.revision = e.revision;
-    }
-    this.services = services;
-    this.emit(undefined);
+/** The instances as a persistent map: name -> value. */
+class ServiceMap implements PrefixModel<ServiceData> {
+  private services: PersistentMap = PersistentMap.empty;
+
+  /** `cut`: the length of the prefix, cut off every key to give the instance name. */
+  constructor(private readonly cut: number) {}
+
+  reset(kvs: readonly IKeyValue[]): void {
+    this.services = PersistentMap.from(
+      kvs.map((kv) => [kv.key.toString().slice(this.cut), kv.value.toString()]),
+    );
   }
 
-  private emit(error: Error | undefined): void {
-    const data: ServiceData = { services: this.services, revision: this.revision };
-    this.queue?.push(error === undefined ? data : { ...data, error });
+  apply(events: readonly WatchEvent[]): void {
+    let services = this.services;
+    for (const e of events) {
+      const name = e.key.slice(this.cut);
+      services = e.type === 'put' ? services.set(name, e.value) : services.delete(name);
+    }
+    this.services = services;
+  }
+
+  state(revision: number, error: Error | undefined): ServiceData {
+    const data: ServiceData = { services: this.services, revision };
+    return error === undefined ? data : { ...data, error };
   }
 }

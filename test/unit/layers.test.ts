@@ -41,3 +41,15 @@ void test('no import runs upward', () => {
   }
   assert.deepEqual(wrong, []);
 });
+
+// @grpc/grpc-js is an optional peer dependency: only etcd-connector/grpc imports it (the rest
+// reaches etcd3's own copy through etcd3), so `import 'etcd-connector'` never needs it.
+void test('only src/grpc/ imports @grpc/grpc-js', () => {
+  const wrong = files(SRC)
+    .filter((file) => !relative(SRC, file).startsWith('grpc/'))
+    .filter((file) =>
+      /from '@grpc\/grpc-js'|import\('@grpc\/grpc-js'\)/.test(readFileSync(file, 'utf8')),
+    )
+    .map((file) => relative(SRC, file));
+  assert.deepEqual(wrong, []);
+});

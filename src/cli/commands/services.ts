@@ -1,4 +1,5 @@
-import { Argument, type Command } from 'commander';
+import { Argument, Option, type Command } from 'commander';
+import { InvalidArgumentError } from '../../errors.js';
 import { validateInstance } from '../../recipes/registration.js';
 import {
   connect,
@@ -9,10 +10,11 @@ import {
   type GlobalFlags,
 } from '../connect.js';
 import { aborted, onInterrupt } from '../interrupt.js';
-import { clock, createOutput } from '../output.js';
+import { clock, createOutput, type Output } from '../output.js';
 
 interface RegisterFlags extends GlobalFlags {
   ttl: number;
+  format: 'plain' | 'endpoints';
 }
 
 interface ServicesFlags extends GlobalFlags {
@@ -24,46 +26,111 @@ export function registerRegister(program: Command): void {
     .command('register')
     .description(
       'Register a service instance (an ephemeral key <namespace>/services/<service>/<instance>) ' +
-        'and keep it alive until Ctrl-C, which deletes it at once.',
+        'and keep it alive until Ctrl-C, which deletes it at once. With --format endpoints: a ' +
+        "gRPC endpoint in Go's naming/endpoints format (key .../<service>/<host:port>, value " +
+        '{"Op":0,"Addr":...,"Metadata":...}), which Go\'s etcd resolver and etcdc endpoints read.',
     )
     .addArgument(new Argument('<service>', 'service name (or an absolute path)'))
     .addArgument(
-      new Argument('<instance>', 'instance name, unique within the service: one path segment'),
+      new Argument(
+        '<instance>',
+        'instance name, unique within the service: one path segment (--format endpoints: the ' +
+          'address, host:port)',
+      ),
     )
-    .addArgument(new Argument('<value>', 'what clients should know, e.g. host:port'))
+    .addArgument(
+      new Argument(
+        '[value]',
+        'what clients should know, e.g. host:port (required; --format endpoints: the metadata ' +
+          'as JSON, optional)',
+      ),
+    )
     .option('--ttl <seconds>', 'lease TTL in whole seconds', positiveInt, 10)
-    .action(async (service: string, instance: string, value: string, _o: unknown, cmd: Command) => {
-      const flags = checkFlags(cmd.optsWithGlobals<RegisterFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
-        // The library's own check (as conn.newRegistration does): one path segment, not empty.
-        validateInstance(instance);
-        const servicePath = resolvePath(conn, 'services', service, 'service');
-        const key = conn.newEphemeralKey(`${servicePath}/${instance}`);
-        const errors = await key.create(value, flags.ttl, { signal: interrupt.signal });
-        out.emit(
-          { event: 'registered', key: key.key, value, ttl: flags.ttl },
-          `${clock()} registered ${key.key} = ${value} (ttl ${flags.ttl}s); Ctrl-C to deregister`,
-        );
-        const reportErrors = (async () => {
-          for await (const err of errors) {
-            out.emit(
-              { event: 'error', error: err },
-              out.color('yellow', `${clock()} ${err.message}`),
-            );
+    .addOption(
+      new Option('--format <format>', 'plain: <instance> = <value>; endpoints: Go gRPC endpoint')
+        .choices(['plain', 'endpoints'])
+        .default('plain'),
+    )
+    .action(
+      async (
+        service: string,
+        instance: string,
+        value: string | undefined,
+        _o: unknown,
+        cmd: Command,
+      ) => {
+        const flags = checkFlags(cmd.optsWithGlobals<RegisterFlags>(), cmd);
+        const endpoints = flags.format === 'endpoints';
+        // Checked before connecting: a usage error exits 2 without touching etcd.
+        if (!endpoints && value === undefined) {
+          cmd.error("error: missing required argument 'value'", {
+            exitCode: 2,
+            code: 'commander.missingArgument',
+          });
+        }
+        const metadata = endpoints ? parseMetadata(value) : undefined;
+        if (!endpoints) validateInstance(instance);
+        const out = createOutput(flags.json);
+        const conn = connect(flags);
+        const interrupt = onInterrupt();
+        try {
+          const servicePath = resolvePath(conn, 'services', service, 'service');
+          const signal = interrupt.signal;
+          if (endpoints) {
+            const ep = conn.newEndpointRegistration(servicePath, instance, {
+              metadata,
+              ttl: flags.ttl,
+            });
+            const errors = await ep.register({ signal });
+            const record = { key: ep.key, value: ep.value, ttl: flags.ttl, format: 'endpoints' };
+            await hold(out, signal, record, errors, () => ep.stop());
+          } else {
+            const text = value ?? '';
+            const key = conn.newEphemeralKey(`${servicePath}/${instance}`);
+            const errors = await key.create(text, flags.ttl, { signal });
+            const record = { key: key.key, value: text, ttl: flags.ttl };
+            await hold(out, signal, record, errors, () => key.delete());
           }
-        })();
-        await aborted(interrupt.signal);
-        await key.delete();
-        await reportErrors;
-        out.emit({ event: 'deregistered', key: key.key }, `${clock()} deregistered ${key.key}`);
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
-    });
+        } finally {
+          await conn.close();
+          interrupt.dispose();
+        }
+      },
+    );
+}
+
+/** The metadata argument of `register --format endpoints`: JSON text, or none. */
+function parseMetadata(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new InvalidArgumentError('value', `the metadata must be JSON, got ${text}`);
+  }
+}
+
+/** Says it is registered, reports its errors, and deletes it on Ctrl-C. */
+async function hold(
+  out: Output,
+  signal: AbortSignal,
+  record: { key: string; value: string; ttl: number; [field: string]: unknown },
+  errors: AsyncIterable<Error>,
+  remove: () => Promise<void>,
+): Promise<void> {
+  const { key, value, ttl } = record;
+  out.emit(
+    { ...record, event: 'registered' },
+    `${clock()} registered ${key} = ${value} (ttl ${ttl}s); Ctrl-C to deregister`,
+  );
+  const reportErrors = (async () => {
+    for await (const err of errors) {
+      out.emit({ event: 'error', error: err }, out.color('yellow', `${clock()} ${err.message}`));
+    }
+  })();
+  await aborted(signal);
+  await remove();
+  await reportErrors;
+  out.emit({ event: 'deregistered', key }, `${clock()} deregistered ${key}`);
 }
 
 export function registerServices(program: Command): void {
