@@ -90,18 +90,22 @@ export function holds(
     list.push({ t: d.t, at: d.deadlineAt });
     deadlines.set(d.lease, list);
   }
-  const ends = new Map<string, { t: number; how: string }>();
+  // A suspended leader that recovers holds the same token again: each start pairs with the
+  // first end after it.
+  const ends = new Map<string, { t: number; how: string }[]>();
   for (const e of records) {
     if (e.kind === ended && 'w' in e) {
       const k = `${holder(e)}|${e.token}`;
-      if (!ends.has(k)) ends.set(k, { t: e.t, how: e.how });
+      const list = ends.get(k) ?? [];
+      list.push({ t: e.t, how: e.how });
+      ends.set(k, list);
     }
   }
   const out: Hold[] = [];
   for (const a of records) {
     if (a.kind !== acquired || !('w' in a)) continue;
     const who = holder(a);
-    const end = ends.get(`${who}|${a.token}`);
+    const end = ends.get(`${who}|${a.token}`)?.find((e) => e.t >= a.t);
     const until = end?.t ?? Infinity;
     // The last deadline the holder knew before it ended (or ever, if it never said it ended).
     let deadline = a.deadlineAt;
@@ -356,7 +360,7 @@ export function lastFaultEnd(records: readonly ChaosRecord[]): number {
 
 /**
  * After the last fault, every tracker still running reaches the final set of registrations
- * within TTL + 2 s, and ends on it.
+ * within TTL + 2 s, and shows it until the workers are told to stop.
  */
 export function checkTrackers(
   records: readonly ChaosRecord[],
@@ -373,6 +377,8 @@ export function checkTrackers(
   const want = [...final.services].sort().join(',');
   const byIncarnation = new Map<string, W<'tracker'>[]>();
   for (const r of byKind(records, 'tracker')) {
+    // Workers deregister as they stop: the maps after the stop command are not the final set.
+    if (r.t >= final.stoppedAt) continue;
     const list = byIncarnation.get(holder(r)) ?? [];
     list.push(r);
     byIncarnation.set(holder(r), list);

@@ -176,7 +176,7 @@ class Controller implements Stage {
       { stdio: ['pipe', 'ignore', 'pipe'] },
     );
     let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => {
+    child.stderr.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-2000);
     });
     slot.child = child;
@@ -268,10 +268,11 @@ class Controller implements Stage {
 
 /** Fills the observed prefix, one write every 50 ms, retrying through faults. */
 function startWriter(client: Etcd3): { stop: () => Promise<number> } {
-  let stopped = false;
+  const halt = new AbortController();
+  const halted = (): boolean => halt.signal.aborted;
   let n = 0;
   const loop = (async () => {
-    while (!stopped) {
+    while (!halted()) {
       try {
         await client
           .put(`${ROOT}/obs/k${n % 20}`)
@@ -286,7 +287,7 @@ function startWriter(client: Etcd3): { stop: () => Promise<number> } {
   })();
   return {
     stop: async () => {
-      stopped = true;
+      halt.abort();
       await loop;
       // The last write: every observer still running must reach it.
       for (;;) {
@@ -357,7 +358,12 @@ async function main(): Promise<number> {
     while (!observersReached(controller.currentLogs(), lastWrite) && performance.now() < until) {
       await sleep(200);
     }
+    // The registrations the trackers must show: read before the workers deregister on stop.
+    const services = (await direct.getAll().prefix(`${ROOT}/services/`).keys()).map((k) =>
+      k.slice(`${ROOT}/services/`.length),
+    );
     say('stopping workers');
+    const stoppedAt = now();
     const exits = await controller.stopWorkers();
     const current = Number((await direct.get(`${ROOT}/none`).exec()).header.revision);
     const caughtUp = performance.now() + 10_000;
@@ -370,9 +376,6 @@ async function main(): Promise<number> {
       await sleep(100);
     }
     const counterRaw = await direct.get(`${ROOT}/counter`).string();
-    const services = (await direct.getAll().prefix(`${ROOT}/services/`).keys()).map((k) =>
-      k.slice(`${ROOT}/services/`.length),
-    );
     writeFileSync(
       join(args.out, 'final.jsonl'),
       `${JSON.stringify({
@@ -380,6 +383,7 @@ async function main(): Promise<number> {
         t: now(),
         counter: counterRaw === null ? 0 : (JSON.parse(counterRaw) as { n: number }).n,
         services,
+        stoppedAt,
         leasesLeft,
         exits,
         lastWrite,

@@ -5,6 +5,7 @@
  * has its own generator seeded from the run's seed, so a seed reproduces the schedule. Every
  * fault is healed before the next on its track, and the nemesis heals everything when it stops.
  */
+import { setTimeout as wait } from 'node:timers/promises';
 import type { EtcdCluster, EtcdMember, FaultProxy } from '../src/testing/index.js';
 import { Rng } from './rng.js';
 
@@ -31,18 +32,9 @@ export interface Stage {
 
 type Fault = (rng: Rng, stop: AbortSignal) => Promise<void>;
 
+/** Waits `ms`, or less if `signal` fires. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
+  return wait(ms, undefined, { signal }).catch(() => undefined);
 }
 
 export class Nemesis {

@@ -78,8 +78,10 @@ export interface FinalRecord extends Base {
   kind: 'final';
   /** The counter's value in etcd at the end. */
   counter: number;
-  /** Registration names under the services path at the end. */
+  /** Registration names under the services path, read just before the workers were stopped. */
   services: string[];
+  /** When the workers were told to stop (what trackers show after that is not checked). */
+  stoppedAt: number;
   /** Leases left in etcd after every worker stopped. */
   leasesLeft: number;
   /** Exit code of each worker incarnation that was told to stop (`w#inc` -> code). */

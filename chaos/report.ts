@@ -29,16 +29,19 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     trackerMaps: 0,
     workerIncarnations: 0,
   };
+  // A leader that recovers from a suspension gains the same term again: counted once.
+  const terms = new Set<string>();
   for (const r of records) {
     if (r.kind === 'lock.acquired') ops.lockHolds++;
     else if (r.kind === 'inc' && r.outcome === 'ok') ops.incrementsAcked++;
     else if (r.kind === 'inc' && r.outcome === 'unknown') ops.incrementsUnknown++;
-    else if (r.kind === 'lead.gained') ops.leaderTerms++;
+    else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
     else if (r.kind === 'tracker') ops.trackerMaps++;
     else if (r.kind === 'start') ops.workerIncarnations++;
   }
+  ops.leaderTerms = terms.size;
   return ops;
 }
 

@@ -10,6 +10,7 @@
 import { subscribe } from 'node:diagnostics_channel';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { setTimeout as wait } from 'node:timers/promises';
 import {
   EtcdConnector,
   EtcdConnectorError,
@@ -55,6 +56,8 @@ process.on('uncaughtException', (err) => {
 
 const stopping = new AbortController();
 const { signal } = stopping;
+/** True once the worker was told to stop (a call: lint cannot see the signal change). */
+const stopped = (): boolean => signal.aborted;
 const conn = new EtcdConnector(endpoints, root.slice(1), {
   callTimeoutMs: 2000,
   dialTimeoutMs: 1000,
@@ -68,27 +71,18 @@ subscribe('etcd-connector:session.keepalive', (m) => {
   log({ kind: 'deadline', lease: msg.leaseId, deadlineAt: msg.deadlineAt });
 });
 
+/** Waits `ms`, or less if the worker is told to stop. */
 function pause(ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
+  return wait(ms, undefined, { signal }).catch(() => undefined);
 }
 
 /** A session of our TTL for the lock and the election, renewed after a loss. */
 async function session(where: string): Promise<SessionHandle | undefined> {
-  while (!signal.aborted) {
+  while (!stopped()) {
     try {
       return await conn.session({ ttl, signal });
     } catch (err) {
-      if (signal.aborted) return undefined;
+      if (stopped()) return undefined;
       log({ kind: 'error', where, ...errorFields(err) });
       await pause(200);
     }
@@ -99,16 +93,16 @@ async function session(where: string): Promise<SessionHandle | undefined> {
 /** The counter: lock, read, fenced write of value + 1 (a few times), unlock. */
 async function counterLoop(): Promise<void> {
   const counter = path('counter');
-  while (!signal.aborted) {
+  while (!stopped()) {
     const s = await session('lock session');
     if (s === undefined) return;
     const mutex = conn.newMutex(path('lock'), { session: s });
-    while (!signal.aborted && s.isAlive()) {
+    while (!stopped() && s.isAlive()) {
       let held;
       try {
         held = await mutex.lock({ signal });
       } catch (err) {
-        if (!signal.aborted) log({ kind: 'error', where: 'lock', ...errorFields(err) });
+        if (!stopped()) log({ kind: 'error', where: 'lock', ...errorFields(err) });
         break;
       }
       const token = held.token.revision;
@@ -119,7 +113,7 @@ async function counterLoop(): Promise<void> {
         deadlineAt: performance.timeOrigin + s.deadline,
       });
       let lost = false;
-      for (let i = 0; i < 3 && !held.signal.aborted && !signal.aborted; i++) {
+      for (let i = 0; i < 3 && !held.signal.aborted && !stopped(); i++) {
         let value = 0;
         try {
           const raw = await conn.client.get(counter).string();
@@ -151,6 +145,8 @@ async function counterLoop(): Promise<void> {
         }
       }
       lost ||= held.signal.aborted;
+      // The hold ends when the holder stops acting on it: before unlock() lets the next one in.
+      log({ kind: 'lock.ended', token, how: lost ? 'lost' : 'released' });
       if (!lost) {
         try {
           await held.unlock();
@@ -158,7 +154,6 @@ async function counterLoop(): Promise<void> {
           log({ kind: 'error', where: 'unlock', ...errorFields(err) });
         }
       }
-      log({ kind: 'lock.ended', token, how: lost ? 'lost' : 'released' });
       await pause(20 + Math.random() * 80);
     }
     await s.close();
@@ -168,7 +163,7 @@ async function counterLoop(): Promise<void> {
 /** The elector: while leader, fenced writes of its token to the work key. */
 async function electorLoop(): Promise<void> {
   const work = path('work');
-  while (!signal.aborted) {
+  while (!stopped()) {
     const s = await session('election session');
     if (s === undefined) return;
     const elector = conn.newLeaderElector(path('election'), id, ttl, { session: s });
@@ -176,7 +171,7 @@ async function electorLoop(): Promise<void> {
     let n = 0;
     const stream = elector.start({ signal });
     const writer = (async () => {
-      while (!signal.aborted && !s.signal.aborted) {
+      while (!stopped() && !s.signal.aborted) {
         const token = elector.fencingToken;
         if (token !== undefined && elector.isLeader) {
           try {
@@ -224,7 +219,7 @@ async function electorLoop(): Promise<void> {
         }
       }
     } catch (err) {
-      if (!signal.aborted) log({ kind: 'error', where: 'elector', ...errorFields(err) });
+      if (!stopped()) log({ kind: 'error', where: 'elector', ...errorFields(err) });
     }
     if (leading !== undefined) log({ kind: 'lead.ended', token: leading, how: 'stopped' });
     await elector.stop();
@@ -244,7 +239,7 @@ async function registration(): Promise<void> {
       })();
       return;
     } catch (err) {
-      if (signal.aborted) return;
+      if (stopped()) return;
       log({ kind: 'error', where: 'register', ...errorFields(err) });
       await pause(300);
     }
@@ -263,14 +258,14 @@ async function trackerLoop(): Promise<void> {
       });
     }
   } catch (err) {
-    if (!signal.aborted) log({ kind: 'error', where: 'tracker', ...errorFields(err) });
+    if (!stopped()) log({ kind: 'error', where: 'tracker', ...errorFields(err) });
   }
 }
 
 async function observerLoop(): Promise<void> {
   const prefix = path('obs');
   let from = 0;
-  while (from === 0 && !signal.aborted) {
+  while (from === 0 && !stopped()) {
     try {
       from = Number((await conn.client.get(prefix).exec()).header.revision) + 1;
     } catch (err) {
@@ -278,7 +273,7 @@ async function observerLoop(): Promise<void> {
       await pause(200);
     }
   }
-  if (signal.aborted) return;
+  if (stopped()) return;
   log({ kind: 'obs.start', from });
   try {
     for await (const ev of conn
@@ -301,7 +296,7 @@ async function observerLoop(): Promise<void> {
       }
     }
   } catch (err) {
-    if (!signal.aborted) log({ kind: 'error', where: 'observer', ...errorFields(err) });
+    if (!stopped()) log({ kind: 'error', where: 'observer', ...errorFields(err) });
   }
 }
 
@@ -324,7 +319,13 @@ async function main(): Promise<void> {
     observerLoop(),
   ]);
   await new Promise<void>((resolve) => {
-    signal.addEventListener('abort', () => resolve(), { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        resolve();
+      },
+      { once: true },
+    );
   });
   await running;
   await conn.close();

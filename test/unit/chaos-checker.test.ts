@@ -3,7 +3,7 @@
 // clean history passes.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { check, type Verdict } from '../../chaos/checker.js';
+import { check, holds, type Verdict } from '../../chaos/checker.js';
 import type { ChaosRecord, HistoryRecord, RunParams } from '../../chaos/records.js';
 
 const P: RunParams = {
@@ -121,11 +121,15 @@ function cleanRun(): ChaosRecord[] {
   }
   out.push(w('w1', { kind: 'tracker', revision: rev, names: ['w1', 'w2'] }));
   out.push(w('w2', { kind: 'tracker', revision: rev, names: ['w1', 'w2'] }));
+  const stoppedAt = (t += 10);
+  // Stopping: w1 deregistered first, so w2's tracker saw only itself (not checked).
+  out.push(w('w2', { kind: 'tracker', revision: rev + 1, names: ['w2'] }));
   out.push({
     kind: 'final',
     t: (t += 10),
     counter: 3,
     services: ['w1', 'w2'],
+    stoppedAt,
     leasesLeft: 0,
     exits: { 'w1#0': 0, 'w2#0': 0 },
     lastWrite: rev,
@@ -145,6 +149,31 @@ void describe('chaos checker', () => {
       [],
     );
     assert.ok(verdicts.every((v) => v.ok));
+  });
+
+  void test('a leader that regains its token after a suspension holds again (no false alarm)', () => {
+    const records = cleanRun();
+    const gained = records.find((r) => r.kind === 'lead.gained');
+    assert.ok(gained?.kind === 'lead.gained');
+    const at = gained.t;
+    const again = (dt: number, r: Record<string, unknown>): ChaosRecord =>
+      ({ w: gained.w, inc: gained.inc, t: at + dt, token: gained.token, ...r }) as ChaosRecord;
+    records.push(
+      again(1, { kind: 'lead.ended', how: 'suspended' }),
+      { kind: 'fault', phase: 'start', fault: 'proxy-delay', target: 'w2', id: 9, t: at + 2 },
+      again(3, { kind: 'lead.gained', key: gained.key, deadlineAt: at + 3000 }),
+      { kind: 'fault', phase: 'end', fault: 'proxy-delay', target: 'w2', id: 9, t: at + 4 },
+    );
+    records.sort((a, b) => a.t - b.t);
+    const list = holds(records, 'lead.gained', 'lead.ended');
+    assert.deepEqual(
+      list.map((h) => [h.end - at, h.how]),
+      [
+        [1, 'suspended'],
+        [3000, 'deadline'],
+      ],
+    );
+    assert.deepEqual(failing(records), []);
   });
 
   void test('a planted double holder is reported', () => {
@@ -247,6 +276,37 @@ void describe('chaos checker', () => {
           /stale token|was gone/.test(v.violations.join(' ')),
       ),
       JSON.stringify(failed),
+    );
+  });
+
+  void test('a tracker that shows a stale set long after the last fault is reported', () => {
+    const records = cleanRun();
+    const fault = {
+      kind: 'fault',
+      phase: 'end',
+      fault: 'proxy-reset',
+      target: 'w1',
+      id: 1,
+    } as const;
+    const first = records[0]?.t ?? 0;
+    records.push({ ...fault, t: first });
+    // w1's tracker shows the final set only 10 s after the last fault (TTL 3 s + 2 s allowed).
+    const late = records.filter((r) => r.kind === 'tracker' && 'w' in r && r.w === 'w1');
+    for (const r of late) r.t = first + 10_000;
+    const final = records.find((r) => r.kind === 'final');
+    assert.ok(final?.kind === 'final');
+    final.stoppedAt = first + 11_000;
+    final.t = first + 12_000;
+    records.push({ kind: 'tracker', w: 'w1', inc: 0, t: first + 1, revision: 1, names: ['w1'] });
+    records.sort((a, b) => a.t - b.t);
+    const bad = failing(records);
+    assert.deepEqual(
+      bad.map((v) => v.name),
+      ['trackers converge within TTL + 2 s of the last fault'],
+    );
+    assert.match(
+      bad[0]?.violations[0] ?? '',
+      /w1#0 showed the final set 10000 ms after the last fault/,
     );
   });
 

@@ -1,0 +1,86 @@
+/**
+ * The chaos suite's short schedule, as CI runs it: `npm run chaos` with a fixed seed for about a
+ * minute of faults against a real 3-member cluster and real worker processes. Fails on any
+ * violation the checker finds; checks that the summary and the HTML timeline are produced and that
+ * the timeline is well-formed XHTML showing holds and faults. Longer runs: `npm run chaos`.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { SyntaxValidator } from 'fast-xml-validator';
+import { testTimeout } from '../src/testing/index.js';
+
+const MAIN = fileURLToPath(new URL('../chaos/main.js', import.meta.url));
+const SEED = 20261129;
+const DURATION_S = 50;
+
+void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds`, async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'etcdc-chaos-'));
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      '--seed',
+      String(SEED),
+      '--duration',
+      String(DURATION_S),
+      '--workers',
+      '3',
+      '--out',
+      out,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  t.after(async () => {
+    // Still running (the test failed): SIGINT makes it stop its cluster and workers.
+    child.kill('SIGINT');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(killer);
+    rmSync(out, { recursive: true, force: true });
+  });
+  const deadline = testTimeout((DURATION_S + 120) * 1000);
+  const code = await Promise.race([
+    exited,
+    new Promise<'timeout'>((resolve) => {
+      setTimeout(() => {
+        resolve('timeout');
+      }, deadline).unref();
+    }),
+  ]);
+  assert.equal(code, 0, `exit ${String(code)}\n${stdout}\n--- stderr\n${stderr.slice(-4000)}`);
+
+  const summary = readFileSync(join(out, 'summary.md'), 'utf8');
+  assert.equal(summary.trim(), stdout.slice(0, stdout.lastIndexOf('\n\nreport:')).trim());
+  const invariants = summary.split('\n').filter((l) => /\| (pass|\*\*FAIL\*\*) \|$/.test(l));
+  assert.equal(invariants.length, 10, summary);
+  for (const line of invariants) assert.match(line, /\| 0 \| pass \|$/, line);
+  // It did something under faults: holds, increments, observer events, several kinds of fault.
+  const count = (label: string): number => {
+    const m = new RegExp(`^\\| ${label} \\| (\\d+)`, 'm').exec(summary);
+    return Number(m?.[1] ?? 0);
+  };
+  assert.ok(count('lock holds') > 50, summary);
+  assert.ok(count('fenced increments acknowledged \\(unanswered\\)') > 100, summary);
+  assert.ok(count('observer events delivered') > 100, summary);
+  assert.ok(count('\\*\\*all\\*\\*') >= 15, summary);
+  const kinds = summary.split('\n').filter((l) => /^\| [a-z]+-[a-z-]+ \| \d+ \|$/.test(l));
+  assert.ok(kinds.length >= 6, `fault kinds: ${kinds.join(', ')}`);
+
+  const html = readFileSync(join(out, 'report.html'), 'utf8');
+  // Strict XML: throws at the first error, with its line and column.
+  new SyntaxValidator().validate(html);
+  assert.match(html, /<svg [^>]*aria-label="timeline"/);
+  assert.ok((html.match(/lock token \d+/g) ?? []).length > 50, 'lock holds drawn');
+  assert.ok((html.match(/leader token \d+/g) ?? []).length > 0, 'leader terms drawn');
+  assert.ok((html.match(/<title>(member|worker|proxy|compaction|cluster)-?/g) ?? []).length >= 15);
+});
