@@ -46,6 +46,12 @@ const examples = {
     /after errors: skipped/,
     /zone c: no instance of \/endpoints_example\/grpc\/api to pick: 2 registered, 2 filtered out, 0 down/,
   ],
+  metrics: [
+    /mutex \/metrics_example\/locks\/jobs acquired in \d+\.\d ms \(token \d+\)/,
+    /etcd_connector_leader_status\{[^}]*path="\/metrics_example\/elections\/jobs"[^}]*\} 1/,
+    /etcd_connector_lock_wait_count\{[^}]*kind="mutex"[^}]*\} 1/,
+    /etcd_connector_lock_held_count\{[^}]*outcome="released"[^}]*\} 1/,
+  ],
   'grpc-resolver': [/answer: hello, etcd/],
   'leader-run': [/term \d+: report written \(aborted: false\)/, /stopped/],
 } as const;

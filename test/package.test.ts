@@ -108,6 +108,30 @@ function readmeSamples(): string[] {
     .filter((code) => code.replace(/^(\/\/.*\n|\s*\n)*/, '').startsWith('import '));
 }
 
+/** Packages the README's samples import besides etcd-connector and its own dependencies. */
+const COMPANIONS = [
+  '@opentelemetry/api',
+  '@opentelemetry/exporter-prometheus',
+  '@opentelemetry/sdk-metrics',
+];
+
+/** The lock file paths of COMPANIONS and everything they depend on. */
+function companionPaths(packages: Record<string, LockEntry>): string[] {
+  const found = new Set<string>();
+  const visit = (path: string): void => {
+    const entry = packages[path];
+    if (entry === undefined || found.has(path)) return;
+    found.add(path);
+    for (const dep of Object.keys(entry.dependencies ?? {})) {
+      // npm's lookup: a copy nested under this package first, then the top level.
+      const nested = `${path}/node_modules/${dep}`;
+      visit(packages[nested] === undefined ? `node_modules/${dep}` : nested);
+    }
+  };
+  for (const name of COMPANIONS) visit(`node_modules/${name}`);
+  return [...found];
+}
+
 interface LockEntry {
   version?: string;
   resolved?: string;
@@ -166,13 +190,16 @@ void describe('the npm package, installed from its tarball', () => {
       type: 'module',
       dependencies: {
         'etcd-connector': spec,
-        '@opentelemetry/api': lock.packages['node_modules/@opentelemetry/api']?.version ?? '1',
+        ...Object.fromEntries(
+          COMPANIONS.map((name) => [name, lock.packages[`node_modules/${name}`]?.version ?? '*']),
+        ),
       },
       devDependencies: { '@types/node': typesNode },
     };
     const packages: Record<string, LockEntry> = { '': { ...manifest } };
-    // What a user of `etcd-connector/metrics` installs besides the package: its peer dependency.
-    const peers = ['node_modules/@opentelemetry/api'];
+    // What a user of the README's metrics samples installs besides the package, with what they
+    // depend on (dev dependencies here, so the lock file marks them dev).
+    const peers = companionPaths(lock.packages);
     for (const [path, entry] of Object.entries(lock.packages)) {
       if (path === '' || entry.version === undefined) continue;
       if (entry.dev === true && !peers.includes(path)) continue;
