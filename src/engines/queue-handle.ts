@@ -54,7 +54,7 @@ export abstract class QueueHandle implements AsyncDisposable {
     const { ttl, bound } = checkSessionOptions(options);
     this.prefix = path + '/';
     const items = { prefix: this.prefix, ...order };
-    const { core, release } = acquireQueueCore(ctx, what, path, kind, items, ttl, bound);
+    const { core, release } = acquireQueueCore({ ctx, what, path, kind, items, ttl, bound });
     this.core = core;
     this.life = new RecipeLife(ctx, what, release);
   }
