@@ -1,14 +1,15 @@
 /**
- * The complete state of a key prefix as a state stream, on the reflector: the shared body of the
- * service tracker and the endpoint tracker (and of anything else that maps "every key under P"
- * to a value). The recipe supplies the model — how a listing and a batch of events change its
- * state, and what one emitted state looks like — and this engine runs the rest: the lifecycle,
- * the coalescing stream (error reports are never dropped), the reflector (list at one revision,
- * watch from the next, re-list after a compaction with a CompactedError attached), and the
- * stream's end with a final error.
+ * The complete state of a key prefix as a state stream, on the reflector: the base of the service
+ * tracker and the endpoint tracker (and of anything else that maps "every key under P" to a
+ * value). The recipe supplies the model — how a listing and a batch of events change its state,
+ * and what one emitted state looks like — and this engine runs the rest: the path and page size
+ * checks, the lifecycle, the coalescing stream (error reports are never dropped), the reflector
+ * (list at one revision, watch from the next, re-list after a compaction with a CompactedError
+ * attached), the error on each state, and the stream's end with a final error.
  */
 import type { IKeyValue } from 'etcd3';
-import { CompactedError } from '../errors.js';
+import { CompactedError, InvalidArgumentError } from '../errors.js';
+import { validatePath } from '../paths.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
@@ -22,33 +23,55 @@ export interface PrefixModel<T> {
   reset(kvs: readonly IKeyValue[]): void;
   /** Applies a batch of changes (in revision order). */
   apply(events: readonly WatchEvent[]): void;
-  /** The state to emit, at `revision`, with what went wrong (if anything). */
-  state(revision: number, error: Error | undefined): T;
+  /** The state to emit, at `revision` (the engine adds what went wrong, if anything). */
+  state(revision: number): T;
 }
 
 export interface PrefixStateOptions<T> {
-  ctx: ConnectorContext;
   /** The recipe's name in ClosedError (e.g. `'service tracker'`). */
   name: string;
   /** What it is in other errors (e.g. `'tracker /ns/services/api'`). */
   what: string;
-  /** The prefix, including its trailing `/`. */
-  prefix: string;
-  pageSize: number;
-  model: PrefixModel<T>;
+  /** The tracked path; the prefix is `path + '/'`. */
+  path: string;
+  /** The path's name in InvalidArgumentError. Default `'path'`. */
+  pathArgument?: string;
+  /** The recipe's options as the caller gave them. */
+  options: { pageSize?: number };
+  /** The model, given the prefix's length (cut off every key to give its name). */
+  model: (cut: number) => PrefixModel<T>;
 }
 
 /** Undelivered states kept for a slow reader. */
 const CAPACITY = 4;
 
-export class PrefixState<T extends { readonly error?: Error }> {
+export class PrefixState<T extends { readonly error?: Error }> implements AsyncDisposable {
+  /** The tracked prefix, `path + '/'`. */
+  readonly prefix: string;
+
   private readonly life: Lifecycle;
+  private readonly what: string;
+  private readonly pageSize: number;
+  private readonly model: PrefixModel<T>;
   private queue: StreamQueue<T> | undefined;
   private reflector: Reflector | undefined;
   private revision = 0;
 
-  constructor(private readonly opts: PrefixStateOptions<T>) {
-    this.life = new Lifecycle(opts.ctx, opts.name, async () => {
+  /** Validates everything, no I/O. */
+  protected constructor(
+    private readonly ctx: ConnectorContext,
+    { name, what, path, pathArgument = 'path', options, model }: PrefixStateOptions<T>,
+  ) {
+    validatePath(path, ctx.root, pathArgument);
+    this.prefix = path + '/';
+    const { pageSize = 1000 } = options;
+    if (!Number.isInteger(pageSize) || pageSize < 1) {
+      throw new InvalidArgumentError('options.pageSize', 'must be an integer >= 1');
+    }
+    this.what = what;
+    this.pageSize = pageSize;
+    this.model = model(this.prefix.length);
+    this.life = new Lifecycle(ctx, name, async () => {
       this.reflector?.stop();
       await this.reflector?.done;
       this.queue?.end();
@@ -56,7 +79,10 @@ export class PrefixState<T extends { readonly error?: Error }> {
   }
 
   /**
-   * Lists, then follows. See the trackers' `start()`.
+   * Lists, then follows the prefix. The stream yields the complete state each time (latest
+   * state; a slow reader skips intermediate ones, never an error report). Leaving the loop stops
+   * the tracker, as do `stop()`, `signal` and `conn.close()`. A final error (permission denied,
+   * authentication, TLS) ends the stream with that error.
    *
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
@@ -73,25 +99,30 @@ export class PrefixState<T extends { readonly error?: Error }> {
       queue.end();
       return queue;
     }
-    const { key, range_end: rangeEnd } = prefixRange(this.opts.prefix);
+    const { key, range_end: rangeEnd } = prefixRange(this.prefix);
     this.reflector = startReflector({
-      ctx: this.opts.ctx,
-      what: this.opts.what,
+      ctx: this.ctx,
+      what: this.what,
       list: [{ key, rangeEnd }],
       watch: { key, rangeEnd },
-      pageSize: this.opts.pageSize,
+      pageSize: this.pageSize,
       listener: this.feed(queue),
     });
     return queue;
   }
 
-  /** Ends the stream; resolves when no watch or timer of it is left. Idempotent. */
+  /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */
   stop(): Promise<void> {
     return this.life.stop();
   }
 
+  /** Same as `stop()`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
   private feed(queue: StreamQueue<T>): ReflectorListener {
-    const model = this.opts.model;
+    const model = this.model;
     return {
       onSnapshot: (snapshot) => {
         model.reset(snapshot.kvs);
@@ -122,6 +153,7 @@ export class PrefixState<T extends { readonly error?: Error }> {
   }
 
   private emit(error: Error | undefined): void {
-    this.queue?.push(this.opts.model.state(this.revision, error));
+    const state = this.model.state(this.revision);
+    this.queue?.push(error === undefined ? state : { ...state, error });
   }
 }

@@ -11,6 +11,20 @@ import { bookkeepingDir } from './keys.js';
 import { ReceiptBook } from './receipts.js';
 import type { Session } from '../session/session.js';
 
+/** One queue of a connector, as a Queue object names it. */
+export interface QueueSpec {
+  readonly ctx: ConnectorContext;
+  /** Names the queue in errors. */
+  readonly what: string;
+  readonly path: string;
+  /** `queue`, `pqueue`: the bookkeeping dir is `<parent>/__<name>.<kind>`. */
+  readonly kind: string;
+  readonly items: ItemLayout;
+  readonly ttl: number;
+  /** The user's session, if the queue is bound to one. */
+  readonly bound: Session | undefined;
+}
+
 export class QueueCore {
   readonly held: HeldSession;
   readonly book: ReceiptBook;
@@ -21,13 +35,7 @@ export class QueueCore {
   private closing: Promise<void> | undefined;
 
   constructor(
-    ctx: ConnectorContext,
-    what: string,
-    path: string,
-    kind: string,
-    items: ItemLayout,
-    ttl: number,
-    bound: Session | undefined,
+    { ctx, what, path, kind, items, ttl, bound }: QueueSpec,
     private readonly onClose: () => void,
   ) {
     this.dir = bookkeepingDir(path, kind);
@@ -58,15 +66,11 @@ const sessionIds = new WeakMap<Session, number>();
 let nextSessionId = 0;
 
 /** A reference to the shared core of a queue; `release()` it once (the last one closes it). */
-export function acquireQueueCore(
-  ctx: ConnectorContext,
-  what: string,
-  path: string,
-  kind: string,
-  items: ItemLayout,
-  ttl: number,
-  bound: Session | undefined,
-): { core: QueueCore; release: () => Promise<void> } {
+export function acquireQueueCore(spec: QueueSpec): {
+  core: QueueCore;
+  release: () => Promise<void>;
+} {
+  const { ctx, path, kind, ttl, bound } = spec;
   let byName = cores.get(ctx);
   if (byName === undefined) cores.set(ctx, (byName = new Map<string, QueueCore>()));
   let sessionPart = `ttl ${ttl}`;
@@ -80,7 +84,7 @@ export function acquireQueueCore(
   if (core === undefined) {
     const map = byName;
     let untrack: () => void = () => undefined;
-    core = new QueueCore(ctx, what, path, kind, items, ttl, bound, () => {
+    core = new QueueCore(spec, () => {
       map.delete(name);
       untrack();
     });

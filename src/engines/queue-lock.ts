@@ -27,6 +27,7 @@ import type { SessionRef } from '../session/session-pool.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
+import { validateSignal } from './lifecycle.js';
 import { LocalGates } from './local-gate.js';
 import { QueueMember, type JoinResult, type QueueShape } from './wait-deletes.js';
 
@@ -117,6 +118,20 @@ export async function acquireQueued(
   } finally {
     untrack();
   }
+}
+
+/**
+ * A waiting call of a lock recipe (`lock()`, `rlock()`, `acquire()`): checks the caller's signal
+ * and waits for the lock, which it then holds (or the call throws, as {@link acquireQueued}).
+ */
+export async function waitQueued(
+  spec: QueueLockSpec,
+  options: { signal?: AbortSignal },
+): Promise<HeldLock> {
+  const signal = validateSignal(options.signal);
+  const lock = await acquireQueued(spec, { signal });
+  if (lock === undefined) throw new Error('unreachable: a waiting lock call holds or throws');
+  return lock;
 }
 
 async function attemptLock(

@@ -412,12 +412,9 @@ export class QueueMember {
           const view = given;
           given = undefined;
           if (view.window.length < slots) return { kind: 'holder', view };
-          opts.onWaiting?.(view);
-          this.watchWindow(view, opts, watches);
+          this.waitOn(view, opts, watches);
           await this.wake.wait();
-          const failure = this.watchFailure;
-          this.watchFailure = undefined;
-          if (failure !== undefined && !isAborted(signal)) throw failure;
+          this.throwWatchFailure(signal);
           continue;
         }
         const extraReads = opts.extraReads ?? [];
@@ -458,12 +455,9 @@ export class QueueMember {
           if (this.alerts === alerts) this.wake.reset();
           return { kind: 'holder', view };
         }
-        opts.onWaiting?.(view);
-        this.watchWindow(view, opts, watches);
+        this.waitOn(view, opts, watches);
         await this.wake.wait();
-        const failure = this.watchFailure;
-        this.watchFailure = undefined;
-        if (failure !== undefined && !isAborted(signal)) throw failure;
+        this.throwWatchFailure(signal);
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
@@ -542,8 +536,12 @@ export class QueueMember {
     };
   }
 
-  /** Watches the keys of `view` (and the caller's extra ones); drops watches no longer needed. */
-  private watchWindow(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
+  /**
+   * Before waiting on `view`: tells the caller (`onWaiting`), watches the keys of the view (and
+   * the caller's extra ones) and drops watches no longer needed.
+   */
+  private waitOn(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
+    opts.onWaiting?.(view);
     const keys = new Set(view.window.map((kv) => kv.key.toString()));
     for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
     for (const [k, w] of watches) {
@@ -554,6 +552,13 @@ export class QueueMember {
     for (const k of keys) {
       if (!watches.has(k)) watches.set(k, this.watchWake(k, view.readRevision, watches));
     }
+  }
+
+  /** After a wake-up: a wake-up watch that ended for good ends the wait (unless it was aborted). */
+  private throwWatchFailure(signal: AbortSignal): void {
+    const failure = this.watchFailure;
+    this.watchFailure = undefined;
+    if (failure !== undefined && !isAborted(signal)) throw failure;
   }
 
   /** A key's revision in this queue's order. */

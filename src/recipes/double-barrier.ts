@@ -38,7 +38,7 @@ import {
 import { persist, RecipeLife, type CallOptions, type CallScope } from '../engines/call-scope.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { checkSessionOptions, HeldSession, type SessionOptions } from '../engines/held-session.js';
-import { waitUntil, type WatchSpec } from '../engines/key-wait.js';
+import { waitUntil, type Check, type WatchSpec } from '../engines/key-wait.js';
 import { absent, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
 import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/wait-deletes.js';
 import { validatePath } from '../paths.js';
@@ -216,65 +216,59 @@ export class DoubleBarrier implements AsyncDisposable {
     const readyBuf = Buffer.from(this.readyKey);
     const range = prefixRange(this.waitersPrefix);
     let putReady = false;
-    await waitUntil<true>({
-      ctx: this.ctx,
-      what: `enter ${this.path}`,
-      signal: scope.signal,
-      subscribe: (wake) => place.session.onChange(wake),
-      check: async () => {
-        const res = await this.txn({
-          success: [
-            rangeOp({ key: keyBuf, keys_only: true }),
-            // The first count + 1 participants: are we in, and is the count reached?
-            rangeOp({
-              ...range,
-              sort_target: 'Create',
-              sort_order: 'Ascend',
-              limit: this.count + 1,
-              keys_only: true,
-            }),
-            rangeOp({ key: readyBuf, keys_only: true }),
-          ],
-        });
-        this.assertInside(place, kvAt(res.responses, 0));
-        const ready = kvAt(res.responses, 2);
-        // Released by someone else after we arrived (an older `ready` is a previous round's).
-        if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
-          return { done: true, value: true };
+    await this.waitAt<true>(scope, place, 'enter', async () => {
+      const res = await this.txn({
+        success: [
+          rangeOp({ key: keyBuf, keys_only: true }),
+          // The first count + 1 participants: are we in, and is the count reached?
+          rangeOp({
+            ...range,
+            sort_target: 'Create',
+            sort_order: 'Ascend',
+            limit: this.count + 1,
+            keys_only: true,
+          }),
+          rangeOp({ key: readyBuf, keys_only: true }),
+        ],
+      });
+      this.assertInside(place, kvAt(res.responses, 0));
+      const ready = kvAt(res.responses, 2);
+      // Released by someone else after we arrived (an older `ready` is a previous round's).
+      if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
+        return { done: true, value: true };
+      }
+      const first = kvsAt(res.responses, 1);
+      const rank = first.findIndex((kv) => kv.key.equals(keyBuf));
+      if (rank < 0 || rank >= this.count) {
+        throw new TooManyParticipantsError(this.path, this.count);
+      }
+      if (first.length >= this.count) {
+        // The first `count` are all here: open the barrier (Go's plain put, no lease).
+        if (!putReady) {
+          await this.txn({ success: [putOp(readyBuf, '')] });
+          putReady = true;
         }
-        const first = kvsAt(res.responses, 1);
-        const rank = first.findIndex((kv) => kv.key.equals(keyBuf));
-        if (rank < 0 || rank >= this.count) {
-          throw new TooManyParticipantsError(this.path, this.count);
-        }
-        if (first.length >= this.count) {
-          // The first `count` are all here: open the barrier (Go's plain put, no lease).
-          if (!putReady) {
-            await this.txn({ success: [putOp(readyBuf, '')] });
-            putReady = true;
-          }
-          return { done: true, value: true };
-        }
-        const successor = first[rank + 1];
-        const watch: WatchSpec[] = [{ key: readyBuf }, { key: keyBuf }];
-        // The newest watches the arrivals; any other only its successor (should it die before
-        // `ready` was put, we must notice). One arrival wakes one participant.
-        watch.push(
-          successor === undefined
-            ? { key: range.key, rangeEnd: range.range_end }
-            : {
-                key: successor.key,
-              },
-        );
-        return {
-          done: false,
-          revision: Number(res.header.revision),
-          watch,
-          // `ready` put after our read (so after our key): the barrier is open.
-          decide: (events) =>
-            events.some((e) => e.type === 'put' && e.key === this.readyKey) ? true : undefined,
-        };
-      },
+        return { done: true, value: true };
+      }
+      const successor = first[rank + 1];
+      const watch: WatchSpec[] = [{ key: readyBuf }, { key: keyBuf }];
+      // The newest watches the arrivals; any other only its successor (should it die before
+      // `ready` was put, we must notice). One arrival wakes one participant.
+      watch.push(
+        successor === undefined
+          ? { key: range.key, rangeEnd: range.range_end }
+          : {
+              key: successor.key,
+            },
+      );
+      return {
+        done: false,
+        revision: Number(res.header.revision),
+        watch,
+        // `ready` put after our read (so after our key): the barrier is open.
+        decide: (events) =>
+          events.some((e) => e.type === 'put' && e.key === this.readyKey) ? true : undefined,
+      };
     });
   }
 
@@ -282,85 +276,95 @@ export class DoubleBarrier implements AsyncDisposable {
     const keyBuf = Buffer.from(place.key);
     const readyBuf = Buffer.from(this.readyKey);
     const range = prefixRange(this.waitersPrefix);
-    return waitUntil<undefined>({
+    return this.waitAt<undefined>(scope, place, 'leave', async () => {
+      const res = await this.txn({
+        success: [
+          rangeOp({ key: keyBuf, keys_only: true }),
+          rangeOp({ ...range, count_only: true }),
+          // Go orders leaving by mod revision: the lowest waits for the highest.
+          rangeOp({
+            ...range,
+            sort_target: 'Mod',
+            sort_order: 'Ascend',
+            limit: 1,
+            keys_only: true,
+          }),
+          rangeOp({
+            ...range,
+            sort_target: 'Mod',
+            sort_order: 'Descend',
+            limit: 1,
+            keys_only: true,
+          }),
+          rangeOp({ key: readyBuf, keys_only: true }),
+        ],
+      });
+      const revision = Number(res.header.revision);
+      const count = Number(res.responses[1]?.response_range.count ?? 0);
+      const lowest = kvAt(res.responses, 2);
+      const highest = kvAt(res.responses, 3);
+      const ready = kvAt(res.responses, 4);
+      if (!place.left) this.assertInside(place, kvAt(res.responses, 0));
+      if (count === 0) {
+        // Everyone is out. If the last one died before deleting `ready`, delete it now —
+        // only while no participant of a next round has arrived.
+        if (ready !== undefined) {
+          await this.txn({
+            compare: [noKeysIn(range.key, range.range_end)],
+            success: [deleteOp(readyBuf)],
+          });
+        }
+        return { done: true, value: undefined };
+      }
+      if (!place.left && count === 1) {
+        // Only ours is left: the last one out closes the barrier, ours and `ready` at once.
+        const cleaned = await this.txn({
+          compare: [
+            // Our key is still ours...
+            sameCreate(keyBuf, place.createRevision),
+            // ...and no other participant is in (the ranges on both sides of our key).
+            noKeysIn(range.key, keyBuf),
+            noKeysIn(Buffer.concat([keyBuf, Buffer.from([0])]), range.range_end),
+          ],
+          success: [deleteOp(readyBuf), deleteOp(keyBuf)],
+        });
+        if (cleaned.succeeded) return { done: true, value: undefined };
+        return { done: false, revision, watch: [] };
+      }
+      if (!place.left && lowest?.key.equals(keyBuf) === true && highest !== undefined) {
+        // Lowest: wait for the highest to go, then look again.
+        return { done: false, revision, watch: [{ key: highest.key }, { key: keyBuf }] };
+      }
+      if (!place.left) {
+        // Not the lowest: out now, then wait for the lowest (the last to go) to go.
+        await this.removeKey(place);
+        place.left = true;
+        return { done: false, revision, watch: [] };
+      }
+      return {
+        done: false,
+        revision,
+        watch:
+          lowest === undefined
+            ? [{ key: range.key, rangeEnd: range.range_end }]
+            : [{ key: lowest.key }],
+      };
+    });
+  }
+
+  /** A wait of ours in `place` (to enter or to leave): our session's changes wake it too. */
+  private waitAt<T>(
+    scope: CallScope,
+    place: Place,
+    phase: 'enter' | 'leave',
+    check: () => Promise<Check<T>>,
+  ): Promise<T> {
+    return waitUntil<T>({
       ctx: this.ctx,
-      what: `leave ${this.path}`,
+      what: `${phase} ${this.path}`,
       signal: scope.signal,
       subscribe: (wake) => place.session.onChange(wake),
-      check: async () => {
-        const res = await this.txn({
-          success: [
-            rangeOp({ key: keyBuf, keys_only: true }),
-            rangeOp({ ...range, count_only: true }),
-            // Go orders leaving by mod revision: the lowest waits for the highest.
-            rangeOp({
-              ...range,
-              sort_target: 'Mod',
-              sort_order: 'Ascend',
-              limit: 1,
-              keys_only: true,
-            }),
-            rangeOp({
-              ...range,
-              sort_target: 'Mod',
-              sort_order: 'Descend',
-              limit: 1,
-              keys_only: true,
-            }),
-            rangeOp({ key: readyBuf, keys_only: true }),
-          ],
-        });
-        const revision = Number(res.header.revision);
-        const count = Number(res.responses[1]?.response_range.count ?? 0);
-        const lowest = kvAt(res.responses, 2);
-        const highest = kvAt(res.responses, 3);
-        const ready = kvAt(res.responses, 4);
-        if (!place.left) this.assertInside(place, kvAt(res.responses, 0));
-        if (count === 0) {
-          // Everyone is out. If the last one died before deleting `ready`, delete it now —
-          // only while no participant of a next round has arrived.
-          if (ready !== undefined) {
-            await this.txn({
-              compare: [noKeysIn(range.key, range.range_end)],
-              success: [deleteOp(readyBuf)],
-            });
-          }
-          return { done: true, value: undefined };
-        }
-        if (!place.left && count === 1) {
-          // Only ours is left: the last one out closes the barrier, ours and `ready` at once.
-          const cleaned = await this.txn({
-            compare: [
-              // Our key is still ours...
-              sameCreate(keyBuf, place.createRevision),
-              // ...and no other participant is in (the ranges on both sides of our key).
-              noKeysIn(range.key, keyBuf),
-              noKeysIn(Buffer.concat([keyBuf, Buffer.from([0])]), range.range_end),
-            ],
-            success: [deleteOp(readyBuf), deleteOp(keyBuf)],
-          });
-          if (cleaned.succeeded) return { done: true, value: undefined };
-          return { done: false, revision, watch: [] };
-        }
-        if (!place.left && lowest?.key.equals(keyBuf) === true && highest !== undefined) {
-          // Lowest: wait for the highest to go, then look again.
-          return { done: false, revision, watch: [{ key: highest.key }, { key: keyBuf }] };
-        }
-        if (!place.left) {
-          // Not the lowest: out now, then wait for the lowest (the last to go) to go.
-          await this.removeKey(place);
-          place.left = true;
-          return { done: false, revision, watch: [] };
-        }
-        return {
-          done: false,
-          revision,
-          watch:
-            lowest === undefined
-              ? [{ key: range.key, rangeEnd: range.range_end }]
-              : [{ key: lowest.key }],
-        };
-      },
+      check,
     });
   }
 

@@ -13,14 +13,10 @@
  * `servicePath` without the slash, so they also see sibling paths (`api2/...`); this one does not.
  */
 import type { IKeyValue } from 'etcd3';
-import { InvalidArgumentError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { parseEndpoint } from '../engines/go-endpoint.js';
-import type { StartOptions } from '../engines/lifecycle.js';
 import { PersistentMap } from '../engines/persistent-map.js';
 import { PrefixState, type PrefixModel } from '../engines/prefix-state.js';
-import { validatePath } from '../paths.js';
-import type { RecipeStream } from '../transport/stream-queue.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** One registered instance, as Go's `endpoints.Endpoint` plus where it is. */
@@ -69,54 +65,21 @@ export interface EndpointTrackerOptions {
  * for await (const { endpoints } of tracker.start()) dial([...endpoints.values()]);
  * ```
  */
-export class EndpointTracker implements AsyncDisposable {
-  /** The tracked prefix, `servicePath + '/'`. */
-  readonly prefix: string;
-
-  private readonly engine: PrefixState<EndpointData>;
-
+export class EndpointTracker extends PrefixState<EndpointData> {
   /** @internal Use `conn.newEndpointTracker(servicePath)`; validates everything, no I/O. */
   constructor(
     ctx: ConnectorContext,
     readonly servicePath: string,
     options: EndpointTrackerOptions = {},
   ) {
-    validatePath(servicePath, ctx.root, 'servicePath');
-    this.prefix = servicePath + '/';
-    const { pageSize = 1000 } = options;
-    if (!Number.isInteger(pageSize) || pageSize < 1) {
-      throw new InvalidArgumentError('options.pageSize', 'must be an integer >= 1');
-    }
-    this.engine = new PrefixState({
-      ctx,
+    super(ctx, {
       name: 'endpoint tracker',
       what: `endpoints ${servicePath}`,
-      prefix: this.prefix,
-      pageSize,
-      model: new EndpointMap(this.prefix.length),
+      path: servicePath,
+      pathArgument: 'servicePath',
+      options,
+      model: (cut) => new EndpointMap(cut),
     });
-  }
-
-  /**
-   * Lists, then follows the endpoints. The stream yields the complete state each time (latest
-   * state; a slow reader skips intermediate ones, never an error report). Leaving the loop stops
-   * the tracker, as do `stop()`, `signal` and `conn.close()`. A final error (permission denied,
-   * authentication, TLS) ends the stream with that error.
-   *
-   * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
-   */
-  start(options: StartOptions = {}): RecipeStream<EndpointData> {
-    return this.engine.start(options);
-  }
-
-  /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */
-  stop(): Promise<void> {
-    return this.engine.stop();
-  }
-
-  /** Same as `stop()`. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
   }
 }
 
@@ -146,9 +109,8 @@ class EndpointMap implements PrefixModel<EndpointData> {
     }
   }
 
-  state(revision: number, error: Error | undefined): EndpointData {
-    const data: EndpointData = { endpoints: this.endpoints, skipped: this.skipped, revision };
-    return error === undefined ? data : { ...data, error };
+  state(revision: number): EndpointData {
+    return { endpoints: this.endpoints, skipped: this.skipped, revision };
   }
 
   /** One key's value into the maps: a PUT adds or updates, as in Go, or is skipped with why. */

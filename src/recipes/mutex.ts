@@ -13,12 +13,12 @@
  */
 import type { ConnectorContext } from '../engines/context.js';
 import { runHeld, type HeldLock } from '../engines/held-lock.js';
-import { validateSignal } from '../engines/lifecycle.js';
 import {
   acquireQueued,
   lockSession,
   type LockRecipeOptions,
   type QueueLockSpec,
+  waitQueued,
 } from '../engines/queue-lock.js';
 import { validatePath } from '../paths.js';
 
@@ -75,10 +75,7 @@ export class Mutex {
    * @throws UnavailableError / TimeoutError etcd unreachable when starting the session
    */
   async lock(options: LockOptions = {}): Promise<HeldLock> {
-    const signal = validateSignal(options.signal);
-    const lock = await acquireQueued(this.spec, { signal });
-    if (lock === undefined) throw new Error('unreachable: a waiting lock() holds or throws');
-    return lock;
+    return waitQueued(this.spec, options);
   }
 
   /**

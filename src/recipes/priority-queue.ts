@@ -20,15 +20,13 @@
  */
 import { CompareResult, CompareTarget } from 'etcd3';
 import { InvalidArgumentError, ValueFormatError } from '../errors.js';
-import { persist, RecipeLife, type CallOptions } from '../engines/call-scope.js';
-import type { ClaimedItem } from '../engines/claim-queue.js';
+import type { CallOptions } from '../engines/call-scope.js';
 import type { ConnectorContext } from '../engines/context.js';
-import { checkSessionOptions, type SessionOptions } from '../engines/held-session.js';
-import { absent, putOp } from '../engines/keys.js';
-import { acquireQueueCore, type QueueCore } from '../engines/queue-core.js';
-import { guardedTxn } from '../engines/receipts.js';
-import { prefixRange, rangeOp } from '../engines/wait-deletes.js';
-import { validatePath, validateValue } from '../paths.js';
+import type { SessionOptions } from '../engines/held-session.js';
+import { putOp } from '../engines/keys.js';
+import { QueueHandle, type NewItem } from '../engines/queue-handle.js';
+import { prefixRange } from '../engines/wait-deletes.js';
+import { validateValue } from '../paths.js';
 
 /** Options of `conn.newPriorityQueue(path, options)`. */
 export type PriorityQueueOptions = SessionOptions;
@@ -45,42 +43,16 @@ const MAX_PRIORITY = 65535;
  * const next = await pq.dequeue({ signal });
  * ```
  */
-export class PriorityQueue implements AsyncDisposable {
-  /** The items' prefix, `path/`. */
-  readonly prefix: string;
-
-  private readonly life: RecipeLife;
-  private readonly core: QueueCore;
-
+export class PriorityQueue extends QueueHandle {
   /** @internal Use `conn.newPriorityQueue(path, options)`. */
-  constructor(
-    private readonly ctx: ConnectorContext,
-    readonly path: string,
-    options?: PriorityQueueOptions,
-  ) {
-    validatePath(path, ctx.root);
-    if (path === ctx.root) {
-      throw new InvalidArgumentError('path', 'a queue cannot be the namespace root itself');
-    }
-    const { ttl, bound } = checkSessionOptions(options);
-    this.prefix = path + '/';
-    const what = `priority queue ${path}`;
-    const { core, release } = acquireQueueCore(
-      ctx,
-      what,
-      path,
-      'pqueue',
-      {
-        prefix: this.prefix,
-        order: 'Key',
-        // The priority level: `path/00005`.
-        group: (key) => key.slice(0, this.prefix.length + 5),
-      },
-      ttl,
-      bound,
-    );
-    this.core = core;
-    this.life = new RecipeLife(ctx, what, release);
+  constructor(ctx: ConnectorContext, path: string, options?: PriorityQueueOptions) {
+    super(ctx, path, options, {
+      kind: 'pqueue',
+      what: `priority queue ${path}`,
+      order: 'Key',
+      // The priority level: `path/00005`.
+      group: (key) => key.slice(0, path.length + 1 + 5),
+    });
   }
 
   /**
@@ -106,80 +78,40 @@ export class PriorityQueue implements AsyncDisposable {
     }
     const level = `${this.prefix}${String(priority).padStart(5, '0')}`;
     validateValue(`${level}/${'9'.repeat(16)}`, value, this.ctx.maxRequestBytes);
-    const scope = this.life.scope(options);
+    // Another producer was first: read the last key again (Go recurses the same way).
+    return this.enqueueNew(value, options, () => this.nextItem(level));
+  }
+
+  /** Go's newSequentialKV: the key after the level's last, guarded by the level's marker. */
+  private async nextItem(level: string): Promise<NewItem> {
+    // Go's WithLastKey on the prefix `path/<prio>` (no slash): the highest sequence.
+    const last = await this.ctx.client.kv.range(
+      {
+        ...prefixRange(level),
+        sort_target: 'Key',
+        sort_order: 'Descend',
+        limit: 1,
+        keys_only: true,
+      },
+      this.ctx.callOptions(),
+    );
+    const key = `${level}/${String(nextSequence(last.kvs[0]?.key.toString())).padStart(16, '0')}`;
     // Go's bookkeeping key: `"__" + prefix`.
     const marker = `__${level}`;
-    return persist(
-      this.ctx,
-      scope,
-      `enqueue on ${this.path}`,
-      async () => {
-        for (;;) {
-          // Go's WithLastKey on the prefix `path/<prio>` (no slash): the highest sequence.
-          const last = await this.ctx.client.kv.range(
-            {
-              ...prefixRange(level),
-              sort_target: 'Key',
-              sort_order: 'Descend',
-              limit: 1,
-              keys_only: true,
-            },
-            this.ctx.callOptions(),
-          );
-          const key = `${level}/${String(nextSequence(last.kvs[0]?.key.toString())).padStart(16, '0')}`;
-          const outcome = await guardedTxn(
-            this.ctx,
-            this.core.book,
-            scope.signal,
-            `enqueue ${key}`,
-            key,
-            {
-              compare: [
-                // Go's guard: nobody enqueued at this priority since our read.
-                {
-                  key: Buffer.from(marker),
-                  target: CompareTarget.Mod,
-                  result: CompareResult.Less,
-                  mod_revision: (BigInt(last.header.revision) + 1n).toString(),
-                },
-                // Ours too: the sequence key is new.
-                absent(key),
-              ],
-              // Go writes the marker and the item together.
-              success: [putOp(marker, ''), putOp(key, value)],
-              failure: [rangeOp({ key: Buffer.from(key), keys_only: true })],
-            },
-          );
-          if (outcome.kind !== 'failed') return key;
-          // Another producer was first: read the last key again (Go recurses the same way).
-        }
-      },
-      this.ctx.callTimeoutMs,
-    );
-  }
-
-  /**
-   * Takes the most urgent item (lowest priority number, then oldest) and returns its value; waits
-   * while the queue is empty, and through etcd outages, until `signal` fires. Same guarantees as
-   * `Queue.dequeue` (exactly one consumer per item; an abort never drops a claimed item).
-   */
-  async dequeue(options?: CallOptions): Promise<string> {
-    return (await this.dequeueItem(options)).value;
-  }
-
-  /** Like {@link dequeue}, with the item's key and the claim's revision. */
-  async dequeueItem(options?: CallOptions): Promise<ClaimedItem> {
-    const scope = this.life.scope(options);
-    return this.core.claims.dequeue(scope);
-  }
-
-  /** Ends this object's waiting dequeues (ClosedError). Idempotent. */
-  close(): Promise<void> {
-    return this.life.close();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
+    return {
+      key,
+      // Go's guard: nobody enqueued at this priority since our read. (Ours too: the key is new.)
+      guards: [
+        {
+          key: Buffer.from(marker),
+          target: CompareTarget.Mod,
+          result: CompareResult.Less,
+          mod_revision: (BigInt(last.header.revision) + 1n).toString(),
+        },
+      ],
+      // Go writes the marker and the item together.
+      puts: [putOp(marker, '')],
+    };
   }
 }
 

@@ -18,16 +18,12 @@
  * a prefix of another queue's path (Go's consumer of the outer one would take the inner one's
  * items).
  */
-import { InvalidArgumentError } from '../errors.js';
-import { persist, RecipeLife, type CallOptions } from '../engines/call-scope.js';
-import type { ClaimedItem } from '../engines/claim-queue.js';
+import type { CallOptions } from '../engines/call-scope.js';
 import type { ConnectorContext } from '../engines/context.js';
-import { checkSessionOptions, type SessionOptions } from '../engines/held-session.js';
-import { absent, putOp, uniqueKey } from '../engines/keys.js';
-import { acquireQueueCore, type QueueCore } from '../engines/queue-core.js';
-import { guardedTxn } from '../engines/receipts.js';
-import { rangeOp } from '../engines/wait-deletes.js';
-import { validatePath, validateValue } from '../paths.js';
+import type { SessionOptions } from '../engines/held-session.js';
+import { uniqueKey } from '../engines/keys.js';
+import { QueueHandle } from '../engines/queue-handle.js';
+import { validateValue } from '../paths.js';
 
 /** Options of `conn.newQueue(path, options)`: the session of the receipts and the line. */
 export type QueueOptions = SessionOptions;
@@ -45,38 +41,10 @@ const KEY_SUFFIX = '/' + '9'.repeat(19);
  * const job = await queue.dequeue({ signal }); // waits while the queue is empty
  * ```
  */
-export class Queue implements AsyncDisposable {
-  /** The items' prefix, `path/`. */
-  readonly prefix: string;
-
-  private readonly life: RecipeLife;
-  private readonly core: QueueCore;
-
+export class Queue extends QueueHandle {
   /** @internal Use `conn.newQueue(path, options)`. */
-  constructor(
-    private readonly ctx: ConnectorContext,
-    readonly path: string,
-    options?: QueueOptions,
-  ) {
-    validatePath(path, ctx.root);
-    if (path === ctx.root) {
-      // Go's consumers read `path` as a prefix: at the root they would take every key.
-      throw new InvalidArgumentError('path', 'a queue cannot be the namespace root itself');
-    }
-    const { ttl, bound } = checkSessionOptions(options);
-    this.prefix = path + '/';
-    const what = `queue ${path}`;
-    const { core, release } = acquireQueueCore(
-      ctx,
-      what,
-      path,
-      'queue',
-      { prefix: this.prefix, order: 'Mod' },
-      ttl,
-      bound,
-    );
-    this.core = core;
-    this.life = new RecipeLife(ctx, what, release);
+  constructor(ctx: ConnectorContext, path: string, options?: QueueOptions) {
+    super(ctx, path, options, { kind: 'queue', what: `queue ${path}`, order: 'Mod' });
   }
 
   /**
@@ -89,65 +57,7 @@ export class Queue implements AsyncDisposable {
    */
   async enqueue(value: string, options?: CallOptions): Promise<string> {
     validateValue(this.path + KEY_SUFFIX, value, this.ctx.maxRequestBytes);
-    const scope = this.life.scope(options);
-    return persist(
-      this.ctx,
-      scope,
-      `enqueue on ${this.path}`,
-      async () => {
-        for (;;) {
-          const key = uniqueKey(this.path);
-          const outcome = await guardedTxn(
-            this.ctx,
-            this.core.book,
-            scope.signal,
-            `enqueue ${key}`,
-            key,
-            {
-              // Go's newUniqueKV: a new key only (another process may have the same nanos).
-              compare: [absent(key)],
-              success: [putOp(key, value)],
-              failure: [rangeOp({ key: Buffer.from(key), keys_only: true })],
-            },
-          );
-          if (outcome.kind !== 'failed') return key;
-          // Taken by someone else in the same nanosecond: a new key, as Go does.
-        }
-      },
-      this.ctx.callTimeoutMs,
-    );
-  }
-
-  /**
-   * Takes the oldest item (by enqueue revision) and returns its value; waits while the queue is
-   * empty, and through etcd outages, until `signal` fires. An item is given to exactly one
-   * consumer. A dequeue aborted while its claim is in flight waits for the claim's answer: if
-   * the item was taken it is returned (never dropped), else it rejects with AbortError.
-   *
-   * @throws AbortError / ClosedError
-   * @throws OutcomeUnknownError a claim's answer was lost and could not be resolved (its key
-   *   names the item that may have been taken)
-   */
-  async dequeue(options?: CallOptions): Promise<string> {
-    return (await this.dequeueItem(options)).value;
-  }
-
-  /** Like {@link dequeue}, with the item's key and the claim's revision. */
-  async dequeueItem(options?: CallOptions): Promise<ClaimedItem> {
-    const scope = this.life.scope(options);
-    return this.core.claims.dequeue(scope);
-  }
-
-  /**
-   * Ends this object's waiting dequeues (ClosedError; a claim in flight still delivers) and, once
-   * no Queue of this connector uses the queue, leaves the line and releases the session.
-   * Idempotent.
-   */
-  close(): Promise<void> {
-    return this.life.close();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
+    // A new key each try: someone else may have taken the same nanosecond (Go does the same).
+    return this.enqueueNew(value, options, () => ({ key: uniqueKey(this.path) }));
   }
 }

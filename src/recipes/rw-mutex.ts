@@ -16,12 +16,12 @@
  */
 import type { ConnectorContext } from '../engines/context.js';
 import { runHeld, type HeldLock } from '../engines/held-lock.js';
-import { validateSignal } from '../engines/lifecycle.js';
 import {
   acquireQueued,
   lockSession,
   type LockRecipeOptions,
   type QueueLockSpec,
+  waitQueued,
 } from '../engines/queue-lock.js';
 import { validatePath } from '../paths.js';
 import type { LockOptions } from './mutex.js';
@@ -97,7 +97,7 @@ export class RWMutex {
    * @throws AbortError / SessionLostError / ClosedError as `Mutex.lock()`
    */
   async rlock(options: LockOptions = {}): Promise<HeldLock> {
-    return this.acquire(this.read, options);
+    return waitQueued(this.read, options);
   }
 
   /**
@@ -106,7 +106,7 @@ export class RWMutex {
    * @throws AbortError / SessionLostError / ClosedError as `Mutex.lock()`
    */
   async lock(options: LockOptions = {}): Promise<HeldLock> {
-    return this.acquire(this.write, options);
+    return waitQueued(this.write, options);
   }
 
   /** A read lock if no writer holds or waits before us now, else undefined; never waits. */
@@ -133,12 +133,5 @@ export class RWMutex {
     options: LockOptions = {},
   ): Promise<T> {
     return runHeld(await this.lock(options), fn, options.signal);
-  }
-
-  private async acquire(spec: QueueLockSpec, options: LockOptions): Promise<HeldLock> {
-    const signal = validateSignal(options.signal);
-    const lock = await acquireQueued(spec, { signal });
-    if (lock === undefined) throw new Error('unreachable: a waiting lock holds or throws');
-    return lock;
   }
 }

@@ -15,12 +15,12 @@
  */
 import type { ConnectorContext } from '../engines/context.js';
 import { runHeld, type HeldLock } from '../engines/held-lock.js';
-import { validateSignal } from '../engines/lifecycle.js';
 import {
   acquireQueued,
   lockSession,
   type LockRecipeOptions,
   type QueueLockSpec,
+  waitQueued,
 } from '../engines/queue-lock.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validatePath } from '../paths.js';
@@ -84,10 +84,7 @@ export class Semaphore {
    * @throws ClosedError the connector closed
    */
   async acquire(options: LockOptions = {}): Promise<Permit> {
-    const signal = validateSignal(options.signal);
-    const permit = await acquireQueued(this.spec, { signal });
-    if (permit === undefined) throw new Error('unreachable: a waiting acquire() holds or throws');
-    return permit;
+    return waitQueued(this.spec, options);
   }
 
   /** A permit if one is free now, else undefined; never waits, leaves no key behind. */

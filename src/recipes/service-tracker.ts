@@ -10,13 +10,9 @@
  * correct snapshot for as long as the consumer keeps it, with no O(n) copy per change.
  */
 import type { IKeyValue } from 'etcd3';
-import { InvalidArgumentError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
-import type { StartOptions } from '../engines/lifecycle.js';
 import { PersistentMap } from '../engines/persistent-map.js';
 import { PrefixState, type PrefixModel } from '../engines/prefix-state.js';
-import { validatePath } from '../paths.js';
-import type { RecipeStream } from '../transport/stream-queue.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** One complete state of a tracked service. */
@@ -50,54 +46,20 @@ export interface ServiceTrackerOptions {
  * for await (const { services } of tracker.start()) route(services);
  * ```
  */
-export class ServiceTracker implements AsyncDisposable {
-  /** The tracked prefix, `path + '/'`. */
-  readonly prefix: string;
-
-  private readonly engine: PrefixState<ServiceData>;
-
+export class ServiceTracker extends PrefixState<ServiceData> {
   /** @internal Use `conn.newServiceTracker(path)`; validates everything, does no I/O. */
   constructor(
     ctx: ConnectorContext,
     readonly path: string,
     options: ServiceTrackerOptions = {},
   ) {
-    validatePath(path, ctx.root);
-    this.prefix = path + '/';
-    const { pageSize = 1000 } = options;
-    if (!Number.isInteger(pageSize) || pageSize < 1) {
-      throw new InvalidArgumentError('options.pageSize', 'must be an integer >= 1');
-    }
-    this.engine = new PrefixState({
-      ctx,
+    super(ctx, {
       name: 'service tracker',
       what: `tracker ${path}`,
-      prefix: this.prefix,
-      pageSize,
-      model: new ServiceMap(this.prefix.length),
+      path,
+      options,
+      model: (cut) => new ServiceMap(cut),
     });
-  }
-
-  /**
-   * Lists, then follows the instances. The stream yields the complete map each time (latest
-   * state; a slow reader skips intermediate states). Leaving the loop stops the tracker, as do
-   * `stop()`, `signal` and `conn.close()`. A final error (permission denied, authentication,
-   * TLS) ends the stream with that error.
-   *
-   * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
-   */
-  start(options: StartOptions = {}): RecipeStream<ServiceData> {
-    return this.engine.start(options);
-  }
-
-  /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */
-  stop(): Promise<void> {
-    return this.engine.stop();
-  }
-
-  /** Same as `stop()`. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
   }
 }
 
@@ -123,8 +85,7 @@ class ServiceMap implements PrefixModel<ServiceData> {
     this.services = services;
   }
 
-  state(revision: number, error: Error | undefined): ServiceData {
-    const data: ServiceData = { services: this.services, revision };
-    return error === undefined ? data : { ...data, error };
+  state(revision: number): ServiceData {
+    return { services: this.services, revision };
   }
 }

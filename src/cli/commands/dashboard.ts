@@ -1,8 +1,9 @@
 import { InvalidArgumentError as UsageError, type Command } from 'commander';
 import { startDashboard } from '../dashboard/server.js';
-import { connect, checkFlags, preflight, resolvePath, type GlobalFlags } from '../connect.js';
-import { aborted, onInterrupt } from '../interrupt.js';
-import { clock, createOutput } from '../output.js';
+import { interruptible } from '../command-scope.js';
+import { checkFlags, preflight, resolvePath, type GlobalFlags } from '../connect.js';
+import { aborted } from '../interrupt.js';
+import { clock } from '../output.js';
 
 interface DashboardFlags extends GlobalFlags {
   port: number;
@@ -33,14 +34,11 @@ export function registerDashboard(program: Command): void {
     .option('--path <path>', 'show only this subtree (relative: under the namespace)')
     .action(async (_opts: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<DashboardFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async ({ out, conn, signal }) => {
         const path =
           flags.path === undefined ? conn.root : resolvePath(conn, '', flags.path, '--path');
-        await preflight(conn, interrupt.signal);
-        if (interrupt.signal.aborted) return;
+        await preflight(conn, signal);
+        if (signal.aborted) return;
         const dashboard = await startDashboard(conn, {
           port: flags.port,
           host: flags.host,
@@ -61,14 +59,11 @@ export function registerDashboard(program: Command): void {
             { event: 'dashboard', url: dashboard.url, path },
             `${clock()} dashboard of ${path} at ${out.color('bold', dashboard.url)} (Ctrl-C to stop)`,
           );
-          await aborted(interrupt.signal);
+          await aborted(signal);
         } finally {
           await dashboard.stop();
         }
         out.emit({ event: 'stopped' }, `${clock()} dashboard stopped`);
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+      });
     });
 }

@@ -1,15 +1,10 @@
 import { Argument, type Command } from 'commander';
 import { LEStatus, type LeaderEvent } from '../../recipes/leader-elector.js';
-import {
-  connect,
-  positiveInt,
-  preflight,
-  checkFlags,
-  resolvePath,
-  type GlobalFlags,
-} from '../connect.js';
-import { onInterrupt } from '../interrupt.js';
-import { clock, createOutput, type Output } from '../output.js';
+import type { LeaderInfo } from '../../recipes/leader-observer.js';
+import { interruptible } from '../command-scope.js';
+import { positiveInt, checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
+import { clock, type Output } from '../output.js';
+import { follow, printStates } from '../print-stream.js';
 
 interface ElectFlags extends GlobalFlags {
   ttl: number;
@@ -34,26 +29,26 @@ export function registerElect(program: Command): void {
     .option('--ttl <seconds>', 'lease TTL in whole seconds', positiveInt, 10)
     .action(async (name: string, identity: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<ElectFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn } = scope;
         // Bad input fails before any I/O: the constructor validates, the preflight connects.
         const elector = conn.newLeaderElector(
           resolvePath(conn, 'elections', name, 'name'),
           identity,
           flags.ttl,
         );
-        await preflight(conn, interrupt.signal);
-        if (interrupt.signal.aborted) return;
-        interrupt.signal.addEventListener('abort', () => void elector.stop(), { once: true });
-        out.info(`${clock()} campaigning on ${elector.prefix} as ${identity}; Ctrl-C resigns`);
-        for await (const ev of elector.start()) printElectEvent(out, identity, ev);
-        out.emit({ event: 'resigned', identity }, `${clock()} resigned`);
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+        const campaigned = await follow(
+          scope,
+          (options) => {
+            out.info(`${clock()} campaigning on ${elector.prefix} as ${identity}; Ctrl-C resigns`);
+            return elector.start(options);
+          },
+          (ev) => {
+            printElectEvent(out, identity, ev);
+          },
+        );
+        if (campaigned) out.emit({ event: 'resigned', identity }, `${clock()} resigned`);
+      });
     });
 }
 
@@ -88,30 +83,20 @@ export function registerLeader(program: Command): void {
     .option('--watch', 'print every leader change', false)
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<LeaderFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn } = scope;
         const observer = conn.newLeaderObserver(resolvePath(conn, 'elections', name, 'name'));
-        if (flags.watch) await preflight(conn, interrupt.signal);
-        for await (const info of observer.start({ signal: interrupt.signal })) {
-          // A one-shot answer that failed is the command's error (stderr, exit 1).
-          if (!flags.watch && info.error !== undefined) throw info.error;
-          if (info.error !== undefined) {
-            out.emit({ event: 'error', error: info.error }, out.color('red', info.error.message));
-          } else {
-            out.emit(
-              { event: 'leader', leader: info.leader, key: info.key, token: info.revision },
-              info.leader === undefined
-                ? `${clock()} no leader`
-                : `${clock()} leader ${info.leader} (key ${info.key ?? '?'}, token ${info.revision ?? '?'})`,
-            );
-          }
-          if (!flags.watch) break;
-        }
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+        const print = (info: LeaderInfo): void => {
+          // Its error line was printed; the leader it carries is only the last one known.
+          if (info.error !== undefined) return;
+          out.emit(
+            { event: 'leader', leader: info.leader, key: info.key, token: info.revision },
+            info.leader === undefined
+              ? `${clock()} no leader`
+              : `${clock()} leader ${info.leader} (key ${info.key ?? '?'}, token ${info.revision ?? '?'})`,
+          );
+        };
+        await printStates(scope, flags.watch, (o) => observer.start(o), print, 'red');
+      });
     });
 }

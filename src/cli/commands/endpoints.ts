@@ -1,8 +1,9 @@
 import { Argument, type Command } from 'commander';
-import type { ServiceEndpoint } from '../../recipes/endpoint-tracker.js';
-import { connect, preflight, checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
-import { onInterrupt } from '../interrupt.js';
-import { clock, createOutput } from '../output.js';
+import type { EndpointData, ServiceEndpoint } from '../../recipes/endpoint-tracker.js';
+import { interruptible } from '../command-scope.js';
+import { checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
+import { clock, type Output } from '../output.js';
+import { printStates } from '../print-stream.js';
 
 interface EndpointsFlags extends GlobalFlags {
   watch: boolean;
@@ -20,54 +21,31 @@ export function registerEndpoints(program: Command): void {
     .option('--watch', 'keep the table live', false)
     .action(async (service: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<EndpointsFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn } = scope;
         const tracker = conn.newEndpointTracker(resolvePath(conn, 'services', service, 'service'));
-        if (flags.watch) {
-          await preflight(conn, interrupt.signal);
-          if (interrupt.signal.aborted) return;
-        }
-        interrupt.signal.addEventListener('abort', () => void tracker.stop(), { once: true });
-        for await (const data of tracker.start()) {
-          // A one-shot listing that failed is the command's error (stderr, exit 1).
-          if (!flags.watch && data.error !== undefined) throw data.error;
-          if (data.error !== undefined) {
-            out.emit(
-              { event: 'error', error: data.error },
-              out.color('yellow', data.error.message),
-            );
-          }
-          const endpoints = Object.fromEntries(
-            [...data.endpoints].map(([name, e]) => [name, describe(e)]),
-          );
-          const rows = [...data.endpoints.values()].map((e) => [
-            e.addr,
-            JSON.stringify(e.metadata),
-            e.key,
-          ]);
-          const skipped = [...data.skipped].map(
-            ([name, why]) => `  skipped ${tracker.prefix}${name}: ${why}`,
-          );
-          out.emit(
-            {
-              event: 'endpoints',
-              revision: data.revision,
-              endpoints,
-              skipped: data.skipped,
-            },
-            `${clock()} ${rows.length} endpoint(s) at revision ${data.revision}\n` +
-              out.table(['ADDR', 'METADATA', 'KEY'], rows) +
-              (skipped.length === 0 ? '' : `\n${skipped.join('\n')}`),
-          );
-          if (!flags.watch) break;
-        }
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+        await printStates(
+          scope,
+          flags.watch,
+          (o) => tracker.start(o),
+          (data) => {
+            printEndpoints(out, tracker.prefix, data);
+          },
+        );
+      });
     });
+}
+
+function printEndpoints(out: Output, prefix: string, data: EndpointData): void {
+  const endpoints = Object.fromEntries([...data.endpoints].map(([name, e]) => [name, describe(e)]));
+  const rows = [...data.endpoints.values()].map((e) => [e.addr, JSON.stringify(e.metadata), e.key]);
+  const skipped = [...data.skipped].map(([name, why]) => `  skipped ${prefix}${name}: ${why}`);
+  out.emit(
+    { event: 'endpoints', revision: data.revision, endpoints, skipped: data.skipped },
+    `${clock()} ${rows.length} endpoint(s) at revision ${data.revision}\n` +
+      out.table(['ADDR', 'METADATA', 'KEY'], rows) +
+      (skipped.length === 0 ? '' : `\n${skipped.join('\n')}`),
+  );
 }
 
 function describe(e: ServiceEndpoint): { addr: string; metadata: unknown } {

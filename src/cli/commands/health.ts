@@ -4,9 +4,9 @@ import {
   type HealthReport,
   type MemberHealth,
 } from '../../recipes/health-monitor.js';
-import { connect, positiveInt, checkFlags, type GlobalFlags } from '../connect.js';
-import { onInterrupt } from '../interrupt.js';
-import { clock, createOutput, jsonError, type Output } from '../output.js';
+import { interruptible } from '../command-scope.js';
+import { positiveInt, checkFlags, type GlobalFlags } from '../connect.js';
+import { clock, jsonError, type Output } from '../output.js';
 import { credentialProblem, problemHint, type CredentialProblem } from '../problems.js';
 
 interface HealthFlags extends GlobalFlags {
@@ -27,21 +27,15 @@ export function registerHealth(program: Command): void {
     .option('--interval <ms>', 'time between checks with --watch', positiveInt, 5000)
     .action(async (_opts: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<HealthFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      const mon = conn.newHealthMonitor();
-      interrupt.signal.addEventListener('abort', () => void mon.stop(), { once: true });
-      let last: ClusterStatus | undefined;
-      try {
+      await interruptible(flags, async ({ out, conn, signal }) => {
+        const mon = conn.newHealthMonitor();
+        signal.addEventListener('abort', () => void mon.stop(), { once: true });
+        let last: ClusterStatus | undefined;
         for await (const report of mon.start(!flags.watch, flags.interval)) {
           last = printReport(out, report);
         }
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
-      if (!flags.watch && last !== ClusterStatus.Healthy) process.exitCode = 1;
+        if (!flags.watch && last !== ClusterStatus.Healthy) process.exitCode = 1;
+      });
     });
 }
 

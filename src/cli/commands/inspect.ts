@@ -1,9 +1,9 @@
 import { Argument, type Command } from 'commander';
 import type { EntryView, RecipeView } from '../../engines/layouts/index.js';
 import type { InspectorState, LeaseTtl } from '../../recipes/inspector.js';
-import { connect, checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
-import { onInterrupt } from '../interrupt.js';
-import { createOutput, type Output } from '../output.js';
+import { interruptible } from '../command-scope.js';
+import { checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
+import type { Output } from '../output.js';
 
 export function registerInspect(program: Command): void {
   program
@@ -17,22 +17,16 @@ export function registerInspect(program: Command): void {
     .addArgument(new Argument('[path]', 'e.g. elections/demo or /etcdc/locks'))
     .action(async (path: string | undefined, _opts: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<GlobalFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async ({ out, conn, signal }) => {
         const at = path === undefined ? conn.root : resolvePath(conn, '', path, 'path');
         const inspector = conn.newInspector(at);
         let state: InspectorState | undefined;
-        const stream = inspector.start({ once: true, signal: interrupt.signal });
+        const stream = inspector.start({ once: true, signal });
         for await (const s of stream) state = s;
         const error = await stream.closed;
         if (error !== undefined) throw error;
         if (state !== undefined) printState(out, state);
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+      });
     });
 }
 

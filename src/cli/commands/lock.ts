@@ -13,16 +13,10 @@ import { Argument, type Command } from 'commander';
 import type { HeldLock } from '../../engines/held-lock.js';
 import { AbortError, NotLockedError } from '../../errors.js';
 import type { Mutex } from '../../recipes/mutex.js';
-import {
-  checkFlags,
-  connect,
-  positiveInt,
-  preflight,
-  resolvePath,
-  type GlobalFlags,
-} from '../connect.js';
-import { aborted, onInterrupt } from '../interrupt.js';
-import { clock, createOutput, jsonError, type Output } from '../output.js';
+import { interruptible } from '../command-scope.js';
+import { checkFlags, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
+import { aborted } from '../interrupt.js';
+import { clock, jsonError, type Output } from '../output.js';
 
 export const EXIT_NOT_ACQUIRED = 3;
 export const EXIT_LOCK_LOST = 4;
@@ -51,17 +45,14 @@ export function registerLock(program: Command): void {
     .option('--try', 'do not wait: exit 3 at once if the lock is held elsewhere', false)
     .action(async (name: string, command: string[], _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<LockFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async ({ out, conn, signal }) => {
         const mutex = conn.newMutex(resolvePath(conn, 'locks', name, 'name'), { ttl: flags.ttl });
-        await preflight(conn, interrupt.signal);
-        if (interrupt.signal.aborted) {
+        await preflight(conn, signal);
+        if (signal.aborted) {
           process.exitCode = EXIT_INTERRUPTED;
           return;
         }
-        const lock = await acquire(out, mutex, flags, interrupt.signal);
+        const lock = await acquire(out, mutex, flags, signal);
         if (lock === undefined) return;
         out.emit(
           { event: 'acquired', key: lock.key, token: lock.token.revision },
@@ -74,12 +65,9 @@ export function registerLock(program: Command): void {
         );
         process.exitCode =
           command.length === 0
-            ? await holdUntilInterrupt(out, lock, interrupt.signal)
+            ? await holdUntilInterrupt(out, lock, signal)
             : await runHolding(out, lock, command);
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+      });
     });
 }
 

@@ -1,14 +1,7 @@
 import { Argument, type Command } from 'commander';
-import {
-  connect,
-  nonNegativeInt,
-  preflight,
-  checkFlags,
-  resolvePath,
-  type GlobalFlags,
-} from '../connect.js';
-import { onInterrupt } from '../interrupt.js';
-import { createOutput } from '../output.js';
+import { interruptible } from '../command-scope.js';
+import { nonNegativeInt, checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
+import { follow } from '../print-stream.js';
 
 interface ObserveFlags extends GlobalFlags {
   rev: number;
@@ -28,52 +21,49 @@ export function registerObserve(program: Command): void {
     .option('--prefix', 'observe the path and everything below it', false)
     .action(async (path: string, _opts: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<ObserveFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn } = scope;
         const hint = `; to observe the whole namespace, name its root: observe ${conn.root} --prefix`;
         const obs = conn.newObserver(resolvePath(conn, '', path, 'path', hint));
-        await preflight(conn, interrupt.signal);
-        if (interrupt.signal.aborted) return;
-        interrupt.signal.addEventListener('abort', () => void obs.stop(), { once: true });
-        for await (const ev of obs.start(flags.rev, flags.prefix)) {
-          if (ev.type === 'resync') {
-            const { type: event, snapshot, ...rest } = ev;
+        const start = { fromRevision: flags.rev, recursive: flags.prefix };
+        await follow(
+          scope,
+          (o) => obs.start({ ...o, ...start }),
+          (ev) => {
+            if (ev.type === 'resync') {
+              const { type: event, snapshot, ...rest } = ev;
+              out.emit(
+                { event, ...rest, snapshot: Object.fromEntries(snapshot) },
+                out.color(
+                  'yellow',
+                  `history compacted at ${ev.compactRevision}; state at revision ${ev.revision}: ` +
+                    `${ev.snapshot.size} keys`,
+                ),
+              );
+              for (const [k, v] of ev.snapshot) out.info(`  ${k} = ${v}`);
+              return;
+            }
+            if (ev.type === 'status') {
+              const text =
+                ev.state === 'unavailable'
+                  ? `etcd unreachable, retrying: ${ev.error?.message ?? ''}`
+                  : 'connected again; nothing was missed';
+              out.emit(
+                {
+                  event: 'status',
+                  state: ev.state,
+                  ...(ev.error === undefined ? {} : { error: ev.error }),
+                },
+                out.color('yellow', text),
+              );
+              return;
+            }
             out.emit(
-              { event, ...rest, snapshot: Object.fromEntries(snapshot) },
-              out.color(
-                'yellow',
-                `history compacted at ${ev.compactRevision}; state at revision ${ev.revision}: ` +
-                  `${ev.snapshot.size} keys`,
-              ),
+              { event: ev.type, key: ev.key, value: ev.value, revision: ev.revision },
+              `${String(ev.revision).padStart(8)} ${ev.type === 'put' ? out.color('green', 'PUT   ') : out.color('red', 'DELETE')} ${ev.key}${ev.type === 'put' ? ` = ${ev.value}` : ''}`,
             );
-            for (const [k, v] of ev.snapshot) out.info(`  ${k} = ${v}`);
-            continue;
-          }
-          if (ev.type === 'status') {
-            const text =
-              ev.state === 'unavailable'
-                ? `etcd unreachable, retrying: ${ev.error?.message ?? ''}`
-                : 'connected again; nothing was missed';
-            out.emit(
-              {
-                event: 'status',
-                state: ev.state,
-                ...(ev.error === undefined ? {} : { error: ev.error }),
-              },
-              out.color('yellow', text),
-            );
-            continue;
-          }
-          out.emit(
-            { event: ev.type, key: ev.key, value: ev.value, revision: ev.revision },
-            `${String(ev.revision).padStart(8)} ${ev.type === 'put' ? out.color('green', 'PUT   ') : out.color('red', 'DELETE')} ${ev.key}${ev.type === 'put' ? ` = ${ev.value}` : ''}`,
-          );
-        }
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+          },
+        );
+      });
     });
 }

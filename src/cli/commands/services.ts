@@ -1,16 +1,12 @@
 import { Argument, Option, type Command } from 'commander';
 import { InvalidArgumentError } from '../../errors.js';
 import { validateInstance } from '../../recipes/registration.js';
-import {
-  connect,
-  positiveInt,
-  preflight,
-  checkFlags,
-  resolvePath,
-  type GlobalFlags,
-} from '../connect.js';
-import { aborted, onInterrupt } from '../interrupt.js';
-import { clock, createOutput, type Output } from '../output.js';
+import type { ServiceData } from '../../recipes/service-tracker.js';
+import { interruptible } from '../command-scope.js';
+import { positiveInt, checkFlags, resolvePath, type GlobalFlags } from '../connect.js';
+import { aborted } from '../interrupt.js';
+import { clock, type Output } from '../output.js';
+import { printStates } from '../print-stream.js';
 
 interface RegisterFlags extends GlobalFlags {
   ttl: number;
@@ -70,12 +66,8 @@ export function registerRegister(program: Command): void {
         }
         const metadata = endpoints ? parseMetadata(value) : undefined;
         if (!endpoints) validateInstance(instance);
-        const out = createOutput(flags.json);
-        const conn = connect(flags);
-        const interrupt = onInterrupt();
-        try {
+        await interruptible(flags, async ({ out, conn, signal }) => {
           const servicePath = resolvePath(conn, 'services', service, 'service');
-          const signal = interrupt.signal;
           if (endpoints) {
             const ep = conn.newEndpointRegistration(servicePath, instance, {
               metadata,
@@ -91,10 +83,7 @@ export function registerRegister(program: Command): void {
             const record = { key: key.key, value: text, ttl: flags.ttl };
             await hold(out, signal, record, errors, () => key.delete());
           }
-        } finally {
-          await conn.close();
-          interrupt.dispose();
-        }
+        });
       },
     );
 }
@@ -141,36 +130,26 @@ export function registerServices(program: Command): void {
     .option('--watch', 'keep the table live', false)
     .action(async (service: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<ServicesFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn } = scope;
         const tracker = conn.newServiceTracker(resolvePath(conn, 'services', service, 'service'));
-        if (flags.watch) {
-          await preflight(conn, interrupt.signal);
-          if (interrupt.signal.aborted) return;
-        }
-        interrupt.signal.addEventListener('abort', () => void tracker.stop(), { once: true });
-        for await (const data of tracker.start()) {
-          // A one-shot listing that failed is the command's error (stderr, exit 1).
-          if (!flags.watch && data.error !== undefined) throw data.error;
-          if (data.error !== undefined) {
-            out.emit(
-              { event: 'error', error: data.error },
-              out.color('yellow', data.error.message),
-            );
-          }
-          const rows = [...data.services].sort(([a], [b]) => a.localeCompare(b));
-          out.emit(
-            { event: 'services', revision: data.revision, services: data.services },
-            `${clock()} ${rows.length} instance(s) at revision ${data.revision}\n` +
-              out.table(['INSTANCE', 'VALUE'], rows),
-          );
-          if (!flags.watch) break;
-        }
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+        await printStates(
+          scope,
+          flags.watch,
+          (o) => tracker.start(o),
+          (data) => {
+            printServices(out, data);
+          },
+        );
+      });
     });
+}
+
+function printServices(out: Output, data: ServiceData): void {
+  const rows = [...data.services].sort(([a], [b]) => a.localeCompare(b));
+  out.emit(
+    { event: 'services', revision: data.revision, services: data.services },
+    `${clock()} ${rows.length} instance(s) at revision ${data.revision}\n` +
+      out.table(['INSTANCE', 'VALUE'], rows),
+  );
 }

@@ -6,16 +6,9 @@
  */
 import { Argument, Command, InvalidArgumentError as UsageError, Option } from 'commander';
 import { AbortError, InvalidArgumentError, TimeoutError } from '../../errors.js';
-import {
-  checkFlags,
-  connect,
-  positiveInt,
-  preflight,
-  resolvePath,
-  type GlobalFlags,
-} from '../connect.js';
-import { onInterrupt } from '../interrupt.js';
-import { clock, createOutput } from '../output.js';
+import { connected, interruptible, type Interruptible } from '../command-scope.js';
+import { checkFlags, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
+import { clock } from '../output.js';
 
 interface PushFlags extends GlobalFlags {
   priority?: number;
@@ -45,12 +38,30 @@ function integer(value: string, argument: string): number {
   return n;
 }
 
-/** The abort of `--timeout` as the error the user asked for. */
-function timedOut(err: unknown, timeout: number | undefined, what: string): unknown {
-  if (err instanceof AbortError && timeout !== undefined) {
-    return new TimeoutError(`${what} within --timeout ${timeout} ms`);
+/**
+ * A waiting call (`queue pop`, `barrier wait`): once one call reached etcd, `call` runs with a
+ * signal that aborts on Ctrl-C or after `--timeout` (counted from then). Ctrl-C is a clean end;
+ * the timeout is the error the user asked for, a TimeoutError saying `what`.
+ */
+async function waitFor(
+  { conn, signal }: Interruptible,
+  timeout: number | undefined,
+  what: string,
+  call: (until: AbortSignal) => Promise<void>,
+): Promise<void> {
+  try {
+    await preflight(conn, signal);
+    await call(
+      timeout === undefined ? signal : AbortSignal.any([signal, AbortSignal.timeout(timeout)]),
+    );
+  } catch (err) {
+    // Ctrl-C while waiting: a clean end.
+    if (signal.aborted) return;
+    if (err instanceof AbortError && timeout !== undefined) {
+      throw new TimeoutError(`${what} within --timeout ${timeout} ms`);
+    }
+    throw err;
   }
-  return err;
 }
 
 const nameArg = (what: string): Argument =>
@@ -75,9 +86,7 @@ export function registerQueue(program: Command): void {
     )
     .action(async (name: string, values: string[], _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<PushFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      try {
+      await connected(flags, async ({ out, conn }) => {
         const path = resolvePath(conn, 'queues', name, 'name');
         const prio = flags.priority;
         let push: (value: string) => Promise<string>;
@@ -95,9 +104,7 @@ export function registerQueue(program: Command): void {
             `${clock()} enqueued ${key} = ${value}`,
           );
         }
-      } finally {
-        await conn.close();
-      }
+      });
     });
   queue
     .command('pop')
@@ -115,33 +122,22 @@ export function registerQueue(program: Command): void {
     )
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<PopFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn, signal } = scope;
         const path = resolvePath(conn, 'queues', name, 'name');
         const q = flags.priority ? conn.newPriorityQueue(path) : conn.newQueue(path);
-        await preflight(conn, interrupt.signal);
-        const signal =
-          flags.timeout === undefined
-            ? interrupt.signal
-            : AbortSignal.any([interrupt.signal, AbortSignal.timeout(flags.timeout)]);
-        for (let i = 0; i < flags.count; i++) {
-          if (interrupt.signal.aborted) return;
-          const item = await q.dequeueItem({ signal });
-          out.emit(
-            { event: 'dequeued', key: item.key, value: item.value, revision: item.revision },
-            `${clock()} dequeued ${item.key} = ${item.value}`,
-          );
-        }
-      } catch (err) {
-        // Ctrl-C while waiting: a clean end, nothing was taken.
-        if (interrupt.signal.aborted) return;
-        throw timedOut(err, flags.timeout, 'no item');
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+        await waitFor(scope, flags.timeout, 'no item', async (until) => {
+          for (let i = 0; i < flags.count; i++) {
+            // Ctrl-C between items: a clean end, nothing more taken.
+            if (signal.aborted) return;
+            const item = await q.dequeueItem({ signal: until });
+            out.emit(
+              { event: 'dequeued', key: item.key, value: item.value, revision: item.revision },
+              `${clock()} dequeued ${item.key} = ${item.value}`,
+            );
+          }
+        });
+      });
     });
   for (const c of queue.commands) c.exitOverride();
 }
@@ -156,15 +152,11 @@ export function registerCounter(program: Command): void {
     .addArgument(nameArg('counter'))
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<GlobalFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      try {
+      await connected(flags, async ({ out, conn }) => {
         const c = conn.newCounter(resolvePath(conn, 'counters', name, 'name'));
         const value = await c.get();
         out.emit({ event: 'value', key: c.path, value }, String(value));
-      } finally {
-        await conn.close();
-      }
+      });
     });
   counter
     .command('add')
@@ -175,16 +167,12 @@ export function registerCounter(program: Command): void {
     .addArgument(new Argument('[delta]', 'an integer, default 1'))
     .action(async (name: string, delta: string | undefined, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<GlobalFlags>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      try {
+      await connected(flags, async ({ out, conn }) => {
         const by = delta === undefined ? 1 : integer(delta, 'delta');
         const c = conn.newCounter(resolvePath(conn, 'counters', name, 'name'));
         const value = await c.add(by);
         out.emit({ event: 'value', key: c.path, value, delta: by }, String(value));
-      } finally {
-        await conn.close();
-      }
+      });
     });
   for (const c of counter.commands) c.exitOverride();
 }
@@ -200,9 +188,7 @@ export function registerBarrier(program: Command): void {
       .addArgument(nameArg('barrier'))
       .action(async (name: string, _o: unknown, cmd: Command) => {
         const flags = checkFlags(cmd.optsWithGlobals<GlobalFlags>(), cmd);
-        const out = createOutput(flags.json);
-        const conn = connect(flags);
-        try {
+        await connected(flags, async ({ out, conn }) => {
           const b = conn.newBarrier(resolvePath(conn, 'barriers', name, 'name'));
           const changed = verb === 'hold' ? await b.hold() : await b.release();
           const event = verb === 'hold' ? 'held' : 'released';
@@ -210,9 +196,7 @@ export function registerBarrier(program: Command): void {
             { event, key: b.path, changed },
             `${clock()} ${b.path} ${event}${changed ? '' : ' (it already was)'}`,
           );
-        } finally {
-          await conn.close();
-        }
+        });
       });
   };
   simple('hold', 'Hold the barrier (its key, no lease: it stays held until released).');
@@ -228,25 +212,14 @@ export function registerBarrier(program: Command): void {
     )
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const flags = checkFlags(cmd.optsWithGlobals<GlobalFlags & { timeout?: number }>(), cmd);
-      const out = createOutput(flags.json);
-      const conn = connect(flags);
-      const interrupt = onInterrupt();
-      try {
+      await interruptible(flags, async (scope) => {
+        const { out, conn } = scope;
         const b = conn.newBarrier(resolvePath(conn, 'barriers', name, 'name'));
-        await preflight(conn, interrupt.signal);
-        const signal =
-          flags.timeout === undefined
-            ? interrupt.signal
-            : AbortSignal.any([interrupt.signal, AbortSignal.timeout(flags.timeout)]);
-        await b.wait({ signal });
-        out.emit({ event: 'open', key: b.path }, `${clock()} ${b.path} is not held`);
-      } catch (err) {
-        if (interrupt.signal.aborted) return;
-        throw timedOut(err, flags.timeout, 'still held');
-      } finally {
-        await conn.close();
-        interrupt.dispose();
-      }
+        await waitFor(scope, flags.timeout, 'still held', async (until) => {
+          await b.wait({ signal: until });
+          out.emit({ event: 'open', key: b.path }, `${clock()} ${b.path} is not held`);
+        });
+      });
     });
   for (const c of barrier.commands) c.exitOverride();
 }
