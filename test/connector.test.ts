@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import * as errors from '../src/errors.js';
-import { EtcdConnector, prepareEndpointList } from '../src/index.js';
+import { EtcdConnector, LEStatus, prepareEndpointList } from '../src/index.js';
 import {
   startEtcd,
+  startProxy,
   testTimeout,
   uniqueName,
+  waitFor,
   withTimeout,
   type EtcdCluster,
 } from '../src/testing/index.js';
@@ -223,4 +226,99 @@ void describe('EtcdConnector with etcd', () => {
       client.close();
     }
   });
+
+  void test('close() racing the proxy closing is final: bounded, and nothing runs afterwards', async () => {
+    // Once a test process grew to ~17 GB around this race: close() and the proxy's close
+    // together, while streams are opening, live, reset or blackholed. Each round must end in
+    // bounded time; afterwards no call fails (none is made), no watch stream is opened again,
+    // and the event loop is idle (no retry loop spinning without backoff).
+    const errorsAfterClose: unknown[] = [];
+    let allClosed = false;
+    const onError = (msg: unknown): void => {
+      if (allClosed) errorsAfterClose.push(msg);
+    };
+    subscribe('etcd-connector:call.error', onError);
+    const rssBefore = process.memoryUsage().rss;
+    const closed: EtcdConnector[] = [];
+    try {
+      for (let round = 0; round < 12; round++) {
+        const proxy = await startProxy(etcd.endpoints[0] ?? '');
+        const conn = new EtcdConnector([proxy.endpoint], uniqueName('race'), {
+          dialTimeoutMs: 500,
+          callTimeoutMs: 1000,
+          watchSilenceMs: 300,
+        });
+        const elector = conn.newLeaderElector(conn.constructPath('e'), 'me', 2).start();
+        const streams = [
+          elector,
+          conn.newObserver(conn.constructPath('o')).start({ recursive: true }),
+          conn.newServiceTracker(conn.constructPath('s')).start(),
+          conn.status(),
+        ];
+        let leading = false;
+        for (const [i, stream] of streams.entries()) {
+          void (async () => {
+            for await (const item of stream) {
+              if (i === 0 && (item as { status?: string }).status === LEStatus.Leader) {
+                leading = true;
+              }
+            }
+          })().catch(() => undefined);
+        }
+        void conn
+          .newEphemeralKey(conn.constructPath('k'))
+          .create('v', 2)
+          .catch(() => undefined);
+        // Rounds close at once (streams opening), once live, or live and then cut.
+        if (round % 3 !== 0) {
+          await waitFor(() => leading, { timeoutMs: testTimeout(10_000), message: 'a leader' });
+        }
+        if (round % 3 === 2) {
+          if (round % 2 === 0) proxy.blackhole();
+          else proxy.reset();
+        }
+        await withTimeout(
+          round % 2 === 0
+            ? Promise.all([conn.close(), proxy.close()])
+            : Promise.all([proxy.close(), conn.close()]),
+          testTimeout(5000),
+          `round ${round}: close racing the proxy`,
+        );
+        closed.push(conn);
+      }
+      allClosed = true;
+      const opened = closed.map((c) => watchStats(c).streamsOpened);
+      const elu = performance.eventLoopUtilization();
+      // Longer than the backoffs, the silence probe and the dial timeout: a restart would show.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const busy = performance.eventLoopUtilization(elu).utilization;
+      assert.deepEqual(
+        closed.map((c) => watchStats(c).streamsOpened),
+        opened,
+        'a watch stream opened after close',
+      );
+      assert.ok(closed.every((c) => !watchStats(c).streamOpen && watchStats(c).watchers === 0));
+      assert.deepEqual(errorsAfterClose, [], 'calls failed after every connector was closed');
+      assert.ok(busy < 0.5, `the event loop is busy after close: ${busy.toFixed(2)}`);
+      const grewMb = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+      assert.ok(grewMb < 300, `rss grew by ${grewMb.toFixed(0)} MiB`);
+    } finally {
+      unsubscribe('etcd-connector:call.error', onError);
+    }
+  });
 });
+
+/** The watch multiplexer's counters (internal: the connector does not expose them). */
+function watchStats(conn: EtcdConnector): {
+  streamsOpened: number;
+  streamOpen: boolean;
+  watchers: number;
+} {
+  const stats = (
+    conn as unknown as {
+      watches?: { stats: { streamsOpened: number; streamOpen: boolean; watchers: number } };
+    }
+  ).watches?.stats;
+  assert.ok(stats !== undefined, 'EtcdConnector.watches.stats is gone: update this test');
+  return stats;
+}

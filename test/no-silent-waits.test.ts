@@ -175,6 +175,15 @@ void describe('no silent waits: etcd unreachable or blackholed', () => {
       await s.elector.first((e) => e.status === LEStatus.Leader, 'leader after recovery');
       await s.tracker.first((d) => d.error === undefined, 'tracker after recovery', 0, tr.index);
       await s.leaders.first((i) => i.leader === 'me', 'leader observer sees the leader');
+      // An observer "from now" fixes its start when it first reaches etcd, and says so with
+      // `connected`; a write before that may precede its start (its read of "now" retries on
+      // its own backoff, so under load it can come after the others recovered).
+      await s.observer.first(
+        (e) => e.type === 'status' && e.state === 'connected',
+        'observer connected',
+        0,
+        ob.index,
+      );
       await conn.client.put(conn.constructPath('x', 'o', 'k')).value('v');
       await s.observer.first(
         (e) => e.type === 'put' && e.key.endsWith('/o/k'),
@@ -183,6 +192,64 @@ void describe('no silent waits: etcd unreachable or blackholed', () => {
       await conn.close();
     });
   }
+});
+
+void describe('no silent waits: an observer from now that starts while etcd is refused', () => {
+  let etcd: EtcdCluster;
+
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd.stop();
+  });
+
+  void test('its `connected` marks "now": a write before it is not delivered, every write after it is', async (t) => {
+    // A closed port refuses every connection; the proxy comes back on the same port later.
+    const first = await startProxy(etcd.endpoints[0] ?? '');
+    const port = Number(new URL(first.endpoint).port);
+    await first.close();
+    const ns = uniqueName('nsw');
+    const conn = new EtcdConnector([first.endpoint], ns, {
+      dialTimeoutMs: DIAL_MS,
+      callTimeoutMs: 2000,
+    });
+    const direct = new EtcdConnector(etcd.endpoints, ns);
+    const proxies: FaultProxy[] = [];
+    t.after(async () => {
+      await Promise.all([conn.close(), direct.close(), ...proxies.map((p) => p.close())]);
+    });
+    const path = conn.constructPath('now');
+    const observer = new Reader(conn.newObserver(path).start({ recursive: true }));
+    const down = await observer.first(
+      (e) => e.type === 'status' && e.state === 'unavailable',
+      'observer unavailable',
+    );
+    // Written while the observer cannot have read "now": before its start, not delivered.
+    const before = Number(
+      (await direct.client.put(`${path}/before`).value('b').exec()).header.revision,
+    );
+    proxies.push(await startProxy(etcd.endpoints[0] ?? '', { port }));
+    const up = await observer.first(
+      (e) => e.type === 'status' && e.state === 'connected',
+      'observer connected',
+      0,
+      down.index,
+    );
+    const after = Number(
+      (await direct.client.put(`${path}/after`).value('a').exec()).header.revision,
+    );
+    await observer.first(
+      (e) => e.type === 'put' && e.revision === after,
+      'the write after `connected`',
+    );
+    const changes = observer.items.flatMap(({ item }) => (item.type === 'put' ? [item] : []));
+    assert.deepEqual(
+      changes.map((c) => c.key),
+      [`${path}/after`],
+      `before: revision ${before}; connected at index ${up.index}`,
+    );
+  });
 });
 
 void describe('no silent waits: final errors end the streams', () => {

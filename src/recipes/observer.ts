@@ -85,7 +85,11 @@ export interface ObserverOptions {
 
 /** Options of `observer.start(options)`. */
 export interface ObserverStartOptions extends StartOptions {
-  /** 0 (default): changes from now on; N: every change from revision N (a `resync` first if N was compacted). */
+  /**
+   * 0 (default): changes from now on; N: every change from revision N (a `resync` first if N was
+   * compacted). "Now" is etcd's revision when the observer first reaches it; if it reports
+   * `unavailable` before that, its `connected` marks the point from which nothing is missed.
+   */
   fromRevision?: number;
   /** The path and everything below `path + '/'` (not siblings such as `path-x`). Default false. */
   recursive?: boolean;
