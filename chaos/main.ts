@@ -31,6 +31,7 @@ import {
 } from '../src/testing/index.js';
 import { check, holds } from './checker.js';
 import { Nemesis, type Stage } from './nemesis.js';
+import { startRaftWatch } from './raft-watch.js';
 import { readRecords, type ChaosRecord, type RunParams } from './records.js';
 import { summary, timelineHtml } from './report.js';
 
@@ -43,6 +44,8 @@ interface Args {
 }
 
 const ROOT = '/chaos';
+/** The cluster's raft election timeout (the kit's default, named: the checker's bounds use it). */
+const ELECTION_TIMEOUT_MS = 1000;
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 function parseArgs(argv: readonly string[]): Args {
@@ -209,6 +212,11 @@ class Controller implements Stage {
     this.nemesisLog.write({ kind: 'fault', fault, target, phase, id });
   }
 
+  /** Another record of the cluster's side (a raft election). */
+  note(record: Record<string, unknown>): void {
+    this.nemesisLog.write(record);
+  }
+
   /** Follows etcd's history under the chaos root, directly (no proxy): the checker's truth. */
   startRecorder(from: number): { stop: () => Promise<void>; revision: () => number } {
     const log = new Log(join(this.args.out, 'history.jsonl'));
@@ -337,7 +345,7 @@ async function main(): Promise<number> {
   say(
     `seed ${args.seed}, ${args.durationS} s, ${args.workers} workers, TTL ${args.ttl} s, out ${args.out}`,
   );
-  const cluster = await startEtcdCluster(3);
+  const cluster = await startEtcdCluster(3, { electionTimeoutMs: ELECTION_TIMEOUT_MS });
   const direct = new Etcd3({ hosts: cluster.endpoints });
   const controller = new Controller(cluster, args.ttl, args, direct);
   const onSignal = (): void => {
@@ -347,12 +355,24 @@ async function main(): Promise<number> {
   try {
     const from = Number((await direct.get(`${ROOT}/none`).exec()).header.revision) + 1;
     const recorder = controller.startRecorder(from);
+    const raft = startRaftWatch(
+      cluster.endpoints,
+      ELECTION_TIMEOUT_MS,
+      (r) => {
+        controller.note(r);
+      },
+      now,
+    );
     const writer = startWriter(direct);
     await controller.startWorkers();
     say('workers started; faults begin');
     await new Nemesis(controller).run(args.seed, args.durationS * 1000);
     say('faults over; quiet period');
-    await sleep(args.ttl * 1000 + 4000);
+    // TTL + 4 s after the last fault, and after the leases' restart at the last raft election.
+    const faultsEnded = now();
+    const quietUntil = (): number =>
+      Math.max(faultsEnded, raft.lastElection() + ELECTION_TIMEOUT_MS) + args.ttl * 1000 + 4000;
+    while (now() < quietUntil()) await sleep(100);
     const lastWrite = await writer.stop();
     const until = performance.now() + 30_000;
     while (!observersReached(controller.currentLogs(), lastWrite) && performance.now() < until) {
@@ -369,6 +389,7 @@ async function main(): Promise<number> {
     const caughtUp = performance.now() + 10_000;
     while (recorder.revision() < current && performance.now() < caughtUp) await sleep(50);
     await recorder.stop();
+    await raft.stop();
     let leasesLeft = 0;
     for (let i = 0; i < 30; i++) {
       leasesLeft = (await direct.leaseClient.leaseLeases({})).leases.length;

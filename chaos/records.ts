@@ -56,6 +56,23 @@ export interface FaultRecord extends Base {
   id: number;
 }
 
+/**
+ * A member reported a raft term higher than any seen before: a leader election. A new leader
+ * restarts every lease's TTL, plus its election timeout (etcd's lessor `Promote`), so a dead
+ * worker's lease can outlive the fault that caused the election (e.g. a member resumed from a
+ * pause calls one) by that much.
+ */
+export interface RaftRecord extends Base {
+  kind: 'raft';
+  term: number;
+  /** The leader's member id (hex) as the reporting member saw it. */
+  leader: string;
+  /** The member that reported it (`m0`...). */
+  member: string;
+  /** The extension etcd adds to every lease on promotion: the cluster's election timeout, ms. */
+  extendMs: number;
+}
+
 /** One event of etcd's history under the chaos root, as the recorder saw it. */
 export interface HistoryRecord extends Base {
   kind: 'history';
@@ -91,7 +108,7 @@ export interface FinalRecord extends Base {
 }
 
 export type ChaosRecord =
-  WorkerRecord | FaultRecord | HistoryRecord | HistoryGapRecord | FinalRecord;
+  WorkerRecord | FaultRecord | RaftRecord | HistoryRecord | HistoryGapRecord | FinalRecord;
 
 /** Reads JSON-lines files (a torn last line of a killed process is skipped). */
 export function readRecords(files: readonly string[]): ChaosRecord[] {

@@ -5,12 +5,12 @@
  * healthy when it answers in time, knows a raft leader and reports no alarm; a member without a
  * leader (lost quorum, mid-election) is not.
  */
-import type { Etcd3, IOptions, IStatusResponse } from 'etcd3';
+import type { Etcd3, IStatusResponse } from 'etcd3';
 import { InvalidArgumentError, UnavailableError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
 import { validateMs } from '../paths.js';
-import { createClient } from '../transport/client-options.js';
+import { createClient, singleAttempt } from '../transport/client-options.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
 import { delay, isAborted, monotonicMs } from '../transport/timers.js';
 
@@ -80,14 +80,6 @@ export interface HealthMonitorStartOptions extends StartOptions {
   intervalMs?: number;
 }
 
-type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
-
-/** Runs each call once: no retry, no circuit breaker (etcd3 reads only `execute`). */
-const passThrough = {
-  execute: (fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown) =>
-    Promise.resolve(fn({ signal: new AbortController().signal, attempt: 0 })),
-} as unknown as Policy;
-
 /**
  * Watches the health of every endpoint of the connector. Create it with
  * `conn.newHealthMonitor()`; the constructor does no I/O.
@@ -154,7 +146,7 @@ export class HealthMonitor implements AsyncDisposable {
     this.clients = this.ctx.endpoints.map((endpoint) =>
       createClient([endpoint], {
         ...this.ctx.clientOptions,
-        faultHandling: { global: passThrough, host: () => passThrough },
+        faultHandling: { global: singleAttempt, host: () => singleAttempt },
       }),
     );
     this.loop = this.run(once, intervalMs, timeoutMs);

@@ -35,6 +35,12 @@ export interface ClientSettings {
 
 type CallPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 
+/** Runs each call once: no retry, no circuit breaker (etcd3 reads only `execute`). */
+export const singleAttempt = {
+  execute: (fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown) =>
+    Promise.resolve(fn({ signal: new AbortController().signal, attempt: 0 })),
+} as unknown as CallPolicy;
+
 /** Tries of a unary call on another host after a transient failure (etcd3's default). */
 const CALL_RETRIES = 3;
 
