@@ -21,6 +21,8 @@ export type WorkerRecord = WorkerBase &
     | { kind: 'start'; pid: number }
     /** A keepalive ack: the lease is surely alive until `deadlineAt` (epoch ms). */
     | { kind: 'deadline'; lease: string; deadlineAt: number }
+    /** This process closed or lost a session (and so may have revoked its lease itself). */
+    | { kind: 'session'; lease: string; state: 'closed' | 'lost' }
     /** The lock is held (`deadlineAt`: its session's deadline at that moment). */
     | { kind: 'lock.acquired'; token: string; key: string; deadlineAt: number }
     | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }

@@ -71,6 +71,15 @@ subscribe('etcd-connector:session.keepalive', (m) => {
   log({ kind: 'deadline', lease: msg.leaseId, deadlineAt: msg.deadlineAt });
 });
 
+// A session closed or lost here is one this process may revoke itself (it does so on both): the
+// checker blames etcd for a lease revoked early only if none was logged before the revocation.
+subscribe('etcd-connector:session.state', (m) => {
+  const msg = m as DiagnosticMessages['etcd-connector:session.state'];
+  if (msg.state === 'closed' || msg.state === 'lost') {
+    log({ kind: 'session', lease: msg.leaseId, state: msg.state });
+  }
+});
+
 /** Waits `ms`, or less if the worker is told to stop. */
 function pause(ms: number): Promise<void> {
   return wait(ms, undefined, { signal }).catch(() => undefined);

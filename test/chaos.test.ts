@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -17,9 +17,11 @@ import { testTimeout } from '../src/testing/index.js';
 const MAIN = fileURLToPath(new URL('../chaos/main.js', import.meta.url));
 const SEED = 20261129;
 const DURATION_S = 50;
+const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts', import.meta.url));
 
 void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds`, async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'etcdc-chaos-'));
+  let passed = false;
   const child = spawn(
     process.execPath,
     [
@@ -46,6 +48,8 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
     const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
     await exited;
     clearTimeout(killer);
+    // A failed run's logs, history and report are what explain it: kept as a test artefact.
+    if (!passed) cpSync(out, join(ARTIFACTS, `chaos-seed-${SEED}`), { recursive: true });
     rmSync(out, { recursive: true, force: true });
   });
   const deadline = testTimeout((DURATION_S + 120) * 1000);
@@ -61,9 +65,15 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
 
   const summary = readFileSync(join(out, 'summary.md'), 'utf8');
   assert.equal(summary.trim(), stdout.slice(0, stdout.lastIndexOf('\n\nreport:')).trim());
-  const invariants = summary.split('\n').filter((l) => /\| (pass|\*\*FAIL\*\*) \|$/.test(l));
-  assert.equal(invariants.length, 10, summary);
-  for (const line of invariants) assert.match(line, /\| 0 \| pass \|$/, line);
+  const invariants = summary
+    .split('\n')
+    .filter((l) => /\| (pass|\*\*FAIL\*\*|etcd bug) \|$/.test(l));
+  assert.equal(invariants.length, 11, summary);
+  for (const line of invariants) {
+    // etcd 3.4.23's stale-leader revocation may strike: its own row says so, nothing else may fail.
+    if (line.includes('| etcd bug |')) t.diagnostic(line);
+    else assert.match(line, /\| 0 \| pass \|$/, line);
+  }
   // It did something under faults: holds, increments, observer events, several kinds of fault.
   const count = (label: string): number => {
     const m = new RegExp(`^\\| ${label} \\| (\\d+)`, 'm').exec(summary);
@@ -83,4 +93,5 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
   assert.ok((html.match(/lock token \d+/g) ?? []).length > 50, 'lock holds drawn');
   assert.ok((html.match(/leader token \d+/g) ?? []).length > 0, 'leader terms drawn');
   assert.ok((html.match(/<title>(member|worker|proxy|compaction|cluster)-?/g) ?? []).length >= 15);
+  passed = true;
 });
