@@ -4,6 +4,7 @@
  * (`performance.timeOrigin + performance.now()`), comparable across the processes of one machine.
  */
 import { readFileSync } from 'node:fs';
+import type { ObserverChange } from '../src/index.js';
 
 interface Base {
   /** Epoch ms. */
@@ -75,15 +76,9 @@ export interface RaftRecord extends Base {
   extendMs: number;
 }
 
-/** One event of etcd's history under the chaos root, as the recorder saw it. */
-export interface HistoryRecord extends Base {
+/** One event of etcd's history under the chaos root, as the recorder (an observer) saw it. */
+export interface HistoryRecord extends Base, ObserverChange {
   kind: 'history';
-  type: 'put' | 'delete';
-  key: string;
-  value: string;
-  revision: number;
-  createRevision: number;
-  version: number;
 }
 
 /** The recorder had to re-list: history it needed was gone (the run cannot be checked fully). */
