@@ -31,7 +31,7 @@ import {
 } from '../src/testing/index.js';
 import { check, holds } from './checker.js';
 import { Nemesis, type Stage } from './nemesis.js';
-import { startRaftWatch } from './raft-watch.js';
+import { startRaftWatch, type RaftWatch } from './raft-watch.js';
 import { readRecords, type ChaosRecord, type RunParams } from './records.js';
 import { summary, timelineHtml } from './report.js';
 
@@ -352,10 +352,11 @@ async function main(): Promise<number> {
     void controller.close().finally(() => cluster.stop().finally(() => process.exit(130)));
   };
   process.once('SIGINT', onSignal);
+  let raft: RaftWatch | undefined;
   try {
     const from = Number((await direct.get(`${ROOT}/none`).exec()).header.revision) + 1;
     const recorder = controller.startRecorder(from);
-    const raft = startRaftWatch(
+    const elections = startRaftWatch(
       cluster.endpoints,
       ELECTION_TIMEOUT_MS,
       (r) => {
@@ -363,6 +364,7 @@ async function main(): Promise<number> {
       },
       now,
     );
+    raft = elections;
     const writer = startWriter(direct);
     await controller.startWorkers();
     say('workers started; faults begin');
@@ -371,7 +373,9 @@ async function main(): Promise<number> {
     // TTL + 4 s after the last fault, and after the leases' restart at the last raft election.
     const faultsEnded = now();
     const quietUntil = (): number =>
-      Math.max(faultsEnded, raft.lastElection() + ELECTION_TIMEOUT_MS) + args.ttl * 1000 + 4000;
+      Math.max(faultsEnded, elections.lastElection() + ELECTION_TIMEOUT_MS) +
+      args.ttl * 1000 +
+      4000;
     while (now() < quietUntil()) await sleep(100);
     const lastWrite = await writer.stop();
     const until = performance.now() + 30_000;
@@ -389,7 +393,6 @@ async function main(): Promise<number> {
     const caughtUp = performance.now() + 10_000;
     while (recorder.revision() < current && performance.now() < caughtUp) await sleep(50);
     await recorder.stop();
-    await raft.stop();
     let leasesLeft = 0;
     for (let i = 0; i < 30; i++) {
       leasesLeft = (await direct.leaseClient.leaseLeases({})).leases.length;
@@ -411,6 +414,7 @@ async function main(): Promise<number> {
       })}\n`,
     );
   } finally {
+    await raft?.stop();
     await controller.close();
     direct.close();
     await cluster.stop();
@@ -454,6 +458,7 @@ main().then(
     process.stderr.write(
       `[chaos] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
     );
-    process.exitCode = 1;
+    // What failed may have left a loop or a connection behind: do not wait for it.
+    process.exit(1);
   },
 );
