@@ -78,9 +78,13 @@ export interface Hold {
   readonly how: string;
   /**
    * etcd revoked the holder's lease before the TTL it had acknowledged: `end` is the revocation,
-   * `believed` when the holder's own validity would have ended.
+   * `deadline` the acknowledged one, `believed` when the holder's own validity ended.
    */
-  readonly revokedEarly?: { readonly revision: number; readonly believed: number };
+  readonly revokedEarly?: {
+    readonly revision: number;
+    readonly deadline: number;
+    readonly believed: number;
+  };
 }
 
 /** etcd 3.4.23 and earlier: a stale raft leader revokes leases it did not see renewed. */
@@ -91,7 +95,7 @@ export const STALE_LEADER_REVOKE =
 
 /**
  * Clocks of different processes (each epoch ms from its own time origin) can disagree by a few ms:
- * a revocation closer than this to the deadline is an ordinary expiry, not an early one.
+ * a revocation closer than this to the holder's deadline is an ordinary expiry, not an early one.
  */
 const CLOCK_SLACK_MS = 100;
 
@@ -131,7 +135,9 @@ function revocationContext(records: readonly ChaosRecord[]): RevocationContext {
 /**
  * When etcd revoked a holder's lease before the TTL it had acknowledged: the first delete of the
  * holder's key after `from` that (1) came with other deletes in one revision (a lease revocation:
- * our recipes delete one key per transaction), (2) well before `validUntil`, (3) while the holder had
+ * our recipes delete one key per transaction), (2) before the holder said the hold `ended` (it may
+ * notice the delete only after the next holder took over) and well before its acknowledged
+ * `deadline`, (3) while the holder had
  * logged no close or loss of that session (after either it revokes the lease itself), and (4)
  * before the workers were told to stop.
  */
@@ -140,12 +146,12 @@ function earlyRevocation(
   who: string,
   key: string,
   from: number,
-  validUntil: number,
+  ended: number,
+  deadline: number,
 ): { t: number; revision: number } | undefined {
   const del = ctx.deletes.get(key)?.find((d) => d.t >= from);
-  if (del === undefined || del.t >= validUntil - CLOCK_SLACK_MS || del.t >= ctx.stoppedAt) {
-    return undefined;
-  }
+  if (del === undefined || del.t >= ended || del.t >= ctx.stoppedAt) return undefined;
+  if (del.t >= deadline - CLOCK_SLACK_MS) return undefined;
   if ((ctx.deletesAt.get(del.revision) ?? 0) < 2) return undefined;
   const own = ctx.sessionEnds.get(`${who}|${leaseOf(key)}`);
   if (own !== undefined && own <= del.t) return undefined;
@@ -193,7 +199,7 @@ export function holds(
       if (d.t >= a.t && d.t <= until && d.at > deadline) deadline = d.at;
     }
     const validUntil = Math.min(until, deadline);
-    const early = earlyRevocation(revocations, who, a.key, a.t, validUntil);
+    const early = earlyRevocation(revocations, who, a.key, a.t, until, deadline);
     if (early !== undefined) {
       out.push({
         holder: who,
@@ -201,7 +207,7 @@ export function holds(
         start: a.t,
         end: early.t,
         how: 'revoked early by etcd',
-        revokedEarly: { revision: early.revision, believed: validUntil },
+        revokedEarly: { revision: early.revision, deadline, believed: validUntil },
       });
       continue;
     }
@@ -229,10 +235,11 @@ export function checkLeaseTtls(lockHolds: readonly Hold[], leadHolds: readonly H
     tally.checked += list.length;
     for (const h of list) {
       if (h.revokedEarly === undefined) continue;
+      const { revision, deadline, believed } = h.revokedEarly;
       tally.fail(
-        `${role} of ${h.holder} (token ${h.token}): its lease revoked at revision ` +
-          `${h.revokedEarly.revision}, ${fmtT(h.end)}, ` +
-          `${(h.revokedEarly.believed - h.end).toFixed(0)} ms before the holder's deadline`,
+        `${role} of ${h.holder} (token ${h.token}): its lease revoked at revision ${revision}, ` +
+          `${fmtT(h.end)}, ${(deadline - h.end).toFixed(0)} ms before the TTL etcd had ` +
+          `acknowledged ran out; the holder stopped ${(believed - h.end).toFixed(0)} ms later`,
       );
     }
   }
