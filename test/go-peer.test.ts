@@ -4,42 +4,19 @@
  * `etcdctl get --prefix -w json`). docs/go-layouts.md records these layouts.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import {
-  findEtcdBinary,
   startEtcd,
   testTimeout,
   uniqueName,
   waitFor,
   type EtcdCluster,
 } from '../src/testing/index.js';
+import { etcdctlDump, type DumpedKv } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer, type GoPeerOptions } from './fixtures/go-peer.js';
 
-const execFileAsync = promisify(execFile);
-
-/** One key as etcdctl shows it; `value` decoded as UTF-8, `lease` in hex ('' = no lease). */
-interface Kv {
-  key: string;
-  value: string;
-  lease: string;
-  createRevision: number;
-  modRevision: number;
-  version: number;
-}
-
-interface EtcdctlKv {
-  key: string;
-  value?: string;
-  lease?: string;
-  create_revision: number;
-  mod_revision: number;
-  version: number;
-}
-
-const fromB64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
+type Kv = DumpedKv;
 
 void describe('Go peer (etcd 3.4 Go recipes)', () => {
   let etcd: EtcdCluster;
@@ -52,24 +29,7 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     return p;
   }
 
-  /** `etcdctl get <prefix> --prefix -w json`, int64 fields kept exact (leases exceed 2^53). */
-  async function dump(prefix: string): Promise<Kv[]> {
-    const { stdout } = await execFileAsync(
-      findEtcdBinary('etcdctl'),
-      [`--endpoints=${etcd.endpoints.join(',')}`, 'get', prefix, '--prefix', '-w', 'json'],
-      { env: { ...process.env, ETCDCTL_API: '3' }, timeout: testTimeout(10000) },
-    );
-    const exact = stdout.replace(/"(lease|cluster_id|member_id)":(\d+)/g, '"$1":"$2"');
-    const parsed = JSON.parse(exact) as { kvs?: EtcdctlKv[] };
-    return (parsed.kvs ?? []).map((kv) => ({
-      key: fromB64(kv.key),
-      value: fromB64(kv.value),
-      lease: kv.lease === undefined ? '' : BigInt(kv.lease).toString(16),
-      createRevision: kv.create_revision,
-      modRevision: kv.mod_revision,
-      version: kv.version,
-    }));
-  }
+  const dump = (prefix: string): Promise<Kv[]> => etcdctlDump(etcd.endpoints, prefix);
 
   /** Waits until the keys under `prefix` satisfy `check`; returns them. */
   function dumpUntil(prefix: string, check: (kvs: Kv[]) => boolean, what: string): Promise<Kv[]> {
