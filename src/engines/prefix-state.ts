@@ -10,11 +10,12 @@
 import type { IKeyValue } from 'etcd3';
 import { CompactedError, InvalidArgumentError } from '../errors.js';
 import { validatePath } from '../paths.js';
-import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
-import { Lifecycle, type StartOptions } from './lifecycle.js';
-import { startReflector, type Reflector, type ReflectorListener } from './reflector.js';
+import type { StartOptions } from './lifecycle.js';
+import { ReflectedStream } from './reflected-stream.js';
+import type { ReflectorListener } from './reflector.js';
 import { prefixRange } from './wait-deletes.js';
 
 /** What a recipe keeps of a prefix. */
@@ -42,19 +43,14 @@ export interface PrefixStateOptions<T> {
   model: (cut: number) => PrefixModel<T>;
 }
 
-/** Undelivered states kept for a slow reader. */
-const CAPACITY = 4;
-
 export class PrefixState<T extends { readonly error?: Error }> implements AsyncDisposable {
   /** The tracked prefix, `path + '/'`. */
   readonly prefix: string;
 
-  private readonly life: Lifecycle;
+  private readonly stream: ReflectedStream<T>;
   private readonly what: string;
   private readonly pageSize: number;
   private readonly model: PrefixModel<T>;
-  private queue: StreamQueue<T> | undefined;
-  private reflector: Reflector | undefined;
   private revision = 0;
 
   /** Validates everything, no I/O. */
@@ -71,11 +67,7 @@ export class PrefixState<T extends { readonly error?: Error }> implements AsyncD
     this.what = what;
     this.pageSize = pageSize;
     this.model = model(this.prefix.length);
-    this.life = new Lifecycle(ctx, name, async () => {
-      this.reflector?.stop();
-      await this.reflector?.done;
-      this.queue?.end();
-    });
+    this.stream = new ReflectedStream({ ctx, name });
   }
 
   /**
@@ -87,33 +79,18 @@ export class PrefixState<T extends { readonly error?: Error }> implements AsyncD
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
   start(options: StartOptions = {}): RecipeStream<T> {
-    this.life.begin(options);
-    const queue = new StreamQueue<T>({
-      capacity: CAPACITY,
-      overflow: 'coalesce',
-      keep: (d) => d.error !== undefined,
-      onReturn: () => void this.stop(),
-    });
-    this.queue = queue;
-    if (this.life.isStopping) {
-      queue.end();
-      return queue;
-    }
     const { key, range_end: rangeEnd } = prefixRange(this.prefix);
-    this.reflector = startReflector({
-      ctx: this.ctx,
-      what: this.what,
-      list: [{ key, rangeEnd }],
-      watch: { key, rangeEnd },
-      pageSize: this.pageSize,
-      listener: this.feed(queue),
-    });
-    return queue;
+    const range = { key, rangeEnd };
+    return this.stream.open(
+      options,
+      { ctx: this.ctx, what: this.what, list: [range], watch: range, pageSize: this.pageSize },
+      (queue) => this.feed(queue),
+    );
   }
 
   /** Ends the stream; resolves when no watch or timer of this tracker is left. Idempotent. */
   stop(): Promise<void> {
-    return this.life.stop();
+    return this.stream.stop();
   }
 
   /** Same as `stop()`. */
@@ -154,6 +131,6 @@ export class PrefixState<T extends { readonly error?: Error }> implements AsyncD
 
   private emit(error: Error | undefined): void {
     const state = this.model.state(this.revision);
-    this.queue?.push(error === undefined ? state : { ...state, error });
+    this.stream.push(error === undefined ? state : { ...state, error });
   }
 }

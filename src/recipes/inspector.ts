@@ -16,11 +16,12 @@ import {
   type RecipeView,
   type Since,
 } from '../engines/layouts/index.js';
-import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
-import { startReflector, type Reflector, type ReflectorListener } from '../engines/reflector.js';
+import type { StartOptions } from '../engines/lifecycle.js';
+import { ReflectedStream } from '../engines/reflected-stream.js';
+import type { ReflectorListener } from '../engines/reflector.js';
 import { prefixRange } from '../engines/wait-deletes.js';
 import { validateMs, validatePath } from '../paths.js';
-import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
 import { monotonicMs } from '../transport/timers.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 
@@ -88,9 +89,7 @@ const MIN_REFRESH_MS = 500;
 export class Inspector implements AsyncDisposable {
   private readonly leaseRefreshMs: number;
   private readonly pageSize: number;
-  private readonly life: Lifecycle;
-  private queue: StreamQueue<InspectorState> | undefined;
-  private reflector: Reflector | undefined;
+  private readonly stream: ReflectedStream<InspectorState>;
   private once = false;
   private readonly entries = new Map<string, KeyEntry>();
   private revision = 0;
@@ -119,13 +118,14 @@ export class Inspector implements AsyncDisposable {
       throw new InvalidArgumentError('options.pageSize', 'must be an integer >= 1');
     }
     this.pageSize = pageSize;
-    this.life = new Lifecycle(ctx, 'inspector', async () => {
-      clearTimeout(this.emitTimer);
-      clearTimeout(this.refreshTimer);
-      this.reflector?.stop();
-      await this.reflector?.done;
-      await this.batch;
-      this.queue?.end();
+    this.stream = new ReflectedStream({
+      ctx,
+      name: 'inspector',
+      beforeStop: () => {
+        clearTimeout(this.emitTimer);
+        clearTimeout(this.refreshTimer);
+      },
+      afterReflector: () => this.batch,
     });
   }
 
@@ -142,38 +142,30 @@ export class Inspector implements AsyncDisposable {
   start(options: InspectorStartOptions = {}): RecipeStream<InspectorState> {
     const { once = false } = options;
     if (typeof once !== 'boolean') throw new InvalidArgumentError('once', 'must be a boolean');
-    this.life.begin(options.signal === undefined ? {} : { signal: options.signal });
-    this.once = once;
-    const queue = new StreamQueue<InspectorState>({
-      capacity: 4,
-      overflow: 'coalesce',
-      keep: (s) => s.error !== undefined,
-      onReturn: () => void this.stop(),
-    });
-    this.queue = queue;
-    if (this.life.isStopping) {
-      queue.end();
-      return queue;
-    }
     const below = prefixRange(this.path + '/');
     const path = Buffer.from(this.path);
-    this.reflector = startReflector({
-      ctx: this.ctx,
-      what: `inspect ${this.path}`,
-      // The path itself (a Go barrier) and everything below it.
-      list: [{ key: path }, { key: below.key, rangeEnd: below.range_end }],
-      // One range over both; the few siblings it also covers (`path-x`, `path.y`) are dropped.
-      watch: { key: path, rangeEnd: below.range_end },
-      accept: (key) => key === this.path || key.startsWith(this.path + '/'),
-      pageSize: this.pageSize,
-      listener: this.feed(queue),
-    });
-    return queue;
+    return this.stream.open(
+      options.signal === undefined ? {} : { signal: options.signal },
+      {
+        ctx: this.ctx,
+        what: `inspect ${this.path}`,
+        // The path itself (a Go barrier) and everything below it.
+        list: [{ key: path }, { key: below.key, rangeEnd: below.range_end }],
+        // One range over both; the few siblings it also covers (`path-x`, `path.y`) are dropped.
+        watch: { key: path, rangeEnd: below.range_end },
+        accept: (key) => key === this.path || key.startsWith(this.path + '/'),
+        pageSize: this.pageSize,
+      },
+      (queue) => {
+        this.once = once;
+        return this.feed(queue);
+      },
+    );
   }
 
   /** Ends the stream; resolves when no watch, call or timer of it is left. Idempotent. */
   stop(): Promise<void> {
-    return this.life.stop();
+    return this.stream.stop();
   }
 
   /** Same as `stop()`. */
@@ -196,7 +188,7 @@ export class Inspector implements AsyncDisposable {
         this.revision = snapshot.revision;
         this.dirty = true;
         if (this.once) {
-          this.reflector?.stop();
+          this.stream.stopReflector();
           this.finishOnce();
           return;
         }
@@ -260,14 +252,14 @@ export class Inspector implements AsyncDisposable {
   private finishOnce(): void {
     this.batch = this.askLeases('all').then(() => {
       this.push(undefined);
-      this.queue?.end();
+      this.stream.end();
       void this.stop();
     });
   }
 
   /** A decode and a state soon: at once, unless the last decode was under 50 ms ago. */
   private scheduleEmit(): void {
-    if (this.emitTimer !== undefined || this.life.isStopping) return;
+    if (this.emitTimer !== undefined || this.stream.life.isStopping) return;
     const wait = Math.max(0, this.lastDecodeAt + MIN_DECODE_INTERVAL_MS - monotonicMs());
     this.emitTimer = setTimeout(() => {
       this.emitTimer = undefined;
@@ -282,7 +274,7 @@ export class Inspector implements AsyncDisposable {
    * may be short ones) only if that brings the round forward, so arrivals never starve it.
    */
   private scheduleRefresh(soonerOnly = false): void {
-    if (this.life.isStopping) return;
+    if (this.stream.life.isStopping) return;
     let shortest = Infinity;
     for (const t of this.leases.values()) {
       if (t.grantedTtl > 0) shortest = Math.min(shortest, t.grantedTtl);
@@ -300,7 +292,7 @@ export class Inspector implements AsyncDisposable {
 
   /** One batch at a time; a request while one is in flight runs after it. */
   private requestBatch(which: 'all' | 'new'): void {
-    if (this.life.isStopping) return;
+    if (this.stream.life.isStopping) return;
     if (this.batch !== undefined) {
       if (this.batchAgain !== 'all') this.batchAgain = which;
       return;
@@ -364,6 +356,6 @@ export class Inspector implements AsyncDisposable {
       recipes: this.recipes,
       leases: new Map(this.leases),
     };
-    this.queue?.push(error === undefined ? state : { ...state, error });
+    this.stream.push(error === undefined ? state : { ...state, error });
   }
 }

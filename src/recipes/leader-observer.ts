@@ -6,11 +6,12 @@
  * off leads to a fresh listing — nothing is inferred from a single event.
  */
 import type { ConnectorContext } from '../engines/context.js';
-import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
-import { startReflector, type Reflector, type ReflectorListener } from '../engines/reflector.js';
+import type { StartOptions } from '../engines/lifecycle.js';
+import { ReflectedStream } from '../engines/reflected-stream.js';
+import type { ReflectorListener } from '../engines/reflector.js';
 import { prefixRange } from '../engines/wait-deletes.js';
 import { validatePath } from '../paths.js';
-import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
+import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 
 /** Who leads an election, as seen by an observer. */
@@ -41,9 +42,7 @@ export class LeaderObserver implements AsyncDisposable {
   /** The election's key prefix, `path + '/'`. */
   readonly prefix: string;
 
-  private readonly life: Lifecycle;
-  private queue: StreamQueue<LeaderInfo> | undefined;
-  private reflector: Reflector | undefined;
+  private readonly stream: ReflectedStream<LeaderInfo>;
   private readonly candidates = new Map<string, Candidate>();
   private leaderKey: string | undefined;
   private lastEmitted: LeaderInfo | undefined;
@@ -55,11 +54,7 @@ export class LeaderObserver implements AsyncDisposable {
   ) {
     validatePath(path, ctx.root);
     this.prefix = path + '/';
-    this.life = new Lifecycle(ctx, 'leader observer', async () => {
-      this.reflector?.stop();
-      await this.reflector?.done;
-      this.queue?.end();
-    });
+    this.stream = new ReflectedStream({ ctx, name: 'leader observer' });
   }
 
   /**
@@ -70,28 +65,13 @@ export class LeaderObserver implements AsyncDisposable {
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
   start(options: StartOptions = {}): RecipeStream<LeaderInfo> {
-    this.life.begin(options);
-    const queue = new StreamQueue<LeaderInfo>({
-      capacity: 4,
-      overflow: 'coalesce',
-      keep: (i) => i.error !== undefined,
-      onReturn: () => void this.stop(),
-    });
-    this.queue = queue;
-    if (this.life.isStopping) {
-      queue.end();
-      return queue;
-    }
     const { key, range_end: rangeEnd } = prefixRange(this.prefix);
-    const reflector = startReflector({
-      ctx: this.ctx,
-      what: `observe ${this.path}`,
-      list: [{ key, rangeEnd }],
-      watch: { key, rangeEnd },
-      listener: this.feed(queue),
-    });
-    this.reflector = reflector;
-    return queue;
+    const range = { key, rangeEnd };
+    return this.stream.open(
+      options,
+      { ctx: this.ctx, what: `observe ${this.path}`, list: [range], watch: range },
+      (queue) => this.feed(queue),
+    );
   }
 
   /** The reflector's listener. */
@@ -124,7 +104,7 @@ export class LeaderObserver implements AsyncDisposable {
 
   /** Ends the stream; resolves when no watch or timer of this observer is left. Idempotent. */
   stop(): Promise<void> {
-    return this.life.stop();
+    return this.stream.stop();
   }
 
   /** Same as `stop()`. */
@@ -187,6 +167,6 @@ export class LeaderObserver implements AsyncDisposable {
       return;
     }
     this.lastEmitted = info;
-    this.queue?.push(info);
+    this.stream.push(info);
   }
 }
