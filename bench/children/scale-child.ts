@@ -3,15 +3,17 @@
  *
  * Args: observers <ours|etcd3> <endpoints> <key prefix> <count> <idle ms>
  *   Starts <count> observers (ours) or etcd3 watchers on keys <prefix>/k<i>, then `ready`; then,
- *   after <idle ms> of idleness, `idle` with RSS growth and CPU; then waits for one put to each
+ *   after <idle ms> of idleness, `idle` with RSS growth and CPU; then `settled` with the RSS growth
+ *   once V8 gave back its young generation (see settledMemory); then waits for one put to each
  *   key (written by the parent after the `go` command) and reports `delivered` with the absolute
  *   time (performance.timeOrigin + now) of the last event.
  * Args: electors ours <endpoints> <path prefix> <count> <idle ms>
- *   1,000 leaders on one connector and 1,000 followers on a second; `idle` as above; on the
+ *   1,000 leaders on one connector and 1,000 followers on a second; `idle`, `settled` as above; on the
  *   `handover` command closes the leaders' connector and reports how long until every follower
  *   leads.
  * Run with --expose-gc. Commands come as JSON lines on stdin; a closed stdin means exit.
  */
+import { getHeapSpaceStatistics } from 'node:v8';
 import { Etcd3 } from 'etcd3';
 import { fail, send, serve } from './protocol.js';
 
@@ -25,6 +27,54 @@ function memory(): { rss: number; heap: number } {
   (globalThis as { gc?: () => void }).gc?.();
   const m = process.memoryUsage();
   return { rss: m.rss, heap: m.heapUsed };
+}
+
+/** Committed bytes of V8's young generation (semi-spaces), without collecting. */
+function youngBytes(): number {
+  return (
+    getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.physical_space_size ?? 0
+  );
+}
+
+/** The young generation's size before the setup. */
+const youngAtStart = youngBytes();
+/** Longest wait for V8's memory reducer after the idle window. */
+const SETTLE_MAX_MS = 90_000;
+const MB = 1024 * 1024;
+
+/**
+ * Memory once the process has idled long enough for V8 to give memory back: a start-up burst
+ * grows the young generation (tens of MB, committed but empty once the burst is over), and only
+ * V8's memory reducer, which runs on its own after some idle seconds, shrinks it; V8 then returns
+ * the pages from a background thread. So: no forced `gc()` (it neither shrinks the young
+ * generation nor starts the reducer sooner); wait until the young generation is back to its size
+ * before the setup, then until RSS holds still (two samples 2 s apart within 1 MB). Gives up
+ * after SETTLE_MAX_MS and says how long it took.
+ */
+async function settledMemory(): Promise<{
+  rss: number;
+  heap: number;
+  afterMs: number;
+  young: number;
+}> {
+  const t0 = performance.now();
+  const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  const late = (): boolean => performance.now() - t0 >= SETTLE_MAX_MS;
+  while (youngBytes() > youngAtStart + MB && !late()) await sleep(500);
+  let rss = process.memoryUsage().rss;
+  while (!late()) {
+    await sleep(2000);
+    const next = process.memoryUsage().rss;
+    const still = Math.abs(next - rss) < MB;
+    rss = next;
+    if (still) break;
+  }
+  return {
+    rss,
+    heap: process.memoryUsage().heapUsed,
+    afterMs: performance.now() - t0,
+    young: youngBytes(),
+  };
 }
 
 /** Absolute time in ms, comparable across processes on one machine. */
@@ -119,7 +169,14 @@ async function observers(): Promise<void> {
   send('ready', { setupMs: performance.now() - t0 });
   const cpu = await idleCpu(idleMs);
   const m = memory();
-  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap });
+  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap, young: youngBytes() });
+  const s = await settledMemory();
+  send('settled', {
+    rss: s.rss - base.rss,
+    heap: s.heap - base.heap,
+    afterMs: s.afterMs,
+    young: s.young,
+  });
   serve(
     async (command) => {
       if (command.cmd !== 'go') return;
@@ -191,7 +248,14 @@ async function electors(): Promise<void> {
   send('ready', {});
   const cpu = await idleCpu(idleMs);
   const m = memory();
-  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap });
+  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap, young: youngBytes() });
+  const s = await settledMemory();
+  send('settled', {
+    rss: s.rss - base.rss,
+    heap: s.heap - base.heap,
+    afterMs: s.afterMs,
+    young: s.young,
+  });
   serve(
     async (command) => {
       if (command.cmd !== 'handover') return;
