@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
-import { EtcdConnector, LEStatus, type LeaderEvent } from '../src/index.js';
+import { EtcdConnector, LEStatus, type LeaderEvent, type Lock } from '../src/index.js';
 import { queueStats } from '../src/engines/wait-deletes.js';
 import {
   startEtcd,
@@ -43,6 +43,28 @@ void describe('proof by watch', () => {
     });
   }
 
+  /**
+   * A holds the mutex `/<ns>/m`; a second caller waits behind it with its proof watch armed.
+   * Returns the holder, the waiting `lock()` and both keys.
+   */
+  async function queuedPair(): Promise<{
+    path: string;
+    a: Lock;
+    waiting: Promise<Lock>;
+    predKey: string;
+    ourKey: string;
+  }> {
+    const ns = uniqueName('wp');
+    const path = `/${ns}/m`;
+    const a = await connect(ns).newMutex(path).lock();
+    const armedBase = queueStats.proofsArmed;
+    const waiting = connect(ns).newMutex(path).lock();
+    const [predKey, ourKey] = await waitQueueLength(client, `${path}/`, 2);
+    assert.ok(predKey !== undefined && ourKey !== undefined);
+    await armed(armedBase);
+    return { path, a, waiting, predKey, ourKey };
+  }
+
   before(async () => {
     etcd = await startEtcd();
     client = new Etcd3({ hosts: etcd.endpoints });
@@ -55,13 +77,7 @@ void describe('proof by watch', () => {
   });
 
   test('a mutex waiter holds on its predecessor’s delete, with no read', async () => {
-    const ns = uniqueName('wp');
-    const path = `/${ns}/m`;
-    const a = await connect(ns).newMutex(path).lock();
-    const armedBase = queueStats.proofsArmed;
-    const waiting = connect(ns).newMutex(path).lock();
-    await waitQueueLength(client, `${path}/`, 2);
-    await armed(armedBase);
+    const { path, a, waiting } = await queuedPair();
     const reads = queueStats.waitReads;
     const proofs = queueStats.watchProofs;
     await a.unlock();
@@ -77,14 +93,7 @@ void describe('proof by watch', () => {
 
   for (const order of ['ours first', 'predecessor first'] as const) {
     test(`our key deleted with the predecessor in one transaction (${order}): no proof`, async () => {
-      const ns = uniqueName('wp');
-      const path = `/${ns}/m`;
-      const a = await connect(ns).newMutex(path).lock();
-      const armedBase = queueStats.proofsArmed;
-      const waiting = connect(ns).newMutex(path).lock();
-      const [predKey, ourKey] = await waitQueueLength(client, `${path}/`, 2);
-      assert.ok(predKey !== undefined && ourKey !== undefined);
-      await armed(armedBase);
+      const { a, waiting, predKey, ourKey } = await queuedPair();
       const proofs = queueStats.watchProofs;
       const keys = order === 'ours first' ? [ourKey, predKey] : [predKey, ourKey];
       const res = await client
@@ -104,14 +113,7 @@ void describe('proof by watch', () => {
   }
 
   test('our key deleted before the predecessor: no proof', async () => {
-    const ns = uniqueName('wp');
-    const path = `/${ns}/m`;
-    const a = await connect(ns).newMutex(path).lock();
-    const armedBase = queueStats.proofsArmed;
-    const waiting = connect(ns).newMutex(path).lock();
-    const [predKey, ourKey] = await waitQueueLength(client, `${path}/`, 2);
-    assert.ok(predKey !== undefined && ourKey !== undefined);
-    await armed(armedBase);
+    const { a, waiting, predKey, ourKey } = await queuedPair();
     const ourDeletedAt = BigInt((await client.delete().key(ourKey)).header.revision);
     await client.delete().key(predKey);
     const b = await withTimeout(waiting, testTimeout(5000), 'second holder');

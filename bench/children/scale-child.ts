@@ -77,6 +77,23 @@ async function settledMemory(): Promise<{
   };
 }
 
+/**
+ * Reports `idle` (CPU over the idle window, memory growth over `base` right after it) and then
+ * `settled` (memory growth once settled).
+ */
+async function reportIdle(base: { rss: number; heap: number }): Promise<void> {
+  const cpu = await idleCpu(idleMs);
+  const m = memory();
+  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap, young: youngBytes() });
+  const s = await settledMemory();
+  send('settled', {
+    rss: s.rss - base.rss,
+    heap: s.heap - base.heap,
+    afterMs: s.afterMs,
+    young: s.young,
+  });
+}
+
 /** Absolute time in ms, comparable across processes on one machine. */
 function wallNow(): number {
   return performance.timeOrigin + performance.now();
@@ -167,16 +184,7 @@ async function observers(): Promise<void> {
     };
   }
   send('ready', { setupMs: performance.now() - t0 });
-  const cpu = await idleCpu(idleMs);
-  const m = memory();
-  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap, young: youngBytes() });
-  const s = await settledMemory();
-  send('settled', {
-    rss: s.rss - base.rss,
-    heap: s.heap - base.heap,
-    afterMs: s.afterMs,
-    young: s.young,
-  });
+  await reportIdle(base);
   serve(
     async (command) => {
       if (command.cmd !== 'go') return;
@@ -246,16 +254,7 @@ async function electors(): Promise<void> {
   }
   await following.done;
   send('ready', {});
-  const cpu = await idleCpu(idleMs);
-  const m = memory();
-  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap, young: youngBytes() });
-  const s = await settledMemory();
-  send('settled', {
-    rss: s.rss - base.rss,
-    heap: s.heap - base.heap,
-    afterMs: s.afterMs,
-    young: s.young,
-  });
+  await reportIdle(base);
   serve(
     async (command) => {
       if (command.cmd !== 'handover') return;
