@@ -18,6 +18,7 @@ import {
   type DiagnosticMessages,
   type SessionHandle,
 } from '../src/index.js';
+import { queueStats } from '../src/engines/wait-deletes.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) {
@@ -120,6 +121,7 @@ async function counterLoop(): Promise<void> {
         token,
         key: held.key,
         deadlineAt: performance.timeOrigin + s.deadline,
+        proofs: queueStats.watchProofs,
       });
       let lost = false;
       for (let i = 0; i < 3 && !held.signal.aborted && !stopped(); i++) {
@@ -216,6 +218,7 @@ async function electorLoop(): Promise<void> {
               token: leading,
               key: ev.token.key,
               deadlineAt: performance.timeOrigin + s.deadline,
+              proofs: queueStats.watchProofs,
             });
           }
         } else if (leading !== undefined) {
