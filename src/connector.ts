@@ -187,6 +187,9 @@ export class EtcdConnector implements AsyncDisposable {
         owned.add(closable);
         return () => owned.delete(closable);
       },
+      untrack(closable) {
+        owned.delete(closable);
+      },
       callOptions,
       toError: (err, what) => failures.toError(err, what),
     };

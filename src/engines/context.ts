@@ -43,6 +43,8 @@ export interface ConnectorContext {
   assertOpen(): void;
   /** Registers an object to end on `close()`; returns the function that unregisters it. */
   track(closable: Closable): () => void;
+  /** Unregisters what `track()` registered (for holders that keep no function per object). */
+  untrack(closable: Closable): void;
   /** gRPC call options with the per-call deadline. */
   callOptions(): { deadline: Date };
   /** Maps any failure to our typed error, naming the real reason behind a circuit breaker. */

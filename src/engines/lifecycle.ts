@@ -30,7 +30,8 @@ export class Lifecycle implements Closable {
   private controller: AbortController | undefined;
   private started = false;
   private stopping: Promise<void> | undefined;
-  private untrack: (() => void) | undefined;
+  /** Registered with the connector (no function kept per recipe: thousands of them idle). */
+  private tracked = false;
   private unlisten: (() => void) | undefined;
 
   constructor(
@@ -76,7 +77,8 @@ export class Lifecycle implements Closable {
     this.assertOpen();
     if (this.started) throw new InvalidStateError(`${this.what}: start() was already called`);
     this.started = true;
-    this.untrack = this.ctx.track(this);
+    this.ctx.track(this);
+    this.tracked = true;
     if (signal === undefined) return;
     if (signal.aborted) {
       void this.stop();
@@ -102,7 +104,7 @@ export class Lifecycle implements Closable {
       try {
         await this.teardown();
       } finally {
-        this.untrack?.();
+        if (this.tracked) this.ctx.untrack(this);
       }
     })().catch(() => undefined);
     return this.stopping;

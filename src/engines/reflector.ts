@@ -15,8 +15,13 @@ import { retrying } from './retry.js';
 
 /** A key range: one key (no `rangeEnd`) or `[key, rangeEnd)`. */
 export interface KeyRange {
-  key: Buffer;
+  /** A string is taken as UTF-8 (an observer keeps its path, not a copy in a Buffer). */
+  key: Buffer | string;
   rangeEnd?: Buffer;
+}
+
+function keyBytes(key: Buffer | string): Buffer {
+  return typeof key === 'string' ? Buffer.from(key) : key;
 }
 
 /** The complete state of the reflected ranges at one revision. */
@@ -230,7 +235,7 @@ class ReflectorImpl implements Reflector, WatchListener {
     // "Now" as a number, so the resume point is always known (etcd's 0 = now is not).
     const { ctx, watch } = this.opts;
     const res = await this.retry(() =>
-      ctx.client.kv.range({ key: watch.key, count_only: true }, ctx.callOptions()),
+      ctx.client.kv.range({ key: keyBytes(watch.key), count_only: true }, ctx.callOptions()),
     );
     return Number(res.header.revision) + 1;
   }
@@ -247,7 +252,7 @@ class ReflectorImpl implements Reflector, WatchListener {
         const kvs: IKeyValue[] = [];
         let revision: string | undefined;
         for (const range of list) {
-          let from = range.key;
+          let from = keyBytes(range.key);
           for (;;) {
             const at = revision;
             const res = await this.retry(() =>

@@ -217,7 +217,7 @@ export class Observer implements AsyncDisposable {
   }
 
   private reflect(feed: ObserverFeed, fromRevision: number, recursive: boolean): Reflector {
-    const own: KeyRange = { key: Buffer.from(this.path) };
+    const own: KeyRange = { key: this.path };
     let list: KeyRange[] = [own];
     let watch: KeyRange = own;
     let accept: ((key: string) => boolean) | undefined;

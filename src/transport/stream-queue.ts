@@ -55,7 +55,12 @@ export class StreamQueue<T> implements RecipeStream<T>, AsyncIterator<T> {
   private readonly items: T[] = [];
   /** Index of the first unread item (items are dropped from the front in chunks). */
   private head = 0;
-  private readonly waiters: Waiter<T>[] = [];
+  /**
+   * The pending `next()` calls, oldest first: almost always none or one, kept in a field — an
+   * idle stream of thousands then holds no array for it.
+   */
+  private waiter: Waiter<T> | undefined;
+  private moreWaiters: Waiter<T>[] | undefined;
   private ended = false;
   private failure: { error: unknown } | undefined;
   /** The error that ended the stream, for `closed` (kept after the reader received it). */
@@ -89,7 +94,7 @@ export class StreamQueue<T> implements RecipeStream<T>, AsyncIterator<T> {
 
   push(item: T): void {
     if (this.isClosed) return;
-    const w = this.waiters.shift();
+    const w = this.takeWaiter();
     if (w !== undefined) {
       w.resolve({ value: item, done: false });
       return;
@@ -167,8 +172,18 @@ export class StreamQueue<T> implements RecipeStream<T>, AsyncIterator<T> {
       return Promise.resolve({ value: undefined, done: true });
     }
     return new Promise((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
+      const w = { resolve, reject };
+      if (this.waiter === undefined) this.waiter = w;
+      else (this.moreWaiters ??= []).push(w);
     });
+  }
+
+  /** The oldest pending `next()`, removed. */
+  private takeWaiter(): Waiter<T> | undefined {
+    const w = this.waiter;
+    this.waiter = this.moreWaiters?.shift();
+    if (this.moreWaiters?.length === 0) this.moreWaiters = undefined;
+    return w;
   }
 
   private leave(): void {
@@ -186,8 +201,7 @@ export class StreamQueue<T> implements RecipeStream<T>, AsyncIterator<T> {
 
   /** Settles every pending `next()`: the first gets the failure (if any), the rest `done`. */
   private settleWaiters(): void {
-    const waiters = this.waiters.splice(0);
-    for (const w of waiters) {
+    for (let w = this.takeWaiter(); w !== undefined; w = this.takeWaiter()) {
       const f = this.failure;
       if (f !== undefined && !this.returned) {
         this.failure = undefined;
