@@ -6,6 +6,10 @@
  *   delivered (first put sent by this process → last event in the child).
  * - 1,000 leaders on one connector + 1,000 followers on another (ours): RSS growth, idle CPU, and
  *   the time from the leaders' connector's close() until every follower leads.
+ *
+ * RSS growth twice: right after the idle window (after a forced GC), and settled — a minute later
+ * with no forced GC, once V8's memory reducer gave back what the start-up burst left (a freshly
+ * collected heap still holds pages V8 returns only later, from a background thread).
  */
 import type { Etcd3 } from 'etcd3';
 import { uniqueName } from '../../src/testing/index.js';
@@ -60,6 +64,7 @@ async function observers(
   mode: 'ours' | 'etcd3',
   count: number,
   idleMs: number,
+  settleMs: number,
 ): Promise<ObserverResult> {
   const endpoint = env.endpoints[0] ?? '';
   const prefix = `/bench/${uniqueName(`scale-${mode}`)}`;
@@ -73,6 +78,7 @@ async function observers(
     prefix,
     String(count),
     String(idleMs),
+    String(settleMs),
   ]);
   try {
     const ready = await child.waitEvent('ready', WAIT_MS);
@@ -119,7 +125,12 @@ interface ElectorResult extends Settled {
   closeMs: number;
 }
 
-async function electors(env: BenchEnv, count: number, idleMs: number): Promise<ElectorResult> {
+async function electors(
+  env: BenchEnv,
+  count: number,
+  idleMs: number,
+  settleMs: number,
+): Promise<ElectorResult> {
   const child = new LineProcess(process.execPath, [
     '--expose-gc',
     childScript('scale-child'),
@@ -129,6 +140,7 @@ async function electors(env: BenchEnv, count: number, idleMs: number): Promise<E
     `/bench/${uniqueName('scale-el')}`,
     String(count),
     String(idleMs),
+    String(settleMs),
   ]);
   try {
     await child.waitEvent('ready', WAIT_MS);
@@ -156,21 +168,24 @@ export const scaleCase: BenchCase = {
     const n = env.reps(2000, 10_000);
     const electorsN = env.reps(200, 1000);
     const idleMs = env.reps(3000, 10_000);
+    // Long enough for V8's memory reducer to have run (10-30 s of idleness here).
+    const settleMs = env.reps(5000, 60_000);
     const ours = await env.ours();
     const o =
       ours === undefined
         ? undefined
-        : await env.guard('scale observers', () => observers(env, raw, 'ours', n, idleMs));
-    const p = await observers(env, raw, 'etcd3', n, idleMs);
+        : await env.guard('scale observers', () =>
+            observers(env, raw, 'ours', n, idleMs, settleMs),
+          );
+    const p = await observers(env, raw, 'etcd3', n, idleMs, settleMs);
     const e =
       ours === undefined
         ? undefined
-        : await env.guard('scale electors', () => electors(env, electorsN, idleMs));
+        : await env.guard('scale electors', () => electors(env, electorsN, idleMs, settleMs));
     env.note(
-      `scale: ${n} observers on ${n} keys, idle CPU over ${idleMs / 1000} s; RSS growth after ` +
-        `that window, and settled: once V8's memory reducer gave back the young generation the ` +
-        `start-up grew (after ${fmt(o?.settledAfterS)} s more ours, ${fmt(p.settledAfterS)} s ` +
-        `etcd3, ${fmt(e?.settledAfterS)} s electors); heap growth ` +
+      `scale: ${n} observers on ${n} keys, idle CPU over ${idleMs / 1000} s; RSS growth right ` +
+        `after that window (after a forced gc) and settled (${fmt(o?.settledAfterS)} s more idle, ` +
+        `no forced gc: V8's memory reducer gave back what the start-up burst left); heap growth ` +
         `${fmt(o?.heapMb)} MB ours, ${fmt(p.heapMb)} MB etcd3; setup (start all, one warm-up put ` +
         `each delivered) ${fmt(o?.setupMs)} ms ours, ${fmt(p.setupMs)} ms etcd3; one put each ` +
         `delivered: median of ${DELIVERY_ROUNDS} rounds per side; ${electorsN} ` +

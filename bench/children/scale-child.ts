@@ -1,27 +1,35 @@
 /**
  * Many idle watchers (or electors) in one process, for memory, idle CPU and delivery figures.
  *
- * Args: observers <ours|etcd3> <endpoints> <key prefix> <count> <idle ms>
+ * Args: observers <ours|etcd3> <endpoints> <key prefix> <count> <idle ms> <settle ms>
  *   Starts <count> observers (ours) or etcd3 watchers on keys <prefix>/k<i>, then `ready`; then,
  *   after <idle ms> of idleness, `idle` with RSS growth and CPU; then `settled` with the RSS growth
- *   once V8 gave back its young generation (see settledMemory); then waits for one put to each
+ *   <settle ms> later, with no forced GC (see settledRss); then waits for one put to each
  *   key (written by the parent after the `go` command) and reports `delivered` with the absolute
  *   time (performance.timeOrigin + now) of the last event.
- * Args: electors ours <endpoints> <path prefix> <count> <idle ms>
- *   1,000 leaders on one connector and 1,000 followers on a second; `idle`, `settled` as above; on the
- *   `handover` command closes the leaders' connector and reports how long until every follower
+ * Args: electors ours <endpoints> <path prefix> <count> <idle ms> <settle ms>
+ *   1,000 leaders on one connector and 1,000 followers on a second; `idle`, `settled` as above; on
+ *   the `handover` command closes the leaders' connector and reports how long until every follower
  *   leads.
  * Run with --expose-gc. Commands come as JSON lines on stdin; a closed stdin means exit.
  */
-import { getHeapSpaceStatistics } from 'node:v8';
 import { Etcd3 } from 'etcd3';
 import { fail, send, serve } from './protocol.js';
 
-const [kind, mode, endpointList = '', prefix = '', countText = '1000', idleText = '10000'] =
-  process.argv.slice(2);
+const [
+  kind,
+  mode,
+  endpointList = '',
+  prefix = '',
+  countText = '1000',
+  idleText = '10000',
+  settleText = '60000',
+] = process.argv.slice(2);
 const endpoints = endpointList.split(',');
 const count = Number(countText);
 const idleMs = Number(idleText);
+/** Idleness after the idle window before the settled figure (V8's memory reducer ran by then). */
+const settledAfterMs = Number(settleText);
 
 function memory(): { rss: number; heap: number } {
   (globalThis as { gc?: () => void }).gc?.();
@@ -29,52 +37,20 @@ function memory(): { rss: number; heap: number } {
   return { rss: m.rss, heap: m.heapUsed };
 }
 
-/** Committed bytes of V8's young generation (semi-spaces), without collecting. */
-function youngBytes(): number {
-  return (
-    getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.physical_space_size ?? 0
-  );
-}
-
-/** The young generation's size before the setup. */
-const youngAtStart = youngBytes();
-/** Longest wait for V8's memory reducer after the idle window. */
-const SETTLE_MAX_MS = 90_000;
-const MB = 1024 * 1024;
-
 /**
- * Memory once the process has idled long enough for V8 to give memory back: a start-up burst
- * grows the young generation (tens of MB, committed but empty once the burst is over), and only
- * V8's memory reducer, which runs on its own after some idle seconds, shrinks it; V8 then returns
- * the pages from a background thread. So: no forced `gc()` (it neither shrinks the young
- * generation nor starts the reducer sooner); wait until the young generation is back to its size
- * before the setup, then until RSS holds still (two samples 2 s apart within 1 MB). Gives up
- * after SETTLE_MAX_MS and says how long it took.
+ * RSS once the idle process has given memory back. A start-up burst grows V8's young generation to
+ * tens of MB and leaves garbage in the old one; V8 gives that memory back only in GCs while little
+ * is allocated — its memory reducer starts them on its own after some idle seconds (10-30 s here)
+ * — and returns freed pages from a background thread after each GC, so RSS read right after a GC
+ * still counts them. So: no forced GC here; RSS after settledAfterMs more of idleness (sampled,
+ * so the process keeps a timer like any idle service).
  */
-async function settledMemory(): Promise<{
-  rss: number;
-  heap: number;
-  afterMs: number;
-  young: number;
-}> {
+async function settledRss(): Promise<{ rss: number; afterMs: number }> {
   const t0 = performance.now();
-  const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-  const late = (): boolean => performance.now() - t0 >= SETTLE_MAX_MS;
-  while (youngBytes() > youngAtStart + MB && !late()) await sleep(500);
-  let rss = process.memoryUsage().rss;
-  while (!late()) {
-    await sleep(2000);
-    const next = process.memoryUsage().rss;
-    const still = Math.abs(next - rss) < MB;
-    rss = next;
-    if (still) break;
+  while (performance.now() - t0 < settledAfterMs) {
+    await new Promise((resolve) => setTimeout(resolve, 2500));
   }
-  return {
-    rss,
-    heap: process.memoryUsage().heapUsed,
-    afterMs: performance.now() - t0,
-    young: youngBytes(),
-  };
+  return { rss: process.memoryUsage().rss, afterMs: performance.now() - t0 };
 }
 
 /**
@@ -84,14 +60,9 @@ async function settledMemory(): Promise<{
 async function reportIdle(base: { rss: number; heap: number }): Promise<void> {
   const cpu = await idleCpu(idleMs);
   const m = memory();
-  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap, young: youngBytes() });
-  const s = await settledMemory();
-  send('settled', {
-    rss: s.rss - base.rss,
-    heap: s.heap - base.heap,
-    afterMs: s.afterMs,
-    young: s.young,
-  });
+  send('idle', { cpu, rss: m.rss - base.rss, heap: m.heap - base.heap });
+  const s = await settledRss();
+  send('settled', { rss: s.rss - base.rss, afterMs: s.afterMs });
 }
 
 /** Absolute time in ms, comparable across processes on one machine. */
