@@ -25,8 +25,7 @@ export type WorkerRecord = WorkerBase &
     /** This process closed or lost a session (and so may have revoked its lease itself). */
     | { kind: 'session'; lease: string; state: 'closed' | 'lost' }
     /** The lock is held (`deadlineAt`: its session's deadline at that moment). */
-    /** `proofs`: waits this process ended by the proof by watch so far (engines/watch-proof.ts). */
-    | { kind: 'lock.acquired'; token: string; key: string; deadlineAt: number; proofs?: number }
+    | { kind: 'lock.acquired'; token: string; key: string; deadlineAt: number }
     | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }
     /** One increment of the shared counter under the lock (`unknown`: no answer, may have landed). */
     | {
@@ -36,7 +35,7 @@ export type WorkerRecord = WorkerBase &
         value?: number;
         revision?: number;
       }
-    | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number; proofs?: number }
+    | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number }
     | { kind: 'lead.ended'; token: string; how: string }
     | { kind: 'work'; token: string; outcome: 'ok' | 'failed' | 'unknown'; revision?: number }
     | { kind: 'obs.start'; from: number }

@@ -16,8 +16,6 @@ export interface Operations {
   observerEvents: number;
   trackerMaps: number;
   workerIncarnations: number;
-  /** Lock and leader waits that ended by the proof by watch, without a read. */
-  watchProofs: number;
 }
 
 export function countOperations(records: readonly ChaosRecord[]): Operations {
@@ -30,16 +28,10 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     observerEvents: 0,
     trackerMaps: 0,
     workerIncarnations: 0,
-    watchProofs: 0,
   };
-  // Each process logs its running count; its last (largest) figure counts.
-  const proofs = new Map<string, number>();
   // A leader that recovers from a suspension gains the same term again: counted once.
   const terms = new Set<string>();
   for (const r of records) {
-    if ((r.kind === 'lock.acquired' || r.kind === 'lead.gained') && r.proofs !== undefined) {
-      proofs.set(holder(r), Math.max(proofs.get(holder(r)) ?? 0, r.proofs));
-    }
     if (r.kind === 'lock.acquired') ops.lockHolds++;
     else if (r.kind === 'inc' && r.outcome === 'ok') ops.incrementsAcked++;
     else if (r.kind === 'inc' && r.outcome === 'unknown') ops.incrementsUnknown++;
@@ -50,7 +42,6 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     else if (r.kind === 'start') ops.workerIncarnations++;
   }
   ops.leaderTerms = terms.size;
-  ops.watchProofs = [...proofs.values()].reduce((a, b) => a + b, 0);
   return ops;
 }
 
@@ -83,7 +74,6 @@ export function summary(
     `| fenced leader writes | ${ops.leaderWrites} |`,
     `| observer events delivered | ${ops.observerEvents} |`,
     `| tracker maps | ${ops.trackerMaps} |`,
-    `| lock and leader waits ended by the proof by watch | ${ops.watchProofs} |`,
     '',
     '| fault | injected |',
     '| --- | ---: |',

@@ -18,7 +18,6 @@ import {
   type DiagnosticMessages,
   type SessionHandle,
 } from '../src/index.js';
-import { queueStats } from '../src/engines/wait-deletes.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) {
@@ -121,7 +120,6 @@ async function counterLoop(): Promise<void> {
         token,
         key: held.key,
         deadlineAt: performance.timeOrigin + s.deadline,
-        proofs: queueStats.watchProofs,
       });
       let lost = false;
       for (let i = 0; i < 3 && !held.signal.aborted && !stopped(); i++) {
@@ -218,7 +216,6 @@ async function electorLoop(): Promise<void> {
               token: leading,
               key: ev.token.key,
               deadlineAt: performance.timeOrigin + s.deadline,
-              proofs: queueStats.watchProofs,
             });
           }
         } else if (leading !== undefined) {

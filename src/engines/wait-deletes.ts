@@ -9,8 +9,7 @@
  * older revision waits for etcd's 100 ms catch-up loop; FAULTS.md). A deletion before that window
  * does not change the window, so a release wakes at most `slots` waiters, never the whole queue.
  * After every wake-up it reads again: our key must still exist with our create revision under a
- * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex) — except
- * when the wake-up itself proves it (below).
+ * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex).
  *
  * Why a release wakes at most `slots` waiters: a waiter holds once fewer than `slots` keys precede
  * it, and the newest `slots` of those (its window) are all it watches. While every key of its
@@ -22,17 +21,6 @@
  *
  * Go's RWMutex orders by mod revision over a wider range than its own keys (`order: 'Mod'`,
  * `waitPrefix`): a reader waits on the writers before it, a writer on everybody before it.
- *
- * The proof by watch (one slot, create order): when the last read showed the predecessor as the
- * oldest key under the prefix, it is the only key before ours, and no key can ever join before
- * ours. Its delete at revision R then leaves no key before ours — if our own key still exists at
- * R. One watch over the key range from the lower to the higher of the two keys carries both, in
- * revision order (etcd orders events per watch, not across watches: a separate watch on our key
- * may report its delete after the predecessor's). So when that watch was created at or before the
- * read's revision (nothing missed in between) and reports the predecessor's delete with no event
- * on our key before it, and the session is alive by its local deadline, we hold at R: the same
- * proof the re-check read gives, one round trip sooner. Anything else on those two keys, a gap, a
- * compaction or a reconnect that lost the watch's start falls back to the read.
  *
  * Window keys are watched from *now* (see WatchTarget.startRevision), kept across re-reads while
  * they stay in the window, and re-read once if etcd created the watch after revisions passed since
@@ -57,7 +45,6 @@ import type { WatchEvent } from '../transport/resume-point.js';
 import type { MuxWatch } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
 import { sharedKeyWatch } from './key-watch.js';
-import { ProofWatchState } from './watch-proof.js';
 
 /** The `[key, range_end)` of every key that starts with `prefix`. */
 export function prefixRange(prefix: string): { key: Buffer; range_end: Buffer } {
@@ -104,27 +91,7 @@ export function lastByUpTo(
 export const queueStats = {
   /** Reads `waitTurn()` made: one per wake-up (and one per wait). */
   waitReads: 0,
-  /** Waits that ended on the proof by watch, without a read. */
-  watchProofs: 0,
-  /** Proof watches etcd created in time for the view they serve (nothing missed since its read). */
-  proofsArmed: 0,
 };
-
-/** The proof by watch of one `waitTurn()` (see the header). */
-interface Proof {
-  /** The sole predecessor of the last view, if it had one. */
-  key: string | undefined;
-  /** That view's read revision: the proof's watch must have started at or before it. */
-  readRevision: number;
-  /** The revision of that key's delete, once the watch proved we hold; 0 before. */
-  at: number;
-  watch: ProofWatch | undefined;
-}
-
-interface ProofWatch {
-  readonly key: string;
-  close(): void;
-}
 
 /** Wraps a range request for a transaction. */
 export function rangeOp(request: IRangeRequest): IRequestOp {
@@ -198,11 +165,6 @@ export interface WaitView {
   readonly window: readonly IKeyValue[];
   /** The responses of the caller's extra reads. */
   readonly extra: readonly IKeyValue[][];
-  /**
-   * One slot, create order, and the window's key was the oldest under the prefix: it is the only
-   * key before ours, so its delete alone can prove we hold (the proof by watch, above).
-   */
-  readonly sole?: boolean;
 }
 
 /** How a wait ended without an error from etcd. */
@@ -405,8 +367,7 @@ export class QueueMember {
       const window = kvsAt(res.responses, 2)
         .filter((kv) => !kv.key.equals(this.keyBuf))
         .slice(0, slots);
-      const sole = this.isSole(slots, window, firstKvs[0]);
-      this.initialView = { readRevision, window, extra, sole };
+      this.initialView = { readRevision, window, extra };
     } else {
       this.initialView = undefined;
     }
@@ -430,8 +391,6 @@ export class QueueMember {
     signal.addEventListener('abort', onAbort, { once: true });
     // Wake-up watches by key, kept while the key stays in view.
     const watches = new Map<string, MuxWatch>();
-    // The proof by watch: the sole predecessor whose delete proves we hold, and where it did.
-    const proof: Proof = { key: undefined, readRevision: 0, at: 0, watch: undefined };
     // The join's view stands for the first read, unless something happened since (a holder's
     // re-check after a session change must read).
     let given = this.alerts === this.alertsAtJoin ? this.initialView : undefined;
@@ -446,38 +405,26 @@ export class QueueMember {
         if (this.session.state === 'suspended') {
           // No read can prove anything while keepalives go unanswered; the session wakes us.
           given = undefined;
-          proof.at = 0;
           await this.wake.wait();
           continue;
         }
-        if (proof.at !== 0 && this.session.state === 'alive') {
-          // The sole predecessor's delete, with our key still there: we hold as of its revision.
-          queueStats.watchProofs++;
-          return { kind: 'holder', view: { readRevision: proof.at, window: [], extra: [] } };
-        }
-        proof.at = 0;
         if (given !== undefined) {
           const view = given;
           given = undefined;
           if (view.window.length < slots) return { kind: 'holder', view };
-          this.waitOn(view, opts, watches, proof);
+          this.waitOn(view, opts, watches);
           await this.wake.wait();
           this.throwWatchFailure(signal);
           continue;
         }
         const extraReads = opts.extraReads ?? [];
-        const provable = this.provable(slots);
         queueStats.waitReads++;
-        // Decided by this read: no earlier view proves anything now.
-        proof.key = undefined;
         const res = await this.txn(
           {
             success: [
               rangeOp({ key: this.keyBuf }),
               rangeOp(lastByUpTo(this.waitPrefix, this.order, orderRevision - 1n, slots)),
               ...extraReads.map(rangeOp),
-              // The oldest key: when it is our predecessor, the proof by watch applies.
-              ...(provable ? [rangeOp(firstBy(this.waitPrefix, this.order, 1))] : []),
             ],
           },
           'queue read',
@@ -493,12 +440,10 @@ export class QueueMember {
         }
         const readRevision = Number(res.header.revision);
         if (this.ownNeedsReopen) this.watchOwn(readRevision + 1);
-        const window = kvsAt(res.responses, 1);
         const view: WaitView = {
           readRevision,
-          window,
+          window: kvsAt(res.responses, 1),
           extra: extraReads.map((_, i) => kvsAt(res.responses, i + 2)),
-          sole: this.isSole(slots, window, kvAt(res.responses, 2 + extraReads.length)),
         };
         // Changed while we read: look again rather than decide on a stale view.
         if (isAborted(signal) || !this.session.isAlive() || this.session.state !== 'alive') {
@@ -510,14 +455,13 @@ export class QueueMember {
           if (this.alerts === alerts) this.wake.reset();
           return { kind: 'holder', view };
         }
-        this.waitOn(view, opts, watches, proof);
+        this.waitOn(view, opts, watches);
         await this.wake.wait();
         this.throwWatchFailure(signal);
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
       for (const w of watches.values()) w.close();
-      proof.watch?.close();
     }
   }
 
@@ -596,27 +540,10 @@ export class QueueMember {
    * Before waiting on `view`: tells the caller (`onWaiting`), watches the keys of the view (and
    * the caller's extra ones) and drops watches no longer needed.
    */
-  private waitOn(
-    view: WaitView,
-    opts: WaitOptions,
-    watches: Map<string, MuxWatch>,
-    proof: Proof,
-  ): void {
+  private waitOn(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
     opts.onWaiting?.(view);
-    const sole = view.sole === true ? view.window[0] : undefined;
-    proof.key = sole?.key.toString();
-    proof.readRevision = view.readRevision;
-    if (proof.watch !== undefined && proof.watch.key !== proof.key) {
-      proof.watch.close();
-      proof.watch = undefined;
-    }
-    if (sole !== undefined && proof.watch === undefined) {
-      proof.watch = this.watchProof(sole.key, proof);
-    }
     const keys = new Set(view.window.map((kv) => kv.key.toString()));
     for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-    // The proof's watch wakes for the predecessor's changes as well.
-    if (proof.watch !== undefined) keys.delete(proof.watch.key);
     for (const [k, w] of watches) {
       if (keys.has(k)) continue;
       w.close();
@@ -632,78 +559,6 @@ export class QueueMember {
     const failure = this.watchFailure;
     this.watchFailure = undefined;
     if (failure !== undefined && !isAborted(signal)) throw failure;
-  }
-
-  /** The proof by watch needs one slot and create order (see the header). */
-  private provable(slots: number): boolean {
-    return slots === 1 && this.order === 'Create';
-  }
-
-  /** The window's one key is also the oldest key under the prefix: the only key before ours. */
-  private isSole(
-    slots: number,
-    window: readonly IKeyValue[],
-    oldest: IKeyValue | undefined,
-  ): boolean {
-    const pred = window[0];
-    return (
-      this.provable(slots) &&
-      window.length === 1 &&
-      pred !== undefined &&
-      oldest?.key.equals(pred.key) === true
-    );
-  }
-
-  /**
-   * Watches, from now, the key range from the lower to the higher of `pred` and our key: one watch,
-   * so etcd reports their changes to us in revision order. The predecessor's delete with nothing on
-   * our key before it proves we hold, if the watch started at or before the view's read (`proof`);
-   * every change of the two keys wakes the loop, which reads unless the proof stands.
-   */
-  private watchProof(pred: Buffer, proof: Proof): ProofWatch {
-    const state = new ProofWatchState(this.key, pred.toString());
-    const [low, high] =
-      Buffer.compare(pred, this.keyBuf) < 0 ? [pred, this.keyBuf] : [this.keyBuf, pred];
-    const wake = (): void => {
-      this.wake.fire();
-    };
-    const end = (): void => {
-      if (proof.watch === pw) proof.watch = undefined;
-    };
-    const w = this.ctx.watches.watch(
-      { key: low, rangeEnd: Buffer.concat([high, Buffer.from([0])]), startRevision: 0 },
-      {
-        onEvents: (events) => {
-          const b = state.batch(events);
-          if (b.deletedAt !== 0 && proof.key === state.pred && state.covers(proof.readRevision)) {
-            proof.at = b.deletedAt;
-          }
-          if (b.wake) wake();
-        },
-        onCreated: (revision) => {
-          if (!state.created(revision)) return;
-          // Revisions passed between the read and the watch: what they did is not in it.
-          if (state.covers(proof.readRevision)) queueStats.proofsArmed++;
-          else wake();
-        },
-        onCompacted: () => {
-          end();
-          wake();
-        },
-        onEnded: (error) => {
-          end();
-          this.watchFailure = error;
-          this.wake.fire();
-        },
-      },
-    );
-    const pw: ProofWatch = {
-      key: state.pred,
-      close: () => {
-        w.close();
-      },
-    };
-    return pw;
   }
 
   /** A key's revision in this queue's order. */

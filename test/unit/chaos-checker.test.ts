@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { check, holds, lastFaultEnd, type Verdict } from '../../chaos/checker.js';
-import { countOperations } from '../../chaos/report.js';
 import type { ChaosRecord, HistoryRecord, RunParams } from '../../chaos/records.js';
 
 const P: RunParams = {
@@ -417,19 +416,5 @@ void describe('chaos checker', () => {
     records.push({ kind: 'unhandled', w: 'w1', inc: 0, t: final.t - 1, message: 'boom' });
     const failed = failing(records).find((v) => v.name.startsWith('clean exits'));
     assert.equal(failed?.violationCount, 3);
-  });
-
-  void test('the proof-by-watch count takes each process’s last running figure', () => {
-    const r = (w: string, inc: number, kind: string, proofs?: number): ChaosRecord =>
-      ({ w, inc, t: (t += 5), kind, token: '1', key: 'k', deadlineAt: 0, proofs }) as ChaosRecord;
-    const ops = countOperations([
-      r('w1', 0, 'lock.acquired', 1),
-      r('w1', 0, 'lead.gained', 3),
-      r('w1', 0, 'lock.acquired', 2), // out of order in the merged logs: the largest counts
-      r('w1', 1, 'lock.acquired', 4), // a new incarnation counts from 0
-      r('w2', 0, 'lock.acquired'),
-    ]);
-    assert.equal(ops.watchProofs, 7);
-    assert.equal(ops.lockHolds, 4);
   });
 });
