@@ -39,7 +39,7 @@ function num(v: unknown): number {
   return typeof v === 'number' ? v : NaN;
 }
 
-/** RSS growth once V8's memory reducer gave back the young generation, and when that was. */
+/** RSS growth after the settle time with no forced GC, and how long after the idle window. */
 interface Settled {
   settledRssMb: number;
   settledAfterS: number;
