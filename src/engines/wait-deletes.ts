@@ -9,7 +9,11 @@
  * older revision waits for etcd's 100 ms catch-up loop; FAULTS.md). A deletion before that window
  * does not change the window, so a release wakes at most `slots` waiters, never the whole queue.
  * After every wake-up it reads again: our key must still exist with our create revision under a
- * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex).
+ * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex). The
+ * wake-up event cannot stand in for that read, even one watch covering our key and the
+ * predecessor: it tells what was true at its revision, and our key may be gone by the time we act
+ * on it (chaos seed 4012 held a lock 3 ms after etcd had revoked its key; BENCHMARKS.md, "Tried
+ * and reverted"). A linearizable read sees every revision committed before it started.
  *
  * Why a release wakes at most `slots` waiters: a waiter holds once fewer than `slots` keys precede
  * it, and the newest `slots` of those (its window) are all it watches. While every key of its
