@@ -11,12 +11,11 @@ import type { IKeyValue } from 'etcd3';
 import { CompactedError, InvalidArgumentError } from '../errors.js';
 import { validatePath } from '../paths.js';
 import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import { prefixTarget, type WatchEvent } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
 import type { StartOptions } from './lifecycle.js';
 import { ReflectedStream } from './reflected-stream.js';
 import type { ReflectorListener } from './reflector.js';
-import { prefixRange } from './wait-deletes.js';
 
 /** What a recipe keeps of a prefix. */
 export interface PrefixModel<T> {
@@ -79,8 +78,7 @@ export class PrefixState<T extends { readonly error?: Error }> implements AsyncD
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
   start(options: StartOptions = {}): RecipeStream<T> {
-    const { key, range_end: rangeEnd } = prefixRange(this.prefix);
-    const range = { key, rangeEnd };
+    const range = prefixTarget(this.prefix);
     return this.stream.open(
       options,
       { ctx: this.ctx, what: this.what, list: [range], watch: range, pageSize: this.pageSize },

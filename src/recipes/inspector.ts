@@ -19,11 +19,10 @@ import {
 import type { StartOptions } from '../engines/lifecycle.js';
 import { ReflectedStream } from '../engines/reflected-stream.js';
 import type { ReflectorListener } from '../engines/reflector.js';
-import { prefixRange } from '../engines/wait-deletes.js';
 import { validateMs, validatePath } from '../paths.js';
 import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
 import { monotonicMs } from '../transport/timers.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import { prefixTarget, type WatchEvent } from '../transport/watch-mux.js';
 
 /** A lease's time to live, as etcd last told it. */
 export interface LeaseTtl {
@@ -142,7 +141,7 @@ export class Inspector implements AsyncDisposable {
   start(options: InspectorStartOptions = {}): RecipeStream<InspectorState> {
     const { once = false } = options;
     if (typeof once !== 'boolean') throw new InvalidArgumentError('once', 'must be a boolean');
-    const below = prefixRange(this.path + '/');
+    const below = prefixTarget(this.path + '/');
     const path = Buffer.from(this.path);
     return this.stream.open(
       options.signal === undefined ? {} : { signal: options.signal },
@@ -150,9 +149,9 @@ export class Inspector implements AsyncDisposable {
         ctx: this.ctx,
         what: `inspect ${this.path}`,
         // The path itself (a Go barrier) and everything below it.
-        list: [{ key: path }, { key: below.key, rangeEnd: below.range_end }],
+        list: [{ key: path }, below],
         // One range over both; the few siblings it also covers (`path-x`, `path.y`) are dropped.
-        watch: { key: path, rangeEnd: below.range_end },
+        watch: { key: path, rangeEnd: below.rangeEnd },
         accept: (key) => key === this.path || key.startsWith(this.path + '/'),
         pageSize: this.pageSize,
       },

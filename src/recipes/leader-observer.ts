@@ -9,10 +9,9 @@ import type { ConnectorContext } from '../engines/context.js';
 import type { StartOptions } from '../engines/lifecycle.js';
 import { ReflectedStream } from '../engines/reflected-stream.js';
 import type { ReflectorListener } from '../engines/reflector.js';
-import { prefixRange } from '../engines/wait-deletes.js';
 import { validatePath } from '../paths.js';
 import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import { prefixTarget, type WatchEvent } from '../transport/watch-mux.js';
 
 /** Who leads an election, as seen by an observer. */
 export interface LeaderInfo {
@@ -65,8 +64,7 @@ export class LeaderObserver implements AsyncDisposable {
    * @throws InvalidStateError called twice; ClosedError after `stop()` or the connector's close
    */
   start(options: StartOptions = {}): RecipeStream<LeaderInfo> {
-    const { key, range_end: rangeEnd } = prefixRange(this.prefix);
-    const range = { key, rangeEnd };
+    const range = prefixTarget(this.prefix);
     return this.stream.open(
       options,
       { ctx: this.ctx, what: `observe ${this.path}`, list: [range], watch: range },
