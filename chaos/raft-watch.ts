@@ -7,7 +7,7 @@
  * so its lock, leadership and registration, lives that much longer.
  */
 import { Etcd3 } from 'etcd3';
-import { singleAttempt } from '../src/transport/client-options.js';
+import { singleAttemptFaults } from '../src/transport/client-options.js';
 
 export interface RaftWatch {
   /** Epoch ms when the newest term was first seen (-Infinity before any). */
@@ -29,10 +29,7 @@ export function startRaftWatch(
   let term = 0;
   let lastAt = -Infinity;
   const loops = endpoints.map(async (endpoint, i) => {
-    const client = new Etcd3({
-      hosts: [endpoint],
-      faultHandling: { global: singleAttempt, host: () => singleAttempt },
-    });
+    const client = new Etcd3({ hosts: [endpoint], faultHandling: singleAttemptFaults });
     try {
       while (!halt.signal.aborted) {
         const polledAt = now();

@@ -10,7 +10,7 @@ import { InvalidArgumentError, UnavailableError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { Lifecycle, type StartOptions } from '../engines/lifecycle.js';
 import { validateMs } from '../paths.js';
-import { createClient, singleAttempt } from '../transport/client-options.js';
+import { createClient, singleAttemptFaults } from '../transport/client-options.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
 import { delay, isAborted, monotonicMs } from '../transport/timers.js';
 
@@ -146,7 +146,7 @@ export class HealthMonitor implements AsyncDisposable {
     this.clients = this.ctx.endpoints.map((endpoint) =>
       createClient([endpoint], {
         ...this.ctx.clientOptions,
-        faultHandling: { global: singleAttempt, host: () => singleAttempt },
+        faultHandling: singleAttemptFaults,
       }),
     );
     this.loop = this.run(once, intervalMs, timeoutMs);

@@ -36,10 +36,16 @@ export interface ClientSettings {
 type CallPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 
 /** Runs each call once: no retry, no circuit breaker (etcd3 reads only `execute`). */
-export const singleAttempt = {
+const singleAttempt = {
   execute: (fn: (ctx: { signal: AbortSignal; attempt: number }) => unknown) =>
     Promise.resolve(fn({ signal: new AbortController().signal, attempt: 0 })),
 } as unknown as CallPolicy;
+
+/** etcd3's `faultHandling` for a client whose every call is tried once, on its one host. */
+export const singleAttemptFaults: NonNullable<IOptions['faultHandling']> = {
+  global: singleAttempt,
+  host: () => singleAttempt,
+};
 
 /** Tries of a unary call on another host after a transient failure (etcd3's default). */
 const CALL_RETRIES = 3;
