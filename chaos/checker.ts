@@ -137,9 +137,8 @@ function revocationContext(records: readonly ChaosRecord[]): RevocationContext {
  * holder's key after `from` that (1) came with other deletes in one revision (a lease revocation:
  * our recipes delete one key per transaction), (2) before the holder said the hold `ended` (it may
  * notice the delete only after the next holder took over) and well before its acknowledged
- * `deadline`, (3) while the holder had
- * logged no close or loss of that session (after either it revokes the lease itself), and (4)
- * before the workers were told to stop.
+ * `deadline`, (3) while the holder had logged no close or loss of that session (after either it
+ * revokes the lease itself), and (4) before the workers were told to stop.
  */
 function earlyRevocation(
   ctx: RevocationContext,
