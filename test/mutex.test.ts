@@ -21,6 +21,18 @@ import {
 import { EtcdctlLock, queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 
+/** Messages a member has sent on Watch streams so far, from its gRPC metrics. */
+async function watchMessagesSent(endpoint: string): Promise<number> {
+  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(2000) });
+  let n = 0;
+  for (const line of (await res.text()).split('\n')) {
+    if (line.startsWith('grpc_server_msg_sent_total') && line.includes('grpc_method="Watch"')) {
+      n += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return n;
+}
+
 void describe('Mutex', () => {
   let etcd: EtcdCluster;
   let client: Etcd3;
@@ -248,6 +260,25 @@ void describe('Mutex', () => {
     await assert.rejects(lock.fencedTxn([]), NotLockedError);
     await lock.unlock(); // after a loss: only cleans up
     await n.unlock();
+  });
+
+  test('writes to our held key are not sent to us; its delete still is', async () => {
+    const ns = uniqueName('mx');
+    const conn = connect(ns);
+    const lock = await conn.newMutex(conn.constructPath('locks', 'quiet')).lock();
+    // Our own-key watch asks etcd for deletions only: 20 writes to the key send us nothing.
+    const before = await watchMessagesSent(etcd.endpoints[0] ?? '');
+    for (let i = 0; i < 20; i++) await client.put(lock.key).value(`v${i}`).ignoreLease().exec();
+    const after = await watchMessagesSent(etcd.endpoints[0] ?? '');
+    assert.ok(after - before < 5, `watch messages sent for 20 puts: ${after - before}`);
+    assert.equal(lock.state, 'held');
+    await client.delete().key(lock.key).exec();
+    await waitFor(() => lock.signal.aborted, {
+      timeoutMs: testTimeout(5000),
+      intervalMs: 5,
+      message: 'signal aborted after the key was deleted',
+    });
+    await lock.unlock();
   });
 
   test('a fenced transaction refused by etcd loses the lock and writes nothing', async () => {

@@ -3,7 +3,8 @@
  * (a mutex key `path/<lease hex>` behind the in-process gate): each lock would otherwise create
  * and cancel a watch on its own key, which costs etcd and the shared stream more than the lock's
  * own two writes. The watch stays while the key is in use and lingers a moment after, so
- * back-to-back locks keep it; each subscriber hears the events from its own start revision on.
+ * back-to-back locks keep it; each subscriber hears the key's deletions from its own start revision
+ * on (etcd sends no puts: a holder only needs to know when its key goes).
  */
 import type { WatchEvent } from '../transport/resume-point.js';
 import type { MuxWatch } from '../transport/watch-mux.js';
@@ -11,6 +12,7 @@ import type { ConnectorContext } from './context.js';
 
 /** What a subscriber is told (as a WatchListener, minus status). */
 export interface KeySubscriber {
+  /** The key's deletions (no puts). */
   onEvents(events: readonly WatchEvent[]): void;
   /** The watch ended (compacted, refused, closed): events may be missing; read the key again. */
   onBroken(): void;
@@ -31,7 +33,7 @@ class SharedKeyWatch {
   ) {}
 
   /**
-   * Tells `listener` every event of the key from revision `from` on; returns the unsubscribe.
+   * Tells `listener` every deletion of the key from revision `from` on; returns the unsubscribe.
    * One subscriber at a time (the gate's holder); a new one replaces the last.
    */
   subscribe(from: number, listener: KeySubscriber): () => void {
@@ -58,7 +60,7 @@ class SharedKeyWatch {
 
   private open(from: number): MuxWatch {
     const w = this.ctx.watches.watch(
-      { key: this.key, startRevision: from },
+      { key: this.key, startRevision: from, deletesOnly: true },
       {
         onEvents: (events) => {
           const sub = this.subscriber;

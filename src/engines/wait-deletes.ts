@@ -532,7 +532,7 @@ export class QueueMember {
       return;
     }
     const w = this.ctx.watches.watch(
-      { key: this.keyBuf, startRevision },
+      { key: this.keyBuf, startRevision, deletesOnly: true },
       { onEvents, onCompacted: onBroken, onEnded: onBroken },
     );
     this.own = () => {

@@ -22,7 +22,7 @@
  *   hears `unavailable` with the reason; a final reason (authentication, TLS, permission) ends
  *   the watchers instead.
  */
-import { Range, type Etcd3, type IWatchRequest, type IWatchResponse } from 'etcd3';
+import { FilterType, Range, type Etcd3, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import { observed, publish } from '../diagnostics.js';
 import {
   AuthenticationFailedError,
@@ -52,6 +52,11 @@ export interface WatchTarget {
    * when `onCreated` says revisions passed since its read.
    */
   startRevision: number;
+  /**
+   * Deletions only: etcd filters out puts before sending (its NOPUT filter), for a watch that
+   * waits for a key to go (our own key while we hold it) and would otherwise get every write too.
+   */
+  deletesOnly?: boolean;
 }
 
 /** Whom a watch tells. Callbacks run synchronously on the stream's data; they must not throw. */
@@ -145,6 +150,7 @@ class Watcher implements MuxWatch, ResumePoint {
   /** Kept as given: a string costs less than a pooled Buffer kept alive for the watch's life. */
   readonly key: string | Buffer;
   readonly rangeEnd: Buffer | undefined;
+  readonly deletesOnly: boolean;
 
   constructor(
     private readonly mux: WatchMux,
@@ -153,6 +159,7 @@ class Watcher implements MuxWatch, ResumePoint {
   ) {
     this.key = target.key;
     this.rangeEnd = target.rangeEnd;
+    this.deletesOnly = target.deletesOnly === true;
     this.next = target.startRevision;
   }
 
@@ -401,6 +408,7 @@ export class WatchMux {
         start_revision: String(w.next),
         progress_notify: true,
         prev_kv: false,
+        ...(w.deletesOnly ? { filters: [FilterType.Noput] } : {}),
         // Huge revisions come in pieces we reassemble, instead of one message over gRPC's limit.
         fragment: true,
         watch_id: id,
