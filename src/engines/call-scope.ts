@@ -12,7 +12,7 @@ import {
   type EtcdConnectorError,
 } from '../errors.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
-import type { ConnectorContext } from './context.js';
+import type { Closable, ConnectorContext } from './context.js';
 import { validateSignal } from './lifecycle.js';
 
 /** Options every call of these recipes takes. */
@@ -21,11 +21,22 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * The connector holds a recipe's life only weakly: a recipe made per request and never closed is
+ * collected once no call of it runs (a call in flight keeps it reachable through its I/O), and
+ * then leaves the connector's list; `conn.close()` closes every one still alive.
+ */
+const collected = new FinalizationRegistry<{ ctx: ConnectorContext; closer: Closable }>(
+  ({ ctx, closer }) => {
+    ctx.untrack(closer);
+  },
+);
+
 /** A recipe's life: open until `close()` or the connector's close; then every call ends. */
 export class RecipeLife {
   private readonly controller = new AbortController();
   private closing: Promise<void> | undefined;
-  private readonly untrack: () => void;
+  private readonly closer: Closable;
 
   constructor(
     private readonly ctx: ConnectorContext,
@@ -34,7 +45,10 @@ export class RecipeLife {
     /** Releases what the recipe holds; runs once, after every call was told to end. */
     private readonly teardown: () => Promise<void> = () => Promise.resolve(),
   ) {
-    this.untrack = ctx.track({ close: () => this.close() });
+    const self = new WeakRef(this);
+    this.closer = { close: () => self.deref()?.close() ?? Promise.resolve() };
+    ctx.track(this.closer);
+    collected.register(this, { ctx, closer: this.closer }, this.closer);
   }
 
   /** Aborted (with a ClosedError) when the recipe or the connector closes. */
@@ -61,7 +75,8 @@ export class RecipeLife {
       } catch {
         // nothing left to do: the connector revokes leases on its own close
       } finally {
-        this.untrack();
+        collected.unregister(this.closer);
+        this.ctx.untrack(this.closer);
       }
     })();
     return this.closing;

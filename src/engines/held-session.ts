@@ -45,8 +45,18 @@ export function checkSessionOptions(options: SessionOptions | undefined): {
   return { ttl: bound.requestedTtl, bound };
 }
 
+/** What a HeldSession holds, apart from it, so it can be let go when the recipe is collected. */
+interface Holding {
+  ref: SessionRef | undefined;
+}
+
+/** A recipe dropped without `close()`: its session reference goes when it is collected. */
+const collected = new FinalizationRegistry<Holding>((holding) => {
+  void holding.ref?.release();
+});
+
 export class HeldSession {
-  private ref: SessionRef | undefined;
+  private readonly holding: Holding = { ref: undefined };
   private acquiring: Promise<SessionRef> | undefined;
   private closed = false;
   /** Ends a pending acquisition on close (callers stop waiting on their own signal). */
@@ -59,7 +69,17 @@ export class HeldSession {
     private readonly what: string,
     /** The user's session: never replaced. */
     private readonly bound?: Session,
-  ) {}
+  ) {
+    collected.register(this, this.holding, this.holding);
+  }
+
+  private get ref(): SessionRef | undefined {
+    return this.holding.ref;
+  }
+
+  private set ref(ref: SessionRef | undefined) {
+    this.holding.ref = ref;
+  }
 
   /** The session in use now, if any (it may have just been lost). */
   get current(): Session | undefined {
@@ -112,6 +132,7 @@ export class HeldSession {
   /** Releases the session (the pool revokes it when no one else holds it). Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
+    collected.unregister(this.holding);
     this.life.abort(new ClosedError(this.what));
     const ref = this.ref;
     this.ref = undefined;

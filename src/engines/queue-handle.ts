@@ -33,6 +33,11 @@ export interface NewItem {
   readonly puts?: readonly IRequestOp[];
 }
 
+/** Releases the core reference of a handle collected without `close()`. */
+const released = new FinalizationRegistry<() => Promise<void>>((release) => {
+  void release();
+});
+
 export abstract class QueueHandle implements AsyncDisposable {
   /** The items' prefix, `path/`. */
   readonly prefix: string;
@@ -57,6 +62,9 @@ export abstract class QueueHandle implements AsyncDisposable {
     const { core, release } = acquireQueueCore({ ctx, what, path, kind, items, ttl, bound });
     this.core = core;
     this.life = new RecipeLife(ctx, what, release);
+    // Dropped without close(): our reference to the shared core goes when we are collected
+    // (a second release after close() is a no-op).
+    released.register(this, release);
   }
 
   /**
