@@ -59,7 +59,15 @@ void describe('recipes dropped without close()', () => {
           const queue = conn.newQueue(conn.constructPath('q'));
           await queue.enqueue(`item ${i}`);
           assert.equal(await queue.dequeue(), `item ${i}`);
-          refs.push(new WeakRef(barrier), new WeakRef(counter), new WeakRef(queue));
+          const double = conn.newDoubleBarrier(conn.constructPath('d', String(i)), 1);
+          await double.enter();
+          await double.leave();
+          refs.push(
+            new WeakRef(barrier),
+            new WeakRef(counter),
+            new WeakRef(queue),
+            new WeakRef(double),
+          );
         }
         return refs;
       };
