@@ -18,7 +18,13 @@ import {
   withTimeout,
   type EtcdCluster,
 } from '../src/testing/index.js';
-import { EtcdctlLock, queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+import { queueStats } from '../src/engines/wait-deletes.js';
+import {
+  EtcdctlLock,
+  queueKeys,
+  settledWaitReads,
+  waitQueueLength,
+} from './fixtures/lock-harness.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 
 /** Messages a member has sent on Watch streams so far, from its gRPC metrics. */
@@ -152,6 +158,22 @@ void describe('Mutex', () => {
     assert.ok(free !== undefined, 'tryLock on a free lock holds it');
     await free.unlock();
     assert.deepEqual(await queueKeys(client, `${path}/`), []);
+  });
+
+  test("a waiter wakes on its predecessor's delete, not on writes to it", async () => {
+    const ns = uniqueName('mx');
+    const path = `/${ns}/locks/wake`;
+    const holder = await connect(ns).newMutex(path).lock();
+    const waiting = connect(ns).newMutex(path).lock();
+    await waitQueueLength(client, `${path}/`, 2);
+    const before = await settledWaitReads();
+    // Only a deletion can move a waiter up a queue ordered by create revision.
+    for (let i = 0; i < 10; i++) await client.put(holder.key).value(`v${i}`).ignoreLease().exec();
+    assert.equal(await settledWaitReads(), before, 'no re-read for writes to the predecessor');
+    await holder.unlock();
+    const next = await withTimeout(waiting, testTimeout(5000), 'the waiter holds');
+    assert.equal(queueStats.waitReads - before, 1, 'one re-read for the delete');
+    await next.unlock();
   });
 
   test('in-process holders of one session never overlap (lock, tryLock, withLock, MultiLock)', async () => {

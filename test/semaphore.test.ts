@@ -7,11 +7,10 @@ import {
   startEtcd,
   testTimeout,
   uniqueName,
-  waitFor,
   withTimeout,
   type EtcdCluster,
 } from '../src/testing/index.js';
-import { queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+import { queueKeys, settledWaitReads, waitQueueLength } from './fixtures/lock-harness.js';
 
 void describe('Semaphore', () => {
   let etcd: EtcdCluster;
@@ -103,33 +102,20 @@ void describe('Semaphore', () => {
       await waitQueueLength(client, `${path}/`, 3 + i);
     }
     // Settled: every waiter read once and watches its window.
-    const settle = async (): Promise<void> => {
-      let last = -1;
-      await waitFor(
-        async () => {
-          const n = queueStats.waitReads;
-          const same = n === last;
-          last = n;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-          return same && queueStats.waitReads === n;
-        },
-        { timeoutMs: testTimeout(5000), intervalMs: 1, message: 'waiters settled' },
-      );
-    };
-    await settle();
+    await settledWaitReads();
     // The oldest holder leaves: only the first waiter had it in its window.
     let before = queueStats.waitReads;
     await holders[0]?.unlock();
     const [w0, w1] = waiting;
     assert.ok(w0 !== undefined && w1 !== undefined);
     const first = await withTimeout(w0, testTimeout(5000), 'w0');
-    await settle();
+    await settledWaitReads();
     assert.equal(queueStats.waitReads - before, 1, 'one waiter re-read');
     // The newest holder leaves: the two waiters after it re-read; one holds.
     before = queueStats.waitReads;
     await first.unlock();
     const second = await withTimeout(w1, testTimeout(5000), 'w1');
-    await settle();
+    await settledWaitReads();
     const reads = queueStats.waitReads - before;
     assert.ok(reads >= 1 && reads <= permits, `at most ${permits} re-reads, got ${reads}`);
     await second.unlock();

@@ -191,6 +191,12 @@ export interface WaitOptions {
   extraWatches?: (view: WaitView) => readonly string[];
 }
 
+/** A key a waiter watches, and whether only its deletion can matter. */
+interface WakeTarget {
+  key: string;
+  deletesOnly: boolean;
+}
+
 /** Where a member's key lies and what it waits on; the defaults are Go's Mutex and Election. */
 export interface QueueShape {
   /** Our key (default `prefix + leaseId in hex`). It must be unique to our session. */
@@ -393,7 +399,7 @@ export class QueueMember {
       this.wake.fire();
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    // Wake-up watches by key, kept while the key stays in view.
+    // Wake-up watches by mode and key (see waitOn), kept while the key stays in view.
     const watches = new Map<string, MuxWatch>();
     // The join's view stands for the first read, unless something happened since (a holder's
     // re-check after a session change must read).
@@ -546,15 +552,24 @@ export class QueueMember {
    */
   private waitOn(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
     opts.onWaiting?.(view);
-    const keys = new Set(view.window.map((kv) => kv.key.toString()));
-    for (const k of opts.extraWatches?.(view) ?? []) keys.add(k);
-    for (const [k, w] of watches) {
-      if (keys.has(k)) continue;
-      w.close();
-      watches.delete(k);
+    // By create revision only a deletion can move us up, so window keys are watched for deletes
+    // only (a lock key re-created at once by its process is not sent to us); by mod revision, and
+    // for the caller's extra keys (an election's leader and its value), every change counts.
+    const wanted = new Map<string, WakeTarget>();
+    const extra = new Set(opts.extraWatches?.(view) ?? []);
+    for (const kv of view.window) {
+      const key = kv.key.toString();
+      const deletesOnly = this.order === 'Create' && !extra.has(key);
+      wanted.set((deletesOnly ? 'd' : 'a') + key, { key, deletesOnly });
     }
-    for (const k of keys) {
-      if (!watches.has(k)) watches.set(k, this.watchWake(k, view.readRevision, watches));
+    for (const key of extra) wanted.set('a' + key, { key, deletesOnly: false });
+    for (const [id, w] of watches) {
+      if (wanted.has(id)) continue;
+      w.close();
+      watches.delete(id);
+    }
+    for (const [id, target] of wanted) {
+      if (!watches.has(id)) watches.set(id, this.watchWake(id, target, view.readRevision, watches));
     }
   }
 
@@ -571,17 +586,23 @@ export class QueueMember {
   }
 
   /**
-   * Watches `key` from now and wakes the loop on any change of it; also once, if etcd created
-   * the watch after `readRevision` (what changed in between is not in the watch: read again).
-   * A watch that ended leaves `watches`, so the next round starts a new one.
+   * Watches `target.key` from now and wakes the loop on any change of it (or deletion, with
+   * `deletesOnly`); also once, if etcd created the watch after `readRevision` (what changed in
+   * between is not in the watch: read again). A watch that ended leaves `watches` (where it is
+   * `id`), so the next round starts a new one.
    */
-  private watchWake(key: string, readRevision: number, watches: Map<string, MuxWatch>): MuxWatch {
+  private watchWake(
+    id: string,
+    target: WakeTarget,
+    readRevision: number,
+    watches: Map<string, MuxWatch>,
+  ): MuxWatch {
     const wake = (): void => {
       this.wake.fire();
     };
     let first = true;
     const w = this.ctx.watches.watch(
-      { key, startRevision: 0 },
+      { key: target.key, startRevision: 0, deletesOnly: target.deletesOnly },
       {
         onEvents: wake,
         onCreated: (revision) => {
@@ -590,11 +611,11 @@ export class QueueMember {
           first = false;
         },
         onCompacted: () => {
-          if (watches.get(key) === w) watches.delete(key);
+          if (watches.get(id) === w) watches.delete(id);
           wake();
         },
         onEnded: (error) => {
-          if (watches.get(key) === w) watches.delete(key);
+          if (watches.get(id) === w) watches.delete(id);
           this.watchFailure = error;
           this.wake.fire();
         },
