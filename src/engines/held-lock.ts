@@ -13,6 +13,7 @@ import {
   ClosedError,
   NotLockedError,
   SessionLostError,
+  withoutStack,
   type EtcdConnectorError,
 } from '../errors.js';
 import { publish, type LockKind } from '../diagnostics.js';
@@ -70,9 +71,8 @@ export class HeldLock implements AsyncDisposable {
   readonly token: FencingToken;
 
   private stateValue: LockState = 'held';
+  /** Aborts `signal` and ends the background re-check loop, on release or loss. */
   private readonly controller = new AbortController();
-  /** Ends the background re-check loop (on release or loss). */
-  private readonly loop = new AbortController();
   private readonly listeners = new Set<(state: LockState) => void>();
   private readonly session: Session;
   private readonly untrack: () => void;
@@ -206,8 +206,13 @@ export class HeldLock implements AsyncDisposable {
     this.setState('lost');
     this.report('etcd-connector:lock.lost', error);
     this.controller.abort(error);
-    this.loop.abort(error);
     this.cleaning ??= this.cleanup(false);
+  }
+
+  /** @internal Our key was deleted (seen by a watch or a read): lost, unless already over. */
+  keyGone(): void {
+    if (this.stateValue === 'lost' || this.stateValue === 'released') return;
+    this.lose(new NotLockedError(`${this.parts.what}: key ${this.key} was deleted`));
   }
 
   private async release(): Promise<void> {
@@ -216,11 +221,12 @@ export class HeldLock implements AsyncDisposable {
       await this.cleaning;
       return;
     }
-    const err = new NotLockedError(`${this.parts.what}: the lock was released`);
+    // The reason of a normal release: where unlock() was called from tells nothing, and capturing
+    // it was the costliest step of an uncontended lock cycle after the two calls.
+    const err = withoutStack(() => new NotLockedError(`${this.parts.what}: the lock was released`));
     this.setState('released');
     this.report('etcd-connector:lock.release');
     this.controller.abort(err);
-    this.loop.abort(err);
     this.cleaning ??= this.cleanup(true);
     await this.cleaning;
   }
@@ -264,7 +270,7 @@ export class HeldLock implements AsyncDisposable {
   /** Re-checks the hold after every change of the session or our key, until release or loss. */
   private async watchHold(): Promise<void> {
     const { member, slots, ctx } = this.parts;
-    const signal = this.loop.signal;
+    const signal = this.controller.signal;
     const backoff = new Backoff(100, 2000);
     while (!signal.aborted) {
       await member.changed(signal);
@@ -275,7 +281,7 @@ export class HeldLock implements AsyncDisposable {
         if (outcome.kind === 'holder') {
           if (this.stateValue === 'suspended') this.setState('held');
         } else if (outcome.kind === 'gone') {
-          this.lose(new NotLockedError(`${this.parts.what}: key ${this.key} was deleted`));
+          this.keyGone();
         } else if (outcome.kind === 'lost') {
           this.lose(this.sessionError());
         }

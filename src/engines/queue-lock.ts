@@ -15,7 +15,6 @@ import {
   AbortError,
   ClosedError,
   InvalidArgumentError,
-  NotLockedError,
   SessionLostError,
   type EtcdConnectorError,
 } from '../errors.js';
@@ -290,7 +289,7 @@ class Attempt {
       this.spec.prefix,
       this.session,
       () => {
-        this.held?.lose(new NotLockedError(`${this.spec.what}: key ${member.key} was deleted`));
+        this.held?.keyGone();
       },
       (change) => {
         this.held?.onSession(change);
