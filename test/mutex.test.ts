@@ -25,19 +25,8 @@ import {
   settledWaitReads,
   waitQueueLength,
 } from './fixtures/lock-harness.js';
+import { grpcMessagesSent } from './fixtures/etcd-metrics.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
-
-/** Messages a member has sent on Watch streams so far, from its gRPC metrics. */
-async function watchMessagesSent(endpoint: string): Promise<number> {
-  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(2000) });
-  let n = 0;
-  for (const line of (await res.text()).split('\n')) {
-    if (line.startsWith('grpc_server_msg_sent_total') && line.includes('grpc_method="Watch"')) {
-      n += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return n;
-}
 
 void describe('Mutex', () => {
   let etcd: EtcdCluster;
@@ -289,9 +278,9 @@ void describe('Mutex', () => {
     const conn = connect(ns);
     const lock = await conn.newMutex(conn.constructPath('locks', 'quiet')).lock();
     // Our own-key watch asks etcd for deletions only: 20 writes to the key send us nothing.
-    const before = await watchMessagesSent(etcd.endpoints[0] ?? '');
+    const before = await grpcMessagesSent(etcd.endpoints[0] ?? '', 'Watch');
     for (let i = 0; i < 20; i++) await client.put(lock.key).value(`v${i}`).ignoreLease().exec();
-    const after = await watchMessagesSent(etcd.endpoints[0] ?? '');
+    const after = await grpcMessagesSent(etcd.endpoints[0] ?? '', 'Watch');
     assert.ok(after - before < 5, `watch messages sent for 20 puts: ${after - before}`);
     assert.equal(lock.state, 'held');
     await client.delete().key(lock.key).exec();
