@@ -36,7 +36,8 @@ import type { ConnectorContext } from './context.js';
 import type { HeldSession } from './held-session.js';
 import { deleteOp, modifiedAt, putOp } from './keys.js';
 import type { Receipt, ReceiptBook } from './receipts.js';
-import { kvAt, kvsAt, Latch, prefixRange, rangeOp } from './wait-deletes.js';
+import { kvAt, kvsAt, prefixRange, rangeOp } from './ranges.js';
+import { Latch } from './latch.js';
 
 /** Processes at the head of the line that watch the queue. */
 export const ACTIVE = 2;

@@ -9,7 +9,7 @@ import { AbortError, EtcdConnectorError } from '../errors.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
 import type { MuxWatch, WatchEvent } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
-import { Latch } from './wait-deletes.js';
+import { Latch } from './latch.js';
 
 /** A key, or the range `[key, rangeEnd)`, to watch. */
 export interface WatchSpec {

@@ -14,7 +14,7 @@ import { checkSessionOptions, type SessionOptions } from './held-session.js';
 import { absent, putOp } from './keys.js';
 import { acquireQueueCore, type QueueCore } from './queue-core.js';
 import { guardedTxn } from './receipts.js';
-import { rangeOp } from './wait-deletes.js';
+import { rangeOp } from './ranges.js';
 
 /** How a recipe's queue lies: its bookkeeping kind, its name in errors, its items' order. */
 export interface QueueShape extends Omit<ItemLayout, 'prefix'> {

@@ -25,7 +25,7 @@ import type { WatchEvent } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
 import type { HeldSession } from './held-session.js';
 import { modifiedAt, putOp } from './keys.js';
-import { rangeOp } from './wait-deletes.js';
+import { rangeOp } from './ranges.js';
 
 /** What `resolve()` found. */
 export interface Resolution {

@@ -34,7 +34,6 @@
 import {
   CompareResult,
   CompareTarget,
-  Range,
   type IKeyValue,
   type IRangeRequest,
   type IRequestOp,
@@ -49,102 +48,14 @@ import type { WatchEvent } from '../transport/resume-point.js';
 import type { MuxWatch } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
 import { sharedKeyWatch } from './key-watch.js';
-
-/** The `[key, range_end)` of every key that starts with `prefix`. */
-export function prefixRange(prefix: string): { key: Buffer; range_end: Buffer } {
-  const range = Range.prefix(prefix);
-  return { key: range.start, range_end: range.end };
-}
-
-/** The oldest keys under `prefix` by create revision (Go's WithFirstCreate): holders, leader. */
-export function firstCreated(prefix: string, limit = 1): IRangeRequest {
-  return firstBy(prefix, 'Create', limit);
-}
-
-/** What orders a queue: create revision (Go's Mutex, Election) or mod revision (Go's RWMutex). */
-export type QueueOrder = 'Create' | 'Mod';
-
-/** The oldest `limit` keys under `prefix` by `order`. */
-export function firstBy(prefix: string, order: QueueOrder, limit: number): IRangeRequest {
-  return { ...prefixRange(prefix), sort_target: order, sort_order: 'Ascend', limit };
-}
-
-/** The newest `limit` keys under `prefix` by `order`. */
-export function lastBy(prefix: string, order: QueueOrder, limit: number): IRequestOp {
-  return rangeOp({ ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', limit });
-}
-
-/**
- * The newest `limit` keys under `prefix` whose `order` revision is at most `max` (Go's
- * waitDeletes with `Mod`: WithLastRev + WithMaxModRev, as its RWMutex's waitOnLastRev).
- */
-export function lastByUpTo(
-  prefix: string,
-  order: QueueOrder,
-  max: bigint,
-  limit: number,
-): IRangeRequest {
-  const bound =
-    order === 'Create'
-      ? { max_create_revision: max.toString() }
-      : { max_mod_revision: max.toString() };
-  return { ...prefixRange(prefix), sort_target: order, sort_order: 'Descend', ...bound, limit };
-}
+import { firstBy, lastBy, lastByUpTo, rangeOp, kvsAt, kvAt, type QueueOrder } from './ranges.js';
+import { Latch } from './latch.js';
 
 /** Counters of this process, for tests and benchmarks. */
 export const queueStats = {
   /** Reads `waitTurn()` made: one per wake-up (and one per wait). */
   waitReads: 0,
 };
-
-/** Wraps a range request for a transaction. */
-export function rangeOp(request: IRangeRequest): IRequestOp {
-  return { request_range: request };
-}
-
-/** The key-values of the `index`-th range response of a transaction. */
-export function kvsAt(
-  responses: readonly { response_range?: { kvs: IKeyValue[] } }[],
-  index: number,
-): IKeyValue[] {
-  return responses[index]?.response_range?.kvs ?? [];
-}
-
-/** The first key-value of the `index`-th range response of a transaction, if any. */
-export function kvAt(
-  responses: readonly { response_range?: { kvs: IKeyValue[] } }[],
-  index: number,
-): IKeyValue | undefined {
-  return kvsAt(responses, index)[0];
-}
-
-/**
- * A resettable wake-up latch for one waiting loop. `fire()` before `wait()` is not lost: the loop
- * resets the latch at the top of an iteration, reads etcd, then waits; anything that happened
- * since the reset wakes it at once, so no change slips between a read and the wait.
- */
-export class Latch {
-  private fired = false;
-  private resolve: (() => void) | undefined;
-
-  fire(): void {
-    this.fired = true;
-    const r = this.resolve;
-    this.resolve = undefined;
-    r?.();
-  }
-
-  reset(): void {
-    this.fired = false;
-  }
-
-  wait(): Promise<void> {
-    if (this.fired) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.resolve = resolve;
-    });
-  }
-}
 
 /** What a join found. */
 export interface JoinResult {

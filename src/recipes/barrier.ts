@@ -15,7 +15,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import { persist, RecipeLife, type CallOptions } from '../engines/call-scope.js';
 import { waitUntil } from '../engines/key-wait.js';
 import { absent, deleteOp, putOp } from '../engines/keys.js';
-import { rangeOp } from '../engines/wait-deletes.js';
+import { rangeOp } from '../engines/ranges.js';
 import { validatePath } from '../paths.js';
 
 /**

@@ -17,12 +17,8 @@ import {
 import type { FencingToken } from '../fencing.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { reportStall } from '../engines/retry.js';
-import {
-  firstCreated,
-  QueueMember,
-  type WaitOptions,
-  type WaitView,
-} from '../engines/wait-deletes.js';
+import { firstCreated } from '../engines/ranges.js';
+import { QueueMember, type WaitOptions, type WaitView } from '../engines/wait-deletes.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import type { SessionRef } from '../session/session-pool.js';
 import { publish } from '../diagnostics.js';

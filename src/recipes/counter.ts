@@ -20,7 +20,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import { checkSessionOptions, HeldSession, type SessionOptions } from '../engines/held-session.js';
 import { bookkeepingDir, modifiedAt, putOp } from '../engines/keys.js';
 import { guardedTxn, ReceiptBook } from '../engines/receipts.js';
-import { rangeOp } from '../engines/wait-deletes.js';
+import { rangeOp } from '../engines/ranges.js';
 import { validatePath } from '../paths.js';
 
 /** Options of `conn.newCounter(path, options)`: the session of the receipts. */

@@ -40,7 +40,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import { checkSessionOptions, HeldSession, type SessionOptions } from '../engines/held-session.js';
 import { waitUntil, type Check, type WatchSpec } from '../engines/key-wait.js';
 import { absent, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
-import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/wait-deletes.js';
+import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/ranges.js';
 import { validatePath } from '../paths.js';
 import type { Session } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';

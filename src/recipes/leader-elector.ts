@@ -19,7 +19,7 @@ import type { IOperation, IRequestOp, ITxnResponse } from 'etcd3';
 import { InvalidArgumentError, InvalidStateError, NotLeaderError } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import { Lifecycle, validateSignal, type StartOptions } from '../engines/lifecycle.js';
-import { firstCreated } from '../engines/wait-deletes.js';
+import { firstCreated } from '../engines/ranges.js';
 import type { FencingToken } from '../fencing.js';
 import { validatePath, validateTtl, validateValue } from '../paths.js';
 import type { Session } from '../session/session.js';

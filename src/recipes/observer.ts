@@ -18,7 +18,7 @@ import {
   type ReflectorListener,
   type Snapshot,
 } from '../engines/reflector.js';
-import { prefixRange } from '../engines/wait-deletes.js';
+import { prefixRange } from '../engines/ranges.js';
 import { StreamQueue, type QueueOwner, type RecipeStream } from '../transport/stream-queue.js';
 import type { WatchEvent, WatchStatus } from '../transport/watch-mux.js';
 

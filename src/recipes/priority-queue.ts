@@ -25,7 +25,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import type { SessionOptions } from '../engines/held-session.js';
 import { putOp } from '../engines/keys.js';
 import { QueueHandle, type NewItem } from '../engines/queue-handle.js';
-import { prefixRange } from '../engines/wait-deletes.js';
+import { prefixRange } from '../engines/ranges.js';
 import { validateValue } from '../paths.js';
 
 /** Options of `conn.newPriorityQueue(path, options)`. */

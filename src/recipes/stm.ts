@@ -37,7 +37,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import { DEFAULT_TTL, HeldSession } from '../engines/held-session.js';
 import { deleteOp, modifiedAt, putOp } from '../engines/keys.js';
 import { guardedTxn, ReceiptBook, type GuardedOutcome } from '../engines/receipts.js';
-import { rangeOp } from '../engines/wait-deletes.js';
+import { rangeOp } from '../engines/ranges.js';
 import { validatePath, validateValue } from '../paths.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
 
