@@ -220,6 +220,9 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
     const empty = await call(`etcd-bad:///${ns}/grpc/none`);
     assert.equal(empty.code, grpc.status.UNAVAILABLE);
     assert.match(empty.details, new RegExp(`no instance registered under /${ns}/grpc/none`));
+    const malformed = await call(`etcd-bad:///${ns}/grpc/%zz`);
+    assert.equal(malformed.code, grpc.status.UNAVAILABLE);
+    assert.match(malformed.details, /malformed percent-encoding/);
     const outside = await call('etcd-bad:///elsewhere/x');
     assert.equal(outside.code, grpc.status.UNAVAILABLE);
     assert.match(outside.details, /outside the namespace/);
@@ -234,6 +237,17 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
     assert.throws(() => {
       registerEtcdResolver(conn, { scheme: 'Not a scheme' });
     }, InvalidArgumentError);
+  });
+
+  void test('a target path is percent-decoded, as Go reads it', async () => {
+    const ns = uniqueName('grpc');
+    const conn = connect(ns);
+    const path = conn.constructPath('grpc', 'my svc');
+    const s = server(ns, path, 'spaced');
+    await s.waitLine((l) => l.event === 'ready', 'ready');
+    registerEtcdResolver(conn);
+    const c = client(`etcd:///${ns}/grpc/my%20svc`);
+    assert.equal(await who(c, testTimeout(5000)), 'spaced');
   });
 
   void test('an endpoint a Go peer registered (endpoints.Manager) is dialled too', async () => {

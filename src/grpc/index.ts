@@ -37,8 +37,9 @@ type ServiceConfigResult = Parameters<Listener>[2];
  * Registers the resolver for `scheme` (default `etcd`) in `@grpc/grpc-js`: every channel to
  * `etcd:///<servicePath>` then follows the endpoints under `servicePath` (an absolute path inside
  * the connector's namespace; `etcd:////ns/svc` works too, which is what a Go client must dial to
- * reach the same key, since Go strips one slash). The authority part of the target is ignored:
- * the connector names the cluster.
+ * reach the same key, since Go strips one slash). Percent escapes in the path are decoded, as
+ * Go's resolver reads them (`etcd:///ns/my%20svc` follows `/ns/my svc`). The authority part of
+ * the target is ignored: the connector names the cluster.
  *
  * Each channel runs one endpoint tracker (a watch on the connector's shared stream): instances
  * that die vanish from its address list when their lease expires (TTL + up to one keepalive
@@ -71,7 +72,9 @@ export function registerEtcdResolver(conn: EtcdConnector, options: EtcdResolverO
   });
 
   class EtcdResolver implements experimental.Resolver {
+    /** The service path (the raw target path when it does not decode; then every call fails). */
     private readonly path: string;
+    private readonly malformed: boolean;
     private readonly config: ServiceConfigResult;
     private tracker: EndpointTracker | undefined;
     /** The addresses last delivered, as a comparable string. */
@@ -82,13 +85,17 @@ export function registerEtcdResolver(conn: EtcdConnector, options: EtcdResolverO
       private readonly listener: Listener,
       channelOptions: ChannelOptions,
     ) {
-      this.path = servicePathOf(target);
+      const path = servicePathOf(target);
+      this.malformed = path === undefined;
+      this.path = path ?? target.path;
       // The channel's own service config wins over our default policy.
       this.config = channelOptions['grpc.service_config'] === undefined ? serviceConfig : null;
     }
 
     static getDefaultAuthority(target: experimental.GrpcUri): string {
-      return servicePathOf(target).split('/').filter(Boolean).at(-1) ?? 'localhost';
+      // The service's name, when it can stand in a URL's authority (grpc-js parses one).
+      const name = (servicePathOf(target) ?? '').split('/').filter(Boolean).at(-1) ?? '';
+      return /^[A-Za-z0-9._~-]+$/.test(name) ? name : 'localhost';
     }
 
     updateResolution(): void {
@@ -108,6 +115,7 @@ export function registerEtcdResolver(conn: EtcdConnector, options: EtcdResolverO
     private follow(): void {
       let tracker: EndpointTracker;
       try {
+        if (this.malformed) throw new Error('malformed percent-encoding in the target path');
         tracker = conn.newEndpointTracker(this.path);
       } catch (err) {
         // A bad path or a closed connector: every call on the channel says why.
@@ -182,7 +190,16 @@ export function registerEtcdResolver(conn: EtcdConnector, options: EtcdResolverO
   experimental.registerResolver(scheme, EtcdResolver);
 }
 
-/** The service path of a target: its path, absolute (`etcd:///ns/svc` and `etcd:////ns/svc`). */
-function servicePathOf(target: experimental.GrpcUri): string {
-  return target.path.startsWith('/') ? target.path : `/${target.path}`;
+/**
+ * The service path of a target: its path, absolute (`etcd:///ns/svc` and `etcd:////ns/svc`), with
+ * percent escapes decoded as Go's resolver sees them (`etcd:///ns/my%20svc` is `/ns/my svc`);
+ * undefined when an escape is malformed.
+ */
+function servicePathOf(target: experimental.GrpcUri): string | undefined {
+  const path = target.path.startsWith('/') ? target.path : `/${target.path}`;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return undefined;
+  }
 }
