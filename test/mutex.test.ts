@@ -25,7 +25,7 @@ import {
   settledWaitReads,
   waitQueueLength,
 } from './fixtures/lock-harness.js';
-import { grpcMessagesSent } from './fixtures/etcd-metrics.js';
+import { grpcMessagesReceived, grpcMessagesSent } from './fixtures/etcd-metrics.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 
 void describe('Mutex', () => {
@@ -163,6 +163,34 @@ void describe('Mutex', () => {
     const next = await withTimeout(waiting, testTimeout(5000), 'the waiter holds');
     assert.equal(queueStats.waitReads - before, 1, 'one re-read for the delete');
     await next.unlock();
+  });
+
+  test('handovers back and forth reuse the watches: no watch created per wait', async () => {
+    const ns = uniqueName('mx');
+    const path = `/${ns}/locks/reuse`;
+    const [ca, cb] = [connect(ns), connect(ns)];
+    // As in a service, each connector keeps its session for the TTL: a lock's key stays the same.
+    const sessions = await Promise.all([ca.session({ ttl: 10 }), cb.session({ ttl: 10 })]);
+    const [a, b] = [ca.newMutex(path, { ttl: 10 }), cb.newMutex(path, { ttl: 10 })];
+    let held = await a.lock();
+    let waiting = b.lock();
+    await waitQueueLength(client, `${path}/`, 2);
+    const endpoint = etcd.endpoints[0] ?? '';
+    const before = await grpcMessagesReceived(endpoint, 'Watch');
+    const rounds = 20;
+    for (let i = 1; i <= rounds; i++) {
+      const next = i % 2 === 1 ? a : b;
+      await held.unlock();
+      held = await withTimeout(waiting, testTimeout(5000), `handover ${i}`);
+      waiting = next.lock();
+      await waitQueueLength(client, `${path}/`, 2);
+    }
+    // Each wait watches the other's key: the watch of the wait before (kept a moment) serves it.
+    const sent = (await grpcMessagesReceived(endpoint, 'Watch')) - before;
+    assert.ok(sent < rounds / 2, `watch requests for ${rounds} handovers: ${sent}`);
+    await held.unlock();
+    await (await waiting).unlock();
+    await Promise.all(sessions.map((x) => x.close()));
   });
 
   test('in-process holders of one session never overlap (lock, tryLock, withLock, MultiLock)', async () => {

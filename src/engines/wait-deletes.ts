@@ -45,9 +45,8 @@ import { fencingToken, type FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
 import type { WatchEvent } from '../transport/resume-point.js';
-import type { MuxWatch } from '../transport/watch-mux.js';
 import type { ConnectorContext } from './context.js';
-import { sharedKeyWatch } from './key-watch.js';
+import { watchKeyFrom } from './key-watch.js';
 import { firstBy, lastBy, lastByUpTo, rangeOp, kvsAt, kvAt, type QueueOrder } from './ranges.js';
 import { Latch } from './latch.js';
 
@@ -118,7 +117,8 @@ export interface QueueShape {
   order?: QueueOrder;
   /**
    * Members of this process use the key one after another (Go's mutex key behind the in-process
-   * gate): watch it with one watch they share (engines/key-watch.ts).
+   * gate): watch it on the connector's shared watch of the key (engines/key-watch.ts) rather than
+   * with a watch of the member's own.
    */
   shareKeyWatch?: boolean;
 }
@@ -310,8 +310,9 @@ export class QueueMember {
       this.wake.fire();
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    // Wake-up watches by mode and key (see waitOn), kept while the key stays in view.
-    const watches = new Map<string, MuxWatch>();
+    // Wake-up subscriptions (their unsubscribes) by mode and key (see waitOn), kept while the key
+    // stays in view.
+    const watches = new Map<string, () => void>();
     // The join's view stands for the first read, unless something happened since (a holder's
     // re-check after a session change must read).
     let given = this.alerts === this.alertsAtJoin ? this.initialView : undefined;
@@ -382,7 +383,7 @@ export class QueueMember {
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
-      for (const w of watches.values()) w.close();
+      for (const unsubscribe of watches.values()) unsubscribe();
     }
   }
 
@@ -436,32 +437,35 @@ export class QueueMember {
     const onEvents = (events: readonly WatchEvent[]): void => {
       if (events.some((e) => e.type === 'delete')) this.markGone();
     };
-    // Compacted, refused or closed: the next read still checks our key, and watches again.
+    // Compacted, refused or closed: the next read still checks our key, and watches again
+    // (unless this watch was replaced or closed meanwhile).
+    let stop: () => void = () => undefined;
     const onBroken = (): void => {
+      if (this.own !== stop) return;
       this.ownNeedsReopen = true;
       this.alert();
     };
     if (this.shareOwnWatch) {
-      this.own = sharedKeyWatch(this.ctx, this.key).subscribe(startRevision, {
-        onEvents,
-        onBroken,
-      });
-      return;
+      const options = { deletesOnly: true, fromNow: false };
+      stop = watchKeyFrom(this.ctx, this.key, startRevision, { onEvents, onBroken }, options);
+    } else {
+      // A key of this member alone: a watch of its own costs less than a shared one.
+      const w = this.ctx.watches.watch(
+        { key: this.keyBuf, startRevision, deletesOnly: true },
+        { onEvents, onCompacted: onBroken, onEnded: onBroken },
+      );
+      stop = () => {
+        w.close();
+      };
     }
-    const w = this.ctx.watches.watch(
-      { key: this.keyBuf, startRevision, deletesOnly: true },
-      { onEvents, onCompacted: onBroken, onEnded: onBroken },
-    );
-    this.own = () => {
-      w.close();
-    };
+    this.own = stop;
   }
 
   /**
    * Before waiting on `view`: tells the caller (`onWaiting`), watches the keys of the view (and
    * the caller's extra ones) and drops watches no longer needed.
    */
-  private waitOn(view: WaitView, opts: WaitOptions, watches: Map<string, MuxWatch>): void {
+  private waitOn(view: WaitView, opts: WaitOptions, watches: Map<string, () => void>): void {
     opts.onWaiting?.(view);
     // By create revision only a deletion can move us up, so window keys are watched for deletes
     // only (a lock key re-created at once by its process is not sent to us); by mod revision, and
@@ -474,9 +478,9 @@ export class QueueMember {
       wanted.set((deletesOnly ? 'd' : 'a') + key, { key, deletesOnly });
     }
     for (const key of extra) wanted.set('a' + key, { key, deletesOnly: false });
-    for (const [id, w] of watches) {
+    for (const [id, unsubscribe] of watches) {
       if (wanted.has(id)) continue;
-      w.close();
+      unsubscribe();
       watches.delete(id);
     }
     for (const [id, target] of wanted) {
@@ -497,42 +501,37 @@ export class QueueMember {
   }
 
   /**
-   * Watches `target.key` from now and wakes the loop on any change of it (or deletion, with
-   * `deletesOnly`); also once, if etcd created the watch after `readRevision` (what changed in
-   * between is not in the watch: read again). A watch that ended leaves `watches` (where it is
-   * `id`), so the next round starts a new one.
+   * Wakes the loop on any change of `target.key` (or deletion, with `deletesOnly`) after
+   * `readRevision`, through the connector's shared watch of the key (a new one starts from now,
+   * which etcd serves at once). When that watch cannot show every change since the read (etcd
+   * created it later, it already passed one, it ended) the loop wakes too, to read again; the
+   * subscription then leaves `watches` (where it is `id`), so the next round subscribes anew.
    */
   private watchWake(
     id: string,
     target: WakeTarget,
     readRevision: number,
-    watches: Map<string, MuxWatch>,
-  ): MuxWatch {
-    const wake = (): void => {
-      this.wake.fire();
-    };
-    let first = true;
-    const w = this.ctx.watches.watch(
-      { key: target.key, startRevision: 0, deletesOnly: target.deletesOnly },
+    watches: Map<string, () => void>,
+  ): () => void {
+    const unsubscribe = watchKeyFrom(
+      this.ctx,
+      target.key,
+      readRevision + 1,
       {
-        onEvents: wake,
-        onCreated: (revision) => {
-          // Later creations (after a reconnect) resume from the last delivered revision.
-          if (first && revision > readRevision) wake();
-          first = false;
+        onEvents: () => {
+          this.wake.fire();
         },
-        onCompacted: () => {
-          if (watches.get(id) === w) watches.delete(id);
-          wake();
-        },
-        onEnded: (error) => {
-          if (watches.get(id) === w) watches.delete(id);
-          this.watchFailure = error;
+        onBroken: (error) => {
+          // (Told after the wait dropped this subscription: nothing to do.)
+          if (watches.get(id) !== unsubscribe) return;
+          watches.delete(id);
+          if (error !== undefined) this.watchFailure = error;
           this.wake.fire();
         },
       },
+      { deletesOnly: target.deletesOnly, fromNow: true },
     );
-    return w;
+    return unsubscribe;
   }
 
   /**
