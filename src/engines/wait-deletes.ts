@@ -26,10 +26,13 @@
  * Go's RWMutex orders by mod revision over a wider range than its own keys (`order: 'Mod'`,
  * `waitPrefix`): a reader waits on the writers before it, a writer on everybody before it.
  *
- * Window keys are watched from *now* (see WatchTarget.startRevision), kept across re-reads while
- * they stay in the window, and re-read once if etcd created the watch after revisions passed since
- * the read; a watch from `read revision + 1` would be served by etcd's 100 ms catch-up loop
- * whenever any write happened in between, which under load is most of the time.
+ * Window keys are watched on the connector's shared watch of each key (engines/key-watch.ts):
+ * the next waiter of this process on the same key (a lock's predecessor is often the same key,
+ * round after round) finds it running, and no wait creates or cancels a watch of its own. A new
+ * watch starts from *now* (see WatchTarget.startRevision); one that started after our read, or
+ * already passed a change since it, makes us read once more, and the re-read is then served by
+ * it. A watch from `read revision + 1` would be served by etcd's 100 ms catch-up loop whenever
+ * any write happened in between, which under load is most of the time.
  */
 import {
   CompareResult,
