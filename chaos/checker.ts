@@ -134,7 +134,9 @@ function revocationContext(records: readonly ChaosRecord[]): RevocationContext {
 
 /**
  * When etcd revoked a holder's lease before the TTL it had acknowledged: the first delete of the
- * holder's key after `from` that (1) came with other deletes in one revision (a lease revocation:
+ * holder's key after its creation at revision `token` (by revision: the recorder may log a
+ * delete of the key before it, the previous holder's release, only after the hold began) that
+ * (1) came with other deletes in one revision (a lease revocation:
  * our recipes delete one key per transaction), (2) before the holder said the hold `ended` (it may
  * notice the delete only after the next holder took over) and well before its acknowledged
  * `deadline`, (3) while the holder had logged no close or loss of that session (after either it
@@ -144,11 +146,12 @@ function earlyRevocation(
   ctx: RevocationContext,
   who: string,
   key: string,
-  from: number,
+  token: string,
   ended: number,
   deadline: number,
 ): { t: number; revision: number } | undefined {
-  const del = ctx.deletes.get(key)?.find((d) => d.t >= from);
+  const created = Number(token);
+  const del = ctx.deletes.get(key)?.find((d) => d.revision > created);
   if (del === undefined || del.t >= ended || del.t >= ctx.stoppedAt) return undefined;
   if (del.t >= deadline - CLOCK_SLACK_MS) return undefined;
   if ((ctx.deletesAt.get(del.revision) ?? 0) < 2) return undefined;
@@ -198,7 +201,7 @@ export function holds(
       if (d.t >= a.t && d.t <= until && d.at > deadline) deadline = d.at;
     }
     const validUntil = Math.min(until, deadline);
-    const early = earlyRevocation(revocations, who, a.key, a.t, until, deadline);
+    const early = earlyRevocation(revocations, who, a.key, a.token, until, deadline);
     if (early !== undefined) {
       out.push({
         holder: who,
