@@ -414,6 +414,7 @@ export class EtcdConnector implements AsyncDisposable {
     const ttl = validateTtl(request.ttl, 'ttl');
     const signal = validateSignal(request.signal, 'signal');
     const ref = await this.sessions.acquire(ttl, signal === undefined ? {} : { signal });
+    this.sessions.revokeAtLastRelease(ref.session);
     const handle = new SessionHandle(ref);
     const untrack = this.ctx.track({ close: () => handle.close() });
     handle.signal.addEventListener('abort', untrack, { once: true });

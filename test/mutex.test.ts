@@ -347,8 +347,9 @@ void describe('Mutex', () => {
     const held = await a.newMutex(path).lock();
     const waiting = b.newMutex(path).lock();
     await waitQueueLength(client, `${path}/`, 2);
+    const rejected = assert.rejects(waiting, ClosedError);
     await b.close();
-    await assert.rejects(waiting, ClosedError);
+    await rejected;
     await a.close();
     assert.ok(held.signal.reason instanceof ClosedError);
     assert.equal(held.state, 'lost');

@@ -14,6 +14,7 @@ import {
   type LeaderEvent,
 } from '../src/index.js';
 import { Session } from '../src/session/session.js';
+import { LINGER_MS } from '../src/session/session-pool.js';
 import { FailureMemory } from '../src/transport/rpc.js';
 import {
   startEtcd,
@@ -79,6 +80,23 @@ void describe('session handles', () => {
     );
     await elector.stop();
     assert.equal(await remainingTtl(direct, lease), -1, 'the last holder revokes');
+  });
+
+  void test('a session only recipes used outlives its last release a moment: locks in a row keep one lease', async (t) => {
+    const conn = connect(t);
+    const m = conn.newMutex(conn.constructPath('m'), { ttl: 5 });
+    const first = await m.lock();
+    await first.unlock();
+    const again = await m.lock();
+    assert.equal(again.key, first.key, 'the same lease: no grant and revoke around each lock');
+    await again.unlock();
+    const lease = again.key.slice(again.key.lastIndexOf('/') + 1);
+    assert.ok((await remainingTtl(direct, lease)) > 0, 'kept a moment after the last release');
+    await waitFor(async () => (await remainingTtl(direct, lease)) === -1, {
+      timeoutMs: testTimeout(LINGER_MS + 3000),
+      intervalMs: 100,
+      message: 'revoked once the moment passed',
+    });
   });
 
   void test('an elector bound to { session }: a lease revoked behind its back ends its stream', async (t) => {

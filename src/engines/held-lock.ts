@@ -237,6 +237,8 @@ export class HeldLock implements AsyncDisposable {
     let failure: EtcdConnectorError | undefined;
     try {
       if (releasing && !ctx.closing) failure = await this.removeKey();
+      // Our key may still be there: let it go with the lease now, not after the pool's linger.
+      if (failure !== undefined) ctx.sessions.revokeAtLastRelease(this.session);
     } finally {
       this.untrack();
       await this.looping;

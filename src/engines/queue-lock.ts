@@ -347,7 +347,10 @@ class Attempt {
     }
     const rest = async (): Promise<void> => {
       try {
-        if (!removed) await this.removeInBackground(member);
+        if (!removed && !(await this.removeInBackground(member))) {
+          // Our key may still be there: let it go with the lease now, not after the pool's linger.
+          this.ctx.sessions.revokeAtLastRelease(this.session);
+        }
       } finally {
         member?.close();
         this.leaveGate();
@@ -358,18 +361,20 @@ class Attempt {
     else void rest();
   }
 
-  private async removeInBackground(member: QueueMember | undefined): Promise<void> {
-    if (member === undefined) return;
+  /** True once our key is deleted; false when etcd refused for good or the session ended. */
+  private async removeInBackground(member: QueueMember | undefined): Promise<boolean> {
+    if (member === undefined) return true;
     const backoff = new Backoff(100, 2000);
     while (this.session.isAlive() && !this.ctx.closing) {
       await delay(backoff.next());
       try {
         await member.remove();
-        return;
+        return true;
       } catch (err) {
-        if (!this.ctx.toError(err, this.spec.what).retryable) return;
+        if (!this.ctx.toError(err, this.spec.what).retryable) return false;
       }
     }
+    return false;
   }
 }
 

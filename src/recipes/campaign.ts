@@ -57,8 +57,8 @@ export class Campaign {
   private leading = false;
   /** When leadership began (monotonic ms), for the diagnostic. */
   private leadSince = 0;
-  /** The resign `stop()` sent at once, and the token it was for. */
-  private resigning: { token: FencingToken; done: Promise<void> } | undefined;
+  /** The resign `stop()` sent at once, the token it was for, and whether etcd took it. */
+  private resigning: { token: FencingToken; done: Promise<boolean> } | undefined;
   private last: CampaignEvent | undefined;
   /** The term to resign and requeue (run()'s fn returned); the loop deletes its key. */
   private requeueToken: FencingToken | undefined;
@@ -101,10 +101,7 @@ export class Campaign {
     if (m !== undefined && token !== undefined && !this.ctx.closing && m.session.isAlive()) {
       this.resigning ??= {
         token,
-        done: m.remove().then(
-          () => undefined,
-          () => undefined,
-        ),
+        done: m.remove().then(ok, failed),
       };
     }
     this.unlead('resigned');
@@ -230,9 +227,11 @@ export class Campaign {
         // The connector's close revokes every lease at once; no key-by-key resign needed then.
         if (isAborted(signal) && !this.ctx.closing && session.isAlive()) {
           const early = this.resigning;
-          await early?.done;
+          let resigned = (await early?.done) ?? true;
           // (A join in flight when stop() came may have made a new key since.)
-          if (early?.token !== member.token) await member.remove().catch(() => undefined);
+          if (early?.token !== member.token) resigned = await member.remove().then(ok, failed);
+          // Our key may still be there: let it go with the lease now, not after the pool's linger.
+          if (!resigned) this.ctx.sessions.revokeAtLastRelease(session);
         }
         member.close();
         await ref.release();
@@ -393,3 +392,6 @@ function leaderOf(view: WaitView): string | undefined {
   const kv = view.extra[0]?.[0] ?? view.window[0];
   return kv?.value.toString();
 }
+
+const ok = (): boolean => true;
+const failed = (): boolean => false;

@@ -378,7 +378,10 @@ export class DoubleBarrier implements AsyncDisposable {
     }
   }
 
-  /** Deletes our key if it is still ours; best effort (it goes with the lease anyway). */
+  /**
+   * Deletes our key if it is still ours; best effort: if etcd refuses, the key goes with the
+   * lease, revoked at its last release rather than after the pool's linger.
+   */
   private async removeKey(place: Place): Promise<void> {
     if (this.ctx.closing) return;
     const keyBuf = Buffer.from(place.key);
@@ -387,7 +390,9 @@ export class DoubleBarrier implements AsyncDisposable {
         { compare: [sameCreate(keyBuf, place.createRevision)], success: [deleteOp(keyBuf)] },
         this.ctx.callOptions(),
       )
-      .catch(() => undefined);
+      .catch(() => {
+        this.ctx.sessions.revokeAtLastRelease(place.session);
+      });
   }
 
   private async releaseSession(): Promise<void> {

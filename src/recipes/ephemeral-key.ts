@@ -649,6 +649,8 @@ export class EphemeralKey implements AsyncDisposable {
         await this.serial(() => this.deleteIfOurs(session));
       } catch (err) {
         failure = err instanceof Error ? err : new Error(String(err));
+        // The key may still be there: let it go with the lease now, not after the pool's linger.
+        this.ctx.sessions.revokeAtLastRelease(session);
       }
     }
     await ref?.release();

@@ -4,6 +4,13 @@
  * a no-op), and only the release of the last reference revokes the lease — so no holder can
  * revoke a lease others still use. A lost session is forgotten at once, so the next `acquire`
  * grants a new lease.
+ *
+ * A session only recipes used is kept {@link LINGER_MS} after its last release before it is
+ * revoked, for the next acquire of its TTL: a service that takes a lock now and then (and holds
+ * no other recipe of that TTL) would otherwise grant and revoke a lease around every lock, three
+ * times the cost of the lock itself. Its recipes deleted their keys; nothing lives under it. A
+ * session a user held a handle on (`conn.session()`) is revoked at once, as the user's own
+ * leased keys are expected to go with it.
  */
 import type { Etcd3 } from 'etcd3';
 import { AbortError, ClosedError, InvalidArgumentError } from '../errors.js';
@@ -41,8 +48,16 @@ export class SessionRef {
   }
 }
 
+/** How long a session only recipes used outlives its last release (see the file's comment). */
+export const LINGER_MS = 5000;
+
 export class SessionPool {
   private readonly live = new Map<number, Session>();
+  /** Sessions kept after their last release, with the timer that revokes them. */
+  private readonly lingering = new Map<Session, NodeJS.Timeout>();
+  /** Sessions revoked at their last release, never kept: a user held a handle on them, or a
+   * recipe could not delete its key under them. */
+  private readonly revokeAtOnce = new WeakSet<Session>();
   private readonly granting = new Map<number, Promise<Session>>();
   private readonly refs = new Map<Session, Set<SessionRef>>();
   /** Every session this pool granted (to refuse another connector's). */
@@ -111,6 +126,14 @@ export class SessionPool {
     return this.refs.get(session)?.size ?? 0;
   }
 
+  /**
+   * Its last release revokes `session` at once instead of keeping it: a user holds a handle on
+   * it (their own leased keys go with it), or a recipe could not delete its key under it.
+   */
+  revokeAtLastRelease(session: Session): void {
+    this.revokeAtOnce.add(session);
+  }
+
   /** @internal Called by SessionRef.release. */
   async unref(ref: SessionRef): Promise<void> {
     const session = ref.session;
@@ -118,14 +141,35 @@ export class SessionPool {
     if (!refs?.delete(ref)) return;
     if (refs.size > 0) return;
     this.refs.delete(session);
-    for (const [ttl, s] of this.live) if (s === session) this.live.delete(ttl);
+    if (!this.revokeAtOnce.has(session) && session.isAlive() && this.isLive(session)) {
+      const timer = setTimeout(() => {
+        this.lingering.delete(session);
+        this.forget(session);
+        void session.close();
+      }, LINGER_MS);
+      timer.unref();
+      this.lingering.set(session, timer);
+      return;
+    }
+    this.forget(session);
     await session.close();
+  }
+
+  private isLive(session: Session): boolean {
+    for (const s of this.live.values()) if (s === session) return true;
+    return false;
+  }
+
+  private forget(session: Session): void {
+    for (const [ttl, s] of this.live) if (s === session) this.live.delete(ttl);
   }
 
   /** Revokes every session. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
     this.closing.abort(new ClosedError());
+    for (const timer of this.lingering.values()) clearTimeout(timer);
+    this.lingering.clear();
     await Promise.allSettled([...this.granting.values()]);
     const all = new Set([...this.live.values(), ...this.refs.keys()]);
     this.live.clear();
@@ -134,6 +178,8 @@ export class SessionPool {
   }
 
   private ref(session: Session): SessionRef {
+    clearTimeout(this.lingering.get(session));
+    this.lingering.delete(session);
     let refs = this.refs.get(session);
     if (refs === undefined) this.refs.set(session, (refs = new Set()));
     const ref = new SessionRef(session, this);
