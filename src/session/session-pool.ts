@@ -55,8 +55,10 @@ export class SessionPool {
   private readonly live = new Map<number, Session>();
   /** Sessions kept after their last release, with the timer that revokes them. */
   private readonly lingering = new Map<Session, NodeJS.Timeout>();
-  /** Sessions revoked at their last release, never kept: a user held a handle on them, or a
-   * recipe could not delete its key under them. */
+  /**
+   * Sessions revoked at their last release, never kept: a user held a handle on them, or a
+   * recipe could not delete its key under them.
+   */
   private readonly revokeAtOnce = new WeakSet<Session>();
   private readonly granting = new Map<number, Promise<Session>>();
   private readonly refs = new Map<Session, Set<SessionRef>>();
