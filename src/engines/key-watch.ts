@@ -93,6 +93,8 @@ class SharedKeyWatch {
           const last = events[events.length - 1];
           if (last !== undefined) this.lastEvent = last.revision;
           for (const sub of [...this.subs]) {
+            // (One told before may have left meanwhile.)
+            if (!this.subs.has(sub)) continue;
             const mine = events.filter((e) => e.revision >= sub.from);
             if (mine.length > 0) sub.listener.onEvents(mine);
           }
