@@ -222,6 +222,37 @@ void describe('chaos checker', () => {
     );
   });
 
+  void test('a write in flight when its worker was killed may land after it; a second may not', () => {
+    // w2 is killed with its increment to 3 in flight: etcd applies it, w2 never logs it.
+    const records = cleanRun().filter((r) => !(r.kind === 'inc' && r.value === 3));
+    const i = records.findIndex((r) => r.kind === 'history' && r.value.includes('"n":3'));
+    const c3 = records[i];
+    assert.ok(c3?.kind === 'history');
+    records[i] = { ...c3, value: c3.value.replace('}', ',"w":"w2","inc":0}') };
+    const final = records.find((r) => r.kind === 'final');
+    assert.ok(final?.kind === 'final');
+    final.exits = { 'w1#0': 0 };
+    assert.deepEqual(
+      failing(records).map((v) => v.name),
+      [],
+    );
+    // A second unlogged increment of the same killed worker is one too many.
+    records.splice(i + 1, 0, {
+      ...c3,
+      t: c3.t + 1,
+      revision: c3.revision + 1,
+      value: c3.value.replace('"n":3', '"n":4').replace('}', ',"w":"w2","inc":0}'),
+    });
+    const failed = failing(records);
+    assert.ok(
+      failed.some(
+        (v) =>
+          v.name === 'no lost update (counter)' && v.violations.join().includes('in flight when'),
+      ),
+      JSON.stringify(failed),
+    );
+  });
+
   void test('a planted skipped observer event is reported', () => {
     const records = cleanRun();
     const i = records.findIndex((r) => r.kind === 'obs.event' && r.key === '/c/obs/b');
