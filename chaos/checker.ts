@@ -386,7 +386,7 @@ export function checkCounter(
 
 /**
  * Landed increments a killed worker sent but could not log: a write in flight when the worker
- * was killed can still land (seed 5021: proposed to a paused raft leader, committed when it
+ * was killed can still land (seed 5021: sent as a member was paused, applied when it
  * resumed, 1.2 s after its sender died). Its value names the writer; at most one per killed
  * incarnation (a worker increments one at a time), and none the incarnation logged an outcome
  * for.
