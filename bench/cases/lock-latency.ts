@@ -52,6 +52,18 @@ function child(env: BenchEnv, mode: 'ours' | 'etcd3' | 'v3lock'): LineProcess {
   ]);
 }
 
+/** `n` cycles right after 5 warm-up ones, then `n` more after `warmUp` untimed ones. */
+async function coldAndWarm(
+  cycles: (count: number) => Promise<number[]>,
+  n: number,
+  warmUp: number,
+): Promise<Uncontended> {
+  await cycles(5);
+  const cold = await cycles(n);
+  await cycles(warmUp);
+  return { cold, warm: await cycles(n) };
+}
+
 /** `n` uncontended Lock+Unlock cycles of Go's Mutex, timed inside the Go peer, cold and warm. */
 async function goCycles(
   env: BenchEnv,
@@ -80,10 +92,7 @@ async function goCycles(
       if (!r.ok || r.samplesMs === undefined) throw new Error(`go peer: ${line.text}`);
       return r.samplesMs;
     };
-    await cycles(5);
-    const cold = await cycles(n);
-    await cycles(warmUp);
-    return { cold, warm: await cycles(n) };
+    return await coldAndWarm(cycles, n, warmUp);
   } finally {
     await go.stop(3000);
   }
@@ -105,10 +114,7 @@ async function inProcess(
       const r = await c.waitEvent('latency', WAIT_MS + count * 200);
       return r.data.samples as number[];
     };
-    await cycles(5);
-    const cold = await cycles(n);
-    await cycles(warmUp);
-    return { cold, warm: await cycles(n) };
+    return await coldAndWarm(cycles, n, warmUp);
   } finally {
     await c.stop(3000);
   }
