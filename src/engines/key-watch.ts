@@ -152,6 +152,11 @@ class SharedKeyWatch {
 
 const registries = new WeakMap<ConnectorContext, Map<string, SharedKeyWatch>>();
 
+/** Names the shared watch of `key` of one kind: one per connector, key and kind. */
+export function watchId(key: string, deletesOnly: boolean): string {
+  return (deletesOnly ? 'd' : 'a') + key;
+}
+
 /**
  * Subscribes to `key`'s changes at or after revision `from` on the connector's shared watch of
  * it (see the file's comment); returns the unsubscribe (a no-op once `onBroken` was told).
@@ -165,7 +170,7 @@ export function watchKeyFrom(
 ): () => void {
   let map = registries.get(ctx);
   if (map === undefined) registries.set(ctx, (map = new Map<string, SharedKeyWatch>()));
-  const id = (options.deletesOnly ? 'd' : 'a') + key;
+  const id = watchId(key, options.deletesOnly);
   let shared = map.get(id);
   if (shared === undefined) {
     const m = map;

@@ -49,7 +49,7 @@ import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
 import type { WatchEvent } from '../transport/resume-point.js';
 import type { ConnectorContext } from './context.js';
-import { watchKeyFrom } from './key-watch.js';
+import { watchId, watchKeyFrom } from './key-watch.js';
 import { firstBy, lastBy, lastByUpTo, rangeOp, kvsAt, kvAt, type QueueOrder } from './ranges.js';
 import { Latch } from './latch.js';
 
@@ -478,9 +478,9 @@ export class QueueMember {
     for (const kv of view.window) {
       const key = kv.key.toString();
       const deletesOnly = this.order === 'Create' && !extra.has(key);
-      wanted.set((deletesOnly ? 'd' : 'a') + key, { key, deletesOnly });
+      wanted.set(watchId(key, deletesOnly), { key, deletesOnly });
     }
-    for (const key of extra) wanted.set('a' + key, { key, deletesOnly: false });
+    for (const key of extra) wanted.set(watchId(key, false), { key, deletesOnly: false });
     for (const [id, unsubscribe] of watches) {
       if (wanted.has(id)) continue;
       unsubscribe();
