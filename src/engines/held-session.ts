@@ -73,17 +73,9 @@ export class HeldSession {
     collected.register(this, this.holding, this.holding);
   }
 
-  private get ref(): SessionRef | undefined {
-    return this.holding.ref;
-  }
-
-  private set ref(ref: SessionRef | undefined) {
-    this.holding.ref = ref;
-  }
-
   /** The session in use now, if any (it may have just been lost). */
   get current(): Session | undefined {
-    return this.ref?.session;
+    return this.holding.ref?.session;
   }
 
   /**
@@ -96,10 +88,10 @@ export class HeldSession {
   async get(signal: AbortSignal): Promise<Session> {
     for (;;) {
       if (this.closed) throw new ClosedError(this.what);
-      const ref = this.ref;
+      const ref = this.holding.ref;
       if (ref?.session.isAlive() === true) return ref.session;
       if (ref !== undefined) {
-        this.ref = undefined;
+        this.holding.ref = undefined;
         void ref.release();
       }
       if (this.bound !== undefined) {
@@ -108,7 +100,7 @@ export class HeldSession {
             ? new SessionLostError(this.bound.leaseIdHex, `the session given to ${this.what}`)
             : new ClosedError(`session given to ${this.what}`);
         }
-        this.ref = this.ctx.sessions.retain(this.bound);
+        this.holding.ref = this.ctx.sessions.retain(this.bound);
         continue;
       }
       // One acquisition for every concurrent caller, on our own lifetime, not a caller's signal.
@@ -119,8 +111,8 @@ export class HeldSession {
             void got.release();
             throw new ClosedError(this.what);
           }
-          const old = this.ref;
-          this.ref = got;
+          const old = this.holding.ref;
+          this.holding.ref = got;
           void old?.release();
           return got;
         })
@@ -134,8 +126,8 @@ export class HeldSession {
     this.closed = true;
     collected.unregister(this.holding);
     this.life.abort(new ClosedError(this.what));
-    const ref = this.ref;
-    this.ref = undefined;
+    const ref = this.holding.ref;
+    this.holding.ref = undefined;
     await ref?.release();
     await this.acquiring?.catch(() => undefined);
   }
