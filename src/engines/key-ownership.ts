@@ -5,8 +5,17 @@
  * The rule (the one every write of an ephemeral key applies in its transaction): a key that is
  * absent, has no lease, or is under our own live lease is ours to write; a key under another live
  * lease is never overwritten. Two processes configured with the same key therefore never flap
- * it: the holder keeps it, the other waits until the holder's key is gone.
+ * it: the holder keeps it, the other waits until the holder's key is gone. `claimTxn` is that
+ * transaction.
  */
+import {
+  CompareResult,
+  CompareTarget,
+  type ICompare,
+  type IRequestOp,
+  type ITxnRequest,
+  type ITxnResponse,
+} from 'etcd3';
 import type { KeyChange } from '../errors.js';
 import type { WatchEvent } from '../transport/watch-mux.js';
 
@@ -80,4 +89,49 @@ export function foreignChange(
   if (!next.present) return 'deleted';
   if (next.lease !== prior.lease) return 'lease';
   return 'value';
+}
+
+/**
+ * The one transaction that applies the rule: puts `value` under `leaseId` when the key is under
+ * that lease (a repeat, an update, a repair of the value) or under none (absent: etcd compares a
+ * missing key as lease 0, or written without a lease). Under another lease, which is live (etcd
+ * deletes a key when its lease ends), it is never overwritten: it is read, to name the holder.
+ */
+export function claimTxn(key: Buffer, value: string, leaseId: string): ITxnRequest {
+  const put: IRequestOp = { request_put: { key, value: Buffer.from(value), lease: leaseId } };
+  return {
+    compare: [leaseIs(key, leaseId)],
+    success: [put],
+    failure: [
+      {
+        request_txn: {
+          compare: [leaseIs(key, '0')],
+          success: [put],
+          failure: [{ request_range: { key } }],
+        },
+      },
+    ],
+  };
+}
+
+/**
+ * What `claimTxn` did: `{ written: true }`, or the lease (decimal) of the live key that stopped
+ * it, as its read found it.
+ */
+export function claimOutcome(
+  res: ITxnResponse,
+): { written: true } | { written: false; holder: string | undefined } {
+  const nested = res.responses[0]?.response_txn;
+  if (res.succeeded || nested?.succeeded === true) return { written: true };
+  return { written: false, holder: nested?.responses[0]?.response_range.kvs[0]?.lease };
+}
+
+/** Deletes the key only while it is under `leaseId`: never someone else's key. */
+export function deleteIfUnderTxn(key: Buffer, leaseId: string): ITxnRequest {
+  return { compare: [leaseIs(key, leaseId)], success: [{ request_delete_range: { key } }] };
+}
+
+/** Compare: the key is under lease `leaseId` (an absent key has lease 0). */
+function leaseIs(key: Buffer, leaseId: string): ICompare {
+  return { key, target: CompareTarget.Lease, result: CompareResult.Equal, lease: leaseId };
 }

@@ -15,23 +15,15 @@
  * transaction. When another live lease holds it, KeyExistsError is reported (once per wait) and
  * nothing is written until the watch shows that key gone; then the key is taken back.
  *
- * Our own writes are told apart from others' by revision: each write records the revision etcd
- * answered with, and watch events are judged only while none of our writes is in flight (an event
- * may arrive before the answer of the write that caused it). A change at or below the revision of
- * our latest write needs no repair: that write already replaced it.
+ * Our own writes are told apart from others' by revision (engines/own-writes.ts): each write
+ * records the revision etcd answered with, and watch events are judged only while none of our
+ * writes is in flight. A change at or below the revision of our latest write needs no repair.
  *
  * States: `alive` session — nothing to do; `suspended` — nothing reported (the lease may still
  * recover); `lost` — a SessionLostError goes on the error stream at once, then the key is put back
  * under a new lease as soon as etcd is reachable (as above if another owner took it meanwhile).
  * `delete()` removes it at once.
  */
-import {
-  CompareResult,
-  CompareTarget,
-  type ICompare,
-  type IRequestOp,
-  type ITxnResponse,
-} from 'etcd3';
 import {
   AbortError,
   ClosedError,
@@ -44,14 +36,15 @@ import {
 } from '../errors.js';
 import type { ConnectorContext } from '../engines/context.js';
 import {
-  ABSENT,
+  claimOutcome,
+  claimTxn,
+  deleteIfUnderTxn,
   foreignChange,
   isDesired,
   mayTake,
-  viewOf,
-  type KeyView,
   type Ownership,
 } from '../engines/key-ownership.js';
+import { OwnWrites, readAsEvent } from '../engines/own-writes.js';
 import { validateSignal } from '../engines/lifecycle.js';
 import { validateTtl, validateValue } from '../paths.js';
 import type { Session, SessionStateChange } from '../session/session.js';
@@ -60,7 +53,7 @@ import type { SessionRef } from '../session/session-pool.js';
 import { leaseIdHex } from '../transport/rpc.js';
 import { StreamQueue } from '../transport/stream-queue.js';
 import { abortable, Backoff, delay, isAborted } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent } from '../transport/watch-mux.js';
+import type { MuxWatch } from '../transport/watch-mux.js';
 
 /**
  * Where an ephemeral key is in its life: `idle` (not created, or deleted), `creating`, `live`
@@ -129,21 +122,16 @@ export class EphemeralKey implements AsyncDisposable {
   private readonly lostLeases = new Set<string>();
   /** The lease of the other holder seen by the last failed put. */
   private holderLease: string | undefined;
-  /** Writes run one at a time, so an `update` and a re-creation never reorder values. */
-  private writes: Promise<unknown> = Promise.resolve();
-  /** Writes queued or in flight; watch events wait while there are any. */
-  private pendingWrites = 0;
+  /**
+   * Our writes, one at a time (an `update` and a re-creation never reorder values), and the
+   * watch's events judged against them.
+   */
+  private readonly ownWrites = new OwnWrites(() => {
+    this.judgeEvents();
+  });
 
   /** The key's own watch, from the revision after our first write. */
   private watch: MuxWatch | undefined;
-  /** Events not yet judged. */
-  private events: WatchEvent[] = [];
-  /** Revisions etcd answered our writes with, whose events were not judged yet. */
-  private readonly ownRevisions = new Set<number>();
-  /** The revision of our latest write: any change at or below it was replaced by that write. */
-  private lastOwnRevision = 0;
-  /** The key as last judged (the state before the next event). */
-  private seen: KeyView = ABSENT;
   /** Values written under the current lease whose answer never came. */
   private unconfirmed: string[] = [];
   /**
@@ -276,7 +264,7 @@ export class EphemeralKey implements AsyncDisposable {
       throw new SessionLostError('?', 'the key is being re-created under a new lease');
     }
     session.assertAlive();
-    await this.serial(() => this.putIfAbsentOrOurs(session, value));
+    await this.ownWrites.serial(() => this.putIfAbsentOrOurs(session, value));
   }
 
   /**
@@ -305,7 +293,9 @@ export class EphemeralKey implements AsyncDisposable {
       const acquired = await this.acquire(signal);
       ref = acquired;
       signal.throwIfAborted();
-      revision = await this.serial(() => this.putIfAbsentOrOurs(acquired.session, this.value));
+      revision = await this.ownWrites.serial(() =>
+        this.putIfAbsentOrOurs(acquired.session, this.value),
+      );
       if (signal.aborted) {
         const r = acquired;
         if (this.stateValue === 'deleting') {
@@ -313,7 +303,7 @@ export class EphemeralKey implements AsyncDisposable {
           this.adopt(r);
         } else {
           // The caller gave up after the write: take the key back so nothing stays behind.
-          await this.serial(() => this.deleteIfOurs(r.session)).catch(() => undefined);
+          await this.ownWrites.serial(() => this.deleteIfOurs(r.session)).catch(() => undefined);
         }
         throw new AbortError({ cause: signal.reason });
       }
@@ -333,7 +323,7 @@ export class EphemeralKey implements AsyncDisposable {
     this.adopt(ref);
     const session = ref.session;
     // Our write is the first state we know; the watch starts right after it.
-    this.seen = { present: true, lease: session.leaseId, value: this.value, revision };
+    this.ownWrites.begin({ present: true, lease: session.leaseId, value: this.value, revision });
     this.startWatch(revision + 1);
     if (!session.isAlive()) this.onSession(session, { state: 'lost', leaseId: session.leaseIdHex });
     return errors;
@@ -407,9 +397,7 @@ export class EphemeralKey implements AsyncDisposable {
       {
         onEvents: (events) => {
           this.watchBackoff.reset();
-          this.events.push(...events);
-          // An event may come before the answer of the write of ours that caused it.
-          if (this.pendingWrites === 0) this.judgeEvents();
+          this.ownWrites.push(events);
         },
         onProgress: () => {
           this.watchBackoff.reset();
@@ -437,28 +425,19 @@ export class EphemeralKey implements AsyncDisposable {
    * the revisions of all our answered writes are known.
    */
   private judgeEvents(): void {
-    const events = this.events;
-    if (events.length === 0) return;
-    this.events = [];
-    if (this.stateValue !== 'live' && this.stateValue !== 'recovering') return;
-    const own = this.ownership();
-    for (const e of events) {
-      // Already judged (a read after a compaction overlaps the last events).
-      if (e.revision <= this.seen.revision) continue;
-      const view = viewOf(e);
-      if (!this.ownRevisions.has(e.revision)) {
-        const change = foreignChange(this.seen, view, own);
-        if (change !== undefined) {
-          const lease = view.lease === '0' ? undefined : leaseIdHex(view.lease);
-          this.changes.push(new KeyChangedError(this.key, change, e.revision, lease));
-        }
-      }
-      this.seen = view;
+    if (this.stateValue !== 'live' && this.stateValue !== 'recovering') {
+      this.ownWrites.drop();
+      return;
     }
-    // Writes of ours at or below the last event were seen (or lie before a re-read).
-    for (const r of this.ownRevisions) if (r <= this.seen.revision) this.ownRevisions.delete(r);
-    const latest = this.seen;
-    if (latest.revision <= this.lastOwnRevision || isDesired(latest, own)) {
+    const own = this.ownership();
+    const latest = this.ownWrites.take((prior, next, e) => {
+      const change = foreignChange(prior, next, own);
+      if (change === undefined) return;
+      const lease = next.lease === '0' ? undefined : leaseIdHex(next.lease);
+      this.changes.push(new KeyChangedError(this.key, change, e.revision, lease));
+    });
+    if (latest === undefined) return;
+    if (this.ownWrites.replaced(latest) || isDesired(latest, own)) {
       // A write of ours already replaced it, or it is as we want it: nothing to put back.
       this.flushChanges(false);
       return;
@@ -538,17 +517,13 @@ export class EphemeralKey implements AsyncDisposable {
       this.adopt(ref);
     }
     const session = ref.session;
-    if (
-      this.events.length === 0 &&
-      this.pendingWrites === 0 &&
-      isDesired(this.seen, this.ownership())
-    ) {
+    if (!this.ownWrites.busy && isDesired(this.ownWrites.seen, this.ownership())) {
       // Put back meanwhile (an update() did it): nothing to write.
       this.settled();
       return;
     }
     try {
-      await this.serial(() => this.putIfAbsentOrOurs(session, this.value));
+      await this.ownWrites.serial(() => this.putIfAbsentOrOurs(session, this.value));
     } catch (err) {
       if (isAborted(signal) || err instanceof ClosedError) return;
       if (err instanceof SessionLostError) {
@@ -604,30 +579,8 @@ export class EphemeralKey implements AsyncDisposable {
     if (isAborted(signal)) return;
     this.resync = undefined;
     const revision = Number(res.header.revision);
-    const kv = res.kvs[0];
     this.startWatch(revision + 1);
-    this.events.push(
-      kv === undefined
-        ? {
-            type: 'delete',
-            key: this.key,
-            value: '',
-            revision,
-            createRevision: 0,
-            version: 0,
-            lease: '0',
-          }
-        : {
-            type: 'put',
-            key: this.key,
-            value: kv.value.toString(),
-            revision: Number(kv.mod_revision),
-            createRevision: Number(kv.create_revision),
-            version: Number(kv.version),
-            lease: kv.lease,
-          },
-    );
-    if (this.pendingWrites === 0) this.judgeEvents();
+    this.ownWrites.push([readAsEvent(this.key, res.kvs[0], revision)]);
   }
 
   private async doDelete(): Promise<void> {
@@ -646,7 +599,7 @@ export class EphemeralKey implements AsyncDisposable {
     // The connector's close revokes every lease at once; no key-by-key delete needed then.
     if (session?.isAlive() === true && !this.ctx.closing) {
       try {
-        await this.serial(() => this.deleteIfOurs(session));
+        await this.ownWrites.serial(() => this.deleteIfOurs(session));
       } catch (err) {
         failure = err instanceof Error ? err : new Error(String(err));
         // The key may still be there: let it go with the lease now, not after the pool's linger.
@@ -683,10 +636,7 @@ export class EphemeralKey implements AsyncDisposable {
     this.bound = undefined;
     this.watch?.close();
     this.watch = undefined;
-    this.events = [];
-    this.ownRevisions.clear();
-    this.lastOwnRevision = 0;
-    this.seen = ABSENT;
+    this.ownWrites.reset();
     this.unconfirmed = [];
     this.changes = [];
     this.dirty = false;
@@ -704,45 +654,13 @@ export class EphemeralKey implements AsyncDisposable {
     this.stateValue = 'idle';
   }
 
-  /** Runs writes one at a time; judges the watch's events once none is left in flight. */
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    this.pendingWrites++;
-    const run = this.writes.then(fn, fn).finally(() => {
-      this.pendingWrites--;
-      if (this.pendingWrites === 0) this.judgeEvents();
-    });
-    this.writes = run.catch(() => undefined);
-    return run;
-  }
-
   /**
    * One transaction applying the ownership rule; resolves with the revision of our put. The key
    * under another live lease is reported (KeyExistsError), never overwritten.
    */
   private async putIfAbsentOrOurs(session: Session, value: string): Promise<number> {
-    const key = this.keyBytes;
-    const put: IRequestOp = {
-      request_put: { key, value: Buffer.from(value), lease: session.leaseId },
-    };
-    const request = {
-      // Under our lease (a repeat, an update, or a repair of the value): ours to write.
-      compare: [leaseIs(key, session.leaseId)],
-      success: [put],
-      failure: [
-        {
-          request_txn: {
-            // Lease 0: absent (etcd compares a missing key as lease 0) or without a lease: the
-            // key is nobody's, so ours to take.
-            compare: [leaseIs(key, '0')],
-            success: [put],
-            // Under another lease, which is live (etcd deletes a key when its lease ends): never
-            // overwritten. Read it to name the holder.
-            failure: [{ request_range: { key } }],
-          },
-        },
-      ],
-    };
-    let res: ITxnResponse;
+    const request = claimTxn(this.keyBytes, value, session.leaseId);
+    let res;
     try {
       res = await this.ctx.client.kv.txn(request, this.ctx.callOptions());
     } catch (err) {
@@ -761,38 +679,28 @@ export class EphemeralKey implements AsyncDisposable {
       if (e.retryable) this.unconfirmed = [...this.unconfirmed, value].slice(-UNCONFIRMED_CAPACITY);
       throw e;
     }
-    const nested = res.responses[0]?.response_txn;
-    if (res.succeeded || nested?.succeeded === true) {
+    const outcome = claimOutcome(res);
+    if (outcome.written) {
       const revision = Number(res.header.revision);
-      this.ownRevisions.add(revision);
-      this.lastOwnRevision = Math.max(this.lastOwnRevision, revision);
+      this.ownWrites.wrote(revision);
       // Ours again, as we want it (e.g. an update() put back a key someone had deleted).
       if (session === this.session && value === this.value && session.isAlive()) this.settled();
       return revision;
     }
-    const holder = nested?.responses[0]?.response_range.kvs[0]?.lease;
+    const holder = outcome.holder;
     this.holderLease = holder;
     throw new KeyExistsError(this.key, holder === undefined ? undefined : leaseIdHex(holder));
   }
 
   /** Deletes the key only while it is under our lease: never someone else's key. */
   private async deleteIfOurs(session: Session): Promise<void> {
-    const key = this.keyBytes;
     try {
       await this.ctx.client.kv.txn(
-        {
-          compare: [leaseIs(key, session.leaseId)],
-          success: [{ request_delete_range: { key } }],
-        },
+        deleteIfUnderTxn(this.keyBytes, session.leaseId),
         this.ctx.callOptions(),
       );
     } catch (err) {
       throw this.ctx.toError(err, `delete ${this.key}`);
     }
   }
-}
-
-/** Compare: the key is under lease `leaseId` (an absent key has lease 0). */
-function leaseIs(key: Buffer, leaseId: string): ICompare {
-  return { key, target: CompareTarget.Lease, result: CompareResult.Equal, lease: leaseId };
 }

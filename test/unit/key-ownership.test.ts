@@ -1,8 +1,12 @@
 // Fast tests of the ownership judgement behind self-healing ephemeral keys: no etcd.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { ITxnResponse } from 'etcd3';
 import {
   ABSENT,
+  claimOutcome,
+  claimTxn,
+  deleteIfUnderTxn,
   foreignChange,
   isDesired,
   mayTake,
@@ -89,5 +93,30 @@ void describe('key ownership', () => {
       value: '',
       revision: 8,
     });
+  });
+
+  void test('the claim transaction: ours or lease-less is written, another lease is read', () => {
+    const key = Buffer.from('/k');
+    const txn = claimTxn(key, 'v', OURS);
+    assert.equal(txn.compare?.[0]?.lease, OURS);
+    const nested = txn.failure?.[0]?.request_txn;
+    assert.ok(nested !== undefined);
+    assert.equal(nested.compare?.[0]?.lease, '0');
+    assert.deepEqual(nested.failure, [{ request_range: { key } }]);
+    assert.deepEqual(deleteIfUnderTxn(key, OURS).success, [{ request_delete_range: { key } }]);
+
+    const answer = (succeeded: boolean, inner?: ITxnResponse): ITxnResponse =>
+      ({
+        header: { revision: '9' },
+        succeeded,
+        responses: inner === undefined ? [] : [{ response_txn: inner }],
+      }) as unknown as ITxnResponse;
+    assert.deepEqual(claimOutcome(answer(true)), { written: true });
+    assert.deepEqual(claimOutcome(answer(false, answer(true))), { written: true });
+    const held = {
+      ...answer(false),
+      responses: [{ response_range: { kvs: [{ lease: OTHER }] } }],
+    } as unknown as ITxnResponse;
+    assert.deepEqual(claimOutcome(answer(false, held)), { written: false, holder: OTHER });
   });
 });
