@@ -30,7 +30,7 @@ import type { IKeyValue, IRangeRequest, IRequestOp, ITxnResponse } from 'etcd3';
 import { ClosedError, OutcomeUnknownError, type EtcdConnectorError } from '../errors.js';
 import type { Session } from '../session/session.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent } from '../transport/watch-mux.js';
+import type { MuxWatch, WatchEvent } from '../transport/watch-types.js';
 import type { CallScope } from './call-scope.js';
 import type { ConnectorContext } from './context.js';
 import type { HeldSession } from './held-session.js';

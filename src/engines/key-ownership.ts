@@ -17,7 +17,7 @@ import {
   type ITxnResponse,
 } from 'etcd3';
 import type { KeyChange } from '../errors.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import type { WatchEvent } from '../transport/watch-types.js';
 
 /** The key at one revision, as a watch event (or a read) shows it. */
 export interface KeyView {

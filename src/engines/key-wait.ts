@@ -7,7 +7,7 @@
  */
 import { AbortError, EtcdConnectorError } from '../errors.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent } from '../transport/watch-mux.js';
+import type { MuxWatch, WatchEvent } from '../transport/watch-types.js';
 import type { ConnectorContext } from './context.js';
 import { Latch } from './latch.js';
 

@@ -16,7 +16,7 @@
  */
 import type { EtcdConnectorError } from '../errors.js';
 import type { WatchEvent } from '../transport/resume-point.js';
-import type { MuxWatch } from '../transport/watch-mux.js';
+import type { MuxWatch } from '../transport/watch-types.js';
 import type { ConnectorContext } from './context.js';
 
 /** What a subscriber is told. */

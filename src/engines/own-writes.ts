@@ -8,7 +8,7 @@
  * at or below the revision of our latest write needs no repair: that write already replaced it.
  */
 import type { IKeyValue } from 'etcd3';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import type { WatchEvent } from '../transport/watch-types.js';
 import { ABSENT, viewOf, type KeyView } from './key-ownership.js';
 
 export class OwnWrites {

@@ -11,7 +11,7 @@ import type { IKeyValue } from 'etcd3';
 import { CompactedError, InvalidArgumentError } from '../errors.js';
 import { validatePath } from '../paths.js';
 import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
-import { prefixTarget, type WatchEvent } from '../transport/watch-mux.js';
+import { prefixTarget, type WatchEvent } from '../transport/watch-types.js';
 import type { ConnectorContext } from './context.js';
 import type { StartOptions } from './lifecycle.js';
 import { ReflectedStream } from './reflected-stream.js';

@@ -21,7 +21,7 @@ import type { IKeyValue, ICompare, IRequestOp, ITxnResponse } from 'etcd3';
 import { OutcomeUnknownError } from '../errors.js';
 import type { Session } from '../session/session.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import type { WatchEvent } from '../transport/watch-types.js';
 import type { ConnectorContext } from './context.js';
 import type { HeldSession } from './held-session.js';
 import { modifiedAt, putOp } from './keys.js';

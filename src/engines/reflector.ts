@@ -9,7 +9,7 @@ import type { IKeyValue } from 'etcd3';
 import { publish } from '../diagnostics.js';
 import { EtcdConnectorError } from '../errors.js';
 import { Backoff } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent, WatchListener, WatchStatus } from '../transport/watch-mux.js';
+import type { MuxWatch, WatchEvent, WatchListener, WatchStatus } from '../transport/watch-types.js';
 import type { ConnectorContext } from './context.js';
 import { retrying } from './retry.js';
 

@@ -17,7 +17,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import { parseEndpoint } from '../engines/go-endpoint.js';
 import { PersistentMap } from '../engines/persistent-map.js';
 import { PrefixState, type PrefixModel } from '../engines/prefix-state.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import type { WatchEvent } from '../transport/watch-types.js';
 
 /** One registered instance, as Go's `endpoints.Endpoint` plus where it is. */
 export interface ServiceEndpoint {

@@ -53,7 +53,7 @@ import type { SessionRef } from '../session/session-pool.js';
 import { leaseIdHex } from '../transport/rpc.js';
 import { StreamQueue } from '../transport/stream-queue.js';
 import { abortable, Backoff, delay, isAborted } from '../transport/timers.js';
-import type { MuxWatch } from '../transport/watch-mux.js';
+import type { MuxWatch } from '../transport/watch-types.js';
 
 /**
  * Where an ephemeral key is in its life: `idle` (not created, or deleted), `creating`, `live`

@@ -22,7 +22,7 @@ import type { ReflectorListener } from '../engines/reflector.js';
 import { validateMs, validatePath } from '../paths.js';
 import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
 import { monotonicMs } from '../transport/timers.js';
-import { prefixTarget, type WatchEvent } from '../transport/watch-mux.js';
+import { prefixTarget, type WatchEvent } from '../transport/watch-types.js';
 
 /** A lease's time to live, as etcd last told it. */
 export interface LeaseTtl {

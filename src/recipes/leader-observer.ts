@@ -11,7 +11,7 @@ import { ReflectedStream } from '../engines/reflected-stream.js';
 import type { ReflectorListener } from '../engines/reflector.js';
 import { validatePath } from '../paths.js';
 import type { RecipeStream, StreamQueue } from '../transport/stream-queue.js';
-import { prefixTarget, type WatchEvent } from '../transport/watch-mux.js';
+import { prefixTarget, type WatchEvent } from '../transport/watch-types.js';
 
 /** Who leads an election, as seen by an observer. */
 export interface LeaderInfo {

@@ -20,7 +20,7 @@ import {
 } from '../engines/reflector.js';
 import { prefixRange } from '../engines/ranges.js';
 import { StreamQueue, type QueueOwner, type RecipeStream } from '../transport/stream-queue.js';
-import type { WatchEvent, WatchStatus } from '../transport/watch-mux.js';
+import type { WatchEvent, WatchStatus } from '../transport/watch-types.js';
 
 /** A change of one key. */
 export interface ObserverChange {

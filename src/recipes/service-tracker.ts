@@ -13,7 +13,7 @@ import type { IKeyValue } from 'etcd3';
 import type { ConnectorContext } from '../engines/context.js';
 import { PersistentMap } from '../engines/persistent-map.js';
 import { PrefixState, type PrefixModel } from '../engines/prefix-state.js';
-import type { WatchEvent } from '../transport/watch-mux.js';
+import type { WatchEvent } from '../transport/watch-types.js';
 
 /** One complete state of a tracked service. */
 export interface ServiceData {

@@ -8,7 +8,7 @@
  *   flight.
  * - **Resume.** A watcher's resume point is *its last delivered event's revision + 1* (etcd3's
  *   own watcher resumes from a response header's revision, which during catch-up runs ahead of
- *   the events sent, and so loses them: FAULTS.md). A header revision is trusted only on a
+ *   the events sent, and so loses them: docs/faults.md). A header revision is trusted only on a
  *   periodic progress notification of that watcher, which etcd sends in order and only once the
  *   watcher caught up. After the stream breaks, every watcher is created again from its own
  *   resume point.
@@ -22,7 +22,7 @@
  *   hears `unavailable` with the reason; a final reason (authentication, TLS, permission) ends
  *   the watchers instead.
  */
-import { FilterType, Range, type Etcd3, type IWatchRequest, type IWatchResponse } from 'etcd3';
+import { FilterType, type Etcd3, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import { observed, publish } from '../diagnostics.js';
 import {
   AuthenticationFailedError,
@@ -34,71 +34,10 @@ import {
   TimeoutError,
   UnavailableError,
 } from '../errors.js';
-import { applyResponse, matchCreated, type ResumePoint, type WatchEvent } from './resume-point.js';
+import { applyResponse, matchCreated, type ResumePoint } from './resume-point.js';
 import { openStream, type FailureMemory, type OpenedStream } from './rpc.js';
 import { Backoff, monotonicMs } from './timers.js';
-
-/** What to watch and from where. */
-export interface WatchTarget {
-  /** The key, or the start of the range. */
-  key: string | Buffer;
-  /** End of the range (exclusive); omitted: the single key. */
-  rangeEnd?: Buffer;
-  /**
-   * First revision to deliver (>= 1), or 0 for "from now": the first revision after the one etcd
-   * is at when it creates the watch (reported by `onCreated`). A watch from a revision etcd has
-   * already passed is served by etcd 3.4's catch-up loop, every 100 ms; one from now is served at
-   * once (FAULTS.md), so a waiter that must hear a change promptly watches from now and re-reads
-   * when `onCreated` says revisions passed since its read.
-   */
-  startRevision: number;
-  /**
-   * Deletions only: etcd filters out puts before sending (its NOPUT filter), for a watch that
-   * waits for a key to go (our own key while we hold it) and would otherwise get every write too.
-   */
-  deletesOnly?: boolean;
-}
-
-/** Whom a watch tells. Callbacks run synchronously on the stream's data; they must not throw. */
-export interface WatchListener {
-  /** Events in revision order, never repeated, never skipped; one revision's events together. */
-  onEvents(events: readonly WatchEvent[]): void;
-  /** History before the resume point is gone; the watch has ended. Re-list and watch anew. */
-  onCompacted(compactRevision: number): void;
-  /**
-   * The watch has ended for good: etcd refused it (permission denied, bad range), a final
-   * connection error (authentication, TLS), or the multiplexer closed (ClosedError).
-   */
-  onEnded(error: EtcdConnectorError): void;
-  /**
-   * The connection is in trouble (`unavailable`, with the retryable reason, when no stream could
-   * be established within the dial timeout) or back (`connected`, only after an `unavailable`).
-   * The watch keeps retrying meanwhile.
-   */
-  onStatus?(status: WatchStatus): void;
-  /** Everything up to `revision` was delivered (etcd's periodic progress notification). */
-  onProgress?(revision: number): void;
-  /**
-   * etcd created the watch (again, after a reconnect) while at `revision`. For a watch from now,
-   * it delivers every change after `revision`, and nothing before.
-   */
-  onCreated?(revision: number): void;
-}
-
-export type WatchStatus =
-  | { readonly state: 'connected' }
-  | { readonly state: 'unavailable'; readonly error: EtcdConnectorError };
-
-/** A running watch. */
-export interface MuxWatch {
-  /** The revision the watch continues from: last delivered event's revision + 1. */
-  readonly nextRevision: number;
-  /** Stops delivery (the watch is cancelled at etcd until `resume()`); nothing is lost. */
-  pause(): void;
-  resume(): void;
-  /** Ends the watch; no callback runs afterwards. Idempotent. */
-  close(): void;
-}
+import type { MuxWatch, WatchListener, WatchStatus, WatchTarget } from './watch-types.js';
 
 export interface WatchMuxOptions {
   client: Etcd3;
@@ -136,8 +75,6 @@ const enum Phase {
   Creating,
   Active,
 }
-
-export type { WatchEvent } from './resume-point.js';
 
 class Watcher implements MuxWatch, ResumePoint {
   next: number;
@@ -726,10 +663,4 @@ function cancel(s: Opened): void {
   } catch {
     // already closed
   }
-}
-
-/** `[key, rangeEnd)` of every key that starts with `prefix`. */
-export function prefixTarget(prefix: string): { key: Buffer; rangeEnd: Buffer } {
-  const range = Range.prefix(prefix);
-  return { key: range.start, rangeEnd: range.end };
 }

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import type { IKeyValue } from 'etcd3';
 import { OwnWrites, readAsEvent } from '../../src/engines/own-writes.js';
 import type { KeyView } from '../../src/engines/key-ownership.js';
-import type { WatchEvent } from '../../src/transport/watch-mux.js';
+import type { WatchEvent } from '../../src/transport/watch-types.js';
 
 function put(revision: number, value = 'v', lease = '100'): WatchEvent {
   return { type: 'put', key: '/k', value, revision, createRevision: 1, version: 1, lease };
