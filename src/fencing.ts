@@ -1,5 +1,5 @@
 /**
- * Fencing tokens (FAULTS.md: leases alone are not mutual exclusion). A token is the create
+ * Fencing tokens (docs/faults.md: leases alone are not mutual exclusion). A token is the create
  * revision of the key that grants a role (leader key, later lock keys): every new holder's key is
  * created later, so tokens strictly increase, and a transaction that compares it fails once the
  * holder's key is gone — whatever the deposed holder believes.

@@ -1,5 +1,5 @@
 /**
- * Cluster-side faults of FAULTS.md on one real 3-member cluster: S1 (kill -9 of the raft leader
+ * Cluster-side faults of docs/faults.md on one real 3-member cluster: S1 (kill -9 of the raft leader
  * and of the member carrying our keepalive), S2 (a member SIGSTOPped for 3 s), S3 (quorum loss
  * longer than the TTL) and S9 (whole-cluster restart). Every wait has a deadline; the only fixed
  * waits are the durations of the faults themselves, which are the inputs of the scenarios.

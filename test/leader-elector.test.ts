@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import {
   ClosedError,
@@ -397,6 +398,43 @@ void describe('LeaderElector', () => {
     assert.ok(took < testTimeout(4000), `takeover took ${took.toFixed(0)} ms (TTL 2 s)`);
     p2.send('stop');
     assert.equal(await withTimeout(p2.exited, testTimeout(10000), 'p2 exits by itself'), 0);
+  });
+
+  test('SIGSTOP of the leader for half its TTL: nothing changes, no false loss', async () => {
+    const ns = uniqueName('el');
+    const path = `/${ns}/e`;
+    const log = `/${ns}/log`;
+    const p1 = participant(ns, 'p1', path, log);
+    const t1 = (await p1.waitLine((l) => l.status === 'leader', 'p1 leads')).line.token;
+    const p2 = participant(ns, 'p2', path, log);
+    await p2.waitLine((l) => l.status === 'follower' && l.leader === 'p1', 'p2 follows');
+    const from1 = p1.lines.length;
+    const from2 = p2.lines.length;
+    p1.child.kill('SIGSTOP');
+    await sleep(1000); // the fault's duration (TTL 2 s)
+    p1.child.kill('SIGCONT');
+    p1.send('fenced-write after');
+    const w = (await p1.waitLine((l) => l.event === 'write' && l.tag === 'after', 'write', from1))
+      .line;
+    assert.equal(w.ok, true, 'still the leader: its fenced write lands');
+    // Past the longest time a lost lease could take to show (TTL 2 s from the pause's start).
+    await sleep(1500);
+    const statuses = p1.lines.slice(from1).filter((l) => l.event === 'status');
+    assert.deepEqual(
+      statuses.map((l) => l.status),
+      [],
+      `p1 reported no change: ${JSON.stringify(statuses)}`,
+    );
+    assert.ok(
+      p2.lines.slice(from2).every((l) => l.status !== 'leader'),
+      'p2 never led meanwhile',
+    );
+    p1.send('fenced-write later');
+    const later = await p1.waitLine((l) => l.event === 'write' && l.tag === 'later', 'write');
+    assert.equal(later.line.ok, true);
+    assert.equal(later.line.token, t1, 'the same term');
+    for (const p of [p1, p2]) p.send('stop');
+    await Promise.all([p1.exited, p2.exited]);
   });
 
   test('SIGSTOP of the leader past its TTL: another leads; on SIGCONT it says non-leader first, its fenced writes fail', async () => {
