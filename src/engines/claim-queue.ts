@@ -26,12 +26,13 @@
  * of waiting consumers: O(1) per enqueue. The line key lives under the session's lease, so a
  * dead consumer process leaves the line when its lease ends.
  */
-import type { IKeyValue, IRangeRequest, IRequestOp, ITxnResponse } from 'etcd3';
+import type { IRangeRequest, IRequestOp, ITxnResponse } from 'etcd3';
 import { ClosedError, OutcomeUnknownError, type EtcdConnectorError } from '../errors.js';
 import type { Session } from '../session/session.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
-import type { MuxWatch, WatchEvent } from '../transport/watch-types.js';
+import type { MuxWatch } from '../transport/watch-types.js';
 import type { CallScope } from './call-scope.js';
+import { ClaimCandidates, type Candidate, type ItemLayout } from './claim-candidates.js';
 import type { ConnectorContext } from './context.js';
 import type { HeldSession } from './held-session.js';
 import { deleteOp, modifiedAt, putOp } from './keys.js';
@@ -47,13 +48,6 @@ export const STANDBY_MS = 100;
 const LINGER_MS = 25;
 /** Candidates read per round trip. */
 const BATCH = 16;
-/**
- * After a lost race, claim at random among the first 4 candidates (of the head's group), 8 after
- * two, up to 16: consumers racing for the head spread out instead of colliding again. Back to the
- * head only after {@link CALM} claims in a row landed: without contention, strict order.
- */
-const SPREAD_STEPS = 3;
-const CALM = 8;
 
 /** An item taken off the queue. */
 export interface ClaimedItem {
@@ -77,21 +71,6 @@ export const claimStats = {
   /** Claims by the second in line, stepping in for a first that did not claim in time. */
   standby: 0,
 };
-
-/** How the items of a queue lie and in which order they are taken. */
-export interface ItemLayout {
-  /** The items' prefix (`path/`). */
-  readonly prefix: string;
-  /** Oldest first (`Mod`, Go's Queue) or lowest key first (`Key`, Go's PriorityQueue). */
-  readonly order: 'Mod' | 'Key';
-  /** Items that may be taken in any order among themselves (a priority level); none: all. */
-  readonly group?: (key: string) => string;
-}
-
-interface Candidate {
-  readonly key: string;
-  readonly modRevision: string;
-}
 
 interface Waiter {
   readonly scope: CallScope;
@@ -126,10 +105,7 @@ export class ClaimQueue {
   private readonly range: { key: Buffer; range_end: Buffer };
   private readonly lineRange: { key: Buffer; range_end: Buffer };
   private readonly waiters: Waiter[] = [];
-  private candidates: Candidate[] = [];
-  private losses = 0;
-  /** Claims that landed since the last lost race. */
-  private calm = 0;
+  private readonly candidates: ClaimCandidates;
   private line: LinePlace | undefined;
   private running: Promise<void> | undefined;
   private readonly wake = new Latch();
@@ -138,6 +114,7 @@ export class ClaimQueue {
   constructor(private readonly opts: ClaimQueueOptions) {
     this.ctx = opts.ctx;
     this.range = prefixRange(opts.items.prefix);
+    this.candidates = new ClaimCandidates(opts.items);
     this.lineRange = prefixRange(`${opts.dir}/line/`);
   }
 
@@ -220,7 +197,7 @@ export class ClaimQueue {
             this.failAll(error);
             break;
           }
-          this.candidates = [];
+          this.candidates.clear();
           await delay(backoff.next(), signal).catch(() => undefined);
         }
       }
@@ -254,7 +231,7 @@ export class ClaimQueue {
     }
     if (this.line === undefined) {
       const res = await this.txn([rangeOp(this.itemsRead())]);
-      this.candidates = toCandidates(kvsAt(res.responses, 0));
+      this.candidates.set(kvsAt(res.responses, 0));
       if (this.candidates.length === 0) await this.joinLine(session);
       return;
     }
@@ -277,7 +254,7 @@ export class ClaimQueue {
     const key = `${this.opts.dir}/line/${session.leaseIdHex}`;
     const res = await this.txn([putOp(key, '', session.leaseId), rangeOp(this.itemsRead())]);
     this.line = { key, session, revision: res.header.revision };
-    this.candidates = toCandidates(kvsAt(res.responses, 1));
+    this.candidates.set(kvsAt(res.responses, 1));
   }
 
   /** Out of the line (best effort: the key goes with the lease anyway). */
@@ -319,7 +296,7 @@ export class ClaimQueue {
       this.line = undefined;
       return;
     }
-    this.candidates = toCandidates(kvsAt(res.responses, 2));
+    this.candidates.set(kvsAt(res.responses, 2));
     if (this.unserved().length === 0) return;
     const ahead = kvsAt(res.responses, 1);
     const position = ahead.length;
@@ -366,7 +343,7 @@ export class ClaimQueue {
           { key: this.range.key, rangeEnd: this.range.range_end, startRevision: from },
           {
             onEvents: (events) => {
-              this.apply(events);
+              this.candidates.apply(events);
               if (this.candidates.length === 0) return;
               claimStats.itemWakeups += 1;
               if (position === 0) this.wake.fire();
@@ -408,33 +385,8 @@ export class ClaimQueue {
       signal.removeEventListener('abort', onAbort);
       if (standby !== undefined) clearTimeout(standby);
     }
-    if (state.look) this.candidates = [];
+    if (state.look) this.candidates.clear();
     if (failure !== undefined && !failure.retryable) throw failure;
-  }
-
-  /** Applies the queue's events to the candidates (puts join, deletes leave). */
-  private apply(events: readonly WatchEvent[]): void {
-    for (const e of events) {
-      this.candidates = this.candidates.filter((c) => c.key !== e.key);
-      if (e.type === 'put') this.candidates.push({ key: e.key, modRevision: String(e.revision) });
-    }
-    if (this.opts.items.order === 'Key') {
-      this.candidates.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
-    } else {
-      this.candidates.sort((a, b) => Number(BigInt(a.modRevision) - BigInt(b.modRevision)));
-    }
-  }
-
-  /** The candidate to claim: the first, or after lost races one of the first few at random. */
-  private pick(): Candidate {
-    const head = this.candidates[0];
-    if (head === undefined) throw new Error('pick() without candidates');
-    if (this.losses === 0) return head;
-    const group = this.opts.items.group;
-    const same = this.candidates
-      .slice(0, 2 << Math.min(this.losses, SPREAD_STEPS))
-      .filter((c) => group === undefined || group(c.key) === group(head.key));
-    return same[Math.floor(Math.random() * same.length)] ?? head;
   }
 
   /** Claims one candidate for the oldest waiter. */
@@ -442,7 +394,7 @@ export class ClaimQueue {
     const waiter = this.unserved()[0];
     if (waiter === undefined) return;
     const receipt = await this.opts.book.take(signal);
-    const candidate = this.pick();
+    const candidate = this.candidates.pick();
     const tag = `${candidate.key}@${candidate.modRevision}`;
     const line = this.line;
     // In line: to the back (a consumer that was served usually asks again at once; the loop
@@ -475,7 +427,7 @@ export class ClaimQueue {
       );
     } catch (err) {
       const error = this.ctx.toError(err, `claim ${candidate.key}`);
-      this.candidates = [];
+      this.candidates.clear();
       if (!error.retryable) {
         this.opts.book.give(receipt);
         this.unclaim(waiter);
@@ -487,9 +439,9 @@ export class ClaimQueue {
     if (res.succeeded) {
       receipt.committed(res.header.revision);
       this.opts.book.give(receipt);
-      if (++this.calm >= CALM) this.losses = 0;
+      this.candidates.won();
       this.afterLineOp(line, res.header.revision);
-      this.candidates = toCandidates(kvsAt(res.responses, 2 + lineOps.length));
+      this.candidates.set(kvsAt(res.responses, 2 + lineOps.length));
       const prev = res.responses[0]?.response_delete_range.prev_kvs[0];
       this.deliver(waiter, {
         key: candidate.key,
@@ -498,7 +450,7 @@ export class ClaimQueue {
       });
       return;
     }
-    this.candidates = toCandidates(kvsAt(res.responses, 0));
+    this.candidates.set(kvsAt(res.responses, 0));
     const state = receipt.afterFailure(kvAt(res.responses, 1));
     if (state.kind === 'applied') {
       // An earlier send of this very claim landed (the transport re-sent it): the item is ours.
@@ -508,8 +460,7 @@ export class ClaimQueue {
     }
     if (state.kind === 'unchanged') {
       this.opts.book.give(receipt);
-      this.losses += 1;
-      this.calm = 0;
+      this.candidates.lost();
       claimStats.lost += 1;
     }
     this.unclaim(waiter);
@@ -611,8 +562,4 @@ export class ClaimQueue {
   private txn(success: IRequestOp[]): Promise<ITxnResponse> {
     return this.ctx.client.kv.txn({ success }, this.ctx.callOptions());
   }
-}
-
-function toCandidates(kvs: readonly IKeyValue[]): Candidate[] {
-  return kvs.map((kv) => ({ key: kv.key.toString(), modRevision: kv.mod_revision }));
 }

@@ -4,7 +4,8 @@
  * last one to close (or the connector's close) ends it. One per queue, kind and session: two
  * loops of one connector would share the session's line key and fight over it.
  */
-import { ClaimQueue, type ItemLayout } from './claim-queue.js';
+import type { ItemLayout } from './claim-candidates.js';
+import { ClaimQueue } from './claim-queue.js';
 import type { ConnectorContext } from './context.js';
 import { HeldSession } from './held-session.js';
 import { bookkeepingDir } from './keys.js';
