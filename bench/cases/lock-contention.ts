@@ -21,11 +21,13 @@ const PER_PROCESS = [4, 1] as const;
 const TTL = 10;
 const WAIT_MS = 60000;
 /**
- * One untimed round per side first, so every side is measured in steady state: a Node process'
- * first thousand cycles run partly unoptimised (ours went from ~210 to ~290 cycles/s between a
- * first and a second round), and etcd3's and v3lock's children are Node processes too.
+ * One untimed round per side first, so every side is measured in steady state. Four Node
+ * processes sharing 2 cores with etcd optimise their hot paths slowly: in 3 s rounds back to back
+ * (2026-11-30), ours went 158, 193, 234, 301, 373, 385 cycles/s (client CPU per cycle 8.0 down to
+ * 2.9 ms), etcd3's Lock 131, 173, 245, 267, 243, 272, v3lock ~162 throughout. A 3 s warm-up
+ * measured ours on the way up; 15 s gets every side near its plateau.
  */
-const WARM_UP_MS = 3000;
+const WARM_UP_MS = 15000;
 
 type SideName = 'ours' | 'etcd3' | 'v3lock';
 
