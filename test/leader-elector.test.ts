@@ -419,11 +419,12 @@ void describe('LeaderElector', () => {
     assert.equal(w.ok, true, 'still the leader: its fenced write lands');
     // Past the longest time a lost lease could take to show (TTL 2 s from the pause's start).
     await sleep(1500);
+    // No loss. A keepalive in flight as the pause began may be reported as a suspension (our
+    // process heard nothing for the pause): still the leader, same term.
     const statuses = p1.lines.slice(from1).filter((l) => l.event === 'status');
-    assert.deepEqual(
-      statuses.map((l) => l.status),
-      [],
-      `p1 reported no change: ${JSON.stringify(statuses)}`,
+    assert.ok(
+      statuses.every((l) => l.status === 'leader' && l.token === t1 && l.error === undefined),
+      `p1 stayed the leader of its term: ${JSON.stringify(statuses)}`,
     );
     assert.ok(
       p2.lines.slice(from2).every((l) => l.status !== 'leader'),
