@@ -6,8 +6,9 @@
  * `waitTurn(slots)` waits until fewer than `slots` keys created before ours exist. It watches only
  * the `slots` keys created just before ours (for an election or a lock: the predecessor), starting
  * at the revision after its read, which etcd serves from its synced path at once (a watch from an
- * older revision waits for etcd's 100 ms catch-up loop; docs/faults.md). A deletion before that window
- * does not change the window, so a release wakes at most `slots` waiters, never the whole queue.
+ * older revision waits for etcd's 100 ms catch-up loop; docs/faults.md). A deletion before that
+ * window does not change the window, so a release wakes at most `slots` waiters, never the whole
+ * queue.
  * After every wake-up it reads again: our key must still exist with our create revision under a
  * live session (the check Go added to Mutex after Jepsen and still lacks in its RWMutex). The
  * wake-up event cannot stand in for that read, even one watch covering our key and the

@@ -19,8 +19,8 @@ export interface WatchTarget {
    * First revision to deliver (>= 1), or 0 for "from now": the first revision after the one etcd
    * is at when it creates the watch (reported by `onCreated`). A watch from a revision etcd has
    * already passed is served by etcd 3.4's catch-up loop, every 100 ms; one from now is served at
-   * once (docs/faults.md), so a waiter that must hear a change promptly watches from now and re-reads
-   * when `onCreated` says revisions passed since its read.
+   * once (docs/faults.md), so a waiter that must hear a change promptly watches from now and
+   * re-reads when `onCreated` says revisions passed since its read.
    */
   startRevision: number;
   /**
