@@ -157,13 +157,13 @@ export class SessionPool {
     await session.close();
   }
 
+  /** The pool's session for its TTL (not replaced after a loss). */
   private isLive(session: Session): boolean {
-    for (const s of this.live.values()) if (s === session) return true;
-    return false;
+    return this.live.get(session.requestedTtl) === session;
   }
 
   private forget(session: Session): void {
-    for (const [ttl, s] of this.live) if (s === session) this.live.delete(ttl);
+    if (this.isLive(session)) this.live.delete(session.requestedTtl);
   }
 
   /** Revokes every session. Idempotent. */
