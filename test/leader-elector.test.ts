@@ -72,6 +72,23 @@ void describe('LeaderElector', () => {
     return child;
   }
 
+  /** p1 leading (its token `t1`) and p2 following it, on one election with a log for writes. */
+  async function leaderAndFollower(): Promise<{
+    log: string;
+    p1: Child;
+    p2: Child;
+    t1: string | undefined;
+  }> {
+    const ns = uniqueName('el');
+    const path = `/${ns}/e`;
+    const log = `/${ns}/log`;
+    const p1 = participant(ns, 'p1', path, log);
+    const t1 = (await p1.waitLine((l) => l.status === 'leader', 'p1 leads')).line.token;
+    const p2 = participant(ns, 'p2', path, log);
+    await p2.waitLine((l) => l.status === 'follower' && l.leader === 'p1', 'p2 follows');
+    return { log, p1, p2, t1 };
+  }
+
   before(async () => {
     cluster = await startEtcdCluster(3);
     client = new Etcd3({ hosts: cluster.endpoints });
@@ -385,12 +402,7 @@ void describe('LeaderElector', () => {
   });
 
   test('kill -9 of the leader process: a follower leads within TTL + 2 s', async () => {
-    const ns = uniqueName('el');
-    const path = `/${ns}/e`;
-    const p1 = participant(ns, 'p1', path, `/${ns}/log`);
-    await p1.waitLine((l) => l.status === 'leader', 'p1 leads');
-    const p2 = participant(ns, 'p2', path, `/${ns}/log`);
-    await p2.waitLine((l) => l.status === 'follower' && l.leader === 'p1', 'p2 follows');
+    const { p1, p2 } = await leaderAndFollower();
     const t0 = performance.now();
     await p1.kill();
     await p2.waitLine((l) => l.status === 'leader', 'p2 leads', 0, testTimeout(10000));
@@ -401,13 +413,7 @@ void describe('LeaderElector', () => {
   });
 
   test('SIGSTOP of the leader for half its TTL: nothing changes, no false loss', async () => {
-    const ns = uniqueName('el');
-    const path = `/${ns}/e`;
-    const log = `/${ns}/log`;
-    const p1 = participant(ns, 'p1', path, log);
-    const t1 = (await p1.waitLine((l) => l.status === 'leader', 'p1 leads')).line.token;
-    const p2 = participant(ns, 'p2', path, log);
-    await p2.waitLine((l) => l.status === 'follower' && l.leader === 'p1', 'p2 follows');
+    const { p1, p2, t1 } = await leaderAndFollower();
     const from1 = p1.lines.length;
     const from2 = p2.lines.length;
     p1.child.kill('SIGSTOP');
@@ -439,15 +445,9 @@ void describe('LeaderElector', () => {
   });
 
   test('SIGSTOP of the leader past its TTL: another leads; on SIGCONT it says non-leader first, its fenced writes fail', async () => {
-    const ns = uniqueName('el');
-    const path = `/${ns}/e`;
-    const log = `/${ns}/log`;
-    const p1 = participant(ns, 'p1', path, log);
-    const t1 = (await p1.waitLine((l) => l.status === 'leader', 'p1 leads')).line.token;
+    const { log, p1, p2, t1 } = await leaderAndFollower();
     p1.send('fenced-write before');
     await p1.waitLine((l) => l.event === 'write' && l.tag === 'before' && l.ok === true, 'write');
-    const p2 = participant(ns, 'p2', path, log);
-    await p2.waitLine((l) => l.status === 'follower' && l.leader === 'p1', 'p2 follows');
     p1.child.kill('SIGSTOP');
     const t2 = (await p2.waitLine((l) => l.status === 'leader', 'p2 leads')).line.token;
     assert.ok(BigInt(t2 ?? 0) > BigInt(t1 ?? 0), 'tokens strictly increase');
