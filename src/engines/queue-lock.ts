@@ -198,6 +198,10 @@ class Attempt {
         await this.giveUp();
         return undefined;
       }
+      // The clock has the last word: an answer that took past the session's deadline (a paused
+      // process, a stalled connection) proves nothing about now; etcd may have expired the lease
+      // and given the lock to the next waiter meanwhile (chaos seed 6001).
+      this.assertGoing();
       const token = member.token;
       if (token === undefined) throw new Error('unreachable: a holder has a token');
       const { kind, path } = this.spec;

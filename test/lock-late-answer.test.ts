@@ -1,0 +1,75 @@
+/**
+ * A lock granted by an answer that arrived after the session's deadline is no lock: etcd may have
+ * expired the lease and handed the lock on meanwhile. Chaos seed 6001 found `lock()` resolving
+ * in that case — a join sent, the connection stalled past the TTL, the answer "you hold it"
+ * delivered 3 s late; the worker saw the lock lost 0.02 ms later, but the call had said "held".
+ *
+ * The process is "paused" exactly between etcd's answer and its handling by blocking the event
+ * loop there until the session's deadline has passed, as SIGSTOP at that moment would.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
+import { EtcdConnector, SessionLostError, type SessionHandle } from '../src/index.js';
+import {
+  startEtcd,
+  testTimeout,
+  uniqueName,
+  withTimeout,
+  type EtcdCluster,
+} from '../src/testing/index.js';
+
+/** From now on, the next transaction's answer is handled only after `session`'s deadline. */
+function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
+  const kv = client.kv;
+  const txn = kv.txn.bind(kv);
+  kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
+    const res = await (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
+    kv.txn = txn;
+    while (performance.now() <= session.deadline) {
+      // Blocked, as a paused process: no timer, no keepalive, no I/O runs.
+    }
+    return res;
+  };
+}
+
+void describe('a lock answer that comes after the session deadline', () => {
+  let etcd: EtcdCluster;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  function connect(ns: string): EtcdConnector {
+    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
+    closers.push(() => conn.close());
+    return conn;
+  }
+
+  before(async () => {
+    etcd = await startEtcd();
+  });
+
+  after(async () => {
+    await Promise.allSettled(closers.map((c) => c()));
+    await etcd.stop();
+  });
+
+  for (const call of ['lock', 'tryLock'] as const) {
+    test(`${call}(): a free lock whose join is answered late rejects with SessionLostError`, async () => {
+      const ns = uniqueName('late');
+      const conn = connect(ns);
+      const path = `/${ns}/locks/a`;
+      const session = await conn.session({ ttl: 1 });
+      const mutex = conn.newMutex(path, { session });
+      stallNextAnswer(conn.client, session);
+      const attempt = call === 'lock' ? mutex.lock() : mutex.tryLock();
+      await assert.rejects(attempt, SessionLostError);
+      assert.equal(session.state, 'lost');
+
+      // Nothing of ours stands in the way: another process gets the lock once etcd lets the
+      // lease go (TTL 1 s).
+      const other = connect(ns);
+      const held = await withTimeout(other.newMutex(path).lock(), testTimeout(5000), 'next lock');
+      assert.ok(held.isHeld);
+      await held.unlock();
+    });
+  }
+});
