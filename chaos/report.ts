@@ -133,9 +133,13 @@ export function timelineHtml(
   lockHolds: readonly Hold[],
   leadHolds: readonly Hold[],
 ): string {
-  const times = records.map((r) => r.t);
-  const t0 = Math.min(...times);
-  const t1 = Math.max(...times);
+  // A loop, not Math.min(...times): a long run has more records than a call takes arguments.
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const r of records) {
+    t0 = Math.min(t0, r.t);
+    t1 = Math.max(t1, r.t);
+  }
   const width = 1400;
   const left = 140;
   const x = (t: number): number => left + ((t - t0) / Math.max(1, t1 - t0)) * (width - left - 20);

@@ -67,8 +67,9 @@ export function createOutput(
       stderr.write(text);
     },
     table(headers, rows) {
+      // reduce, not Math.max(...): a listing may have more rows than a call takes arguments.
       const widths = headers.map((h, i) =>
-        Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)),
+        rows.reduce((w, r) => Math.max(w, (r[i] ?? '').length), h.length),
       );
       const line = (cells: readonly string[]): string =>
         cells

@@ -61,7 +61,7 @@ export class OwnWrites {
 
   /** Events of the key's watch (or a read standing for the events missed), in revision order. */
   push(events: readonly WatchEvent[]): void {
-    this.events.push(...events);
+    for (const e of events) this.events.push(e);
     if (this.pending === 0) this.judge();
   }
 

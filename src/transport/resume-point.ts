@@ -49,7 +49,8 @@ export function applyResponse(
   res: Pick<IWatchResponse, 'fragment' | 'events' | 'header'>,
 ): Delivery {
   if (res.fragment) {
-    (point.fragments ??= []).push(...res.events);
+    // concat, not push(...events): a fragment may hold more events than a call takes arguments.
+    point.fragments = (point.fragments ?? []).concat(res.events);
     return { kind: 'none' };
   }
   let raw = res.events;

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { check, holds, lastFaultEnd, type Verdict } from '../../chaos/checker.js';
+import { timelineHtml } from '../../chaos/report.js';
 import type { ChaosRecord, HistoryRecord, RunParams } from '../../chaos/records.js';
 
 const P: RunParams = {
@@ -462,5 +463,20 @@ void describe('chaos checker', () => {
     records.push({ kind: 'unhandled', w: 'w1', inc: 0, t: final.t - 1, message: 'boom' });
     const failed = failing(records).find((v) => v.name.startsWith('clean exits'));
     assert.equal(failed?.violationCount, 3);
+  });
+
+  void test('a long run (more records than a call takes arguments) is checked and drawn', () => {
+    // A 600 s run wrote about 150,000 records; the report once spread them into Math.min().
+    const records = cleanRun();
+    for (let i = 0; i < 200_000; i++) records.push(h('put', '/c/obs/x', String(i)));
+    assert.ok(check(records, P).every((v) => v.ok));
+    const html = timelineHtml(
+      'long',
+      records,
+      [],
+      holds(records, 'lock.acquired', 'lock.ended'),
+      [],
+    );
+    assert.match(html, /<svg /);
   });
 });

@@ -74,6 +74,16 @@ void describe('resume point', () => {
     assert.equal(p.next, 8);
   });
 
+  void test('a fragment of more events than a call takes arguments', () => {
+    // 200,000 deletes of short keys fit in one of etcd's 1.5 MiB fragments.
+    const p: ResumePoint = { next: 1, fragments: undefined };
+    const many = Array.from({ length: 200_000 }, (_, i) => ev(7, 'Delete', `k${i}`));
+    assert.deepEqual(applyResponse(p, res(many, { fragment: true })), { kind: 'none' });
+    const d = applyResponse(p, res([ev(7, 'Delete', 'last')]));
+    assert.equal(d.kind === 'events' ? d.events.length : 0, 200_001);
+    assert.equal(p.next, 8);
+  });
+
   void test('a progress notification moves the resume point forward only', () => {
     const p: ResumePoint = { next: 20, fragments: undefined };
     assert.deepEqual(applyResponse(p, res([], { header: 30 })), { kind: 'progress', revision: 30 });

@@ -55,7 +55,7 @@ export function decodeLayouts(
     if (recipes.length === 0) continue;
     const taken = new Set<string>();
     for (const r of recipes) for (const e of r.entries) taken.add(e.key);
-    found.push(...recipes);
+    for (const r of recipes) found.push(r);
     left = left.filter((e) => !taken.has(e.key));
   }
   return found.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
