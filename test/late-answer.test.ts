@@ -1,6 +1,6 @@
 /**
- * A lock granted by an answer that arrived after the session's deadline is no lock: etcd may have
- * expired the lease and handed the lock on meanwhile. Chaos seed 6001 found `lock()` resolving
+ * A lock or leadership granted by an answer that arrived after the session's deadline is none:
+ * etcd may have expired the lease and handed it on meanwhile. Chaos seed 6001 found `lock()` resolving
  * in that case — a join sent, the connection stalled past the TTL, the answer "you hold it"
  * delivered 3 s late; the worker saw the lock lost 0.02 ms later, but the call had said "held".
  *
@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
-import { EtcdConnector, SessionLostError, type SessionHandle } from '../src/index.js';
+import { EtcdConnector, LEStatus, SessionLostError, type SessionHandle } from '../src/index.js';
 import {
   startEtcd,
   testTimeout,
@@ -33,7 +33,7 @@ function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
   };
 }
 
-void describe('a lock answer that comes after the session deadline', () => {
+void describe('an answer that comes after the session deadline', () => {
   let etcd: EtcdCluster;
   const closers: (() => Promise<unknown>)[] = [];
 
@@ -72,4 +72,24 @@ void describe('a lock answer that comes after the session deadline', () => {
       await held.unlock();
     });
   }
+
+  test('an elector bound to the session never leads on a join answered late', async () => {
+    const ns = uniqueName('late');
+    const conn = connect(ns);
+    const session = await conn.session({ ttl: 1 });
+    const elector = conn.newLeaderElector(`/${ns}/e`, 'a', 1, { session });
+    stallNextAnswer(conn.client, session);
+    const statuses: string[] = [];
+    let error: Error | undefined;
+    const read = async (): Promise<void> => {
+      for await (const ev of elector.start()) {
+        statuses.push(ev.status);
+        error ??= ev.error;
+      }
+    };
+    await assert.rejects(withTimeout(read(), testTimeout(5000), 'status stream'), SessionLostError);
+    assert.ok(!statuses.includes(LEStatus.Leader), `statuses: ${statuses.join(', ')}`);
+    assert.ok(error === undefined || error instanceof SessionLostError, String(error));
+    await elector.stop();
+  });
 });
