@@ -3,39 +3,19 @@
  * `etcdctl lock`.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import {
-  findEtcdBinary,
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { findEtcdBinary, testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { assertEnvelope, CliProcess, killAll, runCli } from './fixtures/cli-harness.js';
 import { EtcdctlLock, queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('etcdc lock', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  let endpoint: string;
-  const closers: (() => Promise<unknown>)[] = [];
+  const suite = etcdSuite();
+  suite.defer(killAll);
 
-  before(async () => {
-    etcd = await startEtcd();
-    endpoint = etcd.endpoints[0] ?? '';
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await killAll();
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await etcd.stop();
-  });
-
-  const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
+  function at(ns: string): string[] {
+    return ['--endpoints', suite.etcd.endpoints[0] ?? '', '--namespace', ns];
+  }
 
   test('--help names the arguments and options', async () => {
     const r = await runCli(['lock', '--help']);
@@ -68,7 +48,7 @@ void describe('etcdc lock', () => {
     const holder = new CliProcess(['lock', 'job', '--json', '--ttl', '2', ...at(ns)]);
     const acquired = await holder.waitRecord((r) => r.event === 'acquired', 'acquired');
     assert.match(String(acquired.key), new RegExp(`^${prefix}[0-9a-f]+$`));
-    assert.equal((await queueKeys(client, prefix))[0], acquired.key);
+    assert.equal((await queueKeys(suite.client, prefix))[0], acquired.key);
 
     const tried = await runCli(['lock', 'job', '--try', '--json', ...at(ns)]);
     assert.equal(tried.code, 3, tried.describe);
@@ -83,16 +63,20 @@ void describe('etcdc lock', () => {
     assert.equal(timed.records.at(-1)?.reason, 'timeout');
 
     const waiter = new CliProcess(['lock', 'job', ...at(ns)]);
-    await waitQueueLength(client, prefix, 2);
+    await waitQueueLength(suite.client, prefix, 2);
     waiter.interrupt();
     assert.equal((await waiter.exit()).code, 130, waiter.describe());
-    assert.deepEqual(await queueKeys(client, prefix), [acquired.key], "the waiter's key is gone");
+    assert.deepEqual(
+      await queueKeys(suite.client, prefix),
+      [acquired.key],
+      "the waiter's key is gone",
+    );
 
     holder.interrupt();
     assert.equal((await holder.exit()).code, 0, holder.describe());
     assertEnvelope(holder.records);
     assert.ok(holder.records.some((r) => r.event === 'released'));
-    assert.deepEqual(await queueKeys(client, prefix), []);
+    assert.deepEqual(await queueKeys(suite.client, prefix), []);
     // Human mode prints the key alone first, as etcdctl does.
     const human = new CliProcess(['lock', 'job', ...at(ns)]);
     const line = await human.waitLine(new RegExp(`^${prefix}`), 'key line');
@@ -111,7 +95,7 @@ void describe('etcdc lock', () => {
     assert.ok(m !== null, r.describe);
     assert.match(m[1] ?? '', new RegExp(`^/${ns}/locks/job/[0-9a-f]+$`));
     assert.match(r.stderr, /oops/);
-    assert.deepEqual(await queueKeys(client, `/${ns}/locks/job/`), [], 'released after');
+    assert.deepEqual(await queueKeys(suite.client, `/${ns}/locks/job/`), [], 'released after');
 
     // --json: the command's lines are `output` events; stdout stays JSON.
     const j = await runCli(['lock', 'job', '--json', ...at(ns), '--', 'sh', '-c', script]);
@@ -137,22 +121,22 @@ void describe('etcdc lock', () => {
   test('queues with etcdctl lock on the same path, both ways', async () => {
     const ns = uniqueName('cli-lock');
     const path = `/${ns}/locks/shared`;
-    const ctl = new EtcdctlLock(findEtcdBinary('etcdctl'), etcd.endpoints, path);
-    closers.push(() => ctl.kill());
+    const ctl = new EtcdctlLock(findEtcdBinary('etcdctl'), suite.etcd.endpoints, path);
+    suite.defer(() => ctl.kill());
     await ctl.waitHeld('etcdctl holds');
     const tried = await runCli(['lock', path, '--try', ...at(ns)]);
     assert.equal(tried.code, 3, tried.describe);
     const ours = new CliProcess(['lock', path, '--json', ...at(ns), '--', 'true']);
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
     await ctl.release();
     assert.equal((await ours.exit()).code, 0, ours.describe());
     assert.ok(ours.records.some((r) => r.event === 'released'));
 
     const holder = new CliProcess(['lock', path, '--json', ...at(ns)]);
     await holder.waitRecord((r) => r.event === 'acquired', 'ours holds');
-    const next = new EtcdctlLock(findEtcdBinary('etcdctl'), etcd.endpoints, path);
-    closers.push(() => next.kill());
-    await waitQueueLength(client, `${path}/`, 2);
+    const next = new EtcdctlLock(findEtcdBinary('etcdctl'), suite.etcd.endpoints, path);
+    suite.defer(() => next.kill());
+    await waitQueueLength(suite.client, `${path}/`, 2);
     holder.interrupt();
     await holder.exit();
     await next.waitHeld('etcdctl holds after ours');
@@ -165,9 +149,9 @@ void describe('etcdc lock', () => {
     const script = 'trap "echo got-term; exit 9" TERM; echo started; while :; do sleep 0.05; done';
     const p = new CliProcess(['lock', 'job', '--ttl', '2', ...at(ns), '--', 'sh', '-c', script]);
     await p.waitLine(/^started$/, 'command started');
-    const [key] = await queueKeys(client, prefix);
+    const [key] = await queueKeys(suite.client, prefix);
     assert.ok(key !== undefined);
-    await client.delete().key(key).exec(); // the lock is gone (as after an expiry)
+    await suite.client.delete().key(key).exec(); // the lock is gone (as after an expiry)
     const exit = await p.exit();
     assert.equal(exit.code, 4, p.describe());
     assert.ok(p.lines.includes('got-term'), p.describe());
@@ -182,7 +166,7 @@ void describe('etcdc lock', () => {
     p.interrupt(); // etcdc only (not the group): it passes the signal on
     const exit = await p.exit();
     assert.equal(exit.code, 5, p.describe());
-    await waitFor(async () => (await queueKeys(client, `/${ns}/locks/job/`)).length === 0, {
+    await waitFor(async () => (await queueKeys(suite.client, `/${ns}/locks/job/`)).length === 0, {
       timeoutMs: testTimeout(5000),
       message: 'released',
     });

@@ -5,12 +5,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import {
   ClosedError,
   CompactedError,
-  EtcdConnector,
   InvalidArgumentError,
   InvalidStateError,
   KeyChangedError,
@@ -21,14 +19,13 @@ import {
 } from '../src/index.js';
 import {
   findEtcdBinary,
-  startEtcd,
   startProxy,
   testTimeout,
   uniqueName,
   waitFor,
-  type EtcdCluster,
 } from '../src/testing/index.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -72,26 +69,18 @@ const TRICKY = {
 const TRICKY_JSON = String.raw`{"nested":{"a":"é\n\t\"\\/","z":[1,2.5,true,null,1e+21]},"weight":2,"zone":"a\u003cb\u003e\u0026c","ü":"x\u2028y"}`;
 
 void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string, endpoints: readonly string[] = etcd.endpoints): EtcdConnector {
-    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000, watchSilenceMs: 300 });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite({ connector: { watchSilenceMs: 300 } });
 
   async function goPeer(): Promise<GoPeer> {
-    const p = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10 });
-    closers.push(() => p.close());
+    const p = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10 });
+    suite.defer(() => p.close());
     return p;
   }
 
   async function etcdctl(...args: string[]): Promise<string> {
     const { stdout } = await execFileAsync(
       findEtcdBinary('etcdctl'),
-      [`--endpoints=${etcd.endpoints.join(',')}`, ...args],
+      [`--endpoints=${suite.etcd.endpoints.join(',')}`, ...args],
       { env: { ...process.env, ETCDCTL_API: '3' }, timeout: testTimeout(10000) },
     );
     return stdout;
@@ -109,22 +98,10 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
     };
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    // Newest first, one at a time: a connector ends before the proxy it dials through.
-    for (const close of closers.reverse()) await close().catch(() => undefined);
-    client.close();
-    await etcd.stop();
-  });
-
   void test('bad input is refused before any I/O', async () => {
     const ns = uniqueName('ep');
     // Nothing listens there: any I/O would fail differently.
-    const conn = connect(ns, ['http://127.0.0.1:9']);
+    const conn = suite.connect(ns, { endpoints: ['http://127.0.0.1:9'] });
     const path = conn.constructPath('grpc', 'api');
     const reg = (addr: string, options?: object): unknown =>
       conn.newEndpointRegistration(path, addr, options);
@@ -177,7 +154,7 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
 
   void test("the stored value is Go's, byte for byte: etcdctl shows it, a Go peer writes the same and lists ours", async () => {
     const ns = uniqueName('ep');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'api');
     const withMeta = conn.newEndpointRegistration(path, '127.0.0.1:5000', {
       metadata: TRICKY,
@@ -252,31 +229,31 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
 
   void test('foreign entries under the path are skipped and reported; the rest is read', async () => {
     const ns = uniqueName('ep');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'mixed');
-    await client.put(`${path}/plain`).value('10.0.0.1:80'); // a plain registration
-    await client.put(`${path}/nokey`).value('{"Op":0,"Metadata":{}}');
-    await client.put(`${path}/minimal`).value('{"Addr":"10.0.0.2:80"}'); // Go reads this
-    await client.put(`${path}-sibling/x`).value('{"Addr":"10.0.0.3:80"}'); // not under path/
+    await suite.client.put(`${path}/plain`).value('10.0.0.1:80'); // a plain registration
+    await suite.client.put(`${path}/nokey`).value('{"Op":0,"Metadata":{}}');
+    await suite.client.put(`${path}/minimal`).value('{"Addr":"10.0.0.2:80"}'); // Go reads this
+    await suite.client.put(`${path}-sibling/x`).value('{"Addr":"10.0.0.3:80"}'); // not under path/
     const log = new Log(conn.newEndpointTracker(path).start());
     const first = await log.until((d) => d.revision > 0, 'listed');
     assert.deepEqual(plain(first), { minimal: ['10.0.0.2:80', null] });
     assert.deepEqual(Object.fromEntries(first.skipped), { nokey: 'no Addr', plain: 'not JSON' });
     // A foreign entry turning into an endpoint, and back.
-    await client.put(`${path}/plain`).value('{"Op":0,"Addr":"10.0.0.1:80","Metadata":null}');
+    await suite.client.put(`${path}/plain`).value('{"Op":0,"Addr":"10.0.0.1:80","Metadata":null}');
     await log.until((d) => d.endpoints.has('plain') && !d.skipped.has('plain'), 'fixed');
     const before = log.items.length;
-    await client.put(`${path}/plain`).value('[]');
+    await suite.client.put(`${path}/plain`).value('[]');
     const broken = await log.until((d) => d.skipped.has('plain'), 'broken again', before);
     assert.equal(broken.skipped.get('plain'), 'not a JSON object (array)');
     assert.equal(broken.endpoints.has('plain'), false);
-    await client.delete().key(`${path}/plain`);
+    await suite.client.delete().key(`${path}/plain`);
     await log.until((d) => !d.skipped.has('plain'), 'deleted');
   });
 
   void test('a registration is put back after etcdctl del and after its lease is revoked', async () => {
     const ns = uniqueName('ep');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'heal');
     const ep = conn.newEndpointRegistration(path, '10.1.1.1:7', { ttl: 2, metadata: { v: 1 } });
     const errors = new Log(await ep.register());
@@ -291,7 +268,7 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
     await log.until((d) => d.endpoints.size === 1, 'put back', log.items.indexOf(deleted), 2000);
     assert.equal((await stored(ep.key))?.value.toString(), ep.value);
 
-    await client.leaseClient.leaseRevoke({ ID: BigInt(`0x${firstLease ?? '0'}`).toString() });
+    await suite.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${firstLease ?? '0'}`).toString() });
     await errors.until((e) => e instanceof SessionLostError, 'loss reported');
     await waitFor(async () => (await stored(ep.key))?.lease, {
       timeoutMs: testTimeout(5000),
@@ -309,20 +286,20 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
 
   void test('the tracker converges after a blackhole with a compaction, and after connection resets', async () => {
     const ns = uniqueName('ep');
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
-    closers.push(() => proxy.close());
-    const conn = connect(ns, [proxy.endpoint]);
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    suite.defer(() => proxy.close());
+    const conn = suite.connect(ns, { endpoints: [proxy.endpoint] });
     const path = conn.constructPath('grpc', 'far');
     const value = (i: number): string => `{"Op":0,"Addr":"10.0.0.${i}:80","Metadata":null}`;
-    for (let i = 0; i < 6; i++) await client.put(`${path}/i${i}`).value(value(i));
+    for (let i = 0; i < 6; i++) await suite.client.put(`${path}/i${i}`).value(value(i));
     const log = new Log(conn.newEndpointTracker(path).start());
     await log.until((d) => d.endpoints.size === 6, 'initial');
     proxy.blackhole();
-    for (let i = 0; i < 3; i++) await client.delete().key(`${path}/i${i}`);
-    await client.put(`${path}/i9`).value(value(9));
-    await client.put(`${path}/bad`).value('nope');
-    const rev = (await client.get('nothing').exec()).header.revision;
-    await client.kv.compact({ revision: rev, physical: true });
+    for (let i = 0; i < 3; i++) await suite.client.delete().key(`${path}/i${i}`);
+    await suite.client.put(`${path}/i9`).value(value(9));
+    await suite.client.put(`${path}/bad`).value('nope');
+    const rev = (await suite.client.get('nothing').exec()).header.revision;
+    await suite.client.kv.compact({ revision: rev, physical: true });
     await log.until((d) => d.error instanceof UnavailableError, 'the cut was noticed');
     proxy.pass();
     const converged = await log.until(
@@ -339,8 +316,8 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
 
     // Connections reset: the watch resumes from its last revision, nothing is missed.
     proxy.reset();
-    await client.put(`${path}/i10`).value(value(10));
-    await client.delete().key(`${path}/i3`);
+    await suite.client.put(`${path}/i10`).value(value(10));
+    await suite.client.delete().key(`${path}/i3`);
     await log.until(
       (d) => d.endpoints.has('i10') && !d.endpoints.has('i3') && d.endpoints.size === 4,
       'changes after the reset',

@@ -4,20 +4,15 @@
  * in this process dials `etcd:///<servicePath>` through registerEtcdResolver.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { EtcdConnector, InvalidArgumentError } from '../src/index.js';
 import { registerEtcdResolver } from '../src/grpc/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { Child } from './fixtures/elector-harness.js';
 import { startGoPeer } from './fixtures/go-peer.js';
 import { who } from './fixtures/grpc-echo.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Lease TTL of the servers' registrations, in seconds. */
 const TTL = 2;
@@ -30,30 +25,23 @@ function tally(ids: readonly string[]): Record<string, number> {
 }
 
 void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<servicePath>', () => {
-  let etcd: EtcdCluster;
-  const closers: (() => unknown)[] = [];
-
-  function connect(ns: string): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite();
 
   function server(ns: string, path: string, id: string): Child {
     const child = new Child(id, 'grpc-server', [
-      etcd.endpoints.join(','),
+      suite.etcd.endpoints.join(','),
       ns,
       path,
       id,
       String(TTL),
     ]);
-    closers.push(() => child.kill());
+    suite.defer(() => child.kill());
     return child;
   }
 
   function client(target: string): grpc.Client {
     const c = new grpc.Client(target, grpc.credentials.createInsecure());
-    closers.push(() => {
+    suite.defer(() => {
       c.close();
     });
     return c;
@@ -97,19 +85,9 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
     return { since, failures };
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-  });
-
-  after(async () => {
-    // Newest first, one at a time.
-    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
-    await etcd.stop();
-  });
-
   void test('3 servers: round robin; kill -9 one: all calls succeed again within TTL + 2 s; a 4th gets calls within 1 s', async (t) => {
     const ns = uniqueName('grpc');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'echo');
     const servers = ['s1', 's2', 's3'].map((id) => server(ns, path, id));
     await Promise.all(servers.map((s) => s.waitLine((l) => l.event === 'ready', 'ready')));
@@ -167,7 +145,7 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
 
   void test('SIGSTOP of a server: calls to it fail only until its lease expires; on SIGCONT it is back', async (t) => {
     const ns = uniqueName('grpc');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'echo');
     const [a, b] = ['a', 'b'].map((id) => server(ns, path, id));
     assert.ok(a !== undefined && b !== undefined);
@@ -206,7 +184,7 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
 
   void test('no instance, a bad path, a closed connector: calls fail UNAVAILABLE and say why', async () => {
     const ns = uniqueName('grpc');
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
+    const conn = suite.connect(ns);
     registerEtcdResolver(conn, { scheme: 'etcd-bad' });
     const call = async (target: string): Promise<grpc.ServiceError> => {
       const c = client(target);
@@ -241,7 +219,7 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
 
   void test('a target path is percent-decoded, as Go reads it', async () => {
     const ns = uniqueName('grpc');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'my svc');
     const s = server(ns, path, 'spaced');
     await s.waitLine((l) => l.event === 'ready', 'ready');
@@ -252,12 +230,12 @@ void describe('registerEtcdResolver: a grpc-js client dialling etcd:///<serviceP
 
   void test('an endpoint a Go peer registered (endpoints.Manager) is dialled too', async () => {
     const ns = uniqueName('grpc');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('grpc', 'go');
     const node = server(ns, conn.constructPath('grpc', 'node'), 'node');
     const ready = await node.waitLine((l) => l.event === 'ready', 'ready');
-    const go = await startGoPeer({ endpoints: etcd.endpoints, ttl: TTL });
-    closers.push(() => go.close());
+    const go = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: TTL });
+    suite.defer(() => go.close());
     await go.ok({ cmd: 'endpoints.add', path, addr: ready.line.addr ?? '', withLease: true });
     registerEtcdResolver(conn);
     const c = client(`etcd:///${path.slice(1)}`);

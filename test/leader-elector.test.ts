@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3 } from 'etcd3';
 import {
   ClosedError,
-  EtcdConnector,
   ErrorCode,
   InvalidArgumentError,
   InvalidStateError,
@@ -15,16 +13,15 @@ import {
 } from '../src/index.js';
 import {
   findEtcdBinary,
-  startEtcdCluster,
   startProxy,
   testTimeout,
   uniqueName,
   waitFor,
   withTimeout,
-  type EtcdCluster,
   type FaultProxy,
 } from '../src/testing/index.js';
 import { Child, Etcdctl } from './fixtures/elector-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Reads a state stream in the background; `next(match)` waits for a matching item. */
 class Reader<T> {
@@ -54,21 +51,12 @@ class Reader<T> {
 const isLeader = (e: LeaderEvent): boolean => e.status === LEStatus.Leader;
 
 void describe('LeaderElector', () => {
-  let cluster: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  /** A connector of its own (one candidate per connector and TTL), closed in `after`. */
-  function connect(ns: string, endpoints: readonly string[] = cluster.endpoints): EtcdConnector {
-    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite({ members: 3 });
 
   function participant(ns: string, id: string, path: string, log: string): Child {
-    const args = [cluster.endpoints.join(','), ns, path, id, '2', log];
+    const args = [suite.etcd.endpoints.join(','), ns, path, id, '2', log];
     const child = new Child(id, 'elector-participant', args);
-    closers.push(() => child.kill());
+    suite.defer(() => child.kill());
     return child;
   }
 
@@ -89,21 +77,10 @@ void describe('LeaderElector', () => {
     return { log, p1, p2, t1 };
   }
 
-  before(async () => {
-    cluster = await startEtcdCluster(3);
-    client = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await cluster.stop();
-  });
-
   test('bad input is refused before any I/O; start twice, stop twice, calls after stop', async () => {
     const ns = uniqueName('el');
     // Nothing listens there: any I/O would fail differently.
-    const conn = connect(ns, ['http://127.0.0.1:9']);
+    const conn = suite.connect(ns, { endpoints: ['http://127.0.0.1:9'] });
     const path = conn.constructPath('e');
     for (const p of ['', 'rel/x', '/elsewhere/x', `/${ns}/a/../b`, `/${ns}/a\0b`, `/${ns}/a/`]) {
       assert.throws(() => conn.newLeaderElector(p, 'a', 2), InvalidArgumentError, p);
@@ -154,7 +131,7 @@ void describe('LeaderElector', () => {
 
   test('a lone candidate leads with a fencing token; fenced writes, proclaim, deleted key', async () => {
     const ns = uniqueName('el');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('elections', 'solo');
     const e = conn.newLeaderElector(path, 'node-a', 2);
     assert.equal(await e.getLeader(), undefined, 'nobody campaigns yet');
@@ -166,7 +143,7 @@ void describe('LeaderElector', () => {
     assert.equal(first.suspended, false);
     assert.equal(e.isLeader, true);
     // Go's layout: path/<lease id in hex>, value = identity, under that lease.
-    const kv = (await client.get(token.key).exec()).kvs[0];
+    const kv = (await suite.client.get(token.key).exec()).kvs[0];
     assert.ok(kv !== undefined);
     assert.equal(token.key, `${path}/${BigInt(kv.lease).toString(16)}`);
     assert.equal(kv.create_revision, token.revision);
@@ -174,7 +151,7 @@ void describe('LeaderElector', () => {
 
     const res = await e.fencedTxn([conn.client.put(`/${ns}/data`).value('1')]);
     assert.equal(res.succeeded, true);
-    const own = await token.compare(client.if(`/${ns}/data`, 'Value', '==', '1')).commit();
+    const own = await token.compare(suite.client.if(`/${ns}/data`, 'Value', '==', '1')).commit();
     assert.equal(own.succeeded, true, 'the token composes into a user transaction');
     await e.proclaim('node-a2');
     assert.equal(await e.getLeader(), 'node-a2');
@@ -182,23 +159,23 @@ void describe('LeaderElector', () => {
 
     // Someone deletes our key (etcdctl del): we say so, then campaign again with a newer token.
     const from = r.items.length;
-    await client.delete().key(token.key);
+    await suite.client.delete().key(token.key);
     const lost = await r.next((ev) => !isLeader(ev), 'step down', from);
     assert.ok(lost.error instanceof NotLeaderError);
     const again = await r.next(isLeader, 're-elected', from);
     assert.ok(BigInt(again.token?.revision ?? 0) > BigInt(token.revision));
     const stale = await token
-      .txn(client)
-      .then(client.put(`/${ns}/data`).value('stale'))
+      .txn(suite.client)
+      .then(suite.client.put(`/${ns}/data`).value('stale'))
       .commit();
     assert.equal(stale.succeeded, false, 'the old token is refused');
-    assert.equal(await client.get(`/${ns}/data`).string(), '1');
+    assert.equal(await suite.client.get(`/${ns}/data`).string(), '1');
 
     // stop() resigns: the key goes at once, the stream ends.
     await e.stop();
     await r.done;
     assert.deepEqual(
-      await client
+      await suite.client
         .getAll()
         .prefix(path + '/')
         .keys(),
@@ -209,8 +186,8 @@ void describe('LeaderElector', () => {
   test('clean stop of the leader: the next candidate leads within ~1 RTT', async () => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;
-    const a = connect(ns).newLeaderElector(path, 'A', 2);
-    const b = connect(ns).newLeaderElector(path, 'B', 2);
+    const a = suite.connect(ns).newLeaderElector(path, 'A', 2);
+    const b = suite.connect(ns).newLeaderElector(path, 'B', 2);
     const ra = new Reader(a.start());
     await ra.next(isLeader, 'A leads');
     const rb = new Reader(b.start());
@@ -225,20 +202,20 @@ void describe('LeaderElector', () => {
     await b.stop();
     await rb.done;
     assert.equal(await a.getLeader().catch((e: unknown) => e instanceof ClosedError), true);
-    assert.equal(await connect(ns).newLeaderElector(path, 'C', 2).getLeader(), undefined);
+    assert.equal(await suite.connect(ns).newLeaderElector(path, 'C', 2).getLeader(), undefined);
   });
 
   test('leaving the status loop stops the elector and deletes its key', async () => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;
-    const e = connect(ns).newLeaderElector(path, 'A', 2);
+    const e = suite.connect(ns).newLeaderElector(path, 'A', 2);
     for await (const ev of e.start()) {
       if (isLeader(ev)) break;
     }
     await waitFor(
       async () =>
         (
-          await client
+          await suite.client
             .getAll()
             .prefix(path + '/')
             .keys()
@@ -254,15 +231,15 @@ void describe('LeaderElector', () => {
   test('observe-only mode follows the leader without campaigning', async () => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const obs = conn.newLeaderObserver(path);
     const r = new Reader<LeaderInfo>(obs.start());
     await r.next((i) => i.leader === undefined, 'nobody');
-    const a = connect(ns).newLeaderElector(path, 'A', 2);
+    const a = suite.connect(ns).newLeaderElector(path, 'A', 2);
     const ra = new Reader(a.start());
     const ta = (await ra.next(isLeader, 'A leads')).token;
     await r.next((i) => i.leader === 'A' && i.revision === ta?.revision, 'observer sees A');
-    const b = connect(ns).newLeaderElector(path, 'B', 2);
+    const b = suite.connect(ns).newLeaderElector(path, 'B', 2);
     const rb = new Reader(b.start());
     await rb.next((ev) => ev.leader === 'A', 'B follows');
     await a.stop();
@@ -277,7 +254,7 @@ void describe('LeaderElector', () => {
     await r.done;
     assert.ok(r.items.every((i) => i.error === undefined));
     // elector.observe() is the same thing, ended by its elector's stop().
-    const c = connect(ns).newLeaderElector(path, 'C', 2);
+    const c = suite.connect(ns).newLeaderElector(path, 'C', 2);
     const rc = new Reader(c.observe());
     await rc.next((i) => i.leader === undefined, 'observe() without start()');
     await c.stop();
@@ -288,19 +265,19 @@ void describe('LeaderElector', () => {
     const ns = uniqueName('el');
     const path = `/${ns}/elections/x`;
     const etcdctl = findEtcdBinary('etcdctl');
-    const a = new Etcdctl(etcdctl, cluster.endpoints, path, 'idA');
-    closers.push(() => a.kill());
+    const a = new Etcdctl(etcdctl, suite.etcd.endpoints, path, 'idA');
+    suite.defer(() => a.kill());
     await waitFor(() => a.elected, { timeoutMs: testTimeout(10000), message: 'etcdctl A elected' });
     assert.match(a.out[0] ?? '', new RegExp(`^${path}/[0-9a-f]+$`));
-    const b = connect(ns).newLeaderElector(path, 'idB', 2);
+    const b = suite.connect(ns).newLeaderElector(path, 'idB', 2);
     const rb = new Reader(b.start());
     await rb.next((ev) => ev.status === LEStatus.Follower && ev.leader === 'idA', 'B queued');
-    const c = new Etcdctl(etcdctl, cluster.endpoints, path, 'idC');
-    closers.push(() => c.kill());
+    const c = new Etcdctl(etcdctl, suite.etcd.endpoints, path, 'idC');
+    suite.defer(() => c.kill());
     await waitFor(
       async () =>
         (
-          await client
+          await suite.client
             .getAll()
             .prefix(path + '/')
             .keys()
@@ -310,7 +287,7 @@ void describe('LeaderElector', () => {
         message: 'C queued',
       },
     );
-    const d = connect(ns).newLeaderElector(path, 'idD', 2);
+    const d = suite.connect(ns).newLeaderElector(path, 'idD', 2);
     const rd = new Reader(d.start());
     await rd.next((ev) => ev.status === LEStatus.Follower && ev.leader === 'idA', 'D queued');
 
@@ -333,15 +310,15 @@ void describe('LeaderElector', () => {
   test('blackholed leader: suspended, then lost by its own deadline before anyone else leads', async () => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;
-    const endpoint = cluster.endpoints[0];
+    const endpoint = suite.etcd.endpoints[0];
     assert.ok(endpoint !== undefined);
     const proxy: FaultProxy = await startProxy(endpoint);
-    closers.push(() => proxy.close());
+    suite.defer(() => proxy.close());
     const order: string[] = [];
-    const a = connect(ns, [proxy.endpoint]).newLeaderElector(path, 'A', 2);
+    const a = suite.connect(ns, { endpoints: [proxy.endpoint] }).newLeaderElector(path, 'A', 2);
     const ra = new Reader(a.start());
     const ta = (await ra.next(isLeader, 'A leads')).token;
-    const b = connect(ns).newLeaderElector(path, 'B', 2);
+    const b = suite.connect(ns).newLeaderElector(path, 'B', 2);
     const rb = new Reader(b.start());
     await rb.next((ev) => ev.leader === 'A', 'B follows A');
     void ra
@@ -375,12 +352,12 @@ void describe('LeaderElector', () => {
   test('a short blackhole suspends the leader; after a re-check it leads again with the same token', async () => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;
-    const endpoint = cluster.endpoints[0];
+    const endpoint = suite.etcd.endpoints[0];
     assert.ok(endpoint !== undefined);
     const proxy = await startProxy(endpoint);
-    closers.push(() => proxy.close());
+    suite.defer(() => proxy.close());
     // TTL 5: suspended after ~1.25 s of silence, lost only at 5 s; room for a loaded machine.
-    const a = connect(ns, [proxy.endpoint]).newLeaderElector(path, 'A', 5);
+    const a = suite.connect(ns, { endpoints: [proxy.endpoint] }).newLeaderElector(path, 'A', 5);
     const ra = new Reader(a.start());
     const before = await ra.next(isLeader, 'A leads');
     const from = ra.items.length;
@@ -465,7 +442,7 @@ void describe('LeaderElector', () => {
     p1.send('token-write stale');
     const s = (await p1.waitLine((l) => l.event === 'token-write', 'stale write', from)).line;
     assert.equal(s.succeeded, false, "etcd refuses the deposed leader's token");
-    assert.equal(await client.get(`${log}/stale`).string(), null);
+    assert.equal(await suite.client.get(`${log}/stale`).string(), null);
     await p1.waitLine((l) => l.status === 'follower' && l.leader === 'p2', 'p1 queues again', from);
     for (const p of [p1, p2]) p.send('stop');
     await Promise.all([p1.exited, p2.exited]);
@@ -507,7 +484,7 @@ void describe('LeaderElector', () => {
         message: `${p.id} wrote`,
       });
     const hasWrite = async (p: Child, token: bigint): Promise<boolean> => {
-      const keys = await client.getAll().prefix(`${log}/${p.id}-`).strings();
+      const keys = await suite.client.getAll().prefix(`${log}/${p.id}-`).strings();
       return Object.values(keys).some((v) => v === String(token));
     };
     let current = await nextLeader(0n);
@@ -539,7 +516,7 @@ void describe('LeaderElector', () => {
     await Promise.all(live.map((p) => withTimeout(p.exited, testTimeout(15000), `${p.id} exit`)));
 
     // Every fenced write that etcd committed, in commit order: tokens never go back.
-    const res = await client.getAll().prefix(`${log}/`).exec();
+    const res = await suite.client.getAll().prefix(`${log}/`).exec();
     const writes = res.kvs
       .map((kv) => ({
         rev: BigInt(kv.mod_revision),

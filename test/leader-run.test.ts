@@ -4,11 +4,9 @@
  * TTL), on suspension, and on stop; fn's errors; a recovered suspension runs fn again.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import {
   ClosedError,
-  EtcdConnector,
   InvalidArgumentError,
   InvalidStateError,
   NotLeaderError,
@@ -17,15 +15,8 @@ import {
   type LeaderElector,
 } from '../src/index.js';
 import { sessionOf } from '../src/session/session-handle.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Resolves when `signal` aborts. */
 function abortedBy(signal: AbortSignal): Promise<void> {
@@ -50,33 +41,14 @@ interface Term {
 }
 
 void describe('elector.run(fn)', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string, endpoints: readonly string[] = etcd.endpoints): EtcdConnector {
-    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite();
 
   async function keys(prefix: string): Promise<string[]> {
-    return client.getAll().prefix(prefix).keys();
+    return suite.client.getAll().prefix(prefix).keys();
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    for (const close of closers.reverse()) await close().catch(() => undefined);
-    client.close();
-    await etcd.stop();
-  });
-
   void test('bad input; run() instead of start(), never both', async () => {
-    const conn = connect(uniqueName('run'), ['http://127.0.0.1:9']);
+    const conn = suite.connect(uniqueName('run'), { endpoints: ['http://127.0.0.1:9'] });
     const path = conn.constructPath('e');
     const e = conn.newLeaderElector(path, 'a', 2);
     await assert.rejects(e.run('work' as never), InvalidArgumentError);
@@ -113,7 +85,7 @@ void describe('elector.run(fn)', () => {
     const stop = new AbortController();
     const electors: LeaderElector[] = [];
     const runs = ['A', 'B'].map((id) => {
-      const conn = connect(ns);
+      const conn = suite.connect(ns);
       const elector = conn.newLeaderElector(path, id, 2);
       electors.push(elector);
       return elector.run(
@@ -147,7 +119,7 @@ void describe('elector.run(fn)', () => {
       assert.ok(BigInt(cur.token) > BigInt(prev.token), 'tokens strictly increase');
       assert.ok(prev.end !== undefined && cur.start > prev.end, 'terms never overlap');
     }
-    const log = await client.getAll().prefix(`/${ns}/log/`).strings();
+    const log = await suite.client.getAll().prefix(`/${ns}/log/`).strings();
     assert.equal(Object.keys(log).length, 5, 'every fenced write of a standing term landed');
     assert.deepEqual(await keys(`${path}/`), [], 'both resigned');
     assert.ok(electors.every((e) => !e.isLeader));
@@ -156,9 +128,9 @@ void describe('elector.run(fn)', () => {
   void test("blackholed past the TTL: fn's signal aborts no later than the session's local deadline", async (t) => {
     const ns = uniqueName('run');
     const path = `/${ns}/e`;
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
-    closers.push(() => proxy.close()); // after the connector (closers run newest first)
-    const connA = connect(ns, [proxy.endpoint]);
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    suite.defer(() => proxy.close()); // after the connector (deferred closes run newest first)
+    const connA = suite.connect(ns, { endpoints: [proxy.endpoint] });
     const session = await connA.session({ ttl: 2 });
     const internal = sessionOf(session);
     assert.ok(internal !== undefined);
@@ -179,7 +151,7 @@ void describe('elector.run(fn)', () => {
     await waitFor(() => leading, { timeoutMs: testTimeout(5000), message: 'A leads' });
 
     let bStart: number | undefined;
-    const b = connect(ns).newLeaderElector(path, 'B', 2);
+    const b = suite.connect(ns).newLeaderElector(path, 'B', 2);
     const stopB = new AbortController();
     const runB = b.run(
       async (signal) => {
@@ -226,9 +198,9 @@ void describe('elector.run(fn)', () => {
 
   void test('a suspension that recovers aborts fn, then runs it again for the same term', async () => {
     const ns = uniqueName('run');
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
-    closers.push(() => proxy.close());
-    const conn = connect(ns, [proxy.endpoint]);
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    suite.defer(() => proxy.close());
+    const conn = suite.connect(ns, { endpoints: [proxy.endpoint] });
     // TTL 5: suspended after ~1.25 s of silence, lost only at 5 s.
     const e = conn.newLeaderElector(`/${ns}/e`, 'A', 5);
     const terms: { token: string; reason?: unknown }[] = [];
@@ -268,7 +240,7 @@ void describe('elector.run(fn)', () => {
     let bLeads: () => void = () => undefined;
     const bLed = new Promise<void>((resolve) => (bLeads = resolve));
     const stopA = new AbortController();
-    const a = connect(ns).newLeaderElector(path, 'A', 2);
+    const a = suite.connect(ns).newLeaderElector(path, 'A', 2);
     let reason: unknown;
     const runA = a
       .run(
@@ -284,7 +256,7 @@ void describe('elector.run(fn)', () => {
       )
       .then(() => order.push('A run resolved'));
     await waitFor(() => order.includes('A leads'), { timeoutMs: testTimeout(5000), message: 'A' });
-    const b = connect(ns).newLeaderElector(path, 'B', 2);
+    const b = suite.connect(ns).newLeaderElector(path, 'B', 2);
     const stopB = new AbortController();
     const runB = b.run(
       async (signal) => {
@@ -309,7 +281,7 @@ void describe('elector.run(fn)', () => {
 
   void test('fn throws: with onError it requeues; without, the elector stops and run() rejects', async () => {
     const ns = uniqueName('run');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const e = conn.newLeaderElector(`/${ns}/e`, 'A', 2);
     const seen: { message: string; token: string }[] = [];
     let calls = 0;
@@ -338,7 +310,7 @@ void describe('elector.run(fn)', () => {
     );
     assert.ok(BigInt(seen[1]?.token ?? 0) > BigInt(seen[0]?.token ?? 0), 'requeued: a new term');
 
-    const f = connect(ns).newLeaderElector(`/${ns}/f`, 'A', 2);
+    const f = suite.connect(ns).newLeaderElector(`/${ns}/f`, 'A', 2);
     const boom = new Error('boom');
     await assert.rejects(
       withTimeout(

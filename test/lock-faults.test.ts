@@ -4,21 +4,13 @@
  * by 4 processes while holders are paused and members killed.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3 } from 'etcd3';
-import { EtcdConnector, ErrorCode, SessionLostError } from '../src/index.js';
-import {
-  startEtcdCluster,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { ErrorCode, SessionLostError } from '../src/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { Child, type Line } from './fixtures/elector-harness.js';
 import { waitQueueLength } from './fixtures/lock-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const TTL_S = 2;
 
@@ -27,37 +19,23 @@ type Out = Line & Record<string, unknown>;
 const out = (l: Line): Out => l as Out;
 
 void describe('locks under faults', () => {
-  let cluster: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
+  const suite = etcdSuite({ members: 3 });
 
   function holder(ns: string, id: string, path: string, mode: string, target: string): Child {
-    const args = [cluster.endpoints.join(','), ns, path, id, String(TTL_S), mode, target, '150'];
+    const args = [suite.etcd.endpoints.join(','), ns, path, id, String(TTL_S), mode, target, '150'];
     const child = new Child(id, 'lock-holder', args);
-    closers.push(() => child.kill());
+    suite.defer(() => child.kill());
     return child;
   }
 
-  before(async () => {
-    cluster = await startEtcdCluster(3);
-    client = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await cluster.stop();
-  });
-
   test('a short blackhole: the holder is suspended (signal not aborted), then held again', async () => {
     const ns = uniqueName('lf');
-    const endpoint = cluster.endpoints[0];
+    const endpoint = suite.etcd.endpoints[0];
     assert.ok(endpoint !== undefined);
     const proxy = await startProxy(endpoint);
-    closers.push(() => proxy.close());
+    suite.defer(() => proxy.close());
     // TTL 5: suspended after ~1.25 s of silence, lost only at 5 s; room for a loaded machine.
-    const conn = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
+    const conn = suite.connect(ns, { endpoints: [proxy.endpoint] });
     const lock = await conn.newMutex(`/${ns}/locks/short`, { ttl: 5 }).lock();
     const states: string[] = [];
     const reading = (async () => {
@@ -86,16 +64,12 @@ void describe('locks under faults', () => {
   test('a blackhole past the TTL: lost by its own deadline, before the next waiter holds', async () => {
     const ns = uniqueName('lf');
     const path = `/${ns}/locks/blackhole`;
-    const endpoint = cluster.endpoints[0];
+    const endpoint = suite.etcd.endpoints[0];
     assert.ok(endpoint !== undefined);
     const proxy = await startProxy(endpoint);
-    closers.push(() => proxy.close());
-    const a = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 2000 });
-    const b = new EtcdConnector(cluster.endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(
-      () => a.close(),
-      () => b.close(),
-    );
+    suite.defer(() => proxy.close());
+    const a = suite.connect(ns, { endpoints: [proxy.endpoint] });
+    const b = suite.connect(ns);
     const held = await a.newMutex(path, { ttl: TTL_S }).lock();
     const session = await a.session({ ttl: TTL_S });
     const order: string[] = [];
@@ -110,7 +84,7 @@ void describe('locks under faults', () => {
       .newMutex(path, { ttl: TTL_S })
       .lock()
       .then((l) => (order.push('b holds'), l));
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
     proxy.blackhole();
     const bl = await withTimeout(next, testTimeout(15000), 'b holds');
     assert.deepEqual(order, ['a lost', 'b holds'], 'never two holders');
@@ -133,7 +107,7 @@ void describe('locks under faults', () => {
     const heldA = out((await a.waitLine((l) => l.event === 'held', 'A holds')).line);
     await a.waitLine((l) => l.event === 'work' && l.ok === true, 'A works');
     const b = holder(ns, 'B', path, 'hold', log);
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
 
     const stoppedAt = Date.now();
     a.child.kill('SIGSTOP');
@@ -165,10 +139,10 @@ void describe('locks under faults', () => {
     a.send('token-write stale');
     const stale = (await a.waitLine((l) => l.event === 'token-write', 'stale write')).line;
     assert.equal(stale.succeeded, false, "etcd refuses the paused holder's token");
-    assert.equal(await client.get(`${log}/stale`).string(), null);
+    assert.equal(await suite.client.get(`${log}/stale`).string(), null);
 
     // In etcd's history, every write of A precedes every write of B.
-    const writes = (await client.getAll().prefix(`${log}/`).exec()).kvs.map((kv) => ({
+    const writes = (await suite.client.getAll().prefix(`${log}/`).exec()).kvs.map((kv) => ({
       who: kv.key.toString().slice(log.length + 1, log.length + 2),
       rev: BigInt(kv.mod_revision),
     }));
@@ -215,7 +189,9 @@ void describe('locks under faults', () => {
       await progress(2, `increments after pausing ${h.id}`);
       // An etcd member killed (the raft leader in odd rounds), then restarted.
       const victim =
-        round % 2 === 1 ? await cluster.leader() : cluster.members[round % cluster.members.length];
+        round % 2 === 1
+          ? await suite.etcd.leader()
+          : suite.etcd.members[round % suite.etcd.members.length];
       assert.ok(victim !== undefined);
       await victim.kill();
       faults.push(`killed ${victim.name}`);
@@ -230,7 +206,7 @@ void describe('locks under faults', () => {
       p.lines.map(out).filter((l) => l.event === 'inc' && l.landed === true),
     );
     const tried = procs.flatMap((p) => p.lines.map(out).filter((l) => l.event === 'inc'));
-    const value = (await client.get(counter).string()) ?? '0:';
+    const value = (await suite.client.get(counter).string()) ?? '0:';
     const count = Number(value.split(':')[0]);
     t.diagnostic(
       `faults: ${faults.join(', ')}; ${tried.length} increments tried, ${acked.length} ` +
@@ -243,14 +219,14 @@ void describe('locks under faults', () => {
       tried.some((l) => l.landed === false && (l.error as unknown) === ErrorCode.NotLocked),
       'a paused holder tried to write after its lock was gone, and was refused',
     );
-    const ops = await client.getAll().prefix(`${counter}-ops/`).keys();
+    const ops = await suite.client.getAll().prefix(`${counter}-ops/`).keys();
     assert.equal(ops.length, acked.length, 'one op record per acknowledged increment');
 
     // etcd's history of the counter: +1 each time, fencing tokens strictly increasing.
     const history: { count: number; token: bigint }[] = [];
-    const latest = (await client.get(counter).exec()).kvs[0];
+    const latest = (await suite.client.get(counter).exec()).kvs[0];
     assert.ok(latest !== undefined);
-    const watcher = await client.watch().key(counter).startRevision('1').create();
+    const watcher = await suite.client.watch().key(counter).startRevision('1').create();
     await withTimeout(
       new Promise<void>((resolve) => {
         watcher.on('put', (kv) => {
@@ -273,9 +249,10 @@ void describe('locks under faults', () => {
     const ns = uniqueName('lf');
     const markers = `/${ns}/markers`;
     const spawnHolder = (id: string, path: string, kind: string): Child => {
-      const args = [cluster.endpoints.join(','), ns, path, id, String(TTL_S), kind, markers, '80'];
+      const endpoints = suite.etcd.endpoints.join(',');
+      const args = [endpoints, ns, path, id, String(TTL_S), kind, markers, '80'];
       const child = new Child(id, 'permit-holder', args);
-      closers.push(() => child.kill());
+      suite.defer(() => child.kill());
       return child;
     };
     const procs = [
@@ -309,7 +286,7 @@ void describe('locks under faults', () => {
       h.child.kill('SIGCONT');
       faults.push(`paused ${h.id}`);
       await progress(4, `holds after pausing ${h.id}`);
-      const victim = round === 0 ? await cluster.leader() : cluster.members[2];
+      const victim = round === 0 ? await suite.etcd.leader() : suite.etcd.members[2];
       assert.ok(victim !== undefined);
       await victim.kill();
       faults.push(`killed ${victim.name}`);
@@ -320,9 +297,9 @@ void describe('locks under faults', () => {
     await Promise.all(procs.map((p) => withTimeout(p.exited, testTimeout(30000), `${p.id} exit`)));
 
     // etcd's history of the markers: who held, revision by revision.
-    const end = (await client.get(`/${ns}/none`).exec()).header.revision;
+    const end = (await suite.client.get(`/${ns}/none`).exec()).header.revision;
     const events: { type: 'put' | 'delete'; key: string; rev: bigint }[] = [];
-    const watcher = await client.watch().prefix(`${markers}/`).startRevision('1').create();
+    const watcher = await suite.client.watch().prefix(`${markers}/`).startRevision('1').create();
     const done = new Promise<void>((resolve) => {
       watcher.on('data', (res) => {
         for (const e of res.events) {
@@ -335,7 +312,7 @@ void describe('locks under faults', () => {
         if (BigInt(res.header.revision) >= BigInt(end)) resolve();
       });
     });
-    await client.put(`/${ns}/end`).value('x'); // a revision after the last marker event
+    await suite.client.put(`/${ns}/end`).value('x'); // a revision after the last marker event
     await withTimeout(done, testTimeout(10000), 'markers history');
     await watcher.cancel();
     const present = new Set<string>();

@@ -1,46 +1,21 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import { AbortError, EtcdConnector, NotLockedError } from '../src/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { AbortError, NotLockedError } from '../src/index.js';
+import { testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
 import { queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('MultiLock', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   test('opposite orders never deadlock and never overlap; released in reverse order', async () => {
     const ns = uniqueName('ml');
     const [a, b, c] = ['a', 'b', 'c'].map((x) => `/${ns}/locks/${x}`) as [string, string, string];
     const locks = [
-      connect(ns).newMultiLock([a, b, c]),
-      connect(ns).newMultiLock([c, b, a]),
-      connect(ns).newMultiLock([b, a]),
-      connect(ns).newMultiLock([c, a, c]),
+      suite.connect(ns).newMultiLock([a, b, c]),
+      suite.connect(ns).newMultiLock([c, b, a]),
+      suite.connect(ns).newMultiLock([b, a]),
+      suite.connect(ns).newMultiLock([c, a, c]),
     ];
     assert.deepEqual(locks[1]?.paths, [a, b, c], 'one global order');
     assert.deepEqual(locks[3]?.paths, [a, c], 'duplicates dropped');
@@ -66,10 +41,10 @@ void describe('MultiLock', () => {
     assert.equal(violations, 0);
 
     // Release order: the last path's key is deleted first.
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const h = await conn.newMultiLock([a, b, c]).lock();
     const deletes: string[] = [];
-    const watcher = await client.watch().prefix(`/${ns}/locks/`).create();
+    const watcher = await suite.client.watch().prefix(`/${ns}/locks/`).create();
     watcher.on('delete', (kv) => deletes.push(kv.key.toString()));
     await h.unlock();
     await h.unlock();
@@ -87,34 +62,34 @@ void describe('MultiLock', () => {
   test('all or nothing: tryLock, an aborted lock(), and fencing over every key', async () => {
     const ns = uniqueName('ml');
     const [a, b] = [`/${ns}/locks/a`, `/${ns}/locks/b`];
-    const other = await connect(ns).newMutex(b).lock();
-    const ml = connect(ns).newMultiLock([a, b]);
+    const other = await suite.connect(ns).newMutex(b).lock();
+    const ml = suite.connect(ns).newMultiLock([a, b]);
     assert.equal(await ml.tryLock(), undefined);
-    assert.deepEqual(await queueKeys(client, `${a}/`), [], 'a released when b was taken');
+    assert.deepEqual(await queueKeys(suite.client, `${a}/`), [], 'a released when b was taken');
     const controller = new AbortController();
     const waiting = ml.lock({ signal: controller.signal });
-    await waitQueueLength(client, `${b}/`, 2);
-    assert.equal((await queueKeys(client, `${a}/`)).length, 1, 'a taken first');
+    await waitQueueLength(suite.client, `${b}/`, 2);
+    assert.equal((await queueKeys(suite.client, `${a}/`)).length, 1, 'a taken first');
     controller.abort();
     await assert.rejects(waiting, AbortError);
-    assert.deepEqual(await queueKeys(client, `${a}/`), [], 'a released on abort');
-    assert.equal((await queueKeys(client, `${b}/`)).length, 1, "b's waiter key gone");
+    assert.deepEqual(await queueKeys(suite.client, `${a}/`), [], 'a released on abort');
+    assert.equal((await queueKeys(suite.client, `${b}/`)).length, 1, "b's waiter key gone");
     await other.unlock();
 
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const h = await conn.newMultiLock([a, b]).lock();
     const log = `/${ns}/log`;
     await h.fencedTxn([conn.client.put(log).value('1')]);
     assert.equal(h.tokens.length, 2);
     // One key gone: the fenced write over both is refused, and the handle is lost.
-    await client
+    await suite.client
       .delete()
       .key(h.keys[0] ?? '')
       .exec();
     await assert.rejects(h.fencedTxn([conn.client.put(log).value('2')]), NotLockedError);
-    assert.equal(await client.get(log).string(), '1');
+    assert.equal(await suite.client.get(log).string(), '1');
     assert.equal(h.signal.aborted, true);
     await h.unlock();
-    assert.deepEqual(await queueKeys(client, `/${ns}/locks/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `/${ns}/locks/`), []);
   });
 });

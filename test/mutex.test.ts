@@ -1,22 +1,18 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import {
   AbortError,
   ClosedError,
-  EtcdConnector,
   InvalidArgumentError,
   NotLockedError,
   type Lock,
 } from '../src/index.js';
 import {
   findEtcdBinary,
-  startEtcd,
   testTimeout,
   uniqueName,
   waitFor,
   withTimeout,
-  type EtcdCluster,
 } from '../src/testing/index.js';
 import { queueStats } from '../src/engines/wait-deletes.js';
 import {
@@ -26,33 +22,15 @@ import {
   waitQueueLength,
 } from './fixtures/lock-harness.js';
 import { grpcMessagesReceived, grpcMessagesSent } from './fixtures/etcd-metrics.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 
 void describe('Mutex', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string, endpoints: readonly string[] = etcd.endpoints): EtcdConnector {
-    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   test('bad input is refused before any I/O', async () => {
     const ns = uniqueName('mx');
-    const conn = connect(ns, ['http://127.0.0.1:9']);
+    const conn = suite.connect(ns, { endpoints: ['http://127.0.0.1:9'] });
     const path = conn.constructPath('locks', 'a');
     for (const p of ['', 'rel/x', '/elsewhere/x', `/${ns}/a/../b`, `/${ns}/a/`]) {
       assert.throws(() => conn.newMutex(p), InvalidArgumentError, p);
@@ -79,7 +57,7 @@ void describe('Mutex', () => {
 
   test("Go's layout: path/<lease hex>, value '', under the session's lease; unlock deletes", async () => {
     const ns = uniqueName('mx');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('locks', 'layout');
     const session = await conn.session({ ttl: 10 });
     const m = conn.newMutex(path, { ttl: 10 });
@@ -88,7 +66,7 @@ void describe('Mutex', () => {
     assert.equal(lock.state, 'held');
     assert.equal(lock.isHeld, true);
     assert.equal(lock.suspended, false);
-    const kv = await client.get(lock.key).exec();
+    const kv = await suite.client.get(lock.key).exec();
     const [stored] = kv.kvs;
     assert.ok(stored !== undefined);
     assert.equal(stored.value.toString(), '');
@@ -98,16 +76,16 @@ void describe('Mutex', () => {
 
     const log = `/${ns}/log`;
     await lock.fencedTxn([conn.client.put(log).value('1')]);
-    assert.equal(await client.get(log).string(), '1');
+    assert.equal(await suite.client.get(log).string(), '1');
 
     await lock.unlock();
     await lock.unlock(); // idempotent
     assert.equal(lock.signal.aborted, true);
     assert.ok(lock.signal.reason instanceof NotLockedError);
     assert.equal(lock.state, 'released');
-    assert.equal(await client.get(lock.key).string(), null);
+    assert.equal(await suite.client.get(lock.key).string(), null);
     await assert.rejects(lock.fencedTxn([conn.client.put(log).value('2')]), NotLockedError);
-    assert.equal(await client.get(log).string(), '1', 'nothing written after unlock');
+    assert.equal(await suite.client.get(log).string(), '1', 'nothing written after unlock');
 
     // The next lock of the same session gets a new, larger token.
     const again = await m.lock();
@@ -118,21 +96,21 @@ void describe('Mutex', () => {
 
   test('FIFO across connectors; a waiter watches only its predecessor; tryLock', async () => {
     const ns = uniqueName('mx');
-    const conns = [connect(ns), connect(ns), connect(ns)];
+    const conns = [suite.connect(ns), suite.connect(ns), suite.connect(ns)];
     const path = `/${ns}/locks/fifo`;
     const [ma, mb, mc] = conns.map((c) => c.newMutex(path, { ttl: 10 }));
     assert.ok(ma !== undefined && mb !== undefined && mc !== undefined);
     const a = await ma.lock();
     const order: string[] = [];
     const pb = mb.lock().then((l) => (order.push('b'), l));
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
     const pc = mc.lock().then((l) => (order.push('c'), l));
-    await waitQueueLength(client, `${path}/`, 3);
+    await waitQueueLength(suite.client, `${path}/`, 3);
 
     // Held elsewhere: undefined, and no key of ours left behind.
-    const d = connect(ns).newMutex(path);
+    const d = suite.connect(ns).newMutex(path);
     assert.equal(await d.tryLock(), undefined);
-    assert.equal((await queueKeys(client, `${path}/`)).length, 3);
+    assert.equal((await queueKeys(suite.client, `${path}/`)).length, 3);
 
     await a.unlock();
     const b = await withTimeout(pb, testTimeout(5000), 'b');
@@ -146,18 +124,19 @@ void describe('Mutex', () => {
     const free = await d.tryLock();
     assert.ok(free !== undefined, 'tryLock on a free lock holds it');
     await free.unlock();
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
   test("a waiter wakes on its predecessor's delete, not on writes to it", async () => {
     const ns = uniqueName('mx');
     const path = `/${ns}/locks/wake`;
-    const holder = await connect(ns).newMutex(path).lock();
-    const waiting = connect(ns).newMutex(path).lock();
-    await waitQueueLength(client, `${path}/`, 2);
+    const holder = await suite.connect(ns).newMutex(path).lock();
+    const waiting = suite.connect(ns).newMutex(path).lock();
+    await waitQueueLength(suite.client, `${path}/`, 2);
     const before = await settledWaitReads();
     // Only a deletion can move a waiter up a queue ordered by create revision.
-    for (let i = 0; i < 10; i++) await client.put(holder.key).value(`v${i}`).ignoreLease().exec();
+    for (let i = 0; i < 10; i++)
+      await suite.client.put(holder.key).value(`v${i}`).ignoreLease().exec();
     assert.equal(await settledWaitReads(), before, 'no re-read for writes to the predecessor');
     await holder.unlock();
     const next = await withTimeout(waiting, testTimeout(5000), 'the waiter holds');
@@ -168,14 +147,14 @@ void describe('Mutex', () => {
   test('handovers back and forth reuse the watches: no watch created per wait', async () => {
     const ns = uniqueName('mx');
     const path = `/${ns}/locks/reuse`;
-    const [ca, cb] = [connect(ns), connect(ns)];
+    const [ca, cb] = [suite.connect(ns), suite.connect(ns)];
     // As in a service, each connector keeps its session for the TTL: a lock's key stays the same.
     const sessions = await Promise.all([ca.session({ ttl: 10 }), cb.session({ ttl: 10 })]);
     const [a, b] = [ca.newMutex(path, { ttl: 10 }), cb.newMutex(path, { ttl: 10 })];
     let held = await a.lock();
     let waiting = b.lock();
-    await waitQueueLength(client, `${path}/`, 2);
-    const endpoint = etcd.endpoints[0] ?? '';
+    await waitQueueLength(suite.client, `${path}/`, 2);
+    const endpoint = suite.etcd.endpoints[0] ?? '';
     const before = await grpcMessagesReceived(endpoint, 'Watch');
     const rounds = 20;
     for (let i = 1; i <= rounds; i++) {
@@ -183,7 +162,7 @@ void describe('Mutex', () => {
       await held.unlock();
       held = await withTimeout(waiting, testTimeout(5000), `handover ${i}`);
       waiting = next.lock();
-      await waitQueueLength(client, `${path}/`, 2);
+      await waitQueueLength(suite.client, `${path}/`, 2);
     }
     // Each wait watches the other's key: the watch of the wait before (kept a moment) serves it.
     const sent = (await grpcMessagesReceived(endpoint, 'Watch')) - before;
@@ -195,7 +174,7 @@ void describe('Mutex', () => {
 
   test('in-process holders of one session never overlap (lock, tryLock, withLock, MultiLock)', async () => {
     const ns = uniqueName('mx');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('locks', 'local');
     const other = conn.constructPath('locks', 'local-2');
     const m1 = conn.newMutex(path, { ttl: 10 });
@@ -254,21 +233,25 @@ void describe('Mutex', () => {
     for (let i = 1; i < tokens.length; i++) {
       assert.ok((tokens[i] ?? 0n) > (tokens[i - 1] ?? 0n), 'tokens strictly increase');
     }
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
   test('aborting a waiting lock() deletes its key at once; a bound session', async () => {
     const ns = uniqueName('mx');
-    const a = connect(ns);
-    const b = connect(ns);
+    const a = suite.connect(ns);
+    const b = suite.connect(ns);
     const path = `/${ns}/locks/abort`;
     const held = await a.newMutex(path).lock();
     const controller = new AbortController();
     const waiting = b.newMutex(path).lock({ signal: controller.signal });
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
     controller.abort(new Error('changed my mind'));
     await assert.rejects(waiting, AbortError);
-    assert.deepEqual(await queueKeys(client, `${path}/`), [held.key], 'waiter key gone at once');
+    assert.deepEqual(
+      await queueKeys(suite.client, `${path}/`),
+      [held.key],
+      'waiter key gone at once',
+    );
     await held.unlock();
 
     // A mutex bound to a session uses its lease.
@@ -281,13 +264,13 @@ void describe('Mutex', () => {
 
   test('the key deleted by hand: signal aborts, the next waiter holds', async () => {
     const ns = uniqueName('mx');
-    const a = connect(ns);
-    const b = connect(ns);
+    const a = suite.connect(ns);
+    const b = suite.connect(ns);
     const path = `/${ns}/locks/deleted`;
     const lock = await a.newMutex(path).lock();
     const next = b.newMutex(path).lock();
-    await waitQueueLength(client, `${path}/`, 2);
-    await client.delete().key(lock.key).exec();
+    await waitQueueLength(suite.client, `${path}/`, 2);
+    await suite.client.delete().key(lock.key).exec();
     await waitFor(() => lock.signal.aborted, {
       timeoutMs: testTimeout(5000),
       intervalMs: 5,
@@ -303,15 +286,16 @@ void describe('Mutex', () => {
 
   test('writes to our held key are not sent to us; its delete still is', async () => {
     const ns = uniqueName('mx');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const lock = await conn.newMutex(conn.constructPath('locks', 'quiet')).lock();
     // Our own-key watch asks etcd for deletions only: 20 writes to the key send us nothing.
-    const before = await grpcMessagesSent(etcd.endpoints[0] ?? '', 'Watch');
-    for (let i = 0; i < 20; i++) await client.put(lock.key).value(`v${i}`).ignoreLease().exec();
-    const after = await grpcMessagesSent(etcd.endpoints[0] ?? '', 'Watch');
+    const before = await grpcMessagesSent(suite.etcd.endpoints[0] ?? '', 'Watch');
+    for (let i = 0; i < 20; i++)
+      await suite.client.put(lock.key).value(`v${i}`).ignoreLease().exec();
+    const after = await grpcMessagesSent(suite.etcd.endpoints[0] ?? '', 'Watch');
     assert.ok(after - before < 5, `watch messages sent for 20 puts: ${after - before}`);
     assert.equal(lock.state, 'held');
-    await client.delete().key(lock.key).exec();
+    await suite.client.delete().key(lock.key).exec();
     await waitFor(() => lock.signal.aborted, {
       timeoutMs: testTimeout(5000),
       intervalMs: 5,
@@ -322,31 +306,31 @@ void describe('Mutex', () => {
 
   test('a fenced transaction refused by etcd loses the lock and writes nothing', async () => {
     const ns = uniqueName('mx');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('locks', 'fence');
     const lock = await conn.newMutex(path).lock();
     // Re-created behind our back (same name, new revision): our token no longer matches.
-    await client.delete().key(lock.key).exec();
-    await client.put(lock.key).value('').exec();
+    await suite.client.delete().key(lock.key).exec();
+    await suite.client.put(lock.key).value('').exec();
     const log = `/${ns}/fenced`;
     try {
       await lock.fencedTxn([conn.client.put(log).value('x')]);
     } catch (err) {
       assert.ok(err instanceof NotLockedError, String(err));
     }
-    assert.equal(await client.get(log).string(), null);
+    assert.equal(await suite.client.get(log).string(), null);
     assert.equal(lock.signal.aborted, true);
-    await client.delete().key(lock.key).exec();
+    await suite.client.delete().key(lock.key).exec();
   });
 
   test('conn.close(): held locks are lost (ClosedError), waiting ones reject', async () => {
     const ns = uniqueName('mx');
-    const a = connect(ns);
-    const b = connect(ns);
+    const a = suite.connect(ns);
+    const b = suite.connect(ns);
     const path = `/${ns}/locks/close`;
     const held = await a.newMutex(path).lock();
     const waiting = b.newMutex(path).lock();
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
     const rejected = assert.rejects(waiting, ClosedError);
     await b.close();
     await rejected;
@@ -354,7 +338,7 @@ void describe('Mutex', () => {
     assert.ok(held.signal.reason instanceof ClosedError);
     assert.equal(held.state, 'lost');
     await held.unlock();
-    await waitQueueLength(client, `${path}/`, 0);
+    await waitQueueLength(suite.client, `${path}/`, 0);
   });
 
   test('interop: etcdctl lock and ours alternate in one queue, in arrival order', async () => {
@@ -371,15 +355,15 @@ void describe('Mutex', () => {
     for (let i = 0; i < 6; i++) {
       const name = `${i % 2 === 0 ? 'ours' : 'ctl'}-${i}`;
       if (i % 2 === 0) {
-        const conn = connect(ns);
+        const conn = suite.connect(ns);
         holders.push({ kind: 'ours', name, lock: conn.newMutex(path).lock() });
       } else {
-        const proc = new EtcdctlLock(etcdctl, etcd.endpoints, path);
-        closers.push(() => proc.kill());
+        const proc = new EtcdctlLock(etcdctl, suite.etcd.endpoints, path);
+        suite.defer(() => proc.kill());
         holders.push({ kind: 'etcdctl', name, proc });
       }
       // Arrival order = create order: wait until this one's key is in the queue.
-      arrivals.push((await waitQueueLength(client, prefix, i + 1))[i] ?? '');
+      arrivals.push((await waitQueueLength(suite.client, prefix, i + 1))[i] ?? '');
     }
     const granted: string[] = [];
     for (const h of holders) {
@@ -388,17 +372,21 @@ void describe('Mutex', () => {
       else key = await h.proc.waitHeld(h.name);
       granted.push(key);
       // Each holder finds the marker released, sets it, and releases it before unlocking.
-      assert.equal(await client.get(marker).string(), null, `${h.name} found the marker taken`);
-      await client.put(marker).value(h.name).exec();
+      assert.equal(
+        await suite.client.get(marker).string(),
+        null,
+        `${h.name} found the marker taken`,
+      );
+      await suite.client.put(marker).value(h.name).exec();
       // Nobody else holds: every other key in the queue is younger.
-      const keys = await queueKeys(client, prefix);
+      const keys = await queueKeys(suite.client, prefix);
       assert.equal(keys[0], key, `${h.name} holds the oldest key`);
-      await client.delete().key(marker).exec();
+      await suite.client.delete().key(marker).exec();
       if (h.kind === 'ours') await (await h.lock).unlock();
       else await h.proc.release();
     }
     assert.deepEqual(granted, arrivals, 'granted in arrival order');
-    await waitQueueLength(client, prefix, 0);
+    await waitQueueLength(suite.client, prefix, 0);
   });
 
   test("interop: Go's Mutex and ours queue together and exclude each other", async () => {
@@ -407,18 +395,18 @@ void describe('Mutex', () => {
     const prefix = `${path}/`;
     const peers: GoPeer[] = [];
     try {
-      const go = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10 });
+      const go = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10 });
       peers.push(go);
-      const conn = connect(ns);
+      const conn = suite.connect(ns);
       const ours = await conn.newMutex(path).lock();
       const goLock = go.begin({ cmd: 'mutex.lock', path });
-      await waitQueueLength(client, prefix, 2);
-      const keys = await queueKeys(client, prefix);
+      await waitQueueLength(suite.client, prefix, 2);
+      const keys = await queueKeys(suite.client, prefix);
       assert.equal(keys[1], `${prefix}${go.lease}`, "Go's key is ours with its lease");
       // Our tryLock while Go waits and we hold under another connector: undefined.
-      assert.equal(await connect(ns).newMutex(path).tryLock(), undefined);
-      const ourNext = connect(ns).newMutex(path).lock();
-      await waitQueueLength(client, prefix, 3);
+      assert.equal(await suite.connect(ns).newMutex(path).tryLock(), undefined);
+      const ourNext = suite.connect(ns).newMutex(path).lock();
+      await waitQueueLength(suite.client, prefix, 3);
       await ours.unlock();
       const g = await goLock.response;
       assert.equal(g.ok, true, JSON.stringify(g));
@@ -434,7 +422,7 @@ void describe('Mutex', () => {
       const next = await withTimeout(ourNext, testTimeout(5000), 'ours after Go');
       const tryGo = await go.send({ cmd: 'mutex.trylock', path });
       assert.equal(tryGo.ok, false, 'Go cannot TryLock while we hold');
-      assert.deepEqual(await queueKeys(client, prefix), [next.key], 'no Go key left behind');
+      assert.deepEqual(await queueKeys(suite.client, prefix), [next.key], 'no Go key left behind');
       await next.unlock();
     } finally {
       await Promise.all(peers.map((p) => p.close()));
@@ -460,9 +448,9 @@ void describe('Mutex', () => {
     }> {
       const ns = uniqueName('qk');
       const path = `/${ns}/m`;
-      const a = await connect(ns).newMutex(path).lock();
-      const waiting = connect(ns).newMutex(path).lock();
-      const [predKey, ourKey] = await waitQueueLength(client, `${path}/`, 2);
+      const a = await suite.connect(ns).newMutex(path).lock();
+      const waiting = suite.connect(ns).newMutex(path).lock();
+      const [predKey, ourKey] = await waitQueueLength(suite.client, `${path}/`, 2);
       assert.ok(predKey !== undefined && ourKey !== undefined);
       return { a, waiting, predKey, ourKey };
     }
@@ -471,9 +459,9 @@ void describe('Mutex', () => {
       test(`our key deleted with the predecessor in one transaction (${order})`, async () => {
         const { a, waiting, predKey, ourKey } = await queuedPair();
         const keys = order === 'ours first' ? [ourKey, predKey] : [predKey, ourKey];
-        const res = await client
+        const res = await suite.client
           .if(ourKey, 'Create', '>', 0)
-          .then(...keys.map((k) => client.delete().key(k)))
+          .then(...keys.map((k) => suite.client.delete().key(k)))
           .commit();
         assert.ok(res.succeeded);
         const deletedAt = BigInt(res.header.revision);
@@ -488,8 +476,8 @@ void describe('Mutex', () => {
 
     test('our key deleted just before the predecessor', async () => {
       const { a, waiting, predKey, ourKey } = await queuedPair();
-      const ourDeletedAt = BigInt((await client.delete().key(ourKey)).header.revision);
-      await client.delete().key(predKey);
+      const ourDeletedAt = BigInt((await suite.client.delete().key(ourKey)).header.revision);
+      await suite.client.delete().key(predKey);
       const b = await withTimeout(waiting, testTimeout(5000), 'second holder');
       // It holds under a key it made after its first one went (it may have joined again before the
       // predecessor's delete), never under the deleted one.
@@ -504,14 +492,14 @@ void describe('Mutex', () => {
     test('with an older key still queued, the predecessor’s delete does not make a holder', async () => {
       const ns = uniqueName('qk');
       const path = `/${ns}/m`;
-      const first = await connect(ns).newMutex(path).lock();
-      const second = connect(ns).newMutex(path).lock();
-      await waitQueueLength(client, `${path}/`, 2);
-      const third = connect(ns).newMutex(path).lock();
-      const [k0, k1] = await waitQueueLength(client, `${path}/`, 3);
+      const first = await suite.connect(ns).newMutex(path).lock();
+      const second = suite.connect(ns).newMutex(path).lock();
+      await waitQueueLength(suite.client, `${path}/`, 2);
+      const third = suite.connect(ns).newMutex(path).lock();
+      const [k0, k1] = await waitQueueLength(suite.client, `${path}/`, 3);
       assert.ok(k0 !== undefined && k1 !== undefined);
       // The third's predecessor (the second's key) goes while the first still holds.
-      await client.delete().key(k1);
+      await suite.client.delete().key(k1);
       await assert.rejects(
         withTimeout(third, 300, 'third'),
         /third/,

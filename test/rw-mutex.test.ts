@@ -1,16 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import { EtcdConnector, SessionLostError } from '../src/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { SessionLostError } from '../src/index.js';
+import { testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 import { queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const NANO = String.raw`\d{19}`;
 
@@ -27,54 +21,35 @@ async function stillPending(p: Promise<unknown>, ms = 150): Promise<boolean> {
 }
 
 void describe('RWMutex', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite();
 
   async function peer(): Promise<GoPeer> {
-    const p = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10 });
-    closers.push(() => p.close());
+    const p = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10 });
+    suite.defer(() => p.close());
     return p;
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await etcd.stop();
-  });
-
   test("Go's layout; readers together, writers alone, a reader after a waiting writer waits", async () => {
     const ns = uniqueName('rw');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('rw', 'a');
     const rw = conn.newRWMutex(path);
     const s = await conn.session({ ttl: 10 });
     const r1 = await rw.rlock();
-    const r2 = await connect(ns).newRWMutex(path).rlock();
+    const r2 = await suite.connect(ns).newRWMutex(path).rlock();
     assert.match(r1.key, new RegExp(`^${path}/read/${NANO}$`));
-    const [kv] = (await client.get(r1.key).exec()).kvs;
+    const [kv] = (await suite.client.get(r1.key).exec()).kvs;
     assert.ok(kv !== undefined);
     assert.equal(kv.value.toString(), '');
     assert.equal(kv.lease, s.leaseIdDecimal);
     // A writer waits for both readers; a reader that comes after it waits for the writer.
     const w = rw.lock();
-    await waitQueueLength(client, `${path}/`, 3);
+    await waitQueueLength(suite.client, `${path}/`, 3);
     const r3 = rw.rlock();
-    await waitQueueLength(client, `${path}/`, 4);
+    await waitQueueLength(suite.client, `${path}/`, 4);
     assert.equal(await rw.tryLock(), undefined, 'tryLock while readers hold');
     assert.equal(await rw.tryRLock(), undefined, 'tryRLock behind a waiting writer');
-    assert.equal((await queueKeys(client, `${path}/`)).length, 4, 'no key left by the tries');
+    assert.equal((await queueKeys(suite.client, `${path}/`)).length, 4, 'no key left by the tries');
     assert.ok(await stillPending(w));
     await r1.unlock();
     assert.ok(await stillPending(w));
@@ -85,14 +60,16 @@ void describe('RWMutex', () => {
     await wl.unlock();
     const r3l = await withTimeout(r3, testTimeout(5000), 'reader after writer');
     await r3l.unlock();
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
     await s.close();
   });
 
   test('never a writer beside anyone: concurrent readers and writers of 3 connectors', async () => {
     const ns = uniqueName('rw');
     const path = `/${ns}/rw/stress`;
-    const mutexes = [connect(ns), connect(ns), connect(ns)].map((c) => c.newRWMutex(path));
+    const mutexes = [suite.connect(ns), suite.connect(ns), suite.connect(ns)].map((c) =>
+      c.newRWMutex(path),
+    );
     let readers = 0;
     let writers = 0;
     let maxReaders = 0;
@@ -128,13 +105,13 @@ void describe('RWMutex', () => {
     await withTimeout(Promise.all(tasks), testTimeout(30000), 'readers and writers');
     assert.equal(violations, 0);
     assert.ok(maxReaders >= 2, `readers held together (max ${maxReaders})`);
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
   test("interop with Go's RWMutex: readers share, writers exclude, in one order", async () => {
     const ns = uniqueName('rw');
     const path = `/${ns}/rw/go`;
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const rw = conn.newRWMutex(path);
     const [ga, gb] = [await peer(), await peer()];
     // Go reader and ours together.
@@ -142,9 +119,9 @@ void describe('RWMutex', () => {
     const ours = await rw.rlock();
     // Go writer waits for both; our reader after it waits too (Go's order).
     const goWrite = gb.begin({ cmd: 'rwmutex.lock', path });
-    await waitQueueLength(client, `${path}/`, 3);
+    await waitQueueLength(suite.client, `${path}/`, 3);
     const ourRead = rw.rlock();
-    await waitQueueLength(client, `${path}/`, 4);
+    await waitQueueLength(suite.client, `${path}/`, 4);
     await ga.ok({ cmd: 'rwmutex.runlock', path });
     assert.ok(await stillPending(goWrite.response));
     await ours.unlock();
@@ -152,9 +129,9 @@ void describe('RWMutex', () => {
     assert.ok(await stillPending(ourRead), 'our reader waits for the Go writer');
     // Our writer queued behind our reader; Go's reader behind our writer.
     const ourWrite = rw.lock();
-    await waitQueueLength(client, `${path}/`, 3);
+    await waitQueueLength(suite.client, `${path}/`, 3);
     const goRead = ga.begin({ cmd: 'rwmutex.rlock', path });
-    await waitQueueLength(client, `${path}/`, 4);
+    await waitQueueLength(suite.client, `${path}/`, 4);
     await gb.ok({ cmd: 'rwmutex.unlock', path });
     const r = await withTimeout(ourRead, testTimeout(5000), 'our reader');
     assert.ok(await stillPending(ourWrite));
@@ -165,22 +142,22 @@ void describe('RWMutex', () => {
     await w.unlock();
     assert.equal((await goRead.response).ok, true);
     await ga.ok({ cmd: 'rwmutex.runlock', path });
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
   test('the check Go lacks (etcd #16221): a waiter whose lease ends never acquires', async () => {
     const ns = uniqueName('rw');
     const path = `/${ns}/rw/expired`;
-    const writer = await connect(ns).newRWMutex(path).lock();
-    const conn = connect(ns);
+    const writer = await suite.connect(ns).newRWMutex(path).lock();
+    const conn = suite.connect(ns);
     const s = await conn.session({ ttl: 10 });
     const waiting = conn.newRWMutex(path, { session: s }).rlock();
     const refused = assert.rejects(waiting, SessionLostError);
-    await waitQueueLength(client, `${path}/`, 2);
+    await waitQueueLength(suite.client, `${path}/`, 2);
     // The lease ends behind the waiter's back (as an expiry would): its key goes with it.
-    await client.leaseClient.leaseRevoke({ ID: s.leaseIdDecimal });
+    await suite.client.leaseClient.leaseRevoke({ ID: s.leaseIdDecimal });
     await writer.unlock();
     await withTimeout(refused, testTimeout(10000), 'waiter refused');
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 });

@@ -1,42 +1,17 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import { AbortError, EtcdConnector, type Permit } from '../src/index.js';
+import { describe, test } from 'node:test';
+import { AbortError, type Permit } from '../src/index.js';
 import { queueStats } from '../src/engines/wait-deletes.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
 import { queueKeys, settledWaitReads, waitQueueLength } from './fixtures/lock-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('Semaphore', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   test('layout path/<lease hex>-<n>; permits in one process; FIFO; tryAcquire; abort', async () => {
     const ns = uniqueName('sem');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('sem', 'a');
     const s = await conn.session({ ttl: 10 });
     const sem = conn.newSemaphore(path, 3);
@@ -45,27 +20,35 @@ void describe('Semaphore', () => {
     for (const p of held) assert.match(p.key, new RegExp(`^${path}/${s.leaseId}-\\d+$`));
     assert.equal(new Set(held.map((p) => p.key)).size, 3);
     assert.equal(await sem.tryAcquire(), undefined, 'all permits taken');
-    assert.equal((await queueKeys(client, `${path}/`)).length, 3, 'no key left by tryAcquire');
+    assert.equal(
+      (await queueKeys(suite.client, `${path}/`)).length,
+      3,
+      'no key left by tryAcquire',
+    );
     const fourth = sem.acquire();
-    await waitQueueLength(client, `${path}/`, 4);
+    await waitQueueLength(suite.client, `${path}/`, 4);
     const controller = new AbortController();
-    const fifth = connect(ns).newSemaphore(path, 3).acquire({ signal: controller.signal });
-    await waitQueueLength(client, `${path}/`, 5);
+    const fifth = suite.connect(ns).newSemaphore(path, 3).acquire({ signal: controller.signal });
+    await waitQueueLength(suite.client, `${path}/`, 5);
     controller.abort();
     await assert.rejects(fifth, AbortError);
-    assert.equal((await queueKeys(client, `${path}/`)).length, 4, 'aborted waiter left no key');
+    assert.equal(
+      (await queueKeys(suite.client, `${path}/`)).length,
+      4,
+      'aborted waiter left no key',
+    );
     await held[1]?.unlock();
     const f = await withTimeout(fourth, testTimeout(5000), 'fourth');
     for (const p of [held[0], held[2], f]) await p?.unlock();
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
     await s.close();
   });
 
   test('never more than `permits` holders (4 connectors, 8 callers)', async () => {
     const ns = uniqueName('sem');
     const path = `/${ns}/sem/stress`;
-    const sems = [connect(ns), connect(ns), connect(ns), connect(ns)].map((c) =>
-      c.newSemaphore(path, 3),
+    const sems = [suite.connect(ns), suite.connect(ns), suite.connect(ns), suite.connect(ns)].map(
+      (c) => c.newSemaphore(path, 3),
     );
     let holders = 0;
     let maxHolders = 0;
@@ -86,20 +69,20 @@ void describe('Semaphore', () => {
     );
     await withTimeout(Promise.all(tasks), testTimeout(30000), 'semaphore callers');
     assert.equal(maxHolders, 3);
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
   test('a release wakes only the waiters whose window held the released key', async () => {
     const ns = uniqueName('sem');
     const path = `/${ns}/sem/wakes`;
     const permits = 2;
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const sem = conn.newSemaphore(path, permits);
     const holders: Permit[] = [await sem.acquire(), await sem.acquire()];
     const waiting: Promise<Permit>[] = [];
     for (let i = 0; i < 8; i++) {
-      waiting.push(connect(ns).newSemaphore(path, permits).acquire());
-      await waitQueueLength(client, `${path}/`, 3 + i);
+      waiting.push(suite.connect(ns).newSemaphore(path, permits).acquire());
+      await waitQueueLength(suite.client, `${path}/`, 3 + i);
     }
     // Settled: every waiter read once and watches its window.
     await settledWaitReads();
@@ -121,6 +104,6 @@ void describe('Semaphore', () => {
     await second.unlock();
     await holders[1]?.unlock();
     for (const w of waiting.slice(2)) await (await w).unlock();
-    assert.deepEqual(await queueKeys(client, `${path}/`), []);
+    assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 });

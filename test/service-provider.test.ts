@@ -4,7 +4,7 @@
  * first listing.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   AbortError,
   ClosedError,
@@ -16,14 +16,8 @@ import {
   type ServiceEndpoint,
   type ServiceProvider,
 } from '../src/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** How often each address was picked. */
 function tally(picked: readonly ServiceEndpoint[]): Record<string, number> {
@@ -39,14 +33,7 @@ async function picks(provider: ServiceProvider, n: number): Promise<ServiceEndpo
 }
 
 void describe('ServiceProvider', () => {
-  let etcd: EtcdCluster;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string, options = {}): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000, ...options });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite();
 
   /** Registers `addrs` (zone a for even ports, b for odd) under `path`. */
   async function register(
@@ -75,17 +62,8 @@ void describe('ServiceProvider', () => {
     );
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-  });
-
-  after(async () => {
-    for (const close of closers.reverse()) await close().catch(() => undefined);
-    await etcd.stop();
-  });
-
   void test('round-robin (default): each instance in turn, in key order', async () => {
-    const conn = connect(uniqueName('prov'));
+    const conn = suite.connect(uniqueName('prov'));
     const path = conn.constructPath('grpc', 'rr');
     const addrs = ['10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80'];
     await register(conn, path, addrs);
@@ -109,7 +87,7 @@ void describe('ServiceProvider', () => {
   });
 
   void test('random: every instance, evenly within chance', async () => {
-    const conn = connect(uniqueName('prov'));
+    const conn = suite.connect(uniqueName('prov'));
     const path = conn.constructPath('grpc', 'random');
     await register(conn, path, ['10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80']);
     const provider = conn.newServiceProvider(path, { strategy: 'random' });
@@ -124,7 +102,7 @@ void describe('ServiceProvider', () => {
   });
 
   void test('sticky: the same instance until it goes or is marked down', async () => {
-    const conn = connect(uniqueName('prov'));
+    const conn = suite.connect(uniqueName('prov'));
     const path = conn.constructPath('grpc', 'sticky');
     const regs = await register(conn, path, ['10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80']);
     const provider = conn.newServiceProvider(path, {
@@ -154,7 +132,7 @@ void describe('ServiceProvider', () => {
   });
 
   void test('filter: only matching instances; none matching is a NoInstanceError that says so', async () => {
-    const conn = connect(uniqueName('prov'));
+    const conn = suite.connect(uniqueName('prov'));
     const path = conn.constructPath('grpc', 'filter');
     await register(conn, path, ['10.0.0.1:80', '10.0.0.2:81', '10.0.0.3:82']);
     const zoneB = conn.newServiceProvider(path, {
@@ -174,7 +152,7 @@ void describe('ServiceProvider', () => {
   });
 
   void test('down-instance policy: N errors within the window skip an instance for downMs', async () => {
-    const conn = connect(uniqueName('prov'));
+    const conn = suite.connect(uniqueName('prov'));
     const path = conn.constructPath('grpc', 'down');
     await register(conn, path, ['10.0.0.1:80', '10.0.0.2:80']);
     const windowMs = 400;
@@ -230,7 +208,7 @@ void describe('ServiceProvider', () => {
   });
 
   void test('no instance registered: NoInstanceError; one registering later is picked', async () => {
-    const conn = connect(uniqueName('prov'));
+    const conn = suite.connect(uniqueName('prov'));
     const path = conn.constructPath('grpc', 'empty');
     const provider = conn.newServiceProvider(path);
     await assert.rejects(provider.pick(), (e: unknown) => {
@@ -246,11 +224,11 @@ void describe('ServiceProvider', () => {
 
   void test('etcd unreachable before the first listing: pick() says so within the dial timeout; abort; stop; close', async () => {
     const ns = uniqueName('prov');
-    const dead = new EtcdConnector(['http://127.0.0.1:9'], ns, {
+    const dead = suite.connect(ns, {
+      endpoints: ['http://127.0.0.1:9'],
       dialTimeoutMs: 500,
       callTimeoutMs: 500,
     });
-    closers.push(() => dead.close());
     const path = dead.constructPath('grpc', 'x');
     const provider = dead.newServiceProvider(path);
     const t0 = performance.now();
@@ -279,7 +257,7 @@ void describe('ServiceProvider', () => {
     await assert.rejects(other.pick(), ClosedError);
 
     // A live one: conn.close() ends it too.
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const live = conn.newServiceProvider(conn.constructPath('grpc', 'y'));
     await assert.rejects(live.pick(), NoInstanceError);
     await conn.close();

@@ -1,26 +1,19 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3, type IRequestOp } from 'etcd3';
+import { describe, test } from 'node:test';
+import type { IRequestOp } from 'etcd3';
 import {
   ClosedError,
   CompactedError,
-  EtcdConnector,
   InvalidArgumentError,
   InvalidStateError,
   KeyExistsError,
   UnavailableError,
   type ServiceData,
 } from '../src/index.js';
-import {
-  startEtcdCluster,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { PersistentMap } from '../src/engines/persistent-map.js';
 import { Child } from './fixtures/elector-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Reads a tracker's stream in the background, keeping every state it yields. */
 class Reader {
@@ -52,39 +45,20 @@ function sameEntries(map: ReadonlyMap<string, string>, truth: Record<string, str
 }
 
 void describe('ServiceTracker and ServiceRegistration', () => {
-  let cluster: EtcdCluster;
-  let client: Etcd3;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string, endpoints: readonly string[] = cluster.endpoints): EtcdConnector {
-    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000, watchSilenceMs: 300 });
-    closers.push(() => conn.close());
-    return conn;
-  }
+  const suite = etcdSuite({ members: 3, connector: { watchSilenceMs: 300 } });
 
   /** The instances under `path` as etcd has them now. */
   async function truth(path: string): Promise<Record<string, string>> {
-    const all = await client
+    const all = await suite.client
       .getAll()
       .prefix(path + '/')
       .strings();
     return Object.fromEntries(Object.entries(all).map(([k, v]) => [k.slice(path.length + 1), v]));
   }
 
-  before(async () => {
-    cluster = await startEtcdCluster(3);
-    client = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    client.close();
-    await cluster.stop();
-  });
-
   test('bad input is refused before any I/O; start twice, stop twice, calls after stop', async () => {
     const ns = uniqueName('tr');
-    const conn = connect(ns, ['http://127.0.0.1:9']);
+    const conn = suite.connect(ns, { endpoints: ['http://127.0.0.1:9'] });
     const path = conn.constructPath('services', 'svc');
     for (const p of ['', 'rel', '/elsewhere/svc', `/${ns}/a/../b`, `/${ns}/a\0`]) {
       assert.throws(() => conn.newServiceTracker(p), InvalidArgumentError, p);
@@ -146,10 +120,10 @@ void describe('ServiceTracker and ServiceRegistration', () => {
 
   test('2,000 instances all in the first map; one added or removed shows up quickly', async () => {
     const ns = uniqueName('tr');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('services', 'big');
-    const lease = client.lease(30, { autoKeepAlive: false });
-    closers.push(() => lease.revoke().catch(() => undefined));
+    const lease = suite.client.lease(30, { autoKeepAlive: false });
+    suite.defer(() => lease.revoke().catch(() => undefined));
     const leaseId = await lease.grant();
     for (let start = 0; start < 2000; start += 125) {
       const puts: IRequestOp[] = [];
@@ -159,10 +133,10 @@ void describe('ServiceTracker and ServiceRegistration', () => {
           request_put: { key, value: Buffer.from(`10.0.${i >> 8}.${i & 255}:80`), lease: leaseId },
         });
       }
-      await client.kv.txn({ success: puts });
+      await suite.client.kv.txn({ success: puts });
     }
     // A key that only shares the prefix string is not an instance.
-    await client.put(`${path}x/other`).value('no');
+    await suite.client.put(`${path}x/other`).value('no');
 
     const tracker = conn.newServiceTracker(path, { pageSize: 300 });
     const r = new Reader(tracker.start());
@@ -204,7 +178,7 @@ void describe('ServiceTracker and ServiceRegistration', () => {
 
   test('leaving the loop stops the tracker', async () => {
     const ns = uniqueName('tr');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const tracker = conn.newServiceTracker(conn.constructPath('services', 's'));
     for await (const d of tracker.start()) {
       assert.equal(d.services.size, 0);
@@ -216,21 +190,19 @@ void describe('ServiceTracker and ServiceRegistration', () => {
 
   test('kill -9 of an instance process removes it within TTL + 2 s', async () => {
     const ns = uniqueName('tr');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('services', 'svc');
-    const args = [cluster.endpoints.join(','), ns, path];
+    const args = [suite.etcd.endpoints.join(','), ns, path];
     const a = new Child('a', 'tracker-instance', [...args, 'a', 'host-a:1', '2']);
     const b = new Child('b', 'tracker-instance', [...args, 'b', 'host-b:1', '2']);
-    closers.push(
-      () => a.kill(),
-      () => b.kill(),
-    );
+    suite.defer(() => a.kill());
+    suite.defer(() => b.kill());
     await Promise.all([a, b].map((c) => c.waitLine((l) => l.event === 'registered', 'registered')));
     // The name is taken by a live process: a second registration is refused, nothing written.
     const twin = conn.newRegistration(path, 'a');
     await assert.rejects(twin.register('intruder', 2), KeyExistsError);
     assert.equal(twin.registered, false);
-    assert.equal(await client.get(`${path}/a`).string(), 'host-a:1');
+    assert.equal(await suite.client.get(`${path}/a`).string(), 'host-a:1');
     const tracker = conn.newServiceTracker(path);
     const r = new Reader(tracker.start());
     await r.until((d) => d.services.size === 2, 'both registered');
@@ -249,22 +221,22 @@ void describe('ServiceTracker and ServiceRegistration', () => {
 
   test('a tracker cut off while history is compacted converges to the true set', async () => {
     const ns = uniqueName('tr');
-    const endpoint = cluster.endpoints[0];
+    const endpoint = suite.etcd.endpoints[0];
     assert.ok(endpoint !== undefined);
     const proxy = await startProxy(endpoint);
-    closers.push(() => proxy.close());
-    const conn = connect(ns, [proxy.endpoint]);
+    suite.defer(() => proxy.close());
+    const conn = suite.connect(ns, { endpoints: [proxy.endpoint] });
     const path = conn.constructPath('services', 'svc');
-    for (let i = 0; i < 10; i++) await client.put(`${path}/i${i}`).value(`v${i}`);
+    for (let i = 0; i < 10; i++) await suite.client.put(`${path}/i${i}`).value(`v${i}`);
     const tracker = conn.newServiceTracker(path);
     const r = new Reader(tracker.start());
     await r.until((d) => d.services.size === 10, 'initial set');
     proxy.blackhole();
-    for (let i = 0; i < 5; i++) await client.delete().key(`${path}/i${i}`);
-    for (let i = 10; i < 15; i++) await client.put(`${path}/i${i}`).value(`v${i}`);
-    await client.put(`${path}/i7`).value('changed');
-    const rev = (await client.get('nothing').exec()).header.revision;
-    await client.kv.compact({ revision: rev, physical: true });
+    for (let i = 0; i < 5; i++) await suite.client.delete().key(`${path}/i${i}`);
+    for (let i = 10; i < 15; i++) await suite.client.put(`${path}/i${i}`).value(`v${i}`);
+    await suite.client.put(`${path}/i7`).value('changed');
+    const rev = (await suite.client.get('nothing').exec()).header.revision;
+    await suite.client.kv.compact({ revision: rev, physical: true });
     await r.until((d) => d.error instanceof UnavailableError, 'the tracker noticed the cut');
     proxy.pass();
     const want = await truth(path);
@@ -279,7 +251,7 @@ void describe('ServiceTracker and ServiceRegistration', () => {
       'compaction was reported',
     );
     // And it keeps following afterwards.
-    await client.put(`${path}/late`).value('x');
+    await suite.client.put(`${path}/late`).value('x');
     await r.until((d) => d.services.get('late') === 'x', 'a change after the resync');
     await tracker.stop();
   });
