@@ -1,27 +1,19 @@
 // Barrier and DoubleBarrier against real etcd: Go's layouts byte for byte (etcdctl and the real Go
 // recipes in the Go peer), no missed release, dead participants, aborts.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import {
   AbortError,
   ClosedError,
-  EtcdConnector,
   InvalidArgumentError,
   InvalidStateError,
   SessionLostError,
   TooManyParticipantsError,
 } from '../src/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { etcdctlDump } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Settles to 'pending' unless `p` settled within `ms`. */
 async function pendingAfter(p: Promise<unknown>, ms: number): Promise<string> {
@@ -42,64 +34,43 @@ async function pendingAfter(p: Promise<unknown>, ms: number): Promise<string> {
 }
 
 void describe('Barrier and DoubleBarrier', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const conns: EtcdConnector[] = [];
-  const peers: GoPeer[] = [];
-
-  function connect(ns = uniqueName('bar')): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
-    conns.push(conn);
-    return conn;
-  }
+  const suite = etcdSuite();
 
   async function peer(ttl = 10): Promise<GoPeer> {
-    const p = await startGoPeer({ endpoints: etcd.endpoints, ttl });
-    peers.push(p);
+    const p = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl });
+    suite.defer(() => p.close());
     return p;
   }
 
   /** etcd's watcher gauge: tells when a Go waiter really waits. */
   async function watchers(): Promise<number> {
-    const res = await fetch(`${etcd.endpoints[0] ?? ''}/metrics`, {
+    const res = await fetch(`${suite.etcd.endpoints[0] ?? ''}/metrics`, {
       signal: AbortSignal.timeout(2000),
     });
     const m = /^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await res.text());
     return Number(m?.[1] ?? NaN);
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(conns.map((c) => c.close()));
-    await Promise.allSettled(peers.map((p) => p.close()));
-    client.close();
-    await etcd.stop();
-  });
-
   void test('barrier: key exactly path = "" without lease; hold/release/isHeld', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('gate');
     const barrier = conn.newBarrier(path);
     assert.equal(await barrier.isHeld(), false);
     assert.equal(await barrier.hold(), true);
     assert.equal(await barrier.hold(), false, 'held already');
     assert.equal(await barrier.isHeld(), true);
-    const kvs = await etcdctlDump(etcd.endpoints, path);
+    const kvs = await etcdctlDump(suite.etcd.endpoints, path);
     assert.deepEqual(
       kvs.map((kv) => [kv.key, kv.value, kv.lease]),
       [[path, '', '']],
     );
     assert.equal(await barrier.release(), true);
     assert.equal(await barrier.release(), false, 'released already');
-    assert.equal((await etcdctlDump(etcd.endpoints, path)).length, 0);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, path)).length, 0);
   });
 
   void test('barrier: wait returns at once when free, and on the release otherwise', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const barrier = conn.newBarrier(conn.constructPath('gate2'));
     await withTimeout(barrier.wait(), testTimeout(3000), 'wait on a free barrier');
     await barrier.hold();
@@ -110,14 +81,14 @@ void describe('Barrier and DoubleBarrier', () => {
   });
 
   void test('barrier: no missed release after unrelated writes (Go bug), nor a quick re-hold', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const barrier = conn.newBarrier(conn.constructPath('gate3'));
     await barrier.hold();
     // The scenario where Go's Wait misses the release: other writes after Hold.
-    for (let i = 0; i < 5; i++) await client.put(conn.constructPath(`noise${i}`)).value('x');
+    for (let i = 0; i < 5; i++) await suite.client.put(conn.constructPath(`noise${i}`)).value('x');
     const waiting = barrier.wait();
     assert.equal(await pendingAfter(waiting, 200), 'pending');
-    for (let i = 0; i < 5; i++) await client.put(conn.constructPath(`noise${i}`)).value('y');
+    for (let i = 0; i < 5; i++) await suite.client.put(conn.constructPath(`noise${i}`)).value('y');
     // Released and held again at once: the release still counts.
     await barrier.release();
     await barrier.hold();
@@ -126,7 +97,7 @@ void describe('Barrier and DoubleBarrier', () => {
   });
 
   void test('barrier: wait aborts (AbortError), close ends it (ClosedError); bad input', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('gate4');
     const barrier = conn.newBarrier(path);
     await barrier.hold();
@@ -144,7 +115,7 @@ void describe('Barrier and DoubleBarrier', () => {
   });
 
   void test('barrier: interop with Go (Go holds, ours waits; ours holds, Go waits)', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('gogate');
     const go = await peer();
     await go.ok({ cmd: 'barrier.hold', path });
@@ -168,11 +139,11 @@ void describe('Barrier and DoubleBarrier', () => {
   });
 
   void test('double barrier: layout, count reached, everybody leaves; Go and ours mixed', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('dbar');
     const go = await peer();
     const a = conn.newDoubleBarrier(path, 3);
-    const b = connect(conn.namespace).newDoubleBarrier(path, 3);
+    const b = suite.connect(conn.namespace).newDoubleBarrier(path, 3);
     const enterA = a.enter();
     const goEnter = go.begin({ cmd: 'doublebarrier.enter', path, count: 3 });
     assert.equal(await pendingAfter(enterA, 300), 'pending');
@@ -181,7 +152,7 @@ void describe('Barrier and DoubleBarrier', () => {
     const goEntered = await goEnter.response;
     assert.equal(goEntered.ok, true);
 
-    const kvs = await etcdctlDump(etcd.endpoints, `${path}/`);
+    const kvs = await etcdctlDump(suite.etcd.endpoints, `${path}/`);
     const waiters = kvs.filter((kv) => kv.key !== `${path}/ready`);
     assert.equal(waiters.length, 3);
     for (const kv of waiters) {
@@ -198,16 +169,16 @@ void describe('Barrier and DoubleBarrier', () => {
     assert.equal(await pendingAfter(Promise.all(leaves), 300), 'pending', 'b is still inside');
     await withTimeout(b.leave(), testTimeout(5000), 'b leaves');
     await withTimeout(Promise.all(leaves), testTimeout(5000), 'everyone out');
-    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0);
   });
 
   void test('double barrier: one too many fails and leaves no key; a dead participant blocks leave only until its lease ends', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('dbar2');
     const go = await peer(2);
     const goEnter = go.begin({ cmd: 'doublebarrier.enter', path, count: 2 });
     await waitFor(
-      async () => (await etcdctlDump(etcd.endpoints, `${path}/waiters/`)).length === 1,
+      async () => (await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length === 1,
       {
         timeoutMs: testTimeout(10000),
         message: 'Go waiting',
@@ -217,9 +188,9 @@ void describe('Barrier and DoubleBarrier', () => {
     await withTimeout(a.enter(), testTimeout(5000), 'count reached');
     assert.equal((await goEnter.response).ok, true);
 
-    const late = connect(conn.namespace).newDoubleBarrier(path, 2);
+    const late = suite.connect(conn.namespace).newDoubleBarrier(path, 2);
     await assert.rejects(late.enter(), TooManyParticipantsError);
-    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/waiters/`)).length, 2);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length, 2);
 
     // The Go participant dies inside; ours leaves once its key went with its lease (TTL 2 s).
     await go.kill();
@@ -227,18 +198,18 @@ void describe('Barrier and DoubleBarrier', () => {
     await withTimeout(a.leave(), testTimeout(10000), 'leave after the dead one expired');
     const took = performance.now() - started;
     assert.ok(took > 500, `leave waited for the dead participant (${took.toFixed(0)} ms)`);
-    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
   });
 
   void test('double barrier: aborted enter removes its key; lost key -> SessionLostError; misuse', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('dbar3');
     const a = conn.newDoubleBarrier(path, 2);
     await assert.rejects(a.leave(), InvalidStateError);
     const ac = new AbortController();
     const entering = a.enter({ signal: ac.signal });
     await waitFor(
-      async () => (await etcdctlDump(etcd.endpoints, `${path}/waiters/`)).length === 1,
+      async () => (await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length === 1,
       {
         timeoutMs: testTimeout(5000),
         message: 'waiting',
@@ -246,18 +217,18 @@ void describe('Barrier and DoubleBarrier', () => {
     );
     ac.abort();
     await assert.rejects(entering, AbortError);
-    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0);
 
     // A key deleted under a waiter: it says so instead of waiting on a key that no longer counts.
     const waiting = a.enter();
     const [kv] = await waitFor(
       async () => {
-        const kvs = await etcdctlDump(etcd.endpoints, `${path}/waiters/`);
+        const kvs = await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`);
         return kvs.length === 1 ? kvs : undefined;
       },
       { timeoutMs: testTimeout(5000), message: 'waiting again' },
     );
-    await client.delete().key(kv?.key ?? '');
+    await suite.client.delete().key(kv?.key ?? '');
     await assert.rejects(withTimeout(waiting, testTimeout(5000), 'enter'), SessionLostError);
     assert.throws(() => conn.newDoubleBarrier(path, 0), InvalidArgumentError);
     assert.throws(() => conn.newDoubleBarrier(path, 1.5), InvalidArgumentError);

@@ -5,72 +5,38 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import {
-  ClosedError,
-  EtcdConnector,
-  InvalidArgumentError,
-  ValueFormatError,
-} from '../src/index.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  withTimeout,
-  type EtcdCluster,
-  type FaultProxy,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { ClosedError, InvalidArgumentError, ValueFormatError } from '../src/index.js';
+import { startProxy, testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
 import { receiptStats } from '../src/engines/receipts.js';
 import { Child } from './fixtures/elector-harness.js';
 import { etcdctlDump } from './fixtures/etcdctl-dump.js';
 import { loseAnswer } from './fixtures/lose-answer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('Counter', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const conns: EtcdConnector[] = [];
-  const children: Child[] = [];
-  const proxies: FaultProxy[] = [];
+  const suite = etcdSuite();
   const dir = mkdtempSync(join(tmpdir(), 'etcdc-counter-'));
-
-  function connect(ns = uniqueName('cnt'), endpoints = etcd.endpoints, callTimeoutMs = 2000) {
-    const conn = new EtcdConnector(endpoints, ns, { callTimeoutMs });
-    conns.push(conn);
-    return conn;
-  }
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(children.map((c) => c.kill()));
-    await Promise.allSettled(conns.map((c) => c.close()));
-    await Promise.allSettled(proxies.map((p) => p.close()));
-    client.close();
-    await etcd.stop();
+  suite.defer(() => {
     rmSync(dir, { recursive: true, force: true });
   });
 
   void test('layout: one key = the integer in decimal, no lease; get/add/compareAndSet', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('cnt'));
     const path = conn.constructPath('stats', 'hits');
     const c = conn.newCounter(path);
     assert.equal(await c.get(), 0, 'missing reads as 0');
     assert.equal(await c.add(5), 5);
     assert.equal(await c.add(-7), -2);
     assert.deepEqual(
-      (await etcdctlDump(etcd.endpoints, path)).map((kv) => [kv.key, kv.value, kv.lease]),
+      (await etcdctlDump(suite.etcd.endpoints, path)).map((kv) => [kv.key, kv.value, kv.lease]),
       [[path, '-2', '']],
     );
     assert.equal(await c.compareAndSet(3, 10), false);
     assert.equal(await c.compareAndSet(-2, 10), true);
     assert.equal(await c.get(), 10);
     // Someone else writes: our cached view is stale, the swap still lands right.
-    await client.put(path).value('100');
+    await suite.client.put(path).value('100');
     assert.equal(await c.add(1), 101);
     assert.equal(await c.compareAndSet(100, 0), false, 'decided on a fresh read');
     // A counter that does not exist yet is 0 for compareAndSet too.
@@ -80,13 +46,13 @@ void describe('Counter', () => {
   });
 
   void test('bad values and input are typed errors', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('cnt'));
     const path = conn.constructPath('bad');
     const c = conn.newCounter(path);
-    await client.put(path).value('twelve');
+    await suite.client.put(path).value('twelve');
     await assert.rejects(c.get(), ValueFormatError);
     await assert.rejects(c.add(1), ValueFormatError);
-    await client.put(path).value(String(Number.MAX_SAFE_INTEGER));
+    await suite.client.put(path).value(String(Number.MAX_SAFE_INTEGER));
     await assert.rejects(c.add(1), ValueFormatError);
     await assert.rejects(c.add(1.5), InvalidArgumentError);
     await assert.rejects(c.add(Number.NaN), InvalidArgumentError);
@@ -97,20 +63,20 @@ void describe('Counter', () => {
   });
 
   void test('8 processes x 500 add(1) end at 4,000, every value returned once', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('cnt'));
     const path = conn.constructPath('contended');
     const workers = Array.from(
       { length: 8 },
       (_, i) =>
         new Child(`adder-${i}`, 'toolbox-worker', [
           'count',
-          etcd.endpoints.join(','),
+          suite.etcd.endpoints.join(','),
           conn.namespace,
           path,
           '500',
         ]),
     );
-    children.push(...workers);
+    for (const w of workers) suite.defer(() => w.kill());
     const done = await Promise.all(
       workers.map((w) =>
         w.waitLine(
@@ -135,9 +101,12 @@ void describe('Counter', () => {
   });
 
   void test('an add whose answer was lost lands exactly once (resolved by its receipt)', async () => {
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
-    proxies.push(proxy);
-    const conn = connect(uniqueName('cnt'), [proxy.endpoint], 500);
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    suite.defer(() => proxy.close());
+    const conn = suite.connect(uniqueName('cnt'), {
+      endpoints: [proxy.endpoint],
+      callTimeoutMs: 500,
+    });
     const path = conn.constructPath('lossy');
     const c = conn.newCounter(path);
     assert.equal(await c.add(1), 1);
@@ -148,6 +117,6 @@ void describe('Counter', () => {
     await loseAnswer(proxy);
     assert.equal(await withTimeout(adding, testTimeout(15000), 'add'), 2);
     assert.ok(receiptStats.applied > before.applied, 'found applied through the receipt');
-    assert.equal(Number(await client.get(path).string()), 2, 'applied once, not twice');
+    assert.equal(Number(await suite.client.get(path).string()), 2, 'applied once, not twice');
   });
 });

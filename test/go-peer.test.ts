@@ -4,32 +4,24 @@
  * `etcdctl get --prefix -w json`). docs/go-layouts.md records these layouts.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { etcdctlDump, type DumpedKv } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer, type GoPeerOptions } from './fixtures/go-peer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 type Kv = DumpedKv;
 
 void describe('Go peer (etcd 3.4 Go recipes)', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const peers: GoPeer[] = [];
+  const suite = etcdSuite();
 
   async function peer(options: Partial<GoPeerOptions> = {}): Promise<GoPeer> {
-    const p = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10, ...options });
-    peers.push(p);
+    const p = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10, ...options });
+    suite.defer(() => p.close());
     return p;
   }
 
-  const dump = (prefix: string): Promise<Kv[]> => etcdctlDump(etcd.endpoints, prefix);
+  const dump = (prefix: string): Promise<Kv[]> => etcdctlDump(suite.etcd.endpoints, prefix);
 
   /** Waits until the keys under `prefix` satisfy `check`; returns them. */
   function dumpUntil(prefix: string, check: (kvs: Kv[]) => boolean, what: string): Promise<Kv[]> {
@@ -44,23 +36,12 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
 
   /** etcd's current number of watchers (a gauge): tells when a Go waiter is really waiting. */
   async function watchers(): Promise<number> {
-    const endpoint = etcd.endpoints[0] ?? '';
+    const endpoint = suite.etcd.endpoints[0] ?? '';
     const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(2000) });
     const m = /^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await res.text());
     if (m?.[1] === undefined) throw new Error('etcd_debugging_mvcc_watcher_total not in /metrics');
     return Number(m[1]);
   }
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(peers.map((p) => p.close()));
-    client.close();
-    await etcd.stop();
-  });
 
   void test('mutex: key path/<leaseHex> = "", FIFO between Go peers, trylock, cancel', async () => {
     const path = uniqueName('gomutex');
@@ -237,7 +218,7 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     // Go's Wait watches from Get's header revision for a PUT then a DELETE of the key: when any
     // other write happened after Hold, it never sees the PUT and misses the release.
     await a.ok({ cmd: 'barrier.hold', path });
-    await client.put(uniqueName('unrelated')).value('x');
+    await suite.client.put(uniqueName('unrelated')).value('x');
     before = await watchers();
     const missed = b.begin({ cmd: 'barrier.wait', path, timeoutMs: 1500 });
     await waitFor(async () => (await watchers()) > before, {
@@ -386,8 +367,8 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     );
 
     // Go reads what another writer stored in the same format, and skips what is not JSON.
-    await client.put(`${target}/10.0.0.1:80`).value('{"Op":0,"Addr":"10.0.0.1:80"}');
-    await client.put(`${target}/garbage`).value('not json');
+    await suite.client.put(`${target}/10.0.0.1:80`).value('{"Op":0,"Addr":"10.0.0.1:80"}');
+    await suite.client.put(`${target}/garbage`).value('not json');
     const listed = await a.ok({ cmd: 'endpoints.list', path: target });
     assert.deepEqual(listed.endpoints, {
       [`${target}/127.0.0.1:5000`]: {
@@ -416,7 +397,7 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     const a = await peer();
     const from = `${ns}/a`;
     const to = `${ns}/b`;
-    await client.put(from).value('100');
+    await suite.client.put(from).value('100');
 
     let expectFrom = 100;
     for (const isolation of [

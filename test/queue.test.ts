@@ -2,69 +2,31 @@
 // recipes in the Go peer as producer and as consumer), FIFO / priority order, exactly one
 // consumer per item, no herd of waiting consumers, aborts and closes.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import {
-  AbortError,
-  ClosedError,
-  EtcdConnector,
-  InvalidArgumentError,
-  type Queue,
-} from '../src/index.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-  type FaultProxy,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { AbortError, ClosedError, InvalidArgumentError, type Queue } from '../src/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { ACTIVE, claimStats } from '../src/engines/claim-queue.js';
 import { etcdctlDump, etcdctlPut } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 import { loseAnswer } from './fixtures/lose-answer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('Queue and PriorityQueue', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const conns: EtcdConnector[] = [];
-  const peers: GoPeer[] = [];
-  const proxies: FaultProxy[] = [];
-
-  function connect(ns = uniqueName('q')): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 3000 });
-    conns.push(conn);
-    return conn;
-  }
+  const suite = etcdSuite({ connector: { callTimeoutMs: 3000 } });
 
   async function peer(): Promise<GoPeer> {
-    const p = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10 });
-    peers.push(p);
+    const p = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10 });
+    suite.defer(() => p.close());
     return p;
   }
 
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(conns.map((c) => c.close()));
-    await Promise.allSettled(peers.map((p) => p.close()));
-    await Promise.allSettled(proxies.map((p) => p.close()));
-    client.close();
-    await etcd.stop();
-  });
-
   void test('queue: Go layout path/<UnixNano> = value, no lease; FIFO; receipts beside it', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('q'));
     const path = conn.constructPath('jobs');
     const queue = conn.newQueue(path);
     const keys = [];
     for (const v of ['one', 'two', 'three']) keys.push(await queue.enqueue(v));
-    const kvs = await etcdctlDump(etcd.endpoints, `${path}/`);
+    const kvs = await etcdctlDump(suite.etcd.endpoints, `${path}/`);
     assert.deepEqual(
       kvs.map((kv) => [kv.key, kv.value, kv.lease]),
       [
@@ -75,7 +37,7 @@ void describe('Queue and PriorityQueue', () => {
     );
     for (const kv of kvs) assert.match(kv.key, new RegExp(String.raw`^${path}/\d{19}$`));
     const session = await conn.session({ ttl: 10 });
-    const receipts = await etcdctlDump(etcd.endpoints, conn.constructPath('__jobs.queue/'));
+    const receipts = await etcdctlDump(suite.etcd.endpoints, conn.constructPath('__jobs.queue/'));
     assert.ok(receipts.length >= 1);
     for (const kv of receipts) {
       assert.match(
@@ -89,11 +51,11 @@ void describe('Queue and PriorityQueue', () => {
       [await queue.dequeue(), await queue.dequeue(), await queue.dequeue()],
       ['one', 'two', 'three'],
     );
-    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0);
   });
 
   void test('queue: filled with etcdctl put in Go key form, consumed in mod-revision order', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('q'));
     const path = conn.constructPath('handmade');
     // Keys deliberately out of lexical order: Go's (and our) order is the mod revision.
     const puts: [string, string][] = [
@@ -101,7 +63,7 @@ void describe('Queue and PriorityQueue', () => {
       [`${path}/1795991798400000001`, 'second'],
       [`${path}/1795991798400000002`, 'third'],
     ];
-    for (const [k, v] of puts) await etcdctlPut(etcd.endpoints, k, v);
+    for (const [k, v] of puts) await etcdctlPut(suite.etcd.endpoints, k, v);
     const queue = conn.newQueue(path);
     const got = [];
     for (const _ of puts) got.push(await queue.dequeueItem());
@@ -112,7 +74,7 @@ void describe('Queue and PriorityQueue', () => {
   });
 
   void test('queue: a Go producer and our consumer, our producer and a Go consumer', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('q'));
     const path = conn.constructPath('mixed');
     const go = await peer();
     const queue = conn.newQueue(path);
@@ -135,8 +97,10 @@ void describe('Queue and PriorityQueue', () => {
   void test('queue: many consumers in several connectors, each item exactly once', async () => {
     const ns = uniqueName('q');
     const path = `/${ns}/many`;
-    const consumers = [connect(ns), connect(ns), connect(ns)].map((c) => c.newQueue(path));
-    const producer = connect(ns).newQueue(path);
+    const consumers = [suite.connect(ns), suite.connect(ns), suite.connect(ns)].map((c) =>
+      c.newQueue(path),
+    );
+    const producer = suite.connect(ns).newQueue(path);
     const n = 60;
     const got: string[] = [];
     const ac = new AbortController();
@@ -164,7 +128,8 @@ void describe('Queue and PriorityQueue', () => {
     assert.deepEqual(new Set(got).size, n);
     // Nobody waits: every line key is gone.
     await waitFor(
-      async () => (await etcdctlDump(etcd.endpoints, `/${ns}/__many.queue/line/`)).length === 0,
+      async () =>
+        (await etcdctlDump(suite.etcd.endpoints, `/${ns}/__many.queue/line/`)).length === 0,
       {
         timeoutMs: testTimeout(5000),
         message: 'line empty',
@@ -175,15 +140,16 @@ void describe('Queue and PriorityQueue', () => {
   void test('queue: no herd — an enqueue wakes at most ACTIVE of 8 waiting connectors, one claim', async () => {
     const ns = uniqueName('q');
     const path = `/${ns}/herd`;
-    const queues: Queue[] = Array.from({ length: 8 }, () => connect(ns).newQueue(path));
-    const producer = connect(ns).newQueue(path);
+    const queues: Queue[] = Array.from({ length: 8 }, () => suite.connect(ns).newQueue(path));
+    const producer = suite.connect(ns).newQueue(path);
     // Each of 8 connectors (8 sessions: 8 processes as etcd sees it) waits for one item.
     const got: string[] = [];
     const waits = queues.map(async (q) => {
       got.push(await q.dequeue());
     });
     await waitFor(
-      async () => (await etcdctlDump(etcd.endpoints, `/${ns}/__herd.queue/line/`)).length === 8,
+      async () =>
+        (await etcdctlDump(suite.etcd.endpoints, `/${ns}/__herd.queue/line/`)).length === 8,
       { timeoutMs: testTimeout(10000), message: '8 processes in line' },
     );
     const before = { ...claimStats };
@@ -209,19 +175,19 @@ void describe('Queue and PriorityQueue', () => {
     assert.deepEqual(new Set(got).size, 8);
     // Served processes leave the line (after a short linger).
     await waitFor(
-      async () => (await etcdctlDump(etcd.endpoints, `/${ns}/__herd.queue/line/`)).length === 0,
+      async () =>
+        (await etcdctlDump(suite.etcd.endpoints, `/${ns}/__herd.queue/line/`)).length === 0,
       { timeoutMs: testTimeout(5000), message: 'line empty' },
     );
   });
 
   void test('queue: a claim whose answer was lost is resolved: the item is delivered, once', async () => {
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
-    proxies.push(proxy);
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    suite.defer(() => proxy.close());
     const ns = uniqueName('q');
     const path = `/${ns}/lossy`;
-    const producer = connect(ns).newQueue(path);
-    const consumerConn = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 500 });
-    conns.push(consumerConn);
+    const producer = suite.connect(ns).newQueue(path);
+    const consumerConn = suite.connect(ns, { endpoints: [proxy.endpoint], callTimeoutMs: 500 });
     const consumer = consumerConn.newQueue(path);
     await producer.enqueue('x1');
     await producer.enqueue('x2');
@@ -234,14 +200,14 @@ void describe('Queue and PriorityQueue', () => {
     const item = await withTimeout(taking, testTimeout(15000), 'dequeue');
     assert.equal(item.value, 'x2');
     assert.ok(claimStats.resolved > before.resolved, 'resolved through the receipt');
-    assert.equal((await etcdctlDump(etcd.endpoints, `${path}/`)).length, 0);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0);
     // Nothing else comes out of the queue.
     await producer.enqueue('x3');
     assert.equal(await consumer.dequeue(), 'x3');
   });
 
   void test('queue: dequeue waits, aborts (AbortError), closes (ClosedError); bad input', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('q'));
     const path = conn.constructPath('idle');
     const queue = conn.newQueue(path);
     const ac = new AbortController();
@@ -263,7 +229,7 @@ void describe('Queue and PriorityQueue', () => {
   });
 
   void test('priority queue: Go layout path/<%05d>/<%016d> + __path/<%05d> markers; order', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('q'));
     const path = conn.constructPath('pq');
     const pq = conn.newPriorityQueue(path);
     const items: [string, number][] = [
@@ -281,7 +247,11 @@ void describe('Queue and PriorityQueue', () => {
       `${path}/00001/0000000000000001`,
     ]);
     assert.deepEqual(
-      (await etcdctlDump(etcd.endpoints, `${path}/`)).map((kv) => [kv.key, kv.value, kv.lease]),
+      (await etcdctlDump(suite.etcd.endpoints, `${path}/`)).map((kv) => [
+        kv.key,
+        kv.value,
+        kv.lease,
+      ]),
       [
         [`${path}/00001/0000000000000000`, 'high', ''],
         [`${path}/00001/0000000000000001`, 'high-2', ''],
@@ -290,7 +260,11 @@ void describe('Queue and PriorityQueue', () => {
       ],
     );
     assert.deepEqual(
-      (await etcdctlDump(etcd.endpoints, `__${path}/`)).map((kv) => [kv.key, kv.value, kv.lease]),
+      (await etcdctlDump(suite.etcd.endpoints, `__${path}/`)).map((kv) => [
+        kv.key,
+        kv.value,
+        kv.lease,
+      ]),
       [
         [`__${path}/00001`, '', ''],
         [`__${path}/00005`, '', ''],
@@ -306,7 +280,7 @@ void describe('Queue and PriorityQueue', () => {
   });
 
   void test('priority queue: Go and ours produce at once at one priority, consume across', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('q'));
     const path = conn.constructPath('pqmix');
     const go = await peer();
     const pq = conn.newPriorityQueue(path);
@@ -322,7 +296,7 @@ void describe('Queue and PriorityQueue', () => {
     ]);
     await pq.enqueue('urgent', 0);
     await go.ok({ cmd: 'pqueue.enqueue', path, value: 'go-urgent', priority: 0 });
-    const kvs = await etcdctlDump(etcd.endpoints, `${path}/`);
+    const kvs = await etcdctlDump(suite.etcd.endpoints, `${path}/`);
     assert.equal(kvs.length, 32, 'no item overwritten');
     assert.equal((await go.ok({ cmd: 'pqueue.dequeue', path })).value, 'urgent');
     assert.equal(await pq.dequeue(), 'go-urgent');

@@ -2,8 +2,7 @@
 // until commit with the read set prefetched, typed errors, interop with Go's own STM on the same
 // accounts, and a commit whose answer was lost applied exactly once.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import {
   AbortError,
   EtcdConnector,
@@ -13,44 +12,14 @@ import {
   type Isolation,
   type StmTx,
 } from '../src/index.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  withTimeout,
-  type EtcdCluster,
-  type FaultProxy,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
 import { receiptStats } from '../src/engines/receipts.js';
-import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+import { startGoPeer } from './fixtures/go-peer.js';
 import { loseAnswer } from './fixtures/lose-answer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('STM (conn.stm)', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  const conns: EtcdConnector[] = [];
-  const peers: GoPeer[] = [];
-  const proxies: FaultProxy[] = [];
-
-  function connect(endpoints = etcd.endpoints, callTimeoutMs = 2000): EtcdConnector {
-    const conn = new EtcdConnector(endpoints, uniqueName('stm'), { callTimeoutMs });
-    conns.push(conn);
-    return conn;
-  }
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(conns.map((c) => c.close()));
-    await Promise.allSettled(peers.map((p) => p.close()));
-    await Promise.allSettled(proxies.map((p) => p.close()));
-    client.close();
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   /** A transfer of `amount` from `a` to `b` (balances as decimal strings, missing = 0). */
   const transfer =
@@ -64,15 +33,15 @@ void describe('STM (conn.stm)', () => {
     };
 
   void test('commits reads and writes; reads see own writes; delete; result and revision', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('stm'));
     const a = conn.constructPath('a');
     const b = conn.constructPath('b');
-    await client.put(a).value('100');
+    await suite.client.put(a).value('100');
     const res = await conn.stm(transfer(a, b, 30));
     assert.deepEqual([res.result, res.attempts], [70, 1]);
-    assert.equal(await client.get(a).string(), '70');
-    assert.equal(await client.get(b).string(), '30');
-    assert.equal((await client.get(b).exec()).kvs[0]?.mod_revision, res.revision);
+    assert.equal(await suite.client.get(a).string(), '70');
+    assert.equal(await suite.client.get(b).string(), '30');
+    assert.equal((await suite.client.get(b).exec()).kvs[0]?.mod_revision, res.revision);
     const seen = await conn.stm(async (tx) => {
       tx.put(a, 'x');
       const own = await tx.get(a);
@@ -80,7 +49,7 @@ void describe('STM (conn.stm)', () => {
       return [own, await tx.get(b), await tx.rev(conn.constructPath('none'))];
     });
     assert.deepEqual(seen.result, ['x', undefined, '0']);
-    assert.equal(await client.get(b).string(), null);
+    assert.equal(await suite.client.get(b).string(), null);
   });
 
   /**
@@ -110,13 +79,13 @@ void describe('STM (conn.stm)', () => {
   }
 
   void test("isolation levels conflict exactly where Go's do", async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('stm'));
     const r = conn.constructPath('r');
     const w = conn.constructPath('w');
-    await client.put(r).value('0');
-    await client.put(w).value('0');
+    await suite.client.put(r).value('0');
+    await suite.client.put(w).value('0');
     const touch = (k: string) => async () => {
-      await client.put(k).value(uniqueName('v'));
+      await suite.client.put(k).value(uniqueName('v'));
     };
     // A read key changed: every level but read-committed retries.
     for (const [iso, attempts] of [
@@ -139,11 +108,11 @@ void describe('STM (conn.stm)', () => {
   });
 
   void test('serializable reads all come from the first read revision; retries are prefetched', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('stm'));
     const x = conn.constructPath('x');
     const y = conn.constructPath('y');
-    await client.put(x).value('1');
-    await client.put(y).value('1');
+    await suite.client.put(x).value('1');
+    await suite.client.put(y).value('1');
     let first = true;
     const seen: (string | undefined)[][] = [];
     const res = await conn.stm(async (tx) => {
@@ -151,8 +120,8 @@ void describe('STM (conn.stm)', () => {
       if (first) {
         first = false;
         // Both change after our first read: the snapshot still shows y as it was.
-        await client.put(x).value('2');
-        await client.put(y).value('2');
+        await suite.client.put(x).value('2');
+        await suite.client.put(y).value('2');
       }
       const vy = await tx.get(y);
       seen.push([vx, vy]);
@@ -166,30 +135,30 @@ void describe('STM (conn.stm)', () => {
   });
 
   void test('retried until it commits: 8 concurrent transfers on one pair keep the total', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('stm'));
     const a = conn.constructPath('a');
     const b = conn.constructPath('b');
-    await client.put(a).value('1000');
-    await client.put(b).value('0');
+    await suite.client.put(a).value('1000');
+    await suite.client.put(b).value('0');
     const results = await Promise.all(
       Array.from({ length: 8 }, () =>
         Promise.all(Array.from({ length: 10 }, () => conn.stm(transfer(a, b, 1)))),
       ),
     );
     assert.equal(results.flat().length, 80);
-    assert.equal(await client.get(a).string(), '920');
-    assert.equal(await client.get(b).string(), '80');
+    assert.equal(await suite.client.get(a).string(), '920');
+    assert.equal(await suite.client.get(b).string(), '80');
   });
 
   void test('typed errors: abort after conflicts, maxAttempts, fn throws, stale tx, bad input', async () => {
-    const conn = connect();
+    const conn = suite.connect(uniqueName('stm'));
     const k = conn.constructPath('k');
     const ac = new AbortController();
     // Always conflicting: a write to the read key during every attempt.
     const always = conn.stm(
       async (tx) => {
         await tx.get(k);
-        await client.put(k).value(uniqueName('v'));
+        await suite.client.put(k).value(uniqueName('v'));
         tx.put(k, 'mine');
       },
       { signal: ac.signal },
@@ -208,7 +177,7 @@ void describe('STM (conn.stm)', () => {
       conn.stm(
         async (tx) => {
           await tx.get(k);
-          await client.put(k).value(uniqueName('v'));
+          await suite.client.put(k).value(uniqueName('v'));
           tx.put(k, 'mine');
         },
         { maxAttempts: 3 },
@@ -249,13 +218,13 @@ void describe('STM (conn.stm)', () => {
   });
 
   void test("interop: Go's STM and ours transfer on the same accounts; totals match", async () => {
-    const conn = connect();
-    const go = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10 });
-    peers.push(go);
+    const conn = suite.connect(uniqueName('stm'));
+    const go = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10 });
+    suite.defer(() => go.close());
     const a = conn.constructPath('acct', 'alice');
     const b = conn.constructPath('acct', 'bob');
-    await client.put(a).value('500');
-    await client.put(b).value('500');
+    await suite.client.put(a).value('500');
+    await suite.client.put(b).value('500');
     let moved = 0;
     await Promise.all([
       (async () => {
@@ -272,17 +241,20 @@ void describe('STM (conn.stm)', () => {
         }
       })(),
     ]);
-    assert.equal(Number(await client.get(a).string()), 500 - moved);
-    assert.equal(Number(await client.get(b).string()), 500 + moved);
+    assert.equal(Number(await suite.client.get(a).string()), 500 - moved);
+    assert.equal(Number(await suite.client.get(b).string()), 500 + moved);
   });
 
   void test('a commit whose answer was lost is applied exactly once', async () => {
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
-    proxies.push(proxy);
-    const conn = connect([proxy.endpoint], 500);
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    suite.defer(() => proxy.close());
+    const conn = suite.connect(uniqueName('stm'), {
+      endpoints: [proxy.endpoint],
+      callTimeoutMs: 500,
+    });
     const a = conn.constructPath('a');
     const b = conn.constructPath('b');
-    await client.put(a).value('100');
+    await suite.client.put(a).value('100');
     await conn.stm(transfer(a, b, 1)); // session and receipt in place
     const before = { ...receiptStats };
     let runs = 0;
@@ -298,7 +270,7 @@ void describe('STM (conn.stm)', () => {
     const res = await withTimeout(pending, testTimeout(15000), 'stm');
     assert.ok(receiptStats.applied > before.applied, 'found applied through the receipt');
     assert.equal(res.attempts, 1);
-    assert.equal(await client.get(a).string(), '89');
-    assert.equal(await client.get(b).string(), '11');
+    assert.equal(await suite.client.get(a).string(), '89');
+    assert.equal(await suite.client.get(b).string(), '11');
   });
 });

@@ -15,18 +15,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import { EtcdConnector, EtcdConnectorError, type ObserverChange } from '../src/index.js';
-import {
-  startEtcdCluster,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { Child } from './fixtures/elector-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -75,29 +68,15 @@ async function history(
 }
 
 void describe('toolbox under faults (3-member cluster, child processes)', () => {
-  let cluster: EtcdCluster;
-  let client: Etcd3;
-  const children: Child[] = [];
-  const conns: EtcdConnector[] = [];
+  const suite = etcdSuite({ members: 3 });
   const dir = mkdtempSync(join(tmpdir(), 'etcdc-toolbox-faults-'));
-
-  before(async () => {
-    cluster = await startEtcdCluster(3);
-    client = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    await Promise.allSettled(children.map((c) => c.kill()));
-    await Promise.allSettled(conns.map((c) => c.close()));
-    client.close();
-    await cluster.stop();
+  suite.defer(() => {
     rmSync(dir, { recursive: true, force: true });
   });
 
   void test('queue: 4 consumers x 1,000 items with kill -9 and SIGSTOP -> each item exactly once', async () => {
     const ns = uniqueName('qf');
-    const conn = new EtcdConnector(cluster.endpoints, ns, { callTimeoutMs: 2000 });
-    conns.push(conn);
+    const conn = suite.connect(ns);
     const path = conn.constructPath('jobs');
     const TOTAL = 4000;
     const TTL = 2;
@@ -107,19 +86,19 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
       const log = join(dir, `consumer-${generation++}.log`);
       const child = new Child(`consumer-${generation}`, 'toolbox-worker', [
         'consume',
-        cluster.endpoints.join(','),
+        suite.etcd.endpoints.join(','),
         ns,
         path,
         log,
         String(TTL),
       ]);
-      children.push(child);
+      suite.defer(() => child.kill());
       consumers.set(child, { log, killed: false });
       await child.waitLine((l) => l.event === 'started', 'started');
       return child;
     };
     const live = await Promise.all([0, 1, 2, 3].map(() => spawnConsumer()));
-    const startRevision = Number((await client.get(path).exec()).header.revision);
+    const startRevision = Number((await suite.client.get(path).exec()).header.revision);
 
     const producer = conn.newQueue(path);
     let enqueued = 0;
@@ -144,13 +123,13 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
     // lease survives) or 3 s (the lease, its receipts and its place in line expire meanwhile).
     let kills = 0;
     let stops = 0;
-    const remaining = async (): Promise<number> => client.getAll().prefix(`${path}/`).count();
+    const remaining = async (): Promise<number> => suite.client.getAll().prefix(`${path}/`).count();
     let memberKills = 0;
     for (let round = 0; round < 8; round++) {
       await sleep(400 + Math.random() * 400);
       if (round === 4) {
         // And an etcd member, the leader, dies and comes back while claims are in flight.
-        const leader = await cluster.leader();
+        const leader = await suite.etcd.leader();
         await leader.kill();
         await sleep(1000);
         await leader.restart();
@@ -259,11 +238,10 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
 
   void test('stm: 8 workers transfer between 10 accounts while members die -> total and balances exact', async () => {
     const ns = uniqueName('bank');
-    const conn = new EtcdConnector(cluster.endpoints, ns, { callTimeoutMs: 2000 });
-    conns.push(conn);
+    const conn = suite.connect(ns);
     const prefix = conn.constructPath('acct');
     const ACCOUNTS = 10;
-    for (let i = 0; i < ACCOUNTS; i++) await client.put(`${prefix}/${i}`).value('100');
+    for (let i = 0; i < ACCOUNTS; i++) await suite.client.put(`${prefix}/${i}`).value('100');
     const isolations = ['serializable-snapshot', 'serializable', 'repeatable-reads'];
     const logs: string[] = [];
     const workers = Array.from({ length: 8 }, (_, i) => {
@@ -271,7 +249,7 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
       logs.push(log);
       const child = new Child(`bank-${i}`, 'toolbox-worker', [
         'bank',
-        cluster.endpoints.join(','),
+        suite.etcd.endpoints.join(','),
         ns,
         prefix,
         String(ACCOUNTS),
@@ -279,7 +257,7 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
         isolations[i % isolations.length] ?? 'serializable-snapshot',
         log,
       ]);
-      children.push(child);
+      suite.defer(() => child.kill());
       return child;
     });
     const done = Promise.all(
@@ -301,7 +279,7 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
     const watching = (async () => {
       while (!state.finished) {
         try {
-          const all = await client.getAll().prefix(`${prefix}/`).strings();
+          const all = await suite.client.getAll().prefix(`${prefix}/`).strings();
           totals.push(Object.values(all).reduce((s, v) => s + Number(v), 0));
         } catch {
           // a member is down: read again
@@ -314,8 +292,8 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
     for (const pick of ['leader', 'follower'] as const) {
       await sleep(1500);
       if (state.finished) break;
-      const leader = await cluster.leader();
-      const victim = pick === 'leader' ? leader : cluster.members.find((m) => m !== leader);
+      const leader = await suite.etcd.leader();
+      const victim = pick === 'leader' ? leader : suite.etcd.members.find((m) => m !== leader);
       assert.ok(victim !== undefined);
       await victim.kill();
       await sleep(1500);
@@ -325,7 +303,7 @@ void describe('toolbox under faults (3-member cluster, child processes)', () => 
     await watching;
     for (const { line } of results) assert.equal(line.event, 'done', JSON.stringify(line));
 
-    const balances = await client.getAll().prefix(`${prefix}/`).strings();
+    const balances = await suite.client.getAll().prefix(`${prefix}/`).strings();
     const expected = new Array<number>(ACCOUNTS).fill(100);
     let transfers = 0;
     for (const log of logs) {
