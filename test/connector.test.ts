@@ -2,19 +2,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import * as errors from '../src/errors.js';
 import { EtcdConnector, LEStatus, prepareEndpointList } from '../src/index.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const CLOSE_EXITS = fileURLToPath(new URL('./fixtures/close-exits.js', import.meta.url));
 const EP = ['http://127.0.0.1:2379'];
@@ -187,19 +179,11 @@ void describe('errors', () => {
 });
 
 void describe('EtcdConnector with etcd', () => {
-  let etcd: EtcdCluster;
-
-  before(async () => {
-    etcd = await startEtcd();
-  });
-
-  after(async () => {
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   void test('after conn.close() a Node process exits by itself', async () => {
     const ns = uniqueName('close');
-    const child = spawn(process.execPath, [CLOSE_EXITS, etcd.endpoints.join(','), ns], {
+    const child = spawn(process.execPath, [CLOSE_EXITS, suite.etcd.endpoints.join(','), ns], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -219,12 +203,7 @@ void describe('EtcdConnector with etcd', () => {
       .map((l) => (JSON.parse(l) as { step: string }).step);
     assert.deepEqual(steps, ['health healthy', 'used', 'closed']);
     // close() deleted the ephemeral key and revoked the lease of the watched key.
-    const client = new Etcd3({ hosts: etcd.endpoints });
-    try {
-      assert.deepEqual(await client.getAll().prefix(`/${ns}/`).keys(), [`/${ns}/plain`]);
-    } finally {
-      client.close();
-    }
+    assert.deepEqual(await suite.client.getAll().prefix(`/${ns}/`).keys(), [`/${ns}/plain`]);
   });
 
   void test('close() racing the proxy closing is final: bounded, and nothing runs afterwards', async () => {
@@ -242,7 +221,7 @@ void describe('EtcdConnector with etcd', () => {
     const closed: EtcdConnector[] = [];
     try {
       for (let round = 0; round < 12; round++) {
-        const proxy = await startProxy(etcd.endpoints[0] ?? '');
+        const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
         const conn = new EtcdConnector([proxy.endpoint], uniqueName('race'), {
           dialTimeoutMs: 500,
           callTimeoutMs: 1000,

@@ -3,19 +3,14 @@
 // its session reference (the shared lease is revoked once nothing uses it). Ones still alive are
 // closed by conn.close() as before.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Etcd3 } from 'etcd3';
 import { ClosedError, EtcdConnector } from '../src/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -29,22 +24,11 @@ async function leaseCount(client: Etcd3): Promise<number> {
 }
 
 void describe('recipes dropped without close()', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    client.close();
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   test('are collected after their calls, and release their session', async () => {
     const ns = uniqueName('drop');
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
+    const conn = new EtcdConnector(suite.etcd.endpoints, ns, { callTimeoutMs: 2000 });
     try {
       /** Uses one of each kind per round and keeps nothing but weak references. */
       const useAndDrop = async (): Promise<WeakRef<object>[]> => {
@@ -72,7 +56,7 @@ void describe('recipes dropped without close()', () => {
         return refs;
       };
       const refs = await useAndDrop();
-      assert.ok((await leaseCount(client)) > 0, 'the counter and queue held a session');
+      assert.ok((await leaseCount(suite.client)) > 0, 'the counter and queue held a session');
       await waitFor(
         async () => {
           await tick();
@@ -86,7 +70,7 @@ void describe('recipes dropped without close()', () => {
         },
       );
       // Their session references went with them: the shared lease is revoked.
-      await waitFor(async () => (await leaseCount(client)) === 0, {
+      await waitFor(async () => (await leaseCount(suite.client)) === 0, {
         timeoutMs: testTimeout(10000),
         intervalMs: 50,
         message: 'the shared session revoked once no dropped recipe held it',

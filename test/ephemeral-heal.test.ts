@@ -5,8 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { describe, test } from 'node:test';
 import {
   EtcdConnector,
   KeyChangedError,
@@ -17,15 +16,14 @@ import {
 } from '../src/index.js';
 import {
   findEtcdBinary,
-  startEtcd,
   startProxy,
   testTimeout,
   uniqueName,
   waitFor,
   withTimeout,
-  type EtcdCluster,
 } from '../src/testing/index.js';
 import { killOwner, startOwner, type Line, type Owner } from './fixtures/eph-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -85,25 +83,14 @@ function revisionOf(json: string): number {
 }
 
 void describe('EphemeralKey heals itself', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
+  const suite = etcdSuite();
   const etcdctlBin = findEtcdBinary('etcdctl');
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    client.close();
-    await etcd.stop();
-  });
 
   /** Runs the real etcdctl against the test's etcd; resolves with its stdout. */
   async function etcdctl(...args: string[]): Promise<string> {
     const { stdout } = await execFileAsync(
       etcdctlBin,
-      [`--endpoints=${etcd.endpoints.join(',')}`, ...args],
+      [`--endpoints=${suite.etcd.endpoints.join(',')}`, ...args],
       { env: { ...process.env, ETCDCTL_API: '3' }, timeout: testTimeout(10000) },
     );
     return stdout;
@@ -118,7 +105,7 @@ void describe('EphemeralKey heals itself', () => {
   }
 
   async function kv(key: string): Promise<Kv | undefined> {
-    const found = (await client.get(key).exec()).kvs[0];
+    const found = (await suite.client.get(key).exec()).kvs[0];
     if (found === undefined) return undefined;
     return {
       value: found.value.toString(),
@@ -161,7 +148,7 @@ void describe('EphemeralKey heals itself', () => {
     complete: (changes: Change[]) => boolean,
   ): Promise<Change[]> {
     const changes: Change[] = [];
-    const watcher = await client.watch().key(key).startRevision(String(from)).create();
+    const watcher = await suite.client.watch().key(key).startRevision(String(from)).create();
     try {
       watcher.on('data', (res) => {
         for (const e of res.events) {
@@ -183,7 +170,7 @@ void describe('EphemeralKey heals itself', () => {
     return changes;
   }
 
-  function connect(ns: string, endpoints: readonly string[] = etcd.endpoints): EtcdConnector {
+  function connect(ns: string, endpoints: readonly string[] = suite.etcd.endpoints): EtcdConnector {
     return new EtcdConnector(endpoints, ns, { callTimeoutMs: 2000, watchSilenceMs: 300 });
   }
 
@@ -344,7 +331,7 @@ void describe('EphemeralKey heals itself', () => {
     const errors = new Log(await eph.create('ours', 5));
     const before = await kv(eph.key);
 
-    const second = startOwner([etcd.endpoints.join(','), ns, eph.key, 'intruder', '5']);
+    const second = startOwner([suite.etcd.endpoints.join(','), ns, eph.key, 'intruder', '5']);
     t.after(() => killOwner(second));
     const refused = await second.next('create-failed', 'the second process to be refused');
     assert.equal(refused.name, 'KeyExistsError');
@@ -364,7 +351,7 @@ void describe('EphemeralKey heals itself', () => {
   void test('two processes with the same key do not flap it: its revision stays put for 10 s', async (t) => {
     const ns = uniqueName('heal');
     const key = `/${ns}/shared`;
-    const args = [etcd.endpoints.join(','), ns, key];
+    const args = [suite.etcd.endpoints.join(','), ns, key];
     // TTL 10: A's lease outlives the short stop below.
     const a = startOwner([...args, 'A', '10']);
     const b = startOwner([...args, 'B', '10', 'wait']);
@@ -490,7 +477,7 @@ void describe('EphemeralKey heals itself', () => {
     const eph = conn.newEphemeralKey(conn.constructPath('k'));
     for (let i = 0; i < 12; i++) {
       const errors = new Log(await eph.create(`v${i}`, 5));
-      const removed = client.delete().key(eph.key).exec();
+      const removed = suite.client.delete().key(eph.key).exec();
       if (i % 3 === 1) await removed;
       if (i % 3 === 2) {
         await removed;
@@ -531,7 +518,7 @@ void describe('EphemeralKey heals itself', () => {
 
   void test('history compacted while cut off: the key reads itself again and puts itself back', async (t) => {
     const ns = uniqueName('heal');
-    const target = etcd.endpoints[0];
+    const target = suite.etcd.endpoints[0];
     assert.ok(target !== undefined);
     const proxy = await startProxy(target);
     const conn = connect(ns, [proxy.endpoint]);

@@ -1,41 +1,23 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3, type IKeyValue } from 'etcd3';
+import { describe, test } from 'node:test';
+import type { IKeyValue } from 'etcd3';
 import { EtcdConnector, type EphemeralKey } from '../src/index.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { killOwner, startOwner } from './fixtures/eph-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('EphemeralKey', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
-  });
-
-  after(async () => {
-    client.close();
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   /** The key's record, with its lease in hex (as `eph.leaseId` reports it). */
   async function kv(key: string): Promise<IKeyValue | undefined> {
-    const res = await client.get(key).exec();
+    const res = await suite.client.get(key).exec();
     const found = res.kvs[0];
     return found === undefined ? undefined : { ...found, lease: BigInt(found.lease).toString(16) };
   }
 
   function connect(ns: string): EtcdConnector {
-    return new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 3000 });
+    return new EtcdConnector(suite.etcd.endpoints, ns, { callTimeoutMs: 3000 });
   }
 
   void test('create, update, delete (gone at once), create again', async (t) => {
@@ -136,7 +118,7 @@ void describe('EphemeralKey', () => {
       await eph.delete();
       await eph.delete();
     }
-    const written = await client.getAll().prefix(`/${ns}`).keys();
+    const written = await suite.client.getAll().prefix(`/${ns}`).keys();
     assert.deepEqual(written, []);
   });
 
@@ -164,13 +146,13 @@ void describe('EphemeralKey', () => {
     assert.ok(err instanceof Error);
     assert.equal((err as { retryable?: boolean }).retryable, true, String(err));
     assert.equal(unreachable.state, 'idle');
-    assert.deepEqual(await client.getAll().prefix(`/${ns}`).keys(), []);
+    assert.deepEqual(await suite.client.getAll().prefix(`/${ns}`).keys(), []);
   });
 
   void test('SIGSTOP of the owner past its TTL: the key goes; on SIGCONT the owner reports the loss and the key comes back', async (t) => {
     const ns = uniqueName('eph');
     const key = `/${ns}/owner`;
-    const owner = startOwner([etcd.endpoints.join(','), ns, key, 'here', '2']);
+    const owner = startOwner([suite.etcd.endpoints.join(','), ns, key, 'here', '2']);
     t.after(() => killOwner(owner));
     const created = await owner.next('created', 'the child to create its key');
     assert.equal((await kv(key))?.lease, created.lease);
@@ -205,7 +187,7 @@ void describe('EphemeralKey', () => {
     const ns = uniqueName('eph');
     const key = `/${ns}/owner`;
     const ttl = 2;
-    const owner = startOwner([etcd.endpoints.join(','), ns, key, 'here', String(ttl)]);
+    const owner = startOwner([suite.etcd.endpoints.join(','), ns, key, 'here', String(ttl)]);
     t.after(() => killOwner(owner));
     await owner.next('created', 'the child to create its key');
     assert.ok((await kv(key)) !== undefined);
@@ -222,7 +204,7 @@ void describe('EphemeralKey', () => {
 
   void test('S7: blackhole past the TTL: loss reported, the key comes back under a new lease once the network returns', async (t) => {
     const ns = uniqueName('eph');
-    const target = etcd.endpoints[0];
+    const target = suite.etcd.endpoints[0];
     assert.ok(target !== undefined);
     const proxy = await startProxy(target);
     const conn = new EtcdConnector([proxy.endpoint], ns, { callTimeoutMs: 1000 });
@@ -278,7 +260,7 @@ void describe('EphemeralKey', () => {
     const first = eph.leaseId;
     assert.ok(first !== undefined);
     // Someone revokes our lease behind our back: etcd deletes the key, the session learns it.
-    await client.leaseClient.leaseRevoke({ ID: BigInt('0x' + first).toString() });
+    await suite.client.leaseClient.leaseRevoke({ ID: BigInt('0x' + first).toString() });
     const it = errors[Symbol.asyncIterator]();
     const next = await withTimeout(it.next(), testTimeout(10000), 'the loss report');
     assert.equal(next.done, false);

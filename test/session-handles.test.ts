@@ -3,7 +3,7 @@
 // close() never revoked; a campaign whose session closed said nothing; the tracker's paged listing
 // had no retry for a compaction between pages.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import {
@@ -16,16 +16,9 @@ import {
 import { Session } from '../src/session/session.js';
 import { LINGER_MS } from '../src/session/session-pool.js';
 import { FailureMemory } from '../src/transport/rpc.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { Recorder } from './fixtures/faults-kit.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Remaining TTL of a lease (hex id) as etcd sees it; -1 when it does not exist. */
 async function remainingTtl(client: Etcd3, hex: string): Promise<number> {
@@ -39,20 +32,9 @@ async function remainingTtl(client: Etcd3, hex: string): Promise<number> {
 const isLeader = (e: LeaderEvent): boolean => e.status === LEStatus.Leader;
 
 void describe('session handles', () => {
-  let etcd: EtcdCluster;
-  let direct: Etcd3;
-
-  before(async () => {
-    etcd = await startEtcd();
-    direct = new Etcd3({ hosts: etcd.endpoints });
-  });
-  after(async () => {
-    direct.close();
-    await etcd.stop();
-  });
-
+  const suite = etcdSuite();
   function connect(t: { after(fn: () => Promise<void>): void }): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, uniqueName('sh'), { callTimeoutMs: 2000 });
+    const conn = new EtcdConnector(suite.etcd.endpoints, uniqueName('sh'), { callTimeoutMs: 2000 });
     t.after(() => conn.close());
     return conn;
   }
@@ -70,7 +52,7 @@ void describe('session handles', () => {
       await s.close();
       await s.close();
     }
-    assert.ok((await remainingTtl(direct, lease)) > 0, 'the lease lives on');
+    assert.ok((await remainingTtl(suite.client, lease)) > 0, 'the lease lives on');
     assert.equal(elector.isLeader, true);
     assert.equal(await elector.getLeader(), 'a');
     assert.deepEqual(
@@ -79,7 +61,7 @@ void describe('session handles', () => {
       'no event after the handle went',
     );
     await elector.stop();
-    assert.equal(await remainingTtl(direct, lease), -1, 'the last holder revokes');
+    assert.equal(await remainingTtl(suite.client, lease), -1, 'the last holder revokes');
   });
 
   void test('a session only recipes used outlives its last release a moment: locks in a row keep one lease', async (t) => {
@@ -91,8 +73,11 @@ void describe('session handles', () => {
     assert.equal(again.key, first.key, 'the same lease: no grant and revoke around each lock');
     await again.unlock();
     const lease = again.key.slice(again.key.lastIndexOf('/') + 1);
-    assert.ok((await remainingTtl(direct, lease)) > 0, 'kept a moment after the last release');
-    await waitFor(async () => (await remainingTtl(direct, lease)) === -1, {
+    assert.ok(
+      (await remainingTtl(suite.client, lease)) > 0,
+      'kept a moment after the last release',
+    );
+    await waitFor(async () => (await remainingTtl(suite.client, lease)) === -1, {
       timeoutMs: testTimeout(LINGER_MS + 3000),
       intervalMs: 100,
       message: 'revoked once the moment passed',
@@ -112,7 +97,7 @@ void describe('session handles', () => {
     assert.equal(bound.fencingToken?.key.endsWith(s.leaseId), true);
 
     const from = rec.items.length;
-    await direct.leaseClient.leaseRevoke({ ID: s.leaseIdDecimal });
+    await suite.client.leaseClient.leaseRevoke({ ID: s.leaseIdDecimal });
     // Its key goes first (NotLeaderError), then the session learns that the lease is gone.
     const lost = await rec.next((e) => e.error instanceof SessionLostError, 'the loss', from);
     assert.equal(lost.item.status, LEStatus.Follower);
@@ -135,7 +120,7 @@ void describe('session handles', () => {
     const eph = conn.newEphemeralKey(conn.constructPath('k'));
     const errors = new Recorder(await eph.create('v', 5, { session: s }));
     assert.equal(eph.leaseId, s.leaseId);
-    await direct.leaseClient.leaseRevoke({ ID: s.leaseIdDecimal });
+    await suite.client.leaseClient.leaseRevoke({ ID: s.leaseIdDecimal });
     const reported = await errors.next(() => true, 'the loss on the error stream');
     assert.ok(reported.item instanceof SessionLostError, String(reported.item));
     await withTimeout(errors.ended, testTimeout(5000), 'the error stream to end');
@@ -143,7 +128,7 @@ void describe('session handles', () => {
       timeoutMs: testTimeout(5000),
       message: 'the key back to idle',
     });
-    assert.equal((await direct.get(eph.key).exec()).kvs.length, 0, 'not put back');
+    assert.equal((await suite.client.get(eph.key).exec()).kvs.length, 0, 'not put back');
   });
 
   void test('a handle from another connector is refused before any I/O', async (t) => {
@@ -161,27 +146,27 @@ void describe('session handles', () => {
   });
 
   void test('orphan() then close() revokes (as Go: Close after Orphan)', async () => {
-    const session = await Session.grant(direct, 5, {
+    const session = await Session.grant(suite.client, 5, {
       callTimeoutMs: 2000,
       failures: new FailureMemory(),
     });
     session.orphan();
     assert.equal(session.state, 'closed');
-    assert.ok((await remainingTtl(direct, session.leaseIdHex)) > 0, 'orphaned: not revoked');
+    assert.ok((await remainingTtl(suite.client, session.leaseIdHex)) > 0, 'orphaned: not revoked');
     await session.close();
-    assert.equal(await remainingTtl(direct, session.leaseIdHex), -1, 'close revokes');
+    assert.equal(await remainingTtl(suite.client, session.leaseIdHex), -1, 'close revokes');
   });
 
   void test('the tracker lists through a compaction between its pages', async (t) => {
     // Behind a proxy that delays every packet, a one-key-per-page listing of 40 keys takes
     // seconds: a compaction lands between its pages for sure.
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('sh'), { callTimeoutMs: 5000 });
     t.after(() => conn.close());
     const path = conn.constructPath('svc');
     for (let i = 0; i < 40; i++) {
-      await direct.put(`${path}/i${String(i).padStart(2, '0')}`).value(`v${i}`);
+      await suite.client.put(`${path}/i${String(i).padStart(2, '0')}`).value(`v${i}`);
     }
     proxy.delay(25);
     const tracker = conn.newServiceTracker(path, { pageSize: 1 });
@@ -189,9 +174,9 @@ void describe('session handles', () => {
     // The fault's timing (a few pages in), not a wait for a result.
     await sleep(400);
     assert.equal(rec.items.length, 0, 'still listing');
-    const res = await direct.put(conn.constructPath('churn')).value('x').exec();
+    const res = await suite.client.put(conn.constructPath('churn')).value('x').exec();
     const compactAt = Number(res.header.revision);
-    await direct.kv.compact({ revision: compactAt });
+    await suite.client.kv.compact({ revision: compactAt });
     const first = await rec.next(() => true, 'the first map', 0, 30_000);
     // Without the retry the listing would fail on the compacted revision and end the tracker.
     assert.equal(first.item.error, undefined);
@@ -203,17 +188,9 @@ void describe('session handles', () => {
 });
 
 void describe('conn.status()', () => {
-  let etcd: EtcdCluster;
-
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    await etcd.stop();
-  });
-
+  const suite = etcdSuite();
   void test('connected, suspended on a blackhole, lost past the TTL, reconnected', async (t) => {
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('st'), {
       callTimeoutMs: 1000,

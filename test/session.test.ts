@@ -1,17 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { EtcdConnector, type SessionHandle, type SessionState } from '../src/index.js';
-import {
-  startEtcdCluster,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Remaining TTL of a lease as etcd sees it (-1: the lease does not exist). */
 async function remainingTtl(client: Etcd3, leaseId: string): Promise<number> {
@@ -65,21 +58,10 @@ async function ackedAfter(session: SessionHandle, since: number, what: string): 
 }
 
 void describe('Session', () => {
-  let cluster: EtcdCluster;
-  let direct: Etcd3;
-
-  before(async () => {
-    cluster = await startEtcdCluster(3);
-    direct = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    direct.close();
-    await cluster.stop();
-  });
+  const suite = etcdSuite({ members: 3 });
 
   void test('a blackhole longer than the TTL: lost at last acked send + TTL, not later', async (t) => {
-    const target = cluster.endpoints[0];
+    const target = suite.etcd.endpoints[0];
     assert.ok(target !== undefined);
     const proxy = await startProxy(target);
     t.after(() => proxy.close());
@@ -127,7 +109,7 @@ void describe('Session', () => {
   });
 
   void test('a blackhole shorter than TTL/3: no loss, the lease stays alive', async (t) => {
-    const target = cluster.endpoints[1];
+    const target = suite.etcd.endpoints[1];
     assert.ok(target !== undefined);
     const proxy = await startProxy(target);
     t.after(() => proxy.close());
@@ -153,11 +135,11 @@ void describe('Session', () => {
     );
     assert.equal(session.state, 'alive');
     assert.equal(session.isAlive(), true);
-    assert.ok((await remainingTtl(direct, session.leaseIdDecimal)) > 0);
+    assert.ok((await remainingTtl(suite.client, session.leaseIdDecimal)) > 0);
   });
 
   void test('the pool shares one session per TTL; the last release revokes it', async (t) => {
-    const conn = new EtcdConnector(cluster.endpoints, uniqueName('sess'));
+    const conn = new EtcdConnector(suite.etcd.endpoints, uniqueName('sess'));
     t.after(() => conn.close());
     const a = await conn.session({ ttl: 3 });
     const b = await conn.session({ ttl: 3 });
@@ -171,28 +153,33 @@ void describe('Session', () => {
     assert.equal(a.state, 'closed');
     assert.equal(a.signal.aborted, true);
     assert.equal(b.isAlive(), true);
-    assert.ok((await remainingTtl(direct, b.leaseIdDecimal)) > 0, 'one holder left: lease alive');
+    assert.ok(
+      (await remainingTtl(suite.client, b.leaseIdDecimal)) > 0,
+      'one holder left: lease alive',
+    );
 
     await b.close();
     assert.equal(b.state, 'closed');
-    assert.equal(await remainingTtl(direct, b.leaseIdDecimal), -1, 'last release revokes');
+    assert.equal(await remainingTtl(suite.client, b.leaseIdDecimal), -1, 'last release revokes');
 
     // A new session after the last release is a new lease.
     const d = await conn.session({ ttl: 3 });
     assert.notEqual(d.leaseId, b.leaseId);
     await d.close();
     await c.close();
-    assert.equal(await remainingTtl(direct, c.leaseIdDecimal), -1);
+    assert.equal(await remainingTtl(suite.client, c.leaseIdDecimal), -1);
   });
 
   void test('S1: kill -9 each member in turn, leader first: the session is never lost', async (t) => {
-    const conn = new EtcdConnector(cluster.endpoints, uniqueName('sess'), { callTimeoutMs: 2000 });
+    const conn = new EtcdConnector(suite.etcd.endpoints, uniqueName('sess'), {
+      callTimeoutMs: 2000,
+    });
     t.after(() => conn.close());
     const session = await conn.session({ ttl: 5 });
     const seen = record(session);
 
-    const leader = await cluster.leader();
-    const order = [leader, ...cluster.members.filter((m) => m !== leader)];
+    const leader = await suite.etcd.leader();
+    const order = [leader, ...suite.etcd.members.filter((m) => m !== leader)];
     for (const member of order) {
       await member.kill();
       const killedAt = performance.now();
@@ -200,12 +187,12 @@ void describe('Session', () => {
       await ackedAfter(session, killedAt, `a keepalive ack with ${member.name} down`);
       assert.equal(session.isAlive(), true);
       await member.restart();
-      await cluster.waitHealthy();
+      await suite.etcd.waitHealthy();
     }
     assert.ok(
       seen.every((s) => s.state !== 'lost'),
       `states: ${JSON.stringify(seen.map((s) => s.state))}`,
     );
-    assert.ok((await remainingTtl(direct, session.leaseIdDecimal)) > 0);
+    assert.ok((await remainingTtl(suite.client, session.leaseIdDecimal)) > 0);
   });
 });

@@ -2,13 +2,14 @@
 // never puts two writes to one queue in one batch (their keys would share a create revision: two
 // holders with one fencing token), and a batch etcd refuses fails only the transaction at fault.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3, EtcdLeaseInvalidError, type ITxnRequest } from 'etcd3';
+import { before, describe, test } from 'node:test';
+import { EtcdLeaseInvalidError, type ITxnRequest } from 'etcd3';
 import { EtcdConnector, LEStatus, type LeaderEvent } from '../src/index.js';
 import { TxnBatcher } from '../src/transport/txn-batch.js';
 import { FailureMemory } from '../src/transport/rpc.js';
-import { startEtcd, uniqueName, type EtcdCluster } from '../src/testing/index.js';
+import { uniqueName } from '../src/testing/index.js';
 import { Recorder } from './fixtures/faults-kit.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Create `key` if absent (a queue join without a lease). */
 function join(key: string): ITxnRequest {
@@ -20,23 +21,16 @@ function join(key: string): ITxnRequest {
 }
 
 void describe('TxnBatcher', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
+  const suite = etcdSuite();
   let batcher: TxnBatcher;
 
-  before(async () => {
-    etcd = await startEtcd();
-    client = new Etcd3({ hosts: etcd.endpoints });
+  before(() => {
     const failures = new FailureMemory();
     batcher = new TxnBatcher({
-      client,
+      client: suite.client,
       callOptions: () => ({ deadline: new Date(Date.now() + 5000) }),
       toError: (err, what) => failures.toError(err, what),
     });
-  });
-  after(async () => {
-    client.close();
-    await etcd.stop();
   });
 
   void test('under load transactions share calls; writes to one queue never share a batch', async () => {
@@ -57,7 +51,7 @@ void describe('TxnBatcher', () => {
       Array.from({ length: 40 }, (_x, i) => batcher.txn(join(`${ns}/one/k${i}`), `${ns}/one/`)),
     );
     assert.ok(same.every((r) => r.succeeded));
-    const kvs = await client.getAll().prefix(`${ns}/one/`).exec();
+    const kvs = await suite.client.getAll().prefix(`${ns}/one/`).exec();
     const creates = kvs.kvs.map((kv) => kv.create_revision);
     assert.equal(new Set(creates).size, 40, 'two keys of one queue share a create revision');
   });
@@ -77,11 +71,11 @@ void describe('TxnBatcher', () => {
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     assert.equal(failed.length, 1);
     assert.ok(failed[0]?.reason instanceof EtcdLeaseInvalidError);
-    assert.equal((await client.getAll().prefix(`${ns}/`).keys()).length, 20);
+    assert.equal((await suite.client.getAll().prefix(`${ns}/`).keys()).length, 20);
   });
 
   void test('electors of one connector with different TTLs on one path: never two leaders', async (t) => {
-    const conn = new EtcdConnector(etcd.endpoints, uniqueName('tb'));
+    const conn = new EtcdConnector(suite.etcd.endpoints, uniqueName('tb'));
     t.after(() => conn.close());
     const paths = Array.from({ length: 30 }, (_x, i) => conn.constructPath(`e${i}`));
     // Two sessions (TTLs 5 and 6) join each election at the same moment: batched joins.
@@ -100,7 +94,7 @@ void describe('TxnBatcher', () => {
       const leaders = pair.filter((r) => r?.items.some((x) => x.item.status === LEStatus.Leader));
       assert.equal(leaders.length, 1, `${paths[i] ?? ''}: ${leaders.length} leaders`);
     }
-    const kvs = await client.getAll().prefix(conn.constructPath('')).exec();
+    const kvs = await suite.client.getAll().prefix(conn.constructPath('')).exec();
     const byElection = new Map<string, Set<string>>();
     for (const kv of kvs.kvs) {
       const election = kv.key.toString().replace(/\/[^/]+$/, '');
