@@ -8,15 +8,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import {
-  ETCD_DATA_DIR_MARKER,
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { ETCD_DATA_DIR_MARKER, testTimeout, uniqueName } from '../src/testing/index.js';
 import {
   assertEnvelope,
   CliProcess,
@@ -28,6 +21,7 @@ import {
   untimed,
   type JsonRecord,
 } from './fixtures/cli-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** The demo promises to end within a minute. */
 const DEMO_MS = 60000;
@@ -52,20 +46,8 @@ function assertNothingLeft(marker: string, endpoints: string): void {
 }
 
 void describe('etcdc demo', () => {
-  let cluster: EtcdCluster;
-  let client: Etcd3;
-
-  before(async () => {
-    cluster = await startEtcd();
-    client = new Etcd3({ hosts: [...cluster.endpoints] });
-  });
-
-  after(async () => {
-    await killAll();
-    // Both unset when before() failed.
-    (client as Etcd3 | undefined)?.close();
-    await (cluster as EtcdCluster | undefined)?.stop();
-  });
+  const suite = etcdSuite();
+  suite.defer(killAll);
 
   void test("the README's first command runs the demo", async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -152,7 +134,7 @@ void describe('etcdc demo', () => {
 
   void test('demo --endpoints: its own namespace, no key left behind', async () => {
     const ns = uniqueName('cli-demo');
-    const endpoints = cluster.endpoints.join(',');
+    const endpoints = suite.etcd.endpoints.join(',');
     const r = await runCli(
       ['demo', '--json', '--endpoints', endpoints, '--namespace', ns],
       { detached: true },
@@ -164,8 +146,8 @@ void describe('etcdc demo', () => {
     const own = / namespace (\S+)$/.exec(using ?? '')?.[1] ?? '';
     assert.ok(own.startsWith(`${ns}-demo-`), `a namespace of its own: ${using ?? '(none)'}`);
     assert.ok(r.records.map(text).some((t) => t.startsWith('takeover after a crash: ')));
-    assert.deepEqual(await client.getAll().prefix(`/${own}/`).keys(), [], 'no key left');
-    assert.equal(await client.get(`/${own}`).string(), null);
+    assert.deepEqual(await suite.client.getAll().prefix(`/${own}/`).keys(), [], 'no key left');
+    assert.equal(await suite.client.get(`/${own}`).string(), null);
     assert.deepEqual(participants(endpoints), [], 'no participant process is left');
   });
 

@@ -5,15 +5,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
-import {
-  findEtcdBinary,
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { before, describe, test } from 'node:test';
+import { findEtcdBinary, testTimeout, uniqueName } from '../src/testing/index.js';
 import {
   assertEnvelope,
   CliProcess,
@@ -22,28 +15,22 @@ import {
   untimed,
   type JsonRecord,
 } from './fixtures/cli-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const execFileAsync = promisify(execFile);
 const DEAD = '127.0.0.1:1';
 const FAST_FAIL = ['--command-timeout', '500', '--dial-timeout', '500'];
 
 void describe('etcdc endpoints / register --format endpoints', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
+  const suite = etcdSuite();
+  suite.defer(killAll);
   let endpoint: string;
+
+  before(() => {
+    endpoint = suite.etcd.endpoints[0] ?? '';
+  });
+
   const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
-
-  before(async () => {
-    etcd = await startEtcd();
-    endpoint = etcd.endpoints[0] ?? '';
-    client = new Etcd3({ hosts: [...etcd.endpoints] });
-  });
-
-  after(async () => {
-    await killAll();
-    client.close();
-    await etcd.stop();
-  });
 
   void test('usage errors exit 2 before connecting', async () => {
     const cases: [string[], RegExp][] = [
@@ -94,7 +81,7 @@ void describe('etcdc endpoints / register --format endpoints', () => {
       { env: { ...process.env, ETCDCTL_API: '3' }, timeout: testTimeout(10000) },
     );
     assert.equal(stdout, `${value}\n`, 'etcdctl shows the Go value');
-    await client.put(`/${ns}/services/api/plain`).value('10.0.0.1:80');
+    await suite.client.put(`/${ns}/services/api/plain`).value('10.0.0.1:80');
 
     const [list, human] = await Promise.all([
       runCli(['endpoints', 'api', '--json', ...at(ns)]),
@@ -129,7 +116,7 @@ void describe('etcdc endpoints / register --format endpoints', () => {
     const seen = watch.records.length;
     reg.interrupt();
     assert.equal((await reg.exit(5000)).code, 0, reg.describe());
-    assert.equal(await client.get(key).string(), null, 'deleted at once');
+    assert.equal(await suite.client.get(key).string(), null, 'deleted at once');
     assert.deepEqual(untimed(reg.records.at(-1)), { event: 'deregistered', key });
     await watch.waitRecord(
       (r) => r.event === 'endpoints' && Object.keys(r.endpoints as JsonRecord).length === 0,

@@ -4,29 +4,19 @@
  * errors exit 2, errors exit 1, Ctrl-C ends a waiting pop without taking anything.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { describe, test } from 'node:test';
+import { testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { assertEnvelope, CliProcess, killAll, runCli, untimed } from './fixtures/cli-harness.js';
 import { etcdctlDump } from './fixtures/etcdctl-dump.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 void describe('etcdc queue / counter / barrier', () => {
-  let etcd: EtcdCluster;
-  const at = (ns: string): string[] => ['--endpoints', etcd.endpoints[0] ?? '', '--namespace', ns];
+  const suite = etcdSuite();
+  suite.defer(killAll);
 
-  before(async () => {
-    etcd = await startEtcd();
-  });
-
-  after(async () => {
-    await killAll();
-    await etcd.stop();
-  });
+  function at(ns: string): string[] {
+    return ['--endpoints', suite.etcd.endpoints[0] ?? '', '--namespace', ns];
+  }
 
   void test('queue push / pop: Go layout, FIFO, --json envelope, --priority, --timeout', async () => {
     const ns = uniqueName('cliq');
@@ -36,7 +26,7 @@ void describe('etcdc queue / counter / barrier', () => {
     const keys = push.records.map((r) => String(r.key));
     for (const k of keys) assert.match(k, new RegExp(String.raw`^/${ns}/queues/jobs/\d{19}$`));
     assert.deepEqual(
-      (await etcdctlDump(etcd.endpoints, `/${ns}/queues/jobs/`)).map((kv) => [
+      (await etcdctlDump(suite.etcd.endpoints, `/${ns}/queues/jobs/`)).map((kv) => [
         kv.key,
         kv.value,
         kv.lease,
@@ -90,7 +80,7 @@ void describe('etcdc queue / counter / barrier', () => {
     const waiting = new CliProcess(['queue', 'pop', 'later', '--json', ...at(ns)]);
     await waitFor(
       async () =>
-        (await etcdctlDump(etcd.endpoints, `/${ns}/queues/__later.queue/line/`)).length === 1,
+        (await etcdctlDump(suite.etcd.endpoints, `/${ns}/queues/__later.queue/line/`)).length === 1,
       { timeoutMs: testTimeout(10000), message: 'pop waiting in line' },
     );
     const push = await runCli(['queue', 'push', 'later', 'hello', ...at(ns)]);
@@ -103,13 +93,13 @@ void describe('etcdc queue / counter / barrier', () => {
     // Waiting for real (its place in line is in etcd) before Ctrl-C.
     await waitFor(
       async () =>
-        (await etcdctlDump(etcd.endpoints, `/${ns}/queues/__later.queue/line/`)).length === 1,
+        (await etcdctlDump(suite.etcd.endpoints, `/${ns}/queues/__later.queue/line/`)).length === 1,
       { timeoutMs: testTimeout(10000), message: 'pop waiting in line' },
     );
     interrupted.interrupt();
     assert.equal((await interrupted.exit()).code, 0, interrupted.describe());
     await runCli(['queue', 'push', 'later', 'kept', ...at(ns)]);
-    assert.equal((await etcdctlDump(etcd.endpoints, `/${ns}/queues/later/`)).length, 1);
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `/${ns}/queues/later/`)).length, 1);
   });
 
   void test('counter get / add: one key, the integer in decimal; negative delta after --', async () => {
@@ -127,7 +117,7 @@ void describe('etcdc queue / counter / barrier', () => {
       delta: -2,
     });
     assert.deepEqual(
-      (await etcdctlDump(etcd.endpoints, `/${ns}/counters/hits`)).map((kv) => [
+      (await etcdctlDump(suite.etcd.endpoints, `/${ns}/counters/hits`)).map((kv) => [
         kv.key,
         kv.value,
         kv.lease,
@@ -148,7 +138,7 @@ void describe('etcdc queue / counter / barrier', () => {
       changed: true,
     });
     assert.deepEqual(
-      (await etcdctlDump(etcd.endpoints, `/${ns}/barriers/gate`)).map((kv) => [
+      (await etcdctlDump(suite.etcd.endpoints, `/${ns}/barriers/gate`)).map((kv) => [
         kv.key,
         kv.value,
         kv.lease,

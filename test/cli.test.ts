@@ -9,10 +9,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
-import { Etcd3 } from 'etcd3';
-import { startEtcd, testTimeout, uniqueName, type EtcdCluster } from '../src/testing/index.js';
+import { testTimeout, uniqueName } from '../src/testing/index.js';
 import {
   assertEnvelope,
   assertJsonError,
@@ -23,6 +22,7 @@ import {
   type CliResult,
   type JsonRecord,
 } from './fixtures/cli-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** Nothing hangs: a command that should end quickly gets this long (scaled). */
 const QUICK_MS = 15000;
@@ -57,27 +57,18 @@ function jsonError(r: CliResult): { message: string; code: string; problem?: str
 }
 
 void describe('etcdc (CLI, end to end)', () => {
-  let cluster: EtcdCluster;
-  let client: Etcd3;
+  const suite = etcdSuite();
+  suite.defer(killAll);
   let endpoint: string;
 
-  before(async () => {
-    cluster = await startEtcd();
-    endpoint = cluster.endpoints[0] ?? '';
-    client = new Etcd3({ hosts: [...cluster.endpoints] });
-  });
-
-  after(async () => {
-    await killAll();
-    // Both unset when before() failed.
-    (client as Etcd3 | undefined)?.close();
-    await (cluster as EtcdCluster | undefined)?.stop();
+  before(() => {
+    endpoint = suite.etcd.endpoints[0] ?? '';
   });
 
   const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
 
   async function leaseOf(key: string): Promise<string> {
-    const res = await client.get(key).exec();
+    const res = await suite.client.get(key).exec();
     const lease = res.kvs[0]?.lease;
     assert.ok(lease !== undefined && lease !== '0', `${key} has a lease`);
     return lease;
@@ -85,9 +76,9 @@ void describe('etcdc (CLI, end to end)', () => {
 
   /** Revoked (or expired): etcd no longer knows the lease. */
   async function assertLeaseGone(id: string, what: string): Promise<void> {
-    const ttl = await client.leaseClient.leaseTimeToLive({ ID: id });
+    const ttl = await suite.client.leaseClient.leaseTimeToLive({ ID: id });
     assert.equal(Number(ttl.TTL), -1, `${what}: lease ${id} is gone`);
-    const { leases } = await client.leaseClient.leaseLeases();
+    const { leases } = await suite.client.leaseClient.leaseLeases();
     assert.ok(!leases.some((l) => l.ID === id), `${what}: lease ${id} not listed`);
   }
 
@@ -220,7 +211,7 @@ void describe('etcdc (CLI, end to end)', () => {
         assert.match(r.stderr, /\[ETCDC_INVALID_ARGUMENT\]/, r.describe);
       }),
     );
-    const { kvs } = await client.getAll().prefix(`/${ns}`).exec();
+    const { kvs } = await suite.client.getAll().prefix(`/${ns}`).exec();
     assert.deepEqual(
       kvs.map((kv) => kv.key.toString()),
       [],
@@ -419,16 +410,16 @@ void describe('etcdc (CLI, end to end)', () => {
     await watch.waitRecord((r) => r.leader === 'node-a', 'watch shows node-a');
 
     const keys = async (): Promise<string[]> =>
-      (await client.getAll().prefix(prefix).keys()).sort();
+      (await suite.client.getAll().prefix(prefix).keys()).sort();
     assert.equal((await keys()).length, 3, 'three candidates queue');
 
     // Ctrl-C of a follower: it leaves the queue and revokes its lease at once.
-    const values = await client.getAll().prefix(prefix).strings();
+    const values = await suite.client.getAll().prefix(prefix).strings();
     const cKey = Object.keys(values).find((key) => values[key] === 'node-c') ?? '';
     const cLease = await leaseOf(cKey);
     c.interrupt();
     assert.equal((await c.exit(INTERRUPT_MS)).code, 0, c.describe());
-    assert.equal(await client.get(cKey).string(), null, "node-c's key is deleted");
+    assert.equal(await suite.client.get(cKey).string(), null, "node-c's key is deleted");
     await assertLeaseGone(cLease, 'follower after Ctrl-C');
 
     // Ctrl-C of the leader: prints `resigned`, exits 0 promptly; the next in line leads.
@@ -438,7 +429,7 @@ void describe('etcdc (CLI, end to end)', () => {
     assert.equal(aExit.code, 0, a.describe());
     assert.ok((a.exitedAt ?? Infinity) - sent < testTimeout(INTERRUPT_MS), 'prompt exit');
     assert.deepEqual(untimed(a.records.at(-1)), { event: 'resigned', identity: 'node-a' });
-    assert.equal(await client.get(aLead.key).string(), null, "node-a's key is deleted");
+    assert.equal(await suite.client.get(aLead.key).string(), null, "node-a's key is deleted");
     await assertLeaseGone(aLease, 'leader after Ctrl-C');
     const bLead = await b.waitRecord(isStatus('leader'), 'node-b takes over');
     assert.ok(BigInt(String(bLead.token)) > BigInt(String(aLead.token)), 'tokens increase');
@@ -487,7 +478,7 @@ void describe('etcdc (CLI, end to end)', () => {
       value: '1.2.3.4:80',
       ttl: 10,
     });
-    assert.equal(await client.get(key).string(), '1.2.3.4:80');
+    assert.equal(await suite.client.get(key).string(), '1.2.3.4:80');
 
     const [list, human] = await Promise.all([
       runCli(['services', 'api', '--json', ...at(ns)]),
@@ -516,7 +507,7 @@ void describe('etcdc (CLI, end to end)', () => {
     reg.interrupt();
     assert.equal((await reg.exit(INTERRUPT_MS)).code, 0, reg.describe());
     // Right after exit: gone now, 10 s before the lease could have expired.
-    assert.equal(await client.get(key).string(), null, 'deleted at once');
+    assert.equal(await suite.client.get(key).string(), null, 'deleted at once');
     await assertLeaseGone(lease, 'registration after Ctrl-C');
     assert.deepEqual(untimed(reg.records.at(-1)), { event: 'deregistered', key });
     const empty = (r: JsonRecord): boolean =>
@@ -536,7 +527,7 @@ void describe('etcdc (CLI, end to end)', () => {
     // The observer starts "now", with no ready line: write a probe until it is seen.
     const probe = k('config/probe');
     for (let i = 0; ; i++) {
-      await client.put(probe).value(String(i));
+      await suite.client.put(probe).value(String(i));
       try {
         await live.waitRecord((r) => r.key === probe, 'probe seen', 200);
         break;
@@ -547,11 +538,11 @@ void describe('etcdc (CLI, end to end)', () => {
     const from = live.records.length;
     const expected: JsonRecord[] = [];
     const put = async (rel: string, value: string): Promise<void> => {
-      const res = await client.put(k(rel)).value(value);
+      const res = await suite.client.put(k(rel)).value(value);
       expected.push({ event: 'put', key: k(rel), value, revision: Number(res.header.revision) });
     };
     const del = async (rel: string): Promise<void> => {
-      const res = await client.delete().key(k(rel));
+      const res = await suite.client.delete().key(k(rel));
       expected.push({
         event: 'delete',
         key: k(rel),
@@ -561,7 +552,7 @@ void describe('etcdc (CLI, end to end)', () => {
     };
     await put('config/a', '1');
     await put('config/b', '2');
-    await client.put(k('other/x')).value('not observed');
+    await suite.client.put(k('other/x')).value('not observed');
     await del('config/a');
     await put('config/b', '3');
     await put('config/deep/c', 'nested');
@@ -608,12 +599,12 @@ void describe('etcdc (CLI, end to end)', () => {
   void test('observe --json: a resync line has one event field and the snapshot', async () => {
     const ns = uniqueName('cli-resync');
     const k = (rel: string): string => `/${ns}/${rel}`;
-    const first = await client.put(k('config/a')).value('1');
-    await client.put(k('config/b')).value('2');
-    await client.delete().key(k('config/a'));
-    const last = await client.put(k('config/b')).value('3');
+    const first = await suite.client.put(k('config/a')).value('1');
+    await suite.client.put(k('config/b')).value('2');
+    await suite.client.delete().key(k('config/a'));
+    const last = await suite.client.put(k('config/b')).value('3');
     const compactAt = last.header.revision;
-    await client.kv.compact({ revision: compactAt, physical: true });
+    await suite.client.kv.compact({ revision: compactAt, physical: true });
     // Replaying from before the compaction: the history is gone, so a resync comes first.
     const obs = new CliProcess([
       'observe',
@@ -625,7 +616,7 @@ void describe('etcdc (CLI, end to end)', () => {
       ...at(ns),
     ]);
     const resync = await obs.waitRecord((r) => r.event === 'resync', 'the resync line');
-    await client.put(k('config/c')).value('4');
+    await suite.client.put(k('config/c')).value('4');
     await obs.waitRecord((r) => r.key === k('config/c'), 'the change after the resync');
     obs.interrupt();
     assert.equal((await obs.exit(INTERRUPT_MS)).code, 0, obs.describe());

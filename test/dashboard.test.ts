@@ -7,14 +7,15 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { startDashboard } from '../src/cli/dashboard/server.js';
 import type { PageState } from '../src/cli/dashboard/live.js';
 import { EtcdConnector } from '../src/index.js';
-import { startEtcd, testTimeout, uniqueName, type EtcdCluster } from '../src/testing/index.js';
+import { testTimeout, uniqueName } from '../src/testing/index.js';
 import { assertEnvelope, CliProcess, killAll, runCli } from './fixtures/cli-harness.js';
 import { watcherCount } from './fixtures/etcd-metrics.js';
 import { openEvents, type SseStream } from './fixtures/sse.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** A GET with any Host header (fetch does not let one set it). */
 function get(
@@ -47,26 +48,21 @@ const stateOf = (data: unknown): PageState =>
   (data as { state?: PageState }).state ?? (data as PageState);
 
 void describe('etcdc dashboard', () => {
-  let etcd: EtcdCluster;
+  const suite = etcdSuite();
+  suite.defer(killAll);
   let endpoint: string;
-  const streams: SseStream[] = [];
 
-  before(async () => {
-    etcd = await startEtcd();
-    endpoint = etcd.endpoints[0] ?? '';
-  });
-
-  after(async () => {
-    for (const s of streams) s.close();
-    await killAll();
-    await (etcd as EtcdCluster | undefined)?.stop();
+  before(() => {
+    endpoint = suite.etcd.endpoints[0] ?? '';
   });
 
   const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
 
   async function events(url: string): Promise<SseStream> {
     const s = await openEvents(url);
-    streams.push(s);
+    suite.defer(() => {
+      s.close();
+    });
     return s;
   }
 

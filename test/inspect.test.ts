@@ -5,18 +5,10 @@
  * says is checked against what etcd holds, read with a separate client.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { before, describe, test } from 'node:test';
 import { EtcdConnector, LEStatus } from '../src/index.js';
 import type { InspectorState, RecipeView } from '../src/index.js';
-import {
-  findEtcdBinary,
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { findEtcdBinary, testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import {
   assertEnvelope,
   CliProcess,
@@ -25,7 +17,8 @@ import {
   type JsonRecord,
 } from './fixtures/cli-harness.js';
 import { grpcCalls } from './fixtures/etcd-metrics.js';
-import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
+import { startGoPeer } from './fixtures/go-peer.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 interface EntryRecord {
   role: string;
@@ -46,23 +39,13 @@ interface RecipeRecord extends JsonRecord {
 }
 
 void describe('etcdc inspect', () => {
-  let etcd: EtcdCluster;
-  let client: Etcd3;
-  let endpoint: string;
-  const goPeers: GoPeer[] = [];
+  const suite = etcdSuite();
+  suite.defer(killAll);
   const etcdctlBin = findEtcdBinary('etcdctl');
+  let endpoint: string;
 
-  before(async () => {
-    etcd = await startEtcd();
-    endpoint = etcd.endpoints[0] ?? '';
-    client = new Etcd3({ hosts: [...etcd.endpoints] });
-  });
-
-  after(async () => {
-    await killAll();
-    await Promise.allSettled(goPeers.map((p) => p.close()));
-    (client as Etcd3 | undefined)?.close();
-    await (etcd as EtcdCluster | undefined)?.stop();
+  before(() => {
+    endpoint = suite.etcd.endpoints[0] ?? '';
   });
 
   const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
@@ -79,7 +62,7 @@ void describe('etcdc inspect', () => {
   async function keysUnder(prefix: string, n: number) {
     return waitFor(
       async () => {
-        const res = await client.getAll().prefix(prefix).sort('Create', 'Ascend').exec();
+        const res = await suite.client.getAll().prefix(prefix).sort('Create', 'Ascend').exec();
         return res.kvs.length === n ? res.kvs : undefined;
       },
       { timeoutMs: testTimeout(10000), message: `${n} keys under ${prefix}` },
@@ -177,10 +160,10 @@ void describe('etcdc inspect', () => {
     const ns = uniqueName('insp');
     const root = `/${ns}`;
     // No Go peer is a failure here as in every interop test (npm test builds it), never a skip.
-    const a = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10, name: 'go-a' });
-    goPeers.push(a);
-    const b = await startGoPeer({ endpoints: etcd.endpoints, ttl: 10, name: 'go-b' });
-    goPeers.push(b);
+    const a = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10, name: 'go-a' });
+    suite.defer(() => a.close());
+    const b = await startGoPeer({ endpoints: suite.etcd.endpoints, ttl: 10, name: 'go-b' });
+    suite.defer(() => b.close());
     // RWMutex: A reads; B waits to write; A reads again (behind the writer).
     await a.ok({ cmd: 'rwmutex.rlock', path: `${root}/rw` });
     b.begin({ cmd: 'rwmutex.lock', path: `${root}/rw` });
@@ -215,7 +198,7 @@ void describe('etcdc inspect', () => {
         conn.newRegistration(`${root}/services/api`, name).register(`10.0.1.${i}:80`, 10),
       );
       await Promise.all(regs);
-      await client.put(`${root}/config/limit`).value('100');
+      await suite.client.put(`${root}/config/limit`).value('100');
 
       const recipes = await inspectJson(ns);
       assert.deepEqual(
