@@ -2,9 +2,10 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startEtcd, testTimeout, type EtcdCluster } from '../src/testing/index.js';
+import { testTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const examples = {
   'quick-start': [
@@ -94,17 +95,11 @@ describe('README examples', () => {
     );
   });
 
-  let etcd: EtcdCluster;
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   for (const [name, patterns] of Object.entries(examples)) {
     test(`examples/${name}.ts runs and exits by itself`, async () => {
-      const hosts = etcd.endpoints.map((e) => e.replace('http://', '')).join(',');
+      const hosts = suite.etcd.endpoints.map((e) => e.replace('http://', '')).join(',');
       const { code, out } = await run(name, hosts);
       assert.equal(code, 0, out);
       for (const p of patterns) assert.match(out, p);

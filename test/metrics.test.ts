@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
 import { MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import {
   EtcdConnector,
@@ -13,15 +12,9 @@ import {
   type LeaderEvent,
 } from '../src/index.js';
 import { instrumentMetrics, METRIC_NAMES, type MetricsHandle } from '../src/metrics/index.js';
-import {
-  startEtcd,
-  startProxy,
-  testTimeout,
-  uniqueName,
-  waitFor,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { startProxy, testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { Recorder } from './fixtures/faults-kit.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** A reader that collects on demand (the SDK's own pull model). */
 class TestReader extends MetricReader {
@@ -36,15 +29,12 @@ class TestReader extends MetricReader {
 const isLeader = (e: LeaderEvent): boolean => e.status === LEStatus.Leader;
 
 void describe('etcd-connector/metrics', () => {
-  let etcd: EtcdCluster;
-  let direct: Etcd3;
+  const suite = etcdSuite();
   let reader: TestReader;
   let provider: MeterProvider;
   let handle: MetricsHandle;
 
-  before(async () => {
-    etcd = await startEtcd();
-    direct = new Etcd3({ hosts: etcd.endpoints });
+  before(() => {
     reader = new TestReader();
     provider = new MeterProvider({ readers: [reader] });
     handle = instrumentMetrics({ meterProvider: provider });
@@ -52,8 +42,6 @@ void describe('etcd-connector/metrics', () => {
   after(async () => {
     handle.dispose();
     await provider.shutdown();
-    direct.close();
-    await etcd.stop();
   });
 
   async function metric(name: string): Promise<MetricData | undefined> {
@@ -77,13 +65,13 @@ void describe('etcd-connector/metrics', () => {
   }
 
   void test('leadership: gained and lost counted, status is who leads now', async (t) => {
-    const conn = new EtcdConnector(etcd.endpoints, uniqueName('m'));
+    const conn = new EtcdConnector(suite.etcd.endpoints, uniqueName('m'));
     t.after(() => conn.close());
     const path = conn.constructPath('e');
     const a = conn.newLeaderElector(path, 'a', 5);
     const ra = new Recorder(a.start());
     await ra.next(isLeader, 'a leads');
-    const other = new EtcdConnector(etcd.endpoints, conn.namespace);
+    const other = new EtcdConnector(suite.etcd.endpoints, conn.namespace);
     t.after(() => other.close());
     const b = other.newLeaderElector(path, 'b', 5);
     const rb = new Recorder(b.start());
@@ -101,7 +89,7 @@ void describe('etcd-connector/metrics', () => {
   });
 
   void test('locks: wait, held time and losses recorded by kind; the channels say which key', async (t) => {
-    const conn = new EtcdConnector(etcd.endpoints, uniqueName('m'));
+    const conn = new EtcdConnector(suite.etcd.endpoints, uniqueName('m'));
     t.after(() => conn.close());
     const waits: DiagnosticMessages['etcd-connector:lock.wait'][] = [];
     const onWait = (m: unknown): void => {
@@ -132,7 +120,7 @@ void describe('etcd-connector/metrics', () => {
     const slow = m?.dataPoints.find((p) => (p.attributes as Record<string, unknown>).path === path);
     assert.ok(((slow?.value as { max?: number }).max ?? 0) > 0, 'the waiter waited');
     // Deleted behind its back: lost, counted and timed as such.
-    await direct.delete().key(next.key);
+    await suite.client.delete().key(next.key);
     await waitFor(() => next.state === 'lost', {
       timeoutMs: testTimeout(5000),
       message: 'the lock lost',
@@ -145,7 +133,7 @@ void describe('etcd-connector/metrics', () => {
   });
 
   void test('a session lost past its TTL is counted; keepalive round trips are recorded', async (t) => {
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('m'), { callTimeoutMs: 1000 });
     t.after(async () => {
@@ -167,18 +155,18 @@ void describe('etcd-connector/metrics', () => {
   });
 
   void test('watch: resumes after a cut, a resync after compaction, lag recorded', async (t) => {
-    const proxy = await startProxy(etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('m'), { callTimeoutMs: 1000 });
     t.after(() => conn.close());
     const path = conn.constructPath('o');
-    const from = Number((await direct.get('x').exec()).header.revision) + 1;
-    await direct.put(`${path}/a`).value('1');
+    const from = Number((await suite.client.get('x').exec()).header.revision) + 1;
+    await suite.client.put(`${path}/a`).value('1');
     const rec = new Recorder(conn.newObserver(path).start(from, true));
     await rec.next((e) => e.type === 'put', 'a first event');
     const resumes = await total(METRIC_NAMES.watchResumes);
     proxy.reset();
-    await direct.put(`${path}/b`).value('2');
+    await suite.client.put(`${path}/b`).value('2');
     await rec.next((e) => e.type === 'put' && e.key.endsWith('/b'), 'the event after the cut');
     await waitFor(async () => (await total(METRIC_NAMES.watchResumes)) > resumes, {
       timeoutMs: testTimeout(5000),
@@ -188,8 +176,8 @@ void describe('etcd-connector/metrics', () => {
 
     // Replay from a compacted revision: a resync.
     const resyncs = await total(METRIC_NAMES.watchResyncs);
-    const rev = (await direct.put(`${path}/c`).value('3').exec()).header.revision;
-    await direct.kv.compact({ revision: rev });
+    const rev = (await suite.client.put(`${path}/c`).value('3').exec()).header.revision;
+    await suite.client.kv.compact({ revision: rev });
     const late = new Recorder(conn.newObserver(path).start(from, true));
     await late.next((e) => e.type === 'resync', 'a resync');
     assert.equal(await total(METRIC_NAMES.watchResyncs), resyncs + 1);

@@ -31,6 +31,7 @@ import {
   type TlsMaterial,
 } from '../src/testing/index.js';
 import { runCli } from './fixtures/cli-harness.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const TLS_CHILD = fileURLToPath(new URL('./fixtures/tls-client.js', import.meta.url));
 const DIAL_MS = 800;
@@ -107,19 +108,12 @@ function startAll(conn: EtcdConnector, path: string) {
 }
 
 void describe('no silent waits: etcd unreachable or blackholed', () => {
-  let etcd: EtcdCluster;
+  const suite = etcdSuite();
   let proxy: FaultProxy;
-
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    await etcd.stop();
-  });
 
   for (const fault of ['refused', 'blackholed'] as const) {
     void test(`${fault}: every recipe reports within the dial timeout, then recovers by itself`, async (t) => {
-      proxy = await startProxy(etcd.endpoints[0] ?? '');
+      proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
       t.after(() => proxy.close());
       // Refused: the proxy resets every connection; blackholed: sockets open, nothing flows.
       const resetter =
@@ -195,18 +189,11 @@ void describe('no silent waits: etcd unreachable or blackholed', () => {
 });
 
 void describe('no silent waits: an observer from now that starts while etcd is refused', () => {
-  let etcd: EtcdCluster;
-
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   void test('its `connected` marks "now": a write before it is not delivered, every write after it is', async (t) => {
     // A closed port refuses every connection; the proxy comes back on the same port later.
-    const first = await startProxy(etcd.endpoints[0] ?? '');
+    const first = await startProxy(suite.etcd.endpoints[0] ?? '');
     const port = Number(new URL(first.endpoint).port);
     await first.close();
     const ns = uniqueName('nsw');
@@ -214,7 +201,7 @@ void describe('no silent waits: an observer from now that starts while etcd is r
       dialTimeoutMs: DIAL_MS,
       callTimeoutMs: 2000,
     });
-    const direct = new EtcdConnector(etcd.endpoints, ns);
+    const direct = new EtcdConnector(suite.etcd.endpoints, ns);
     const proxies: FaultProxy[] = [];
     t.after(async () => {
       await Promise.all([conn.close(), direct.close(), ...proxies.map((p) => p.close())]);
@@ -229,7 +216,7 @@ void describe('no silent waits: an observer from now that starts while etcd is r
     const before = Number(
       (await direct.client.put(`${path}/before`).value('b').exec()).header.revision,
     );
-    proxies.push(await startProxy(etcd.endpoints[0] ?? '', { port }));
+    proxies.push(await startProxy(suite.etcd.endpoints[0] ?? '', { port }));
     const up = await observer.first(
       (e) => e.type === 'status' && e.state === 'connected',
       'observer connected',

@@ -4,20 +4,18 @@
 // missed — or, if the history it needed was compacted meanwhile, an explicit resync that equals
 // etcd's state, then the rest. etcd counts the Watch streams we opened.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3 } from 'etcd3';
 import { EtcdConnector, type ObserverChange, type ObserverEvent } from '../src/index.js';
 import {
   startClusterProxies,
-  startEtcdCluster,
   testTimeout,
   uniqueName,
   waitFor,
-  type EtcdCluster,
   type FaultProxy,
 } from '../src/testing/index.js';
 import { assertExactlyOnce, Writer } from './fixtures/faults-kit.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const OBSERVERS = 100;
 const BUFFER = 16;
@@ -36,20 +34,12 @@ async function watchStreams(endpoint: string): Promise<number> {
 }
 
 void describe('observers sharing one watch stream', () => {
-  let cluster: EtcdCluster;
+  const suite = etcdSuite({ members: 3 });
   let proxies: FaultProxy[];
-  let direct: Etcd3;
 
   before(async () => {
-    cluster = await startEtcdCluster(3);
-    proxies = await startClusterProxies(cluster);
-    direct = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    direct.close();
-    await Promise.all(proxies.map((p) => p.close()));
-    await cluster.stop();
+    proxies = await startClusterProxies(suite.etcd);
+    suite.defer(() => Promise.all(proxies.map((p) => p.close())));
   });
 
   void test('cut, blackhole and compaction with one stalled reader among 100', async (t) => {
@@ -60,8 +50,8 @@ void describe('observers sharing one watch stream', () => {
     );
     t.after(() => conn.close());
     const prefix = conn.constructPath('data');
-    const from = Number((await direct.get('nothing').exec()).header.revision) + 1;
-    const baseline = (await Promise.all(cluster.endpoints.map(watchStreams))).reduce(
+    const from = Number((await suite.client.get('nothing').exec()).header.revision) + 1;
+    const baseline = (await Promise.all(suite.etcd.endpoints.map(watchStreams))).reduce(
       (a, b) => a + b,
       0,
     );
@@ -85,13 +75,13 @@ void describe('observers sharing one watch stream', () => {
       (seen[i] ?? []).some(
         (e) => (e.type === 'put' || e.type === 'resync') && e.revision >= revision,
       );
-    const writer = new Writer(direct, prefix);
+    const writer = new Writer(suite.client, prefix);
     await writer.write(20);
     await waitFor(() => seen[0]?.length === 1, {
       timeoutMs: testTimeout(10000),
       message: 'the stalled reader got its first event',
     });
-    const streams = (await Promise.all(cluster.endpoints.map(watchStreams))).reduce(
+    const streams = (await Promise.all(suite.etcd.endpoints.map(watchStreams))).reduce(
       (a, b) => a + b,
       0,
     );
@@ -119,8 +109,8 @@ void describe('observers sharing one watch stream', () => {
     assert.equal(seen[0]?.length, 1, 'the stalled reader read nothing more meanwhile');
 
     // Compact past what the stalled reader has delivered, then let it read.
-    const compactAt = (await direct.get('nothing').exec()).header.revision;
-    await direct.kv.compact({ revision: compactAt, physical: true });
+    const compactAt = (await suite.client.get('nothing').exec()).header.revision;
+    await suite.client.kv.compact({ revision: compactAt, physical: true });
     const end = await writer.write(1);
     release();
     await waitFor(() => seen.every((_e, i) => hasRevision(i, end)), {
@@ -136,9 +126,11 @@ void describe('observers sharing one watch stream', () => {
     const changes = (events: readonly ObserverEvent[]): ObserverChange[] =>
       events.filter((e): e is ObserverChange => e.type === 'put' || e.type === 'delete');
     for (let i = 1; i < OBSERVERS; i++) {
-      await assertExactlyOnce(direct, prefix, seen.at(i) ?? [], writer).catch((err: unknown) => {
-        assert.fail(`observer ${i}: ${String(err)}`);
-      });
+      await assertExactlyOnce(suite.client, prefix, seen.at(i) ?? [], writer).catch(
+        (err: unknown) => {
+          assert.fail(`observer ${i}: ${String(err)}`);
+        },
+      );
     }
 
     // The stalled one: its first event, then (history gone) one resync equal to etcd's state at
@@ -149,7 +141,11 @@ void describe('observers sharing one watch stream', () => {
     const resync = resyncs[0];
     if (resync?.type === 'resync') {
       assert.equal(resyncs.length, 1);
-      const truth = await direct.getAll().prefix(`${prefix}/`).revision(resync.revision).strings();
+      const truth = await suite.client
+        .getAll()
+        .prefix(`${prefix}/`)
+        .revision(resync.revision)
+        .strings();
       assert.deepEqual(Object.fromEntries(resync.snapshot), truth);
       const after = changes(stalled.slice(stalled.indexOf(resync) + 1));
       assert.ok(after.every((e) => e.revision > resync.revision));
@@ -158,7 +154,7 @@ void describe('observers sharing one watch stream', () => {
         assert.ok((before[i]?.revision ?? 0) > (before[i - 1]?.revision ?? 0));
       }
     } else {
-      await assertExactlyOnce(direct, prefix, stalled, writer);
+      await assertExactlyOnce(suite.client, prefix, stalled, writer);
     }
   });
 });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { before, describe, test } from 'node:test';
 import {
   ClosedError,
   EtcdConnector,
@@ -11,15 +10,14 @@ import {
 } from '../src/index.js';
 import {
   startClusterProxies,
-  startEtcdCluster,
   startProxy,
   testTimeout,
   uniqueName,
   waitFor,
   withTimeout,
-  type EtcdCluster,
   type FaultProxy,
 } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 type Change = Extract<ObserverEvent, { type: 'put' | 'delete' }>;
 
@@ -57,14 +55,13 @@ function assertStrictlyIncreasingRevisions(events: readonly Change[]): void {
 }
 
 describe('Observer', () => {
-  let cluster: EtcdCluster;
+  const suite = etcdSuite({ members: 3 });
   let proxies: FaultProxy[];
-  let direct: Etcd3;
 
   const deadline = (): { deadline: number } => ({ deadline: Date.now() + 3000 });
 
   async function put(key: string, value: string): Promise<number> {
-    const res = await direct.kv.put(
+    const res = await suite.client.kv.put(
       { key: Buffer.from(key), value: Buffer.from(value) },
       deadline(),
     );
@@ -72,19 +69,22 @@ describe('Observer', () => {
   }
 
   async function del(key: string): Promise<number> {
-    const res = await direct.kv.deleteRange({ key: Buffer.from(key) }, deadline());
+    const res = await suite.client.kv.deleteRange({ key: Buffer.from(key) }, deadline());
     return Number(res.header.revision);
   }
 
   async function currentRevision(): Promise<number> {
-    const res = await direct.kv.range({ key: Buffer.from('/'), count_only: true }, deadline());
+    const res = await suite.client.kv.range(
+      { key: Buffer.from('/'), count_only: true },
+      deadline(),
+    );
     return Number(res.header.revision);
   }
 
   /** etcd's live watcher count, summed over the running members. */
   async function watcherCount(): Promise<number> {
     let total = 0;
-    for (const m of cluster.members.filter((x) => x.running && !x.paused)) {
+    for (const m of suite.etcd.members.filter((x) => x.running && !x.paused)) {
       const res = await fetch(`${m.endpoint}/metrics`, { signal: AbortSignal.timeout(2000) });
       const match = /^etcd_debugging_mvcc_watcher_total (\d+)/m.exec(await res.text());
       total += Number(match?.[1] ?? 0);
@@ -122,15 +122,8 @@ describe('Observer', () => {
   }
 
   before(async () => {
-    cluster = await startEtcdCluster(3);
-    proxies = await startClusterProxies(cluster);
-    direct = new Etcd3({ hosts: cluster.endpoints });
-  });
-
-  after(async () => {
-    direct.close();
-    await Promise.all(proxies.map((p) => p.close()));
-    await cluster.stop();
+    proxies = await startClusterProxies(suite.etcd);
+    suite.defer(() => Promise.all(proxies.map((p) => p.close())));
   });
 
   void test('bad input and wrong state: typed errors before any I/O', async (t) => {
@@ -199,7 +192,7 @@ describe('Observer', () => {
     await write(path, undefined, 'exact');
     await write(`${path}/a`, 'a-2', 'sub');
     // One transaction: two events of one revision (plus a sibling's), delivered in order.
-    const txn = await direct.kv.txn(
+    const txn = await suite.client.kv.txn(
       {
         success: [
           { request_put: { key: Buffer.from(`${path}/t1`), value: Buffer.from('t') } },
@@ -394,7 +387,7 @@ describe('Observer', () => {
   });
 
   void test('a blackholed connection is detected and the watch moves to another member', async (t) => {
-    const [m0, m1] = cluster.endpoints;
+    const [m0, m1] = suite.etcd.endpoints;
     assert.ok(m0 !== undefined && m1 !== undefined);
     const pa = await startProxy(m0);
     const pb = await startProxy(m1);
@@ -446,7 +439,7 @@ describe('Observer', () => {
     await put(`${path}/new`, 'n1');
     await put(`${path}-sibling`, 's');
     const compactAt = await put(`${path}/ping`, 'last-before-compaction');
-    await direct.kv.compact({ revision: String(compactAt), physical: true }, deadline());
+    await suite.client.kv.compact({ revision: String(compactAt), physical: true }, deadline());
     // End the cut with a reset, so nothing sent before the compaction is still in flight.
     for (const p of proxies) {
       p.reset();
@@ -478,7 +471,7 @@ describe('Observer', () => {
       if (e.type === 'put') state.set(e.key, e.value);
       else state.delete(e.key);
     }
-    const truth = await direct.kv.range(
+    const truth = await suite.client.kv.range(
       { key: Buffer.from(`${path}/`), range_end: Buffer.from(`${path}0`) },
       deadline(),
     );
@@ -509,7 +502,7 @@ describe('Observer', () => {
           if (type === 'put') {
             acked.set(await put(key, value), { type, key, value });
           } else {
-            const res = await direct.kv.deleteRange({ key: Buffer.from(key) }, deadline());
+            const res = await suite.client.kv.deleteRange({ key: Buffer.from(key) }, deadline());
             // Nothing deleted: an earlier, unacknowledged attempt did it.
             if (res.deleted !== '0') acked.set(Number(res.header.revision), { type, key, value });
           }
@@ -543,7 +536,7 @@ describe('Observer', () => {
       await at(600);
       for (const p of proxies) p.reset();
       await at(1200);
-      const leader = await cluster.leader();
+      const leader = await suite.etcd.leader();
       t.diagnostic(`killing leader ${leader.name} after ${done} writes`);
       await leader.kill();
       await at(2200);
@@ -562,7 +555,7 @@ describe('Observer', () => {
       message: `the end marker (have ${seen.events.length} events)`,
     });
     await obs.stop();
-    await cluster.waitHealthy();
+    await suite.etcd.waitHealthy();
     t.diagnostic(`${acked.size} acknowledged writes, ${failures} failed attempts retried`);
 
     const got = changes(seen.events);
