@@ -44,7 +44,7 @@ void describe('Barrier and DoubleBarrier', () => {
 
   /** etcd's watcher gauge: tells when a Go waiter really waits. */
   async function watchers(): Promise<number> {
-    const res = await fetch(`${suite.etcd.endpoints[0] ?? ''}/metrics`, {
+    const res = await fetch(`${suite.endpoint}/metrics`, {
       signal: AbortSignal.timeout(2000),
     });
     const m = /^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await res.text());

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { findEtcdBinary, testTimeout, uniqueName } from '../src/testing/index.js';
 import {
   assertEnvelope,
@@ -24,13 +24,8 @@ const FAST_FAIL = ['--command-timeout', '500', '--dial-timeout', '500'];
 void describe('etcdc endpoints / register --format endpoints', () => {
   const suite = etcdSuite();
   suite.defer(killAll);
-  let endpoint: string;
 
-  before(() => {
-    endpoint = suite.etcd.endpoints[0] ?? '';
-  });
-
-  const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
+  const at = (ns: string): string[] => ['--endpoints', suite.endpoint, '--namespace', ns];
 
   void test('usage errors exit 2 before connecting', async () => {
     const cases: [string[], RegExp][] = [
@@ -77,7 +72,7 @@ void describe('etcdc endpoints / register --format endpoints', () => {
     });
     const { stdout } = await execFileAsync(
       findEtcdBinary('etcdctl'),
-      [`--endpoints=${endpoint}`, 'get', key, '--print-value-only'],
+      [`--endpoints=${suite.endpoint}`, 'get', key, '--print-value-only'],
       { env: { ...process.env, ETCDCTL_API: '3' }, timeout: testTimeout(10000) },
     );
     assert.equal(stdout, `${value}\n`, 'etcdctl shows the Go value');

@@ -14,7 +14,7 @@ void describe('etcdc lock', () => {
   suite.defer(killAll);
 
   function at(ns: string): string[] {
-    return ['--endpoints', suite.etcd.endpoints[0] ?? '', '--namespace', ns];
+    return ['--endpoints', suite.endpoint, '--namespace', ns];
   }
 
   test('--help names the arguments and options', async () => {

@@ -15,7 +15,7 @@ void describe('etcdc queue / counter / barrier', () => {
   suite.defer(killAll);
 
   function at(ns: string): string[] {
-    return ['--endpoints', suite.etcd.endpoints[0] ?? '', '--namespace', ns];
+    return ['--endpoints', suite.endpoint, '--namespace', ns];
   }
 
   void test('queue push / pop: Go layout, FIFO, --json envelope, --priority, --timeout', async () => {

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { testTimeout, uniqueName } from '../src/testing/index.js';
 import {
@@ -59,13 +59,8 @@ function jsonError(r: CliResult): { message: string; code: string; problem?: str
 void describe('etcdc (CLI, end to end)', () => {
   const suite = etcdSuite();
   suite.defer(killAll);
-  let endpoint: string;
 
-  before(() => {
-    endpoint = suite.etcd.endpoints[0] ?? '';
-  });
-
-  const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
+  const at = (ns: string): string[] => ['--endpoints', suite.endpoint, '--namespace', ns];
 
   async function leaseOf(key: string): Promise<string> {
     const res = await suite.client.get(key).exec();
@@ -249,10 +244,10 @@ void describe('etcdc (CLI, end to end)', () => {
 
   void test('health: --json healthy (endpoint from ETCDC_ENDPOINTS); a dead member exits 1', async () => {
     const [ok, human, bad, badHuman] = await Promise.all([
-      runCli(['health', '--json'], { env: { ETCDC_ENDPOINTS: endpoint } }),
-      runCli(['health', '--endpoints', endpoint]),
-      runCli(['health', '--json', '--endpoints', `${endpoint},${DEAD}`]),
-      runCli(['health', '--endpoints', `${endpoint},${DEAD}`]),
+      runCli(['health', '--json'], { env: { ETCDC_ENDPOINTS: suite.endpoint } }),
+      runCli(['health', '--endpoints', suite.endpoint]),
+      runCli(['health', '--json', '--endpoints', `${suite.endpoint},${DEAD}`]),
+      runCli(['health', '--endpoints', `${suite.endpoint},${DEAD}`]),
     ]);
     assert.equal(ok.code, 0, ok.describe);
     assertAllJson(ok);
@@ -263,19 +258,19 @@ void describe('etcdc (CLI, end to end)', () => {
     assert.equal(report.members.length, 1);
     assert.deepEqual(
       report.members.map((m) => [m.endpoint, m.healthy]),
-      [[endpoint, true]],
+      [[suite.endpoint, true]],
     );
 
     assert.equal(human.code, 0, human.describe);
     assert.match(human.lines.join('\n'), /cluster healthy/);
-    assert.ok(human.lines.some((l) => l.startsWith(endpoint)));
+    assert.ok(human.lines.some((l) => l.startsWith(suite.endpoint)));
 
     assert.equal(bad.code, 1, bad.describe);
     assertAllJson(bad);
     const degraded = bad.records[0] as { status: string; members: JsonRecord[] };
     assert.notEqual(degraded.status, 'healthy');
     const byEndpoint = new Map(degraded.members.map((m) => [m.endpoint, m]));
-    assert.equal(byEndpoint.get(endpoint)?.healthy, true);
+    assert.equal(byEndpoint.get(suite.endpoint)?.healthy, true);
     assert.equal(byEndpoint.get(`http://${DEAD}`)?.healthy, false);
     const error = byEndpoint.get(`http://${DEAD}`)?.error;
     assertJsonError(error, bad.describe);

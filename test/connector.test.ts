@@ -221,7 +221,7 @@ void describe('EtcdConnector with etcd', () => {
     const closed: EtcdConnector[] = [];
     try {
       for (let round = 0; round < 12; round++) {
-        const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+        const proxy = await startProxy(suite.endpoint);
         const conn = new EtcdConnector([proxy.endpoint], uniqueName('race'), {
           dialTimeoutMs: 500,
           callTimeoutMs: 1000,

@@ -101,7 +101,7 @@ void describe('Counter', () => {
   });
 
   void test('an add whose answer was lost lands exactly once (resolved by its receipt)', async () => {
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     suite.defer(() => proxy.close());
     const conn = suite.connect(uniqueName('cnt'), {
       endpoints: [proxy.endpoint],

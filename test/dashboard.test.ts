@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { startDashboard } from '../src/cli/dashboard/server.js';
 import type { PageState } from '../src/cli/dashboard/live.js';
 import { EtcdConnector } from '../src/index.js';
@@ -50,13 +50,8 @@ const stateOf = (data: unknown): PageState =>
 void describe('etcdc dashboard', () => {
   const suite = etcdSuite();
   suite.defer(killAll);
-  let endpoint: string;
 
-  before(() => {
-    endpoint = suite.etcd.endpoints[0] ?? '';
-  });
-
-  const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
+  const at = (ns: string): string[] => ['--endpoints', suite.endpoint, '--namespace', ns];
 
   async function events(url: string): Promise<SseStream> {
     const s = await openEvents(url);
@@ -77,7 +72,7 @@ void describe('etcdc dashboard', () => {
     await b.waitRecord((r) => r.event === 'status', 'node-b campaigns');
     const reg = new CliProcess(['register', 'api', 'api-1', '10.0.0.1:80', ...at(ns), '--json']);
     await reg.waitRecord((r) => r.event === 'registered', 'api-1 registered');
-    const watchersBefore = await watcherCount(endpoint);
+    const watchersBefore = await watcherCount(suite.endpoint);
 
     const dash = new CliProcess(['dashboard', ...at(ns), '--json']);
     const started = await dash.waitRecord((r) => r.event === 'dashboard', 'the address');
@@ -128,7 +123,11 @@ void describe('etcdc dashboard', () => {
       [['api-1', '10.0.0.1:80']],
     );
     // One watch of the namespace, however many recipes it shows.
-    assert.equal(await watcherCount(endpoint), watchersBefore + 1, 'the dashboard adds one watch');
+    assert.equal(
+      await watcherCount(suite.endpoint),
+      watchersBefore + 1,
+      'the dashboard adds one watch',
+    );
 
     // A change arrives as a log line and a new state.
     const from = stream.events.length;
@@ -175,7 +174,7 @@ void describe('etcdc dashboard', () => {
   });
 
   void test('refuses other Host names, other methods and unknown paths', async () => {
-    const conn = new EtcdConnector([endpoint], uniqueName('dash'));
+    const conn = new EtcdConnector([suite.endpoint], uniqueName('dash'));
     const dash = await startDashboard(conn);
     try {
       const { port } = dash.address;
@@ -191,7 +190,7 @@ void describe('etcdc dashboard', () => {
   });
 
   void test('stop() and the signal end every page stream and free the port; stop is idempotent', async () => {
-    const conn = new EtcdConnector([endpoint], uniqueName('dash'));
+    const conn = new EtcdConnector([suite.endpoint], uniqueName('dash'));
     try {
       const controller = new AbortController();
       const dash = await startDashboard(conn, { signal: controller.signal });

@@ -286,7 +286,7 @@ void describe('endpoint registration and tracker (Go naming/endpoints)', () => {
 
   void test('the tracker converges after a blackhole with a compaction, and after connection resets', async () => {
     const ns = uniqueName('ep');
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     suite.defer(() => proxy.close());
     const conn = suite.connect(ns, { endpoints: [proxy.endpoint] });
     const path = conn.constructPath('grpc', 'far');

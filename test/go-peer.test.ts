@@ -36,7 +36,7 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
 
   /** etcd's current number of watchers (a gauge): tells when a Go waiter is really waiting. */
   async function watchers(): Promise<number> {
-    const endpoint = suite.etcd.endpoints[0] ?? '';
+    const endpoint = suite.endpoint;
     const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(2000) });
     const m = /^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await res.text());
     if (m?.[1] === undefined) throw new Error('etcd_debugging_mvcc_watcher_total not in /metrics');

@@ -5,7 +5,7 @@
  * says is checked against what etcd holds, read with a separate client.
  */
 import assert from 'node:assert/strict';
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { EtcdConnector, LEStatus } from '../src/index.js';
 import type { InspectorState, RecipeView } from '../src/index.js';
 import { findEtcdBinary, testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
@@ -42,17 +42,12 @@ void describe('etcdc inspect', () => {
   const suite = etcdSuite();
   suite.defer(killAll);
   const etcdctlBin = findEtcdBinary('etcdctl');
-  let endpoint: string;
 
-  before(() => {
-    endpoint = suite.etcd.endpoints[0] ?? '';
-  });
-
-  const at = (ns: string): string[] => ['--endpoints', endpoint, '--namespace', ns];
+  const at = (ns: string): string[] => ['--endpoints', suite.endpoint, '--namespace', ns];
 
   /** A long-running `etcdctl` (elect, lock): a real Go peer of the CLI kind. */
   function etcdctl(...args: string[]): CliProcess {
-    return new CliProcess([`--endpoints=${endpoint}`, ...args], {
+    return new CliProcess([`--endpoints=${suite.endpoint}`, ...args], {
       command: etcdctlBin,
       env: { ETCDCTL_API: '3' },
     });
@@ -192,7 +187,7 @@ void describe('etcdc inspect', () => {
       withLease: true,
     });
     // Our registrations, and a plain configuration key.
-    const conn = new EtcdConnector([endpoint], ns);
+    const conn = new EtcdConnector([suite.endpoint], ns);
     try {
       const regs = ['api-1', 'api-2'].map((name, i) =>
         conn.newRegistration(`${root}/services/api`, name).register(`10.0.1.${i}:80`, 10),
@@ -257,8 +252,8 @@ void describe('etcdc inspect', () => {
 
   void test('the inspector follows changes live: a new candidate seen as it came, its TTL asked at once, a new leader', async () => {
     const ns = uniqueName('insp');
-    const conn = new EtcdConnector([endpoint], ns);
-    const other = new EtcdConnector([endpoint], ns);
+    const conn = new EtcdConnector([suite.endpoint], ns);
+    const other = new EtcdConnector([suite.endpoint], ns);
     try {
       const path = conn.constructPath('elections', 'live');
       const states: InspectorState[] = [];
@@ -323,7 +318,7 @@ void describe('etcdc inspect', () => {
 
   void test('lease TTLs: one LeaseTimeToLive per distinct lease, not per key', async () => {
     const ns = uniqueName('insp');
-    const conn = new EtcdConnector([endpoint], ns);
+    const conn = new EtcdConnector([suite.endpoint], ns);
     try {
       // Four keys of one connector share its one lease per TTL; etcdctl brings a second lease.
       await Promise.all(
@@ -334,12 +329,12 @@ void describe('etcdc inspect', () => {
       void conn.newLeaderElector(conn.constructPath('elections', 'e'), 'ours', 10).start();
       etcdctl('elect', conn.constructPath('elections', 'e'), 'theirs');
       await keysUnder(`${conn.root}/elections/e/`, 2);
-      const before = await grpcCalls(endpoint, 'LeaseTimeToLive');
+      const before = await grpcCalls(suite.endpoint, 'LeaseTimeToLive');
       const recipes = await inspectJson(ns);
       const leases = new Set(recipes.flatMap((r) => r.entries.flatMap((e) => e.lease ?? [])));
       assert.equal(recipes.flatMap((r) => r.entries).length, 5);
       assert.equal(leases.size, 2);
-      assert.equal((await grpcCalls(endpoint, 'LeaseTimeToLive')) - before, 2);
+      assert.equal((await grpcCalls(suite.endpoint, 'LeaseTimeToLive')) - before, 2);
     } finally {
       await conn.close();
     }

@@ -128,7 +128,7 @@ void describe('elector.run(fn)', () => {
   void test("blackholed past the TTL: fn's signal aborts no later than the session's local deadline", async (t) => {
     const ns = uniqueName('run');
     const path = `/${ns}/e`;
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     suite.defer(() => proxy.close()); // after the connector (deferred closes run newest first)
     const connA = suite.connect(ns, { endpoints: [proxy.endpoint] });
     const session = await connA.session({ ttl: 2 });
@@ -198,7 +198,7 @@ void describe('elector.run(fn)', () => {
 
   void test('a suspension that recovers aborts fn, then runs it again for the same term', async () => {
     const ns = uniqueName('run');
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     suite.defer(() => proxy.close());
     const conn = suite.connect(ns, { endpoints: [proxy.endpoint] });
     // TTL 5: suspended after ~1.25 s of silence, lost only at 5 s.

@@ -133,7 +133,7 @@ void describe('etcd-connector/metrics', () => {
   });
 
   void test('a session lost past its TTL is counted; keepalive round trips are recorded', async (t) => {
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('m'), { callTimeoutMs: 1000 });
     t.after(async () => {
@@ -155,7 +155,7 @@ void describe('etcd-connector/metrics', () => {
   });
 
   void test('watch: resumes after a cut, a resync after compaction, lag recorded', async (t) => {
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('m'), { callTimeoutMs: 1000 });
     t.after(() => conn.close());

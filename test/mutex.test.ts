@@ -154,7 +154,7 @@ void describe('Mutex', () => {
     let held = await a.lock();
     let waiting = b.lock();
     await waitQueueLength(suite.client, `${path}/`, 2);
-    const endpoint = suite.etcd.endpoints[0] ?? '';
+    const endpoint = suite.endpoint;
     const before = await grpcMessagesReceived(endpoint, 'Watch');
     const rounds = 20;
     for (let i = 1; i <= rounds; i++) {
@@ -289,10 +289,10 @@ void describe('Mutex', () => {
     const conn = suite.connect(ns);
     const lock = await conn.newMutex(conn.constructPath('locks', 'quiet')).lock();
     // Our own-key watch asks etcd for deletions only: 20 writes to the key send us nothing.
-    const before = await grpcMessagesSent(suite.etcd.endpoints[0] ?? '', 'Watch');
+    const before = await grpcMessagesSent(suite.endpoint, 'Watch');
     for (let i = 0; i < 20; i++)
       await suite.client.put(lock.key).value(`v${i}`).ignoreLease().exec();
-    const after = await grpcMessagesSent(suite.etcd.endpoints[0] ?? '', 'Watch');
+    const after = await grpcMessagesSent(suite.endpoint, 'Watch');
     assert.ok(after - before < 5, `watch messages sent for 20 puts: ${after - before}`);
     assert.equal(lock.state, 'held');
     await suite.client.delete().key(lock.key).exec();

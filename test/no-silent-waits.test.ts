@@ -113,7 +113,7 @@ void describe('no silent waits: etcd unreachable or blackholed', () => {
 
   for (const fault of ['refused', 'blackholed'] as const) {
     void test(`${fault}: every recipe reports within the dial timeout, then recovers by itself`, async (t) => {
-      proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+      proxy = await startProxy(suite.endpoint);
       t.after(() => proxy.close());
       // Refused: the proxy resets every connection; blackholed: sockets open, nothing flows.
       const resetter =
@@ -193,7 +193,7 @@ void describe('no silent waits: an observer from now that starts while etcd is r
 
   void test('its `connected` marks "now": a write before it is not delivered, every write after it is', async (t) => {
     // A closed port refuses every connection; the proxy comes back on the same port later.
-    const first = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const first = await startProxy(suite.endpoint);
     const port = Number(new URL(first.endpoint).port);
     await first.close();
     const ns = uniqueName('nsw');
@@ -216,7 +216,7 @@ void describe('no silent waits: an observer from now that starts while etcd is r
     const before = Number(
       (await direct.client.put(`${path}/before`).value('b').exec()).header.revision,
     );
-    proxies.push(await startProxy(suite.etcd.endpoints[0] ?? '', { port }));
+    proxies.push(await startProxy(suite.endpoint, { port }));
     const up = await observer.first(
       (e) => e.type === 'status' && e.state === 'connected',
       'observer connected',

@@ -182,7 +182,7 @@ void describe('Queue and PriorityQueue', () => {
   });
 
   void test('queue: a claim whose answer was lost is resolved: the item is delivered, once', async () => {
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     suite.defer(() => proxy.close());
     const ns = uniqueName('q');
     const path = `/${ns}/lossy`;

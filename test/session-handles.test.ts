@@ -160,7 +160,7 @@ void describe('session handles', () => {
   void test('the tracker lists through a compaction between its pages', async (t) => {
     // Behind a proxy that delays every packet, a one-key-per-page listing of 40 keys takes
     // seconds: a compaction lands between its pages for sure.
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('sh'), { callTimeoutMs: 5000 });
     t.after(() => conn.close());
@@ -190,7 +190,7 @@ void describe('session handles', () => {
 void describe('conn.status()', () => {
   const suite = etcdSuite();
   void test('connected, suspended on a blackhole, lost past the TTL, reconnected', async (t) => {
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     t.after(() => proxy.close());
     const conn = new EtcdConnector([proxy.endpoint], uniqueName('st'), {
       callTimeoutMs: 1000,

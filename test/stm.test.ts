@@ -246,7 +246,7 @@ void describe('STM (conn.stm)', () => {
   });
 
   void test('a commit whose answer was lost is applied exactly once', async () => {
-    const proxy = await startProxy(suite.etcd.endpoints[0] ?? '');
+    const proxy = await startProxy(suite.endpoint);
     suite.defer(() => proxy.close());
     const conn = suite.connect(uniqueName('stm'), {
       endpoints: [proxy.endpoint],
