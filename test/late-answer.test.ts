@@ -8,16 +8,11 @@
  * loop there until the session's deadline has passed, as SIGSTOP at that moment would.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
-import { EtcdConnector, LEStatus, SessionLostError, type SessionHandle } from '../src/index.js';
-import {
-  startEtcd,
-  testTimeout,
-  uniqueName,
-  withTimeout,
-  type EtcdCluster,
-} from '../src/testing/index.js';
+import { LEStatus, SessionLostError, type SessionHandle } from '../src/index.js';
+import { testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** From now on, the next transaction's answer is handled only after `session`'s deadline. */
 function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
@@ -34,28 +29,12 @@ function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
 }
 
 void describe('an answer that comes after the session deadline', () => {
-  let etcd: EtcdCluster;
-  const closers: (() => Promise<unknown>)[] = [];
-
-  function connect(ns: string): EtcdConnector {
-    const conn = new EtcdConnector(etcd.endpoints, ns, { callTimeoutMs: 2000 });
-    closers.push(() => conn.close());
-    return conn;
-  }
-
-  before(async () => {
-    etcd = await startEtcd();
-  });
-
-  after(async () => {
-    await Promise.allSettled(closers.map((c) => c()));
-    await etcd.stop();
-  });
+  const suite = etcdSuite();
 
   for (const call of ['lock', 'tryLock'] as const) {
     test(`${call}(): a free lock whose join is answered late rejects with SessionLostError`, async () => {
       const ns = uniqueName('late');
-      const conn = connect(ns);
+      const conn = suite.connect(ns);
       const path = `/${ns}/locks/a`;
       const session = await conn.session({ ttl: 1 });
       const mutex = conn.newMutex(path, { session });
@@ -66,7 +45,7 @@ void describe('an answer that comes after the session deadline', () => {
 
       // Nothing of ours stands in the way: another process gets the lock once etcd lets the
       // lease go (TTL 1 s).
-      const other = connect(ns);
+      const other = suite.connect(ns);
       const held = await withTimeout(other.newMutex(path).lock(), testTimeout(5000), 'next lock');
       assert.ok(held.isHeld);
       await held.unlock();
@@ -75,7 +54,7 @@ void describe('an answer that comes after the session deadline', () => {
 
   test('an elector bound to the session never leads on a join answered late', async () => {
     const ns = uniqueName('late');
-    const conn = connect(ns);
+    const conn = suite.connect(ns);
     const session = await conn.session({ ttl: 1 });
     const elector = conn.newLeaderElector(`/${ns}/e`, 'a', 1, { session });
     stallNextAnswer(conn.client, session);
