@@ -133,7 +133,9 @@ void describe('LeaderElector', () => {
     const ns = uniqueName('el');
     const conn = suite.connect(ns);
     const path = conn.constructPath('elections', 'solo');
-    const e = conn.newLeaderElector(path, 'node-a', 2);
+    // TTL 10: nothing here waits for an expiry, and a 2 s lease was once lost on a loaded machine
+    // between the fenced write and the user transaction below.
+    const e = conn.newLeaderElector(path, 'node-a', 10);
     assert.equal(await e.getLeader(), undefined, 'nobody campaigns yet');
     const r = new Reader(e.start());
     const first = await r.next(isLeader, 'leader');
