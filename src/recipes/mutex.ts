@@ -70,7 +70,8 @@ export class Mutex {
    * Waits until the lock is ours (first come, first served) and resolves with its handle.
    *
    * @throws AbortError `signal` fired (our key was deleted at once)
-   * @throws SessionLostError the session ended while waiting
+   * @throws SessionLostError the session ended while waiting, or before etcd's answer granting
+   *   the lock was handled (its deadline passed: the grant proves nothing any more)
    * @throws ClosedError the connector closed
    * @throws UnavailableError / TimeoutError etcd unreachable when starting the session
    */
@@ -84,6 +85,7 @@ export class Mutex {
    * it under the same session.
    *
    * @throws UnavailableError / TimeoutError etcd could not be asked
+   * @throws SessionLostError the session was lost, also while etcd's answer was on its way
    */
   tryLock(): Promise<HeldLock | undefined> {
     return acquireQueued(this.spec, { tryOnly: true });
