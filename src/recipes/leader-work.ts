@@ -10,7 +10,7 @@
 import { ClosedError, NotLeaderError } from '../errors.js';
 import type { FencingToken } from '../fencing.js';
 import { isAborted } from '../transport/timers.js';
-import type { LeaderEvent } from './leader-elector.js';
+import type { CampaignEvent } from './campaign.js';
 
 /** What `elector.run()` runs while leading. */
 export type LeaderWorkFn = (signal: AbortSignal, token: FencingToken) => Promise<void> | void;
@@ -38,7 +38,7 @@ export class LeaderWork {
   constructor(private readonly opts: LeaderWorkOptions) {}
 
   /** A status of the elector, synchronously as it is emitted. */
-  onEvent(event: LeaderEvent): void {
+  onEvent(event: CampaignEvent): void {
     if (this.ended) return;
     if (event.status === 'leader' && event.token !== undefined) {
       const term = this.term;
