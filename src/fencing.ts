@@ -22,9 +22,18 @@ export interface FencingToken {
   readonly key: string;
   /** Create revision of that key, as etcd's decimal string. Compare tokens with `BigInt()`. */
   readonly revision: string;
-  /** Adds "the key still has this create revision" to a transaction of the root client. */
+  /**
+   * Adds "the key still has this create revision" to a transaction of the root client. Give that
+   * transaction an operation: etcd 3.4 answers one with compares only (or only serializable
+   * reads) from the member asked, without checking with the raft leader, so a follower that has
+   * not applied the latest writes yet can say a deleted key still has its revision.
+   */
   compare(txn: ComparatorBuilder): ComparatorBuilder;
-  /** Starts a transaction guarded by this token: `token.txn(conn.client).then(...).commit()`. */
+  /**
+   * Starts a transaction guarded by this token: `token.txn(conn.client).then(...).commit()`. When
+   * the compare fails it reads the key (its `else`, unless you set your own), which also makes
+   * etcd answer as of now even when `then` holds no write.
+   */
   txn(client: Etcd3): ComparatorBuilder;
   /** The raw compare, for `client.kv.txn({ compare: [...] })`. */
   toCompare(): ICompare;
@@ -50,7 +59,11 @@ class Token implements FencingToken {
   }
 
   txn(client: Etcd3): ComparatorBuilder {
-    return client.if(this.key, 'Create', '==', this.revision);
+    // A linearizable read in a branch: etcd 3.4 serves a transaction whose branches hold no write
+    // and no such read (e.g. a fenced check with no operations) from a follower's local state.
+    return client
+      .if(this.key, 'Create', '==', this.revision)
+      .else({ request_range: { key: Buffer.from(this.key), keys_only: true } });
   }
 
   toCompare(): ICompare {
