@@ -402,7 +402,8 @@ export class EtcdConnector implements AsyncDisposable {
    *
    * @throws InvalidArgumentError bad TTL or signal (before any I/O)
    * @throws UnavailableError / TimeoutError / AuthenticationFailedError / TlsError etcd refused
-   *   or could not be reached (the grant is not retried)
+   *   or could not be reached (the grant is not retried); TimeoutError also when its answer came
+   *   after the granted TTL could have run out (the lease is revoked then)
    * @throws AbortError `signal` fired
    * @throws ClosedError the connector is closed
    */

@@ -1,17 +1,18 @@
 /**
  * A lock or leadership granted by an answer that arrived after the session's deadline is none:
- * etcd may have expired the lease and handed it on meanwhile. Chaos seed 6001 found `lock()` resolving
- * in that case — a join sent, the connection stalled past the TTL, the answer "you hold it"
- * delivered 3 s late; the worker saw the lock lost 0.02 ms later, but the call had said "held".
+ * etcd may have expired the lease and handed it on meanwhile. Chaos seed 6001 found `lock()`
+ * resolving in that case — a join sent, the connection stalled past the TTL, the answer "you hold
+ * it" delivered 3 s late; the worker saw the lock lost 0.02 ms later, but the call had said
+ * "held". The same holds for a lease whose grant is answered after its TTL.
  *
  * The process is "paused" exactly between etcd's answer and its handling by blocking the event
- * loop there until the session's deadline has passed, as SIGSTOP at that moment would.
+ * loop there until the deadline has passed, as SIGSTOP at that moment would.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
-import { LEStatus, SessionLostError, type SessionHandle } from '../src/index.js';
-import { testTimeout, uniqueName, withTimeout } from '../src/testing/index.js';
+import { LEStatus, SessionLostError, TimeoutError, type SessionHandle } from '../src/index.js';
+import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
 
 /** From now on, the next transaction's answer is handled only after `session`'s deadline. */
@@ -70,5 +71,36 @@ void describe('an answer that comes after the session deadline', () => {
     assert.ok(!statuses.includes(LEStatus.Leader), `statuses: ${statuses.join(', ')}`);
     assert.ok(error === undefined || error instanceof SessionLostError, String(error));
     await elector.stop();
+  });
+
+  test('a lease grant answered after its TTL: conn.session() rejects, the lease is revoked', async () => {
+    const conn = suite.connect(uniqueName('late'));
+    const leases = conn.client.leaseClient;
+    const grant = leases.leaseGrant.bind(leases);
+    let granted: string | undefined;
+    leases.leaseGrant = async (...args: Parameters<typeof grant>) => {
+      const res = await grant(...args);
+      leases.leaseGrant = grant;
+      granted = res.ID;
+      // Blocked past the granted TTL, counted from after the answer (so surely from the send).
+      const until = performance.now() + Number(res.TTL) * 1000 + 50;
+      while (performance.now() < until) {
+        // Blocked, as a paused process.
+      }
+      return res;
+    };
+    await assert.rejects(conn.session({ ttl: 1 }), TimeoutError);
+    assert.ok(granted !== undefined);
+    await waitFor(
+      async () => {
+        const { leases: live } = await suite.client.leaseClient.leaseLeases();
+        return live.every((l) => l.ID !== granted) || undefined;
+      },
+      { timeoutMs: testTimeout(5000), message: 'the late lease revoked' },
+    );
+    // The next grant, answered in time, gives a live session.
+    const session = await conn.session({ ttl: 1 });
+    assert.ok(session.isAlive());
+    await session.close();
   });
 });

@@ -11,7 +11,7 @@
  */
 import type { Etcd3, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { observed, publish } from '../diagnostics.js';
-import { ClosedError, SessionLostError } from '../errors.js';
+import { ClosedError, SessionLostError, TimeoutError } from '../errors.js';
 import { leaseIdHex, openStream, type FailureMemory, type OpenedStream } from '../transport/rpc.js';
 import { Backoff, monotonicMs } from '../transport/timers.js';
 
@@ -95,7 +95,11 @@ export class Session {
     }, this.intervalMs);
   }
 
-  /** Grants a lease of `ttl` seconds and starts keeping it alive. */
+  /**
+   * Grants a lease of `ttl` seconds and starts keeping it alive.
+   *
+   * @throws TimeoutError the answer came after the granted TTL could have run out (revoked then)
+   */
   static async grant(client: Etcd3, ttl: number, options: SessionOptions): Promise<Session> {
     const sentAt = monotonicMs();
     let res;
@@ -108,7 +112,16 @@ export class Session {
       throw options.failures.toError(err, 'lease grant');
     }
     const granted = Number(res.TTL);
-    return new Session(client, res.ID, granted > 0 ? granted : ttl, ttl, sentAt, options);
+    const grantedTtl = granted > 0 ? granted : ttl;
+    if (monotonicMs() >= sentAt + grantedTtl * 1000) {
+      // Answered after the TTL it grants could have run out (a stalled connection, a paused
+      // process): nothing vouches for the lease now. Let it go; the caller may ask again.
+      void client.leaseClient
+        .leaseRevoke({ ID: res.ID }, { deadline: Date.now() + options.callTimeoutMs })
+        .catch(() => undefined);
+      throw new TimeoutError(`lease grant answered after its ${grantedTtl} s TTL had run out`);
+    }
+    return new Session(client, res.ID, grantedTtl, ttl, sentAt, options);
   }
 
   get state(): SessionState {
