@@ -205,6 +205,17 @@ void describe('chaos checker', () => {
     );
   });
 
+  void test('a lock granted after its session deadline is reported, overlap or not', () => {
+    const records = cleanRun();
+    const acquired = records.find((r) => r.kind === 'lock.acquired');
+    assert.ok(acquired?.kind === 'lock.acquired');
+    // As seed 6001: the join's answer handled 1.3 s after the deadline.
+    acquired.deadlineAt = acquired.t - 1300;
+    const failed = failing(records).find((v) => v.name.startsWith('locks granted before'));
+    assert.equal(failed?.violationCount, 1, JSON.stringify(failed));
+    assert.match(failed.violations[0] ?? '', /1300\.0 ms after its session's deadline/);
+  });
+
   void test('a planted lost increment is reported', () => {
     const records = cleanRun();
     // The third write sets 2 again: two holders read 1 and both wrote 2.
