@@ -251,7 +251,7 @@ export function checkLeaseTtls(lockHolds: readonly Hold[], leadHolds: readonly H
 /**
  * No `lock()` resolves after its session's local deadline: a grant the clock cannot vouch for is
  * one etcd may already have handed on (seed 6001), whether or not the next holder overlapped it.
- * Six earlier 120 s runs in 95 had such a grant, each lost 0.03-0.9 ms later with nothing done,
+ * Six of 95 earlier runs had such a grant, each lost 0.03-0.9 ms later with nothing done,
  * that no other row saw. The worker logs right after `lock()` resolves, so a worker pause that
  * lands in those microseconds would be counted too (the report's pause bands would show it).
  * Leadership is not checked here: its status stream may deliver a `leader` event a paused reader
