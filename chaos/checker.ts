@@ -251,8 +251,8 @@ export function checkLeaseTtls(lockHolds: readonly Hold[], leadHolds: readonly H
 /**
  * No `lock()` resolves after its session's local deadline: a grant the clock cannot vouch for is
  * one etcd may already have handed on (seed 6001), whether or not the next holder overlapped it.
- * Six of 95 earlier runs had such a grant, each lost 0.03-0.9 ms later with nothing done,
- * that no other row saw. The worker logs right after `lock()` resolves, so a worker pause that
+ * Six of 95 earlier runs had such a grant, each lost within a millisecond with nothing done, and
+ * no other row saw it. The worker logs right after `lock()` resolves, so a worker pause that
  * lands in those microseconds would be counted too (the report's pause bands would show it).
  * Leadership is not checked here: its status stream may deliver a `leader` event a paused reader
  * had not read yet, which the exclusion rows judge by the deadline anyway.
