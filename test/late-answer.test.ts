@@ -15,6 +15,13 @@ import { LEStatus, SessionLostError, TimeoutError, type SessionHandle } from '..
 import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
 
+/** Blocks the event loop until `performance.now()` passes `until`, as a paused process. */
+function blockUntil(until: number): void {
+  while (performance.now() <= until) {
+    // No timer, no keepalive, no I/O runs meanwhile.
+  }
+}
+
 /** From now on, the next transaction's answer is handled only after `session`'s deadline. */
 function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
   const kv = client.kv;
@@ -22,9 +29,7 @@ function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
   kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
     const res = await (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
     kv.txn = txn;
-    while (performance.now() <= session.deadline) {
-      // Blocked, as a paused process: no timer, no keepalive, no I/O runs.
-    }
+    blockUntil(session.deadline);
     return res;
   };
 }
@@ -83,10 +88,7 @@ void describe('an answer that comes after the session deadline', () => {
       leases.leaseGrant = grant;
       granted = res.ID;
       // Blocked past the granted TTL, counted from after the answer (so surely from the send).
-      const until = performance.now() + Number(res.TTL) * 1000 + 50;
-      while (performance.now() < until) {
-        // Blocked, as a paused process.
-      }
+      blockUntil(performance.now() + Number(res.TTL) * 1000 + 50);
       return res;
     };
     await assert.rejects(conn.session({ ttl: 1 }), TimeoutError);
