@@ -18,17 +18,29 @@ const ROUNDS = 100;
 void describe('fenced transactions without writes', () => {
   const suite = etcdSuite({ members: 3 });
 
-  test('after our key was deleted through the raft leader, a follower refuses the token', async () => {
+  /** The raft leader's and a follower's client URLs. */
+  async function leaderAndFollower(): Promise<{ leader: string; follower: string }> {
     const leader = await suite.etcd.leader();
     const follower = suite.etcd.members.find((m) => m !== leader);
     assert.ok(follower !== undefined);
+    return { leader: leader.endpoint, follower: follower.endpoint };
+  }
+
+  /** A raw client that asks `endpoint` only, closed after the suite. */
+  function rawOn(endpoint: string): Etcd3 {
+    const client = new Etcd3({ hosts: [endpoint] });
+    suite.defer(() => {
+      client.close();
+    });
+    return client;
+  }
+
+  test('after our key was deleted through the raft leader, a follower refuses the token', async () => {
+    const { leader, follower } = await leaderAndFollower();
     // Ours asks the follower only; the key is deleted through the leader.
     const ns = uniqueName('fr');
-    const conn = suite.connect(ns, { endpoints: [follower.endpoint] });
-    const viaLeader = new Etcd3({ hosts: [leader.endpoint] });
-    suite.defer(() => {
-      viaLeader.close();
-    });
+    const conn = suite.connect(ns, { endpoints: [follower] });
+    const viaLeader = rawOn(leader);
     const mutex = conn.newMutex(`/${ns}/locks/a`, { ttl: 10 });
     for (let i = 0; i < ROUNDS; i++) {
       const lock = await mutex.lock();
@@ -40,15 +52,10 @@ void describe('fenced transactions without writes', () => {
   });
 
   test('a user transaction with the token and a read is answered as of now', async () => {
-    const leader = await suite.etcd.leader();
-    const follower = suite.etcd.members.find((m) => m !== leader);
-    assert.ok(follower !== undefined);
+    const { leader, follower } = await leaderAndFollower();
     const ns = uniqueName('fr');
-    const conn = suite.connect(ns, { endpoints: [leader.endpoint] });
-    const viaFollower = new Etcd3({ hosts: [follower.endpoint] });
-    suite.defer(() => {
-      viaFollower.close();
-    });
+    const conn = suite.connect(ns, { endpoints: [leader] });
+    const viaFollower = rawOn(follower);
     const lock = await conn.newMutex(`/${ns}/locks/b`).lock();
     for (let i = 0; i < ROUNDS; i++) {
       await lock.fencedTxn([conn.client.put(`/${ns}/data`).value(String(i))]);
