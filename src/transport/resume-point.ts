@@ -49,8 +49,9 @@ export function applyResponse(
   res: Pick<IWatchResponse, 'fragment' | 'events' | 'header'>,
 ): Delivery {
   if (res.fragment) {
-    // concat, not push(...events): a fragment may hold more events than a call takes arguments.
-    point.fragments = (point.fragments ?? []).concat(res.events);
+    // A loop, not push(...events): a fragment may hold more events than a call takes arguments.
+    const fragments = (point.fragments ??= []);
+    for (const e of res.events) fragments.push(e);
     return { kind: 'none' };
   }
   let raw = res.events;
