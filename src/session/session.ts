@@ -116,9 +116,7 @@ export class Session {
     if (monotonicMs() >= sentAt + grantedTtl * 1000) {
       // Answered after the TTL it grants could have run out (a stalled connection, a paused
       // process): nothing vouches for the lease now. Let it go; the caller may ask again.
-      void client.leaseClient
-        .leaseRevoke({ ID: res.ID }, { deadline: Date.now() + options.callTimeoutMs })
-        .catch(() => undefined);
+      void revokeLease(client, res.ID, options.callTimeoutMs);
       throw new TimeoutError(`lease grant answered after its ${grantedTtl} s TTL had run out`);
     }
     return new Session(client, res.ID, grantedTtl, ttl, sentAt, options);
@@ -190,15 +188,8 @@ export class Session {
     this.stopTimers();
   }
 
-  private async revoke(): Promise<void> {
-    try {
-      await this.client.leaseClient.leaseRevoke(
-        { ID: this.leaseId },
-        { deadline: Date.now() + this.options.callTimeoutMs },
-      );
-    } catch {
-      // Unreachable etcd or an already expired lease: the TTL ends it either way.
-    }
+  private revoke(): Promise<void> {
+    return revokeLease(this.client, this.leaseId, this.options.callTimeoutMs);
   }
 
   private openStream(): void {
@@ -392,5 +383,14 @@ export class Session {
       this.resolveDone(change);
       this.controller.abort(change.error ?? new ClosedError('session'));
     }
+  }
+}
+
+/** Revokes lease `id`; never rejects. */
+async function revokeLease(client: Etcd3, id: string, callTimeoutMs: number): Promise<void> {
+  try {
+    await client.leaseClient.leaseRevoke({ ID: id }, { deadline: Date.now() + callTimeoutMs });
+  } catch {
+    // Unreachable etcd or an already expired lease: the TTL ends it either way.
   }
 }
