@@ -10,10 +10,13 @@
  */
 import {
   holder,
+  SEMAPHORE_PERMITS,
   type ChaosRecord,
+  type Counter,
   type FaultRecord,
   type FinalRecord,
   type HistoryRecord,
+  type Recipe,
   type RunParams,
   type WorkerRecord,
 } from './records.js';
@@ -65,9 +68,14 @@ function byKind<K extends WorkerRecord['kind']>(records: readonly ChaosRecord[],
   return records.filter((r): r is W<K> => r.kind === kind && 'w' in r);
 }
 
+/** A role (`lock`, `leadership`, ...) and its holds. */
+export type Role = readonly [string, readonly Hold[]];
+
 /** A hold: who, with which token, from when until when it was valid. */
 export interface Hold {
   readonly holder: string;
+  /** The lock recipe (absent: leadership). */
+  readonly recipe?: Recipe;
   readonly token: string;
   readonly start: number;
   readonly end: number;
@@ -146,6 +154,7 @@ function earlyRevocation(
   ctx: RevocationContext,
   who: string,
   key: string,
+  lease: string,
   token: string,
   ended: number,
   deadline: number,
@@ -155,7 +164,7 @@ function earlyRevocation(
   if (del === undefined || del.t >= ended || del.t >= ctx.stoppedAt) return undefined;
   if (del.t >= deadline - CLOCK_SLACK_MS) return undefined;
   if ((ctx.deletesAt.get(del.revision) ?? 0) < 2) return undefined;
-  const own = ctx.sessionEnds.get(`${who}|${leaseOf(key)}`);
+  const own = ctx.sessionEnds.get(`${who}|${lease}`);
   if (own !== undefined && own <= del.t) return undefined;
   return { t: del.t, revision: del.revision };
 }
@@ -165,11 +174,15 @@ function leaseOf(key: string): string {
   return key.slice(key.lastIndexOf('/') + 1);
 }
 
-/** Holds from acquired/ended records, each cut at its session's last deadline before its end. */
+/**
+ * Holds from acquired/ended records, each cut at its session's last deadline before its end;
+ * lock holds only of the given `recipes` (a record without one is the mutex's).
+ */
 export function holds(
   records: readonly ChaosRecord[],
   acquired: 'lock.acquired' | 'lead.gained',
   ended: 'lock.ended' | 'lead.ended',
+  recipes: readonly Recipe[] = ['mutex'],
 ): Hold[] {
   const deadlines = new Map<string, { t: number; at: number }[]>();
   for (const d of byKind(records, 'deadline')) {
@@ -192,19 +205,24 @@ export function holds(
   const out: Hold[] = [];
   for (const a of records) {
     if (a.kind !== acquired || !('w' in a)) continue;
+    const recipe = a.kind === 'lock.acquired' ? (a.recipe ?? 'mutex') : undefined;
+    if (recipe !== undefined && !recipes.includes(recipe)) continue;
+    const lease = (a.kind === 'lock.acquired' ? a.lease : undefined) ?? leaseOf(a.key);
     const who = holder(a);
     const end = ends.get(`${who}|${a.token}`)?.find((e) => e.t >= a.t);
     const until = end?.t ?? Infinity;
     // The last deadline the holder knew before it ended (or ever, if it never said it ended).
     let deadline = a.deadlineAt;
-    for (const d of deadlines.get(leaseOf(a.key)) ?? []) {
+    for (const d of deadlines.get(lease) ?? []) {
       if (d.t >= a.t && d.t <= until && d.at > deadline) deadline = d.at;
     }
     const validUntil = Math.min(until, deadline);
-    const early = earlyRevocation(revocations, who, a.key, a.token, until, deadline);
+    const early = earlyRevocation(revocations, who, a.key, lease, a.token, until, deadline);
+    const kind = recipe === undefined ? {} : { recipe };
     if (early !== undefined) {
       out.push({
         holder: who,
+        ...kind,
         token: a.token,
         start: a.t,
         end: early.t,
@@ -215,6 +233,7 @@ export function holds(
     }
     out.push({
       holder: who,
+      ...kind,
       token: a.token,
       start: a.t,
       end: validUntil,
@@ -228,12 +247,9 @@ export function holds(
  * The holds whose lease etcd revoked before the TTL it had acknowledged: a known etcd bug, in its
  * own row (the run still passes; the fencing rows show whether any write got through).
  */
-export function checkLeaseTtls(lockHolds: readonly Hold[], leadHolds: readonly Hold[]): Verdict {
+export function checkLeaseTtls(roles: readonly Role[]): Verdict {
   const tally = new Tally('etcd kept every lease for the TTL it acknowledged', 'holds');
-  for (const [role, list] of [
-    ['lock', lockHolds],
-    ['leadership', leadHolds],
-  ] as const) {
+  for (const [role, list] of roles) {
     tally.checked += list.length;
     for (const h of list) {
       if (h.revokedEarly === undefined) continue;
@@ -270,22 +286,56 @@ export function checkGrantDeadlines(records: readonly ChaosRecord[]): Verdict {
   return tally.verdict();
 }
 
-/** No two holds of different holders are valid at the same time. */
-export function checkExclusion(name: string, list: readonly Hold[]): Verdict {
+/**
+ * Which of the holds valid when `hold` began it may not be valid beside: all of them for a mutex
+ * or leadership, all of them once the semaphore's permits are taken, the writers for a reader,
+ * everybody for a writer.
+ */
+export type ExclusionRule = (hold: Hold, valid: readonly Hold[]) => readonly Hold[];
+
+/** A mutex, leadership: nobody beside. */
+export const alone: ExclusionRule = (_hold, valid) => valid;
+
+/** At most `permits` holders at once. */
+export function atMost(permits: number): ExclusionRule {
+  return (_hold, valid) => (valid.length < permits ? [] : valid);
+}
+
+/** A readers-writer lock: readers together, a writer alone. */
+export const readersOrOneWriter: ExclusionRule = (hold, valid) =>
+  hold.recipe === 'write' ? valid : valid.filter((v) => v.recipe === 'write');
+
+/**
+ * No hold begins while holds it may not be valid beside (`rule`) are still valid: a sweep in
+ * order of start, with the holds of others still valid at each start. A holder that regains the
+ * same token (a leader back from a suspension) is not beside itself.
+ */
+export function checkExclusion(
+  name: string,
+  list: readonly Hold[],
+  rule: ExclusionRule = alone,
+): Verdict {
   const tally = new Tally(name, 'holds');
   tally.checked = list.length;
-  for (let i = 0; i < list.length; i++) {
-    const a = list[i];
-    if (a === undefined) continue;
-    for (let j = i + 1; j < list.length; j++) {
-      const b = list[j];
-      if (b === undefined || b.start >= a.end) break;
-      if (b.holder === a.holder && b.token === a.token) continue;
+  let valid: Hold[] = [];
+  for (const b of list) {
+    valid = valid.filter((a) => a.end > b.start);
+    const others = valid.filter((a) => a.holder !== b.holder || a.token !== b.token);
+    const beside = rule(b, others);
+    if (beside.length > 0) {
+      const them = beside
+        .slice(0, SHOW)
+        .map(
+          (a) =>
+            `${a.holder} (${a.recipe === undefined ? '' : `${a.recipe} `}token ${a.token}, ` +
+            `valid until ${fmtT(a.end)}, overlap ${(a.end - b.start).toFixed(1)} ms)`,
+        );
       tally.fail(
-        `${a.holder} (token ${a.token}, valid until ${fmtT(a.end)}) and ${b.holder} (token ` +
-          `${b.token}, from ${fmtT(b.start)}) overlap by ${(a.end - b.start).toFixed(1)} ms`,
+        `${b.holder} (${b.recipe === undefined ? '' : `${b.recipe} `}token ${b.token}) began at ` +
+          `${fmtT(b.start)} beside ${them.join(', ')}${beside.length > SHOW ? ', ...' : ''}`,
       );
     }
+    valid.push(b);
   }
   return tally.verdict();
 }
@@ -357,16 +407,21 @@ export function checkFencing(
 }
 
 /**
- * The counter: each write is the previous value + 1 (no increment lost or applied twice), the
- * final value is the number of writes, and every acknowledged increment is in the history.
+ * A counter (the mutex's, or the RWMutex writers'): each write is the previous value + 1 (no
+ * increment lost or applied twice), the final value is the number of writes, and every
+ * acknowledged increment is in the history.
  */
 export function checkCounter(
   history: readonly HistoryRecord[],
   records: readonly ChaosRecord[],
+  counter: Counter,
   key: string,
   final: FinalRecord | undefined,
 ): Verdict {
-  const tally = new Tally('no lost update (counter)', 'increments');
+  const tally = new Tally(
+    counter === 'mutex' ? 'no lost update (counter)' : "no lost update (RWMutex writers' counter)",
+    'increments',
+  );
   const writes = writesOf(history, key);
   let expected = 1;
   for (const w of writes) {
@@ -379,7 +434,7 @@ export function checkCounter(
     expected = (n ?? expected) + 1;
   }
   const byRevision = new Map(writes.map((w) => [w.revision, parse(w.value).n]));
-  const incs = byKind(records, 'inc');
+  const incs = byKind(records, 'inc').filter((i) => (i.counter ?? 'mutex') === counter);
   let acked = 0;
   let unknown = 0;
   for (const i of incs) {
@@ -400,8 +455,9 @@ export function checkCounter(
         `and ${dead} in flight when their worker was killed`,
     );
   }
-  if (final !== undefined && final.counter !== writes.length) {
-    tally.fail(`final counter ${final.counter}, but ${writes.length} increments landed`);
+  const value = counter === 'mutex' ? final?.counter : (final?.rwCounter ?? 0);
+  if (value !== undefined && value !== writes.length) {
+    tally.fail(`final counter ${value}, but ${writes.length} increments landed`);
   }
   return tally.verdict();
 }
@@ -593,23 +649,19 @@ export function checkTrackers(
   return tally.verdict();
 }
 
-/** After the last fault, the lock and leadership are held again within TTL + 2 s. */
+/** After the last fault, every role (the locks, leadership) is held again within TTL + 2 s. */
 export function checkLiveness(
   records: readonly ChaosRecord[],
   params: RunParams,
-  lockHolds: readonly Hold[],
-  leadHolds: readonly Hold[],
+  roles: readonly Role[],
 ): Verdict {
   const tally = new Tally(
-    'liveness: lock and leadership granted within TTL + 2 s after faults and raft elections',
+    'liveness: locks and leadership granted within TTL + 2 s after faults and raft elections',
     'roles',
   );
   const quietFrom = lastFaultEnd(records);
   const bound = quietFrom + params.ttl * 1000 + 2000;
-  for (const [role, list] of [
-    ['lock', lockHolds],
-    ['leadership', leadHolds],
-  ] as const) {
+  for (const [role, list] of roles) {
     tally.checked++;
     const first = list.find((h) => h.end > quietFrom);
     const at = first === undefined ? Infinity : Math.max(first.start, quietFrom);
@@ -650,7 +702,16 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
   history.sort((a, b) => a.revision - b.revision);
   const final = records.find((r): r is FinalRecord => r.kind === 'final');
   const lockHolds = holds(records, 'lock.acquired', 'lock.ended');
+  const permitHolds = holds(records, 'lock.acquired', 'lock.ended', ['semaphore']);
+  const rwHolds = holds(records, 'lock.acquired', 'lock.ended', ['read', 'write']);
   const leadHolds = holds(records, 'lead.gained', 'lead.ended');
+  const roles: Role[] = [
+    ['lock', lockHolds],
+    ['semaphore permit', permitHolds],
+    ['read lock', rwHolds.filter((h) => h.recipe === 'read')],
+    ['write lock', rwHolds.filter((h) => h.recipe === 'write')],
+    ['leadership', leadHolds],
+  ];
   const gaps = records.filter((r) => r.kind === 'history.gap');
   const historyVerdict: Verdict = {
     name: "etcd's history recorded without a gap",
@@ -669,9 +730,15 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
   return [
     historyVerdict,
     checkExclusion('mutual exclusion: lock holders', lockHolds),
+    checkExclusion(
+      `semaphore: at most ${SEMAPHORE_PERMITS} permit holders`,
+      permitHolds,
+      atMost(SEMAPHORE_PERMITS),
+    ),
+    checkExclusion('RWMutex: readers together, a writer alone', rwHolds, readersOrOneWriter),
     checkGrantDeadlines(records),
     checkExclusion('mutual exclusion: leaders', leadHolds),
-    checkLeaseTtls(lockHolds, leadHolds),
+    checkLeaseTtls(roles),
     checkFencing(
       'fencing: counter writes under live, increasing tokens',
       history,
@@ -679,15 +746,22 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
       lockPrefix,
     ),
     checkFencing(
+      "fencing: RWMutex writers' counter under live, increasing tokens",
+      history,
+      params.rwCounterKey,
+      params.rwWritePrefix,
+    ),
+    checkFencing(
       'fencing: leader work under live, increasing tokens',
       history,
       params.workKey,
       electionPrefix,
     ),
-    checkCounter(history, records, params.counterKey, final),
+    checkCounter(history, records, 'mutex', params.counterKey, final),
+    checkCounter(history, records, 'rw', params.rwCounterKey, final),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
-    checkLiveness(records, params, lockHolds, leadHolds),
+    checkLiveness(records, params, roles),
     checkExits(records, final),
   ];
 }

@@ -29,11 +29,11 @@ import {
   type EtcdCluster,
   type FaultProxy,
 } from '../src/testing/index.js';
-import { check, holds } from './checker.js';
+import { check } from './checker.js';
 import { Nemesis, type Stage } from './nemesis.js';
 import { startRaftWatch, type RaftWatch } from './raft-watch.js';
 import { readRecords, type ChaosRecord, type RunParams } from './records.js';
-import { summary, timelineHtml } from './report.js';
+import { summary, timelineHtml, timelineLanes } from './report.js';
 
 interface Args {
   seed: number;
@@ -399,13 +399,17 @@ async function main(): Promise<number> {
       if (leasesLeft === 0) break;
       await sleep(100);
     }
-    const counterRaw = await direct.get(`${ROOT}/counter`).string();
+    const counterOf = async (key: string): Promise<number> => {
+      const raw = await direct.get(`${ROOT}/${key}`).string();
+      return raw === null ? 0 : (JSON.parse(raw) as { n: number }).n;
+    };
     writeFileSync(
       join(args.out, 'final.jsonl'),
       `${JSON.stringify({
         kind: 'final',
         t: now(),
-        counter: counterRaw === null ? 0 : (JSON.parse(counterRaw) as { n: number }).n,
+        counter: await counterOf('counter'),
+        rwCounter: await counterOf('rwcounter'),
         services,
         stoppedAt,
         leasesLeft,
@@ -428,6 +432,8 @@ async function main(): Promise<number> {
     ttl: args.ttl,
     counterKey: `${ROOT}/counter`,
     lockPrefix: `${ROOT}/lock/`,
+    rwCounterKey: `${ROOT}/rwcounter`,
+    rwWritePrefix: `${ROOT}/rw/write/`,
     workKey: `${ROOT}/work`,
     electionPrefix: `${ROOT}/election/`,
     observedPrefix: `${ROOT}/obs/`,
@@ -438,13 +444,7 @@ async function main(): Promise<number> {
   writeFileSync(join(args.out, 'summary.md'), `${text}\n`);
   writeFileSync(
     join(args.out, 'report.html'),
-    timelineHtml(
-      title,
-      records,
-      verdicts,
-      holds(records, 'lock.acquired', 'lock.ended'),
-      holds(records, 'lead.gained', 'lead.ended'),
-    ),
+    timelineHtml(title, records, verdicts, timelineLanes(records)),
   );
   process.stdout.write(`${text}\n\nreport: ${join(args.out, 'report.html')}\n`);
   return verdicts.every((v) => v.ok) ? 0 : 1;

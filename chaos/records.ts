@@ -11,6 +11,15 @@ interface Base {
   t: number;
 }
 
+/** Which lock recipe a hold is of: the mutex, a semaphore permit, or one side of the RWMutex. */
+export type Recipe = 'mutex' | 'semaphore' | 'read' | 'write';
+
+/** The counters incremented under a lock: the mutex's, and the RWMutex writers'. */
+export type Counter = 'mutex' | 'rw';
+
+/** Permits of the semaphore the workers share. */
+export const SEMAPHORE_PERMITS = 2;
+
 /** A worker incarnation's records carry `w` (worker slot) and `inc` (incarnation). */
 interface WorkerBase extends Base {
   w: string;
@@ -24,12 +33,27 @@ export type WorkerRecord = WorkerBase &
     | { kind: 'deadline'; lease: string; deadlineAt: number }
     /** This process closed or lost a session (and so may have revoked its lease itself). */
     | { kind: 'session'; lease: string; state: 'closed' | 'lost' }
-    /** The lock is held (`deadlineAt`: its session's deadline at that moment). */
-    | { kind: 'lock.acquired'; token: string; key: string; deadlineAt: number }
+    /**
+     * A lock recipe's hold began (`deadlineAt`: its session's deadline at that moment). Records
+     * from before the semaphore and RWMutex were added have no `recipe` (the mutex) and no
+     * `lease` (the key's last segment).
+     */
+    | {
+        kind: 'lock.acquired';
+        recipe?: Recipe;
+        token: string;
+        key: string;
+        lease?: string;
+        deadlineAt: number;
+      }
     | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }
-    /** One increment of the shared counter under the lock (`unknown`: no answer, may have landed). */
+    /**
+     * One increment of a counter under its lock (`unknown`: no answer, may have landed);
+     * `counter` absent: the mutex's.
+     */
     | {
         kind: 'inc';
+        counter?: Counter;
         token: string;
         outcome: 'ok' | 'failed' | 'unknown';
         value?: number;
@@ -90,8 +114,10 @@ export interface HistoryGapRecord extends Base {
 /** What the controller saw at the end. */
 export interface FinalRecord extends Base {
   kind: 'final';
-  /** The counter's value in etcd at the end. */
+  /** The mutex counter's value in etcd at the end. */
   counter: number;
+  /** The RWMutex writers' counter's value at the end (absent in runs before it existed). */
+  rwCounter?: number;
   /** Registration names under the services path, read just before the workers were stopped. */
   services: string[];
   /** When the workers were told to stop (what trackers show after that is not checked). */
@@ -131,6 +157,10 @@ export interface RunParams {
   counterKey: string;
   /** The lock's key prefix (`lockPath + '/'`): holders' keys live here. */
   lockPrefix: string;
+  /** The counter RWMutex writers increment. */
+  rwCounterKey: string;
+  /** Where RWMutex writers' keys live (`rwPath + '/write/'`). */
+  rwWritePrefix: string;
   /** The key leaders write their fenced work to. */
   workKey: string;
   /** The election's key prefix (`electionPath + '/'`). */

@@ -3,14 +3,25 @@
  * with its count) and an HTML timeline a person can open (who held the lock and leadership when,
  * faults as bands). The HTML is well-formed XML (XHTML), so a test can parse it strictly.
  */
-import { holder, type ChaosRecord, type FaultRecord } from './records.js';
-import type { Hold, Verdict } from './checker.js';
+import {
+  holder,
+  type ChaosRecord,
+  type Counter,
+  type FaultRecord,
+  type Recipe,
+} from './records.js';
+import { holds, type Hold, type Verdict } from './checker.js';
 
 /** What the run did, counted from the records. */
 export interface Operations {
   lockHolds: number;
   incrementsAcked: number;
   incrementsUnknown: number;
+  permitHolds: number;
+  readHolds: number;
+  writeHolds: number;
+  rwIncrementsAcked: number;
+  rwIncrementsUnknown: number;
   leaderTerms: number;
   leaderWrites: number;
   observerEvents: number;
@@ -23,6 +34,11 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     lockHolds: 0,
     incrementsAcked: 0,
     incrementsUnknown: 0,
+    permitHolds: 0,
+    readHolds: 0,
+    writeHolds: 0,
+    rwIncrementsAcked: 0,
+    rwIncrementsUnknown: 0,
     leaderTerms: 0,
     leaderWrites: 0,
     observerEvents: 0,
@@ -32,10 +48,10 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
   // A leader that recovers from a suspension gains the same term again: counted once.
   const terms = new Set<string>();
   for (const r of records) {
-    if (r.kind === 'lock.acquired') ops.lockHolds++;
-    else if (r.kind === 'inc' && r.outcome === 'ok') ops.incrementsAcked++;
-    else if (r.kind === 'inc' && r.outcome === 'unknown') ops.incrementsUnknown++;
-    else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
+    if (r.kind === 'lock.acquired') ops[HOLDS[r.recipe ?? 'mutex']]++;
+    else if (r.kind === 'inc' && r.outcome !== 'failed') {
+      ops[INCREMENTS[r.counter ?? 'mutex'][r.outcome]]++;
+    } else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
     else if (r.kind === 'tracker') ops.trackerMaps++;
@@ -44,6 +60,20 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
   ops.leaderTerms = terms.size;
   return ops;
 }
+
+/** Which count a hold of each recipe adds to. */
+const HOLDS = {
+  mutex: 'lockHolds',
+  semaphore: 'permitHolds',
+  read: 'readHolds',
+  write: 'writeHolds',
+} as const satisfies Record<Recipe, keyof Operations>;
+
+/** Which count an increment of each counter adds to, acknowledged or unanswered. */
+const INCREMENTS = {
+  mutex: { ok: 'incrementsAcked', unknown: 'incrementsUnknown' },
+  rw: { ok: 'rwIncrementsAcked', unknown: 'rwIncrementsUnknown' },
+} as const satisfies Record<Counter, Record<'ok' | 'unknown', keyof Operations>>;
 
 /** Faults injected, by kind. */
 export function countFaults(records: readonly ChaosRecord[]): Map<string, number> {
@@ -70,6 +100,9 @@ export function summary(
     `| worker incarnations | ${ops.workerIncarnations} |`,
     `| lock holds | ${ops.lockHolds} |`,
     `| fenced increments acknowledged (unanswered) | ${ops.incrementsAcked} (${ops.incrementsUnknown}) |`,
+    `| semaphore permits held | ${ops.permitHolds} |`,
+    `| RWMutex read holds, write holds | ${ops.readHolds}, ${ops.writeHolds} |`,
+    `| RWMutex writers' increments acknowledged (unanswered) | ${ops.rwIncrementsAcked} (${ops.rwIncrementsUnknown}) |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,
     `| observer events delivered | ${ops.observerEvents} |`,
@@ -125,13 +158,39 @@ function faultColour(fault: string): string {
   return FAULT_COLOURS[family] ?? '#adb5bd';
 }
 
-/** The timeline: one lane per worker incarnation for the lock and one for leadership. */
+/** A kind of hold the timeline draws: one lane of it per worker incarnation. */
+export interface Lane {
+  /** `lock`, `leader`, ...: the lane's label after the holder's name, and its holds' titles. */
+  readonly name: string;
+  readonly holds: readonly Hold[];
+  readonly colour: string;
+  /** Holds of this recipe drawn in another colour (the RWMutex's writers among its readers). */
+  readonly accent?: { readonly recipe: Recipe; readonly colour: string };
+}
+
+/** The lanes of a run: the mutex, the semaphore, the RWMutex and leadership. */
+export function timelineLanes(records: readonly ChaosRecord[]): Lane[] {
+  const locks = (recipes: readonly Recipe[]): Hold[] =>
+    holds(records, 'lock.acquired', 'lock.ended', recipes);
+  return [
+    { name: 'lock', holds: locks(['mutex']), colour: '#1d3557' },
+    { name: 'semaphore', holds: locks(['semaphore']), colour: '#6a994e' },
+    {
+      name: 'rw',
+      holds: locks(['read', 'write']),
+      colour: '#a8dadc',
+      accent: { recipe: 'write', colour: '#e63946' },
+    },
+    { name: 'leader', holds: holds(records, 'lead.gained', 'lead.ended'), colour: '#457b9d' },
+  ];
+}
+
+/** The timeline: per worker incarnation one lane for each kind of hold (lock, leadership...). */
 export function timelineHtml(
   title: string,
   records: readonly ChaosRecord[],
   verdicts: readonly Verdict[],
-  lockHolds: readonly Hold[],
-  leadHolds: readonly Hold[],
+  lanes: readonly Lane[],
 ): string {
   // A loop, not Math.min(...times): a long run has more records than a call takes arguments.
   let t0 = Infinity;
@@ -148,7 +207,7 @@ export function timelineHtml(
   ].sort();
   const laneH = 14;
   const top = 30;
-  const rows = who.flatMap((h) => [`${h} lock`, `${h} leader`]);
+  const rows = who.flatMap((h) => lanes.map((l) => `${h} ${l.name}`));
   const height = top + rows.length * (laneH + 4) + 30;
   const parts: string[] = [];
   // Faults: bands from start to end, over every lane.
@@ -175,19 +234,21 @@ export function timelineHtml(
       `<line x1="${left}" x2="${width - 20}" y1="${y + laneH / 2}" y2="${y + laneH / 2}" stroke="#dee2e6"/>`,
     );
   });
-  const bars = (list: readonly Hold[], lane: 'lock' | 'leader', colour: string): void => {
-    for (const h of list) {
-      const i = rows.indexOf(`${h.holder} ${lane}`);
-      if (i === -1 || !Number.isFinite(h.end)) continue;
+  const lane = new Map(rows.map((label, i) => [label, i]));
+  for (const { name, holds, colour, accent } of lanes) {
+    for (const h of holds) {
+      const i = lane.get(`${h.holder} ${name}`);
+      if (i === undefined || !Number.isFinite(h.end)) continue;
       const y = top + i * (laneH + 4);
+      // A lane of two kinds (the RWMutex's) names each hold's kind.
+      const what = accent === undefined ? name : `${name} ${h.recipe ?? ''}`;
+      const fill = accent !== undefined && h.recipe === accent.recipe ? accent.colour : colour;
       parts.push(
         `<rect x="${x(h.start).toFixed(1)}" y="${y}" width="${Math.max(1, x(h.end) - x(h.start)).toFixed(1)}" ` +
-          `height="${laneH}" fill="${colour}"><title>${esc(`${h.holder} ${lane} token ${h.token} (${h.how})`)}</title></rect>`,
+          `height="${laneH}" fill="${fill}"><title>${esc(`${h.holder} ${what} token ${h.token} (${h.how})`)}</title></rect>`,
       );
     }
-  };
-  bars(lockHolds, 'lock', '#1d3557');
-  bars(leadHolds, 'leader', '#457b9d');
+  }
   const legend = Object.entries(FAULT_COLOURS)
     .map(([k, c]) => `<span style="background:${c};opacity:0.6;padding:0 6px">${esc(k)}</span>`)
     .join(' ');
@@ -206,7 +267,7 @@ export function timelineHtml(
 </head>
 <body>
 <h1>${esc(title)}</h1>
-<p>Lanes: dark = lock held (valid until release, loss or the holder's session deadline), light = leader. Bands: faults (${legend}). Hover for details.</p>
+<p>Lanes per worker: a hold is drawn from its grant until its release, its loss or the holder's session deadline (lock, semaphore permit, RWMutex with writers in red, leader). Bands: faults (${legend}). Hover for details.</p>
 <svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="timeline">
 ${parts.join('\n')}
 </svg>

@@ -1,8 +1,10 @@
 /**
- * A chaos worker: one process that runs, at once, a lock-protected read-modify-write counter
- * (every increment a fenced transaction), an elector doing fenced leader work, a service
- * registration, a tracker, and an observer of the prefix the writer fills — and writes down
- * everything it does, synchronously, so a kill -9 loses at most the line being written.
+ * A chaos worker: one process that runs, at once, a mutex-protected read-modify-write counter
+ * (every increment a fenced transaction), a semaphore's permits held for a few ms, an RWMutex's
+ * readers and writers (the writers with a fenced counter of their own), an elector doing fenced
+ * leader work, a service registration, a tracker, and an observer of the prefix the writer fills
+ * — and writes down everything it does, synchronously, so a kill -9 loses at most the line being
+ * written.
  *
  * Args: --id w1 --inc 0 --endpoints a,b,c --ttl 3 --log file --root /chaos
  * Stops cleanly on a `stop` line on stdin (or stdin's end, or SIGTERM).
@@ -11,11 +13,13 @@ import { subscribe } from 'node:diagnostics_channel';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as wait } from 'node:timers/promises';
+import { SEMAPHORE_PERMITS, type Counter, type Recipe } from './records.js';
 import {
   EtcdConnector,
   EtcdConnectorError,
   LEStatus,
   type DiagnosticMessages,
+  type Lock,
   type SessionHandle,
 } from '../src/index.js';
 
@@ -99,74 +103,144 @@ async function session(where: string): Promise<SessionHandle | undefined> {
   return undefined;
 }
 
-/** The counter: lock, read, fenced write of value + 1 (a few times), unlock. */
-async function counterLoop(): Promise<void> {
-  const counter = path('counter');
+/**
+ * One lock recipe's loop, the same for each: a session; then acquire, log, `work`, log the end,
+ * release, a short pause, until the session is gone; then a new session. `recipes` makes the
+ * recipe objects of a session and returns the acquiring call; `work` says whether it saw the
+ * hold lost.
+ */
+async function holdLoop(
+  where: string,
+  recipes: (s: SessionHandle) => () => Promise<[Recipe, Lock]>,
+  work: (recipe: Recipe, held: Lock) => Promise<boolean>,
+): Promise<void> {
   while (!stopped()) {
-    const s = await session('lock session');
+    const s = await session(`${where} session`);
     if (s === undefined) return;
-    const mutex = conn.newMutex(path('lock'), { session: s });
+    const acquire = recipes(s);
     while (!stopped() && s.isAlive()) {
-      let held;
+      let recipe: Recipe;
+      let held: Lock;
       try {
-        held = await mutex.lock({ signal });
+        [recipe, held] = await acquire();
       } catch (err) {
-        if (!stopped()) log({ kind: 'error', where: 'lock', ...errorFields(err) });
+        if (!stopped()) log({ kind: 'error', where, ...errorFields(err) });
         break;
       }
       const token = held.token.revision;
       log({
         kind: 'lock.acquired',
+        recipe,
         token,
         key: held.key,
+        lease: s.leaseId,
         deadlineAt: performance.timeOrigin + s.deadline,
       });
-      let lost = false;
-      for (let i = 0; i < 3 && !held.signal.aborted && !stopped(); i++) {
-        let value = 0;
-        try {
-          const raw = await conn.client.get(counter).string();
-          value = raw === null ? 0 : (JSON.parse(raw) as { n: number }).n;
-        } catch (err) {
-          log({ kind: 'error', where: 'counter read', ...errorFields(err) });
-          break;
-        }
-        const next = value + 1;
-        try {
-          const res = await held.fencedTxn([
-            conn.client.put(counter).value(JSON.stringify({ n: next, token, w: id, inc })),
-          ]);
-          log({
-            kind: 'inc',
-            token,
-            outcome: 'ok',
-            value: next,
-            revision: Number(res.header.revision),
-          });
-        } catch (err) {
-          // No answer: it may have landed. A refused fence: it did not.
-          const code = err instanceof EtcdConnectorError ? err.code : '';
-          const outcome =
-            code === 'ETCDC_TIMEOUT' || code === 'ETCDC_UNAVAILABLE' ? 'unknown' : 'failed';
-          log({ kind: 'inc', token, outcome, value: next, ...errorFields(err) });
-          if (outcome === 'failed') lost = true;
-          break;
-        }
-      }
-      lost ||= held.signal.aborted;
+      const lost = (await work(recipe, held)) || held.signal.aborted;
       // The hold ends when the holder stops acting on it: before unlock() lets the next one in.
       log({ kind: 'lock.ended', token, how: lost ? 'lost' : 'released' });
       if (!lost) {
         try {
           await held.unlock();
         } catch (err) {
-          log({ kind: 'error', where: 'unlock', ...errorFields(err) });
+          log({ kind: 'error', where: `${where} unlock`, ...errorFields(err) });
         }
       }
       await pause(20 + Math.random() * 80);
     }
     await s.close();
   }
+}
+
+/**
+ * A read-modify-write of `counter` under a held lock: read, fenced write of value + 1, a few
+ * times. Says whether the lock turned out lost (a refused fence).
+ */
+async function increments(counter: Counter, held: Lock): Promise<boolean> {
+  const key = path(counter === 'mutex' ? 'counter' : 'rwcounter');
+  const token = held.token.revision;
+  for (let i = 0; i < 3 && !held.signal.aborted && !stopped(); i++) {
+    let value = 0;
+    try {
+      const raw = await conn.client.get(key).string();
+      value = raw === null ? 0 : (JSON.parse(raw) as { n: number }).n;
+    } catch (err) {
+      log({ kind: 'error', where: `${counter} counter read`, ...errorFields(err) });
+      return false;
+    }
+    const next = value + 1;
+    try {
+      const res = await held.fencedTxn([
+        conn.client.put(key).value(JSON.stringify({ n: next, token, w: id, inc })),
+      ]);
+      log({
+        kind: 'inc',
+        counter,
+        token,
+        outcome: 'ok',
+        value: next,
+        revision: Number(res.header.revision),
+      });
+    } catch (err) {
+      // No answer: it may have landed. A refused fence: it did not.
+      const code = err instanceof EtcdConnectorError ? err.code : '';
+      const outcome =
+        code === 'ETCDC_TIMEOUT' || code === 'ETCDC_UNAVAILABLE' ? 'unknown' : 'failed';
+      log({ kind: 'inc', counter, token, outcome, value: next, ...errorFields(err) });
+      return outcome === 'failed';
+    }
+  }
+  return false;
+}
+
+/** Holds for a few ms (less if the hold is lost or the worker stops): a reader, a permit. */
+async function dwell(held: Lock): Promise<boolean> {
+  await wait(5 + Math.random() * 25, undefined, {
+    signal: AbortSignal.any([held.signal, signal]),
+  }).catch(() => undefined);
+  return false;
+}
+
+/** The mutex guards the counter: lock, read, fenced write of value + 1 (a few times), unlock. */
+function counterLoop(): Promise<void> {
+  return holdLoop(
+    'lock',
+    (s) => {
+      const mutex = conn.newMutex(path('lock'), { session: s });
+      return async () => ['mutex', await mutex.lock({ signal })];
+    },
+    (_recipe, held) => increments('mutex', held),
+  );
+}
+
+/** The semaphore: a permit held for a few ms; the checker counts the holders at each moment. */
+function semaphoreLoop(): Promise<void> {
+  return holdLoop(
+    'semaphore',
+    (s) => {
+      const sem = conn.newSemaphore(path('sem'), SEMAPHORE_PERMITS, { session: s });
+      return async () => ['semaphore', await sem.acquire({ signal })];
+    },
+    (_recipe, held) => dwell(held),
+  );
+}
+
+/**
+ * The RWMutex: mostly readers, who hold for a few ms; writers increment a counter of their own
+ * under the write lock (a lost update there means two writers at once).
+ */
+function rwLoop(): Promise<void> {
+  return holdLoop(
+    'rwmutex',
+    (s) => {
+      const rw = conn.newRWMutex(path('rw'), { session: s });
+      return async () =>
+        Math.random() < 0.3
+          ? ['write', await rw.lock({ signal })]
+          : ['read', await rw.rlock({ signal })];
+    },
+    (recipe, held) => (recipe === 'write' ? increments('rw', held) : dwell(held)),
+  );
 }
 
 /** The elector: while leader, fenced writes of its token to the work key. */
@@ -322,6 +396,8 @@ async function main(): Promise<void> {
     .on('close', stop);
   const running = Promise.all([
     counterLoop(),
+    semaphoreLoop(),
+    rwLoop(),
     electorLoop(),
     registration(),
     trackerLoop(),

@@ -4,13 +4,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { check, holds, lastFaultEnd, type Verdict } from '../../chaos/checker.js';
-import { timelineHtml } from '../../chaos/report.js';
+import { timelineHtml, timelineLanes } from '../../chaos/report.js';
 import type { ChaosRecord, HistoryRecord, RunParams } from '../../chaos/records.js';
 
 const P: RunParams = {
   ttl: 3,
   counterKey: '/c/counter',
   lockPrefix: '/c/lock/',
+  rwCounterKey: '/c/rwcounter',
+  rwWritePrefix: '/c/rw/write/',
   workKey: '/c/work',
   electionPrefix: '/c/election/',
   observedPrefix: '/c/obs/',
@@ -112,6 +114,51 @@ function cleanRun(): ChaosRecord[] {
     wk,
     w('w2', { kind: 'work', token: String(e.revision), outcome: 'ok', revision: wk.revision }),
   );
+  // After the leader took office (so later than any fault a test plants around it): both
+  // semaphore permits held at once, by w1 and w2.
+  const acquired = (who: string, recipe: string, key: string): ChaosRecord[] => {
+    const k = h('put', key);
+    const lease = who === 'w1' ? 'a1' : 'b2';
+    return [
+      k,
+      w(who, {
+        kind: 'lock.acquired',
+        recipe,
+        token: String(k.revision),
+        key,
+        lease,
+        deadlineAt: t + 3000,
+      }),
+    ];
+  };
+  const ended = (r: ChaosRecord[]): ChaosRecord[] => {
+    const [k, a] = r;
+    assert.ok(k?.kind === 'history' && a?.kind === 'lock.acquired');
+    return [w(a.w, { kind: 'lock.ended', token: a.token, how: 'released' }), h('delete', k.key)];
+  };
+  const p1 = acquired('w1', 'semaphore', '/c/sem/a1-1');
+  const p2 = acquired('w2', 'semaphore', '/c/sem/b2-1');
+  out.push(...p1, ...p2, ...ended(p1), ...ended(p2));
+  // Two readers together, then a writer alone, who increments the writers' counter.
+  const r1 = acquired('w1', 'read', '/c/rw/read/1');
+  const r2 = acquired('w2', 'read', '/c/rw/read/2');
+  out.push(...r1, ...r2, ...ended(r1), ...ended(r2));
+  const w1 = acquired('w1', 'write', '/c/rw/write/3');
+  out.push(...w1);
+  const wtoken = w1[1]?.kind === 'lock.acquired' ? w1[1].token : '';
+  const rc = h('put', '/c/rwcounter', JSON.stringify({ n: 1, token: wtoken }));
+  out.push(
+    rc,
+    w('w1', {
+      kind: 'inc',
+      counter: 'rw',
+      token: wtoken,
+      outcome: 'ok',
+      value: 1,
+      revision: rc.revision,
+    }),
+    ...ended(w1),
+  );
   // The writer's keys, all seen by w1's observer.
   for (const k of ['a', 'b', 'c']) {
     const ev = h('put', `/c/obs/${k}`, k);
@@ -129,6 +176,7 @@ function cleanRun(): ChaosRecord[] {
     kind: 'final',
     t: (t += 10),
     counter: 3,
+    rwCounter: 1,
     services: ['w1', 'w2'],
     stoppedAt,
     leasesLeft: 0,
@@ -214,6 +262,86 @@ void describe('chaos checker', () => {
     const failed = failing(records).find((v) => v.name.startsWith('locks granted before'));
     assert.equal(failed?.violationCount, 1, JSON.stringify(failed));
     assert.match(failed.violations[0] ?? '', /1300\.0 ms after its session's deadline/);
+  });
+
+  /** Plants a hold of `recipe` by w3 that begins 1 ms after the first hold of `after` began. */
+  function plantBeside(records: ChaosRecord[], after: string, recipe: string): ChaosRecord[] {
+    const first = records.find(
+      (r) => r.kind === 'lock.acquired' && (r.recipe ?? 'mutex') === after,
+    );
+    assert.ok(first?.kind === 'lock.acquired');
+    records.push({
+      kind: 'lock.acquired',
+      w: 'w3',
+      inc: 0,
+      t: first.t + 1,
+      recipe: recipe as 'read',
+      token: '998',
+      key: '/c/x/w3',
+      lease: 'c3',
+      deadlineAt: first.t + 5000,
+    });
+    return records.sort((a, b) => a.t - b.t);
+  }
+
+  /** The failing rows' names and their first violation. */
+  function failedRows(records: ChaosRecord[]): string[] {
+    return failing(records).map((v) => `${v.name}: ${v.violations[0] ?? ''}`);
+  }
+
+  void test('a third holder of the two semaphore permits is reported; two are not', () => {
+    // The clean run's two permits are held at once: fine. A third beside the first two is not.
+    const rows = failedRows(plantBeside(cleanRun(), 'semaphore', 'semaphore'));
+    assert.equal(rows.length, 1, rows.join('\n'));
+    // Three at once: the last of them to begin is reported beside the two before it.
+    assert.match(rows[0] ?? '', /^semaphore: at most 2 permit holders: w2#0 .* began .* beside /);
+    for (const who of ['w1#0 (semaphore token', 'w3#0 (semaphore token 998']) {
+      assert.ok(rows[0]?.includes(who), rows[0]);
+    }
+  });
+
+  void test('a writer beside readers, a reader beside a writer and a second writer are reported', () => {
+    // The clean run's two readers hold together: fine.
+    for (const [after, recipe] of [
+      ['read', 'write'],
+      ['write', 'read'],
+      ['write', 'write'],
+    ] as const) {
+      const rows = failedRows(plantBeside(cleanRun(), after, recipe));
+      assert.equal(rows.length, 1, `${recipe} beside ${after}: ${rows.join('\n')}`);
+      assert.match(
+        rows[0] ?? '',
+        new RegExp(
+          `^RWMutex: readers together, a writer alone: w3#0 \\(${recipe} token 998\\) began .* beside w1#0 \\(${after} token`,
+        ),
+      );
+    }
+  });
+
+  void test('a semaphore permit granted after its session deadline is reported', () => {
+    const records = cleanRun();
+    const permit = records.find((r) => r.kind === 'lock.acquired' && r.recipe === 'semaphore');
+    assert.ok(permit?.kind === 'lock.acquired');
+    permit.deadlineAt = permit.t - 10;
+    assert.deepEqual(
+      failing(records).map((v) => v.name),
+      ["locks granted before their session's deadline"],
+    );
+  });
+
+  void test("a lost update of the RWMutex writers' counter is reported in its own row", () => {
+    const records = cleanRun();
+    const i = records.findIndex((r) => r.kind === 'history' && r.key === '/c/rwcounter');
+    const w = records[i];
+    assert.ok(w?.kind === 'history');
+    // It says 2 where 1 was due: an increment before it was lost.
+    records[i] = { ...w, value: w.value.replace('"n":1', '"n":2') };
+    const rows = failedRows(records);
+    assert.ok(rows.length > 0);
+    assert.ok(
+      rows.every((r) => r.startsWith("no lost update (RWMutex writers' counter)")),
+      rows.join('\n'),
+    );
   });
 
   void test('a planted lost increment is reported', () => {
@@ -481,13 +609,11 @@ void describe('chaos checker', () => {
     const records = cleanRun();
     for (let i = 0; i < 200_000; i++) records.push(h('put', '/c/obs/x', String(i)));
     assert.ok(check(records, P).every((v) => v.ok));
-    const html = timelineHtml(
-      'long',
-      records,
-      [],
-      holds(records, 'lock.acquired', 'lock.ended'),
-      [],
-    );
+    const html = timelineHtml('long', records, [], timelineLanes(records));
     assert.match(html, /<svg /);
+    // Every kind of hold of the run is drawn in its lane, writers apart from readers.
+    for (const what of ['lock', 'semaphore', 'rw read', 'rw write', 'leader']) {
+      assert.match(html, new RegExp(`<title>w\\d#0 ${what} token \\d+ `), what);
+    }
   });
 });
