@@ -487,6 +487,189 @@ function diedInFlight(
   return counted.size;
 }
 
+/**
+ * Who wrote at each revision, told by the receipt (`.../receipts/<leaseHex>.<n>`) the counter and
+ * queue put in the same transaction, and the lease's holder (its keepalive records). A lease
+ * whose holder died before its first keepalive ack stays unknown.
+ */
+function receiptWriters(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+): Map<number, string> {
+  const owners = new Map<string, string>();
+  for (const d of byKind(records, 'deadline')) owners.set(d.lease, holder(d));
+  const out = new Map<number, string>();
+  for (const h of history) {
+    if (h.type !== 'put') continue;
+    const lease = /\/receipts\/([0-9a-f]+)\.\d+$/.exec(h.key)?.[1];
+    const who = lease === undefined ? undefined : owners.get(lease);
+    if (who !== undefined) out.set(h.revision, who);
+  }
+  return out;
+}
+
+/** Incarnations that were killed (never told to stop): each may have had one call in flight. */
+function killed(records: readonly ChaosRecord[], final: FinalRecord | undefined): Set<string> {
+  const out = new Set<string>();
+  if (final === undefined) return out;
+  for (const r of byKind(records, 'start')) {
+    if (final.exits[holder(r)] === undefined) out.add(holder(r));
+  }
+  return out;
+}
+
+/**
+ * Writes that landed but that their writer never said `ok` to: each must be covered by an
+ * `unknown` outcome of that writer, or be the one call a killed writer had in flight. `landed`
+ * and `unknowns` per writer (`undefined`: a writer the receipts could not name); the unnamed ones
+ * are covered by what is left over from all writers.
+ */
+function unaccounted(
+  tally: Tally,
+  what: string,
+  landed: ReadonlyMap<string | undefined, number>,
+  unknowns: ReadonlyMap<string, number>,
+  dead: ReadonlySet<string>,
+): void {
+  let spare = 0;
+  for (const [who, n] of landed) {
+    if (who === undefined) continue;
+    const allowed = (unknowns.get(who) ?? 0) + (dead.has(who) ? 1 : 0);
+    if (n > allowed) {
+      tally.fail(
+        `${n} ${what} of ${who} landed unacknowledged, but it had ${unknowns.get(who) ?? 0} ` +
+          `unanswered${dead.has(who) ? ' and was killed' : ''}: a rejected call landed`,
+      );
+    }
+    spare += Math.max(0, allowed - n);
+  }
+  for (const [who, n] of unknowns) if (!landed.has(who)) spare += n;
+  for (const who of dead) if (!landed.has(who)) spare++;
+  const unnamed = landed.get(undefined) ?? 0;
+  if (unnamed > spare) {
+    tally.fail(`${unnamed} ${what} landed unacknowledged by unknown writers, ${spare} unanswered`);
+  }
+}
+
+/** Adds one to the count of `key`. */
+function bump<K>(map: Map<K, number>, key: K): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+/**
+ * The counter recipe (`add(1)` from every worker): each write in etcd's history is the previous
+ * value + 1; every value an add returned is one such write, by that add's worker (its receipt),
+ * and no two adds returned the same; an add that landed unacknowledged was unanswered
+ * (`OutcomeUnknownError`) or in flight when its worker was killed — a rejected add never lands.
+ */
+export function checkAdds(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+  key: string,
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally('counter recipe: every add lands once, a rejected one never', 'adds');
+  const writers = receiptWriters(history, records);
+  const writes = new Map<number, { revision: number; who: string | undefined }>();
+  let previous = 0;
+  for (const w of writesOf(history, key)) {
+    const n = Number(w.value);
+    if (n !== previous + 1) {
+      tally.fail(`write at ${w.revision} set ${w.value} after ${previous}: not one add`);
+    }
+    previous = n;
+    writes.set(n, { revision: w.revision, who: writers.get(w.revision) });
+  }
+  const acked = new Set<number>();
+  const unknowns = new Map<string, number>();
+  for (const a of byKind(records, 'add')) {
+    if (a.outcome === 'unknown') bump(unknowns, holder(a));
+    if (a.outcome !== 'ok' || a.value === undefined) continue;
+    tally.checked++;
+    const w = writes.get(a.value);
+    if (acked.has(a.value)) tally.fail(`two adds returned ${a.value}`);
+    else if (w === undefined) tally.fail(`${holder(a)}'s add returned ${a.value}, never written`);
+    else if (w.who !== undefined && w.who !== holder(a)) {
+      tally.fail(`${holder(a)}'s add returned ${a.value}, written by ${w.who} at ${w.revision}`);
+    }
+    acked.add(a.value);
+  }
+  const landed = new Map<string | undefined, number>();
+  for (const [n, w] of writes) if (!acked.has(n)) bump(landed, w.who);
+  unaccounted(tally, 'adds', landed, unknowns, killed(records, final));
+  return tally.verdict();
+}
+
+/**
+ * The queue: every item (named by its producer, `<worker>#<incarnation>:<n>`) is put once; an
+ * acknowledged enqueue is in etcd's history at its key, a rejected one never; each claim (an
+ * item's delete) is delivered to the claimer (its receipt) and to no one else, unless the claim
+ * was unanswered or its claimer killed; no item is delivered twice.
+ */
+export function checkQueue(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+  prefix: string,
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally(
+    'queue: each item enqueued once, delivered once to its claimer, a rejected one never',
+    'items',
+  );
+  const writers = receiptWriters(history, records);
+  const dead = killed(records, final);
+  const puts = new Map<string, string>();
+  const claims = new Map<string, { revision: number; who: string | undefined }>();
+  for (const h of history) {
+    if (!h.key.startsWith(prefix)) continue;
+    if (h.type === 'put') {
+      const twice = puts.get(h.value);
+      if (twice !== undefined) tally.fail(`item ${h.value} put twice, at ${twice} and ${h.key}`);
+      puts.set(h.value, h.key);
+    } else {
+      claims.set(h.key, { revision: h.revision, who: writers.get(h.revision) });
+    }
+  }
+  // Enqueues: by the producer named in the item (so an unanswered one covers only itself).
+  const said = new Set<string>();
+  for (const e of byKind(records, 'enqueue')) {
+    said.add(e.item);
+    const key = puts.get(e.item);
+    if (e.outcome === 'failed' && key !== undefined) {
+      tally.fail(`${holder(e)}'s enqueue of ${e.item} was rejected, but it is at ${key}`);
+    } else if (e.outcome === 'ok') {
+      tally.checked++;
+      if (key !== e.key) {
+        tally.fail(`${holder(e)} enqueued ${e.item} at ${String(e.key)}; etcd has ${String(key)}`);
+      }
+    }
+  }
+  const unsaid = new Map<string | undefined, number>();
+  for (const item of puts.keys()) {
+    if (!said.has(item)) bump(unsaid, item.slice(0, item.lastIndexOf(':')));
+  }
+  unaccounted(tally, 'enqueues', unsaid, new Map(), dead);
+  // Deliveries: each once, each a claim by the one who was given it.
+  const delivered = new Set<string>();
+  const unknownClaims = new Map<string, number>();
+  for (const d of byKind(records, 'dequeue')) {
+    if (d.outcome === 'unknown') bump(unknownClaims, holder(d));
+    if (d.outcome !== 'ok' || d.key === undefined) continue;
+    const claim = claims.get(d.key);
+    if (delivered.has(d.key)) tally.fail(`${d.key} (${String(d.item)}) delivered twice`);
+    else if (claim === undefined || claim.revision !== d.revision) {
+      tally.fail(`${holder(d)} was given ${d.key} at ${String(d.revision)}: no such claim`);
+    } else if (claim.who !== undefined && claim.who !== holder(d)) {
+      tally.fail(`${holder(d)} was given ${d.key}, claimed by ${claim.who}`);
+    }
+    delivered.add(d.key);
+  }
+  const undelivered = new Map<string | undefined, number>();
+  for (const [key, claim] of claims) if (!delivered.has(key)) bump(undelivered, claim.who);
+  unaccounted(tally, 'claims', undelivered, unknownClaims, dead);
+  return tally.verdict();
+}
+
 /** State of a prefix at a revision, from the history. */
 function stateAt(
   history: readonly HistoryRecord[],
@@ -649,14 +832,30 @@ export function checkTrackers(
   return tally.verdict();
 }
 
-/** After the last fault, every role (the locks, leadership) is held again within TTL + 2 s. */
+/** Something that went on from `start` to `end`: a hold, or an instant (an add, a delivery). */
+interface Span {
+  readonly start: number;
+  readonly end: number;
+}
+
+/** The `ok` records of `kind` as instants. */
+function instants(records: readonly ChaosRecord[], kind: 'add' | 'dequeue'): Span[] {
+  return byKind(records, kind).flatMap((r) =>
+    r.outcome === 'ok' ? [{ start: r.t, end: r.t }] : [],
+  );
+}
+
+/**
+ * After the last fault, every role (the locks, leadership, an add, a queue delivery) is held or
+ * done again within TTL + 2 s.
+ */
 export function checkLiveness(
   records: readonly ChaosRecord[],
   params: RunParams,
-  roles: readonly Role[],
+  roles: readonly (readonly [string, readonly Span[]])[],
 ): Verdict {
   const tally = new Tally(
-    'liveness: locks and leadership granted within TTL + 2 s after faults and raft elections',
+    'liveness: locks, leadership, adds and deliveries within TTL + 2 s after faults and raft elections',
     'roles',
   );
   const quietFrom = lastFaultEnd(records);
@@ -668,8 +867,8 @@ export function checkLiveness(
     if (at > bound) {
       tally.fail(
         first === undefined
-          ? `no ${role} held after the last fault`
-          : `${role} held again only ${(at - quietFrom).toFixed(0)} ms after the last fault or raft election`,
+          ? `no ${role} after the last fault`
+          : `${role} again only ${(at - quietFrom).toFixed(0)} ms after the last fault or raft election`,
       );
     }
   }
@@ -759,9 +958,15 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     ),
     checkCounter(history, records, 'mutex', params.counterKey, final),
     checkCounter(history, records, 'rw', params.rwCounterKey, final),
+    checkAdds(history, records, params.addsKey, final),
+    checkQueue(history, records, params.queuePrefix, final),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
-    checkLiveness(records, params, roles),
+    checkLiveness(records, params, [
+      ...roles,
+      ['counter add', instants(records, 'add')],
+      ['queue delivery', instants(records, 'dequeue')],
+    ]),
     checkExits(records, final),
   ];
 }

@@ -32,7 +32,7 @@ import {
 import { check } from './checker.js';
 import { Nemesis, type Stage } from './nemesis.js';
 import { startRaftWatch, type RaftWatch } from './raft-watch.js';
-import { readRecords, type ChaosRecord, type RunParams } from './records.js';
+import { readRecords, runParams, type ChaosRecord } from './records.js';
 import { summary, timelineHtml, timelineLanes } from './report.js';
 
 interface Args {
@@ -428,16 +428,7 @@ async function main(): Promise<number> {
     .filter((f) => f.endsWith('.jsonl'))
     .map((f) => join(args.out, f));
   const records: ChaosRecord[] = readRecords(files);
-  const params: RunParams = {
-    ttl: args.ttl,
-    counterKey: `${ROOT}/counter`,
-    lockPrefix: `${ROOT}/lock/`,
-    rwCounterKey: `${ROOT}/rwcounter`,
-    rwWritePrefix: `${ROOT}/rw/write/`,
-    workKey: `${ROOT}/work`,
-    electionPrefix: `${ROOT}/election/`,
-    observedPrefix: `${ROOT}/obs/`,
-  };
+  const params = runParams(ROOT, args.ttl);
   const verdicts = check(records, params);
   const title = `chaos run: seed ${args.seed}, ${args.durationS} s of faults, ${args.workers} workers, 3 members, TTL ${args.ttl} s`;
   const text = summary(title, records, verdicts);

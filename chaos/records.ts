@@ -59,6 +59,18 @@ export type WorkerRecord = WorkerBase &
         value?: number;
         revision?: number;
       }
+    /** One `add(1)` of the counter recipe: `ok` with the value it returned. */
+    | { kind: 'add'; outcome: 'ok' | 'failed' | 'unknown'; value?: number }
+    /** One item enqueued (`ok`: at `key`). */
+    | { kind: 'enqueue'; item: string; outcome: 'ok' | 'failed' | 'unknown'; key?: string }
+    /** One dequeue (`ok`: `item`, taken from `key` by the delete at `revision`). */
+    | {
+        kind: 'dequeue';
+        outcome: 'ok' | 'failed' | 'unknown';
+        item?: string;
+        key?: string;
+        revision?: number;
+      }
     | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number }
     | { kind: 'lead.ended'; token: string; how: string }
     | { kind: 'work'; token: string; outcome: 'ok' | 'failed' | 'unknown'; revision?: number }
@@ -161,12 +173,32 @@ export interface RunParams {
   rwCounterKey: string;
   /** Where RWMutex writers' keys live (`rwPath + '/write/'`). */
   rwWritePrefix: string;
+  /** The counter recipe's key. */
+  addsKey: string;
+  /** The queue's items' prefix (`queuePath + '/'`). */
+  queuePrefix: string;
   /** The key leaders write their fenced work to. */
   workKey: string;
   /** The election's key prefix (`electionPath + '/'`). */
   electionPrefix: string;
   /** The prefix the workers' observers watch (filled by the writer). */
   observedPrefix: string;
+}
+
+/** Where a run under `root` keeps what the checker looks at (the workers use the same paths). */
+export function runParams(root: string, ttl: number): RunParams {
+  return {
+    ttl,
+    counterKey: `${root}/counter`,
+    lockPrefix: `${root}/lock/`,
+    rwCounterKey: `${root}/rwcounter`,
+    rwWritePrefix: `${root}/rw/write/`,
+    addsKey: `${root}/adds`,
+    queuePrefix: `${root}/jobs/`,
+    workKey: `${root}/work`,
+    electionPrefix: `${root}/election/`,
+    observedPrefix: `${root}/obs/`,
+  };
 }
 
 /** A holder's name: worker slot and incarnation. */

@@ -22,6 +22,10 @@ export interface Operations {
   writeHolds: number;
   rwIncrementsAcked: number;
   rwIncrementsUnknown: number;
+  addsAcked: number;
+  addsUnknown: number;
+  itemsEnqueued: number;
+  itemsDelivered: number;
   leaderTerms: number;
   leaderWrites: number;
   observerEvents: number;
@@ -39,6 +43,10 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     writeHolds: 0,
     rwIncrementsAcked: 0,
     rwIncrementsUnknown: 0,
+    addsAcked: 0,
+    addsUnknown: 0,
+    itemsEnqueued: 0,
+    itemsDelivered: 0,
     leaderTerms: 0,
     leaderWrites: 0,
     observerEvents: 0,
@@ -51,7 +59,11 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     if (r.kind === 'lock.acquired') ops[HOLDS[r.recipe ?? 'mutex']]++;
     else if (r.kind === 'inc' && r.outcome !== 'failed') {
       ops[INCREMENTS[r.counter ?? 'mutex'][r.outcome]]++;
-    } else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
+    } else if (r.kind === 'add' && r.outcome !== 'failed') {
+      ops[r.outcome === 'ok' ? 'addsAcked' : 'addsUnknown']++;
+    } else if (r.kind === 'enqueue' && r.outcome === 'ok') ops.itemsEnqueued++;
+    else if (r.kind === 'dequeue' && r.outcome === 'ok') ops.itemsDelivered++;
+    else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
     else if (r.kind === 'tracker') ops.trackerMaps++;
@@ -103,6 +115,8 @@ export function summary(
     `| semaphore permits held | ${ops.permitHolds} |`,
     `| RWMutex read holds, write holds | ${ops.readHolds}, ${ops.writeHolds} |`,
     `| RWMutex writers' increments acknowledged (unanswered) | ${ops.rwIncrementsAcked} (${ops.rwIncrementsUnknown}) |`,
+    `| counter adds acknowledged (unanswered) | ${ops.addsAcked} (${ops.addsUnknown}) |`,
+    `| queue items enqueued, delivered | ${ops.itemsEnqueued}, ${ops.itemsDelivered} |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,
     `| observer events delivered | ${ops.observerEvents} |`,

@@ -1,8 +1,8 @@
 /**
  * A chaos worker: one process that runs, at once, a mutex-protected read-modify-write counter
  * (every increment a fenced transaction), a semaphore's permits held for a few ms, an RWMutex's
- * readers and writers (the writers with a fenced counter of their own), an elector doing fenced
- * leader work, a service registration, a tracker, and an observer of the prefix the writer fills
+ * readers and writers (the writers with a fenced counter of their own), adds to a counter recipe,
+ * a producer and a consumer of one queue, an elector doing fenced leader work, a service registration, a tracker, and an observer of the prefix the writer fills
  * — and writes down everything it does, synchronously, so a kill -9 loses at most the line being
  * written.
  *
@@ -243,6 +243,60 @@ function rwLoop(): Promise<void> {
   );
 }
 
+/** What an ended call did: `ok`; `unknown` (its answer was lost: it may have landed); `failed`. */
+function outcomeOf(err: unknown): 'unknown' | 'failed' {
+  return err instanceof EtcdConnectorError && err.code === 'ETCDC_OUTCOME_UNKNOWN'
+    ? 'unknown'
+    : 'failed';
+}
+
+/**
+ * The counter recipe: `add(1)` over and over. The README promises an add either resolves with
+ * its value, lands exactly once, or rejects without landing (`OutcomeUnknownError` aside).
+ */
+async function adderLoop(): Promise<void> {
+  const counter = conn.newCounter(path('adds'));
+  while (!stopped()) {
+    try {
+      log({ kind: 'add', outcome: 'ok', value: await counter.add(1, { signal }) });
+    } catch (err) {
+      log({ kind: 'add', outcome: outcomeOf(err), ...errorFields(err) });
+    }
+    await pause(20 + Math.random() * 30);
+  }
+}
+
+/** The queue's producer: items `<worker>#<incarnation>:<n>`, each enqueued once. */
+async function producerLoop(): Promise<void> {
+  const queue = conn.newQueue(path('jobs'));
+  for (let n = 0; !stopped(); n++) {
+    const item = `${id}#${inc}:${n}`;
+    try {
+      log({ kind: 'enqueue', item, outcome: 'ok', key: await queue.enqueue(item, { signal }) });
+    } catch (err) {
+      log({ kind: 'enqueue', item, outcome: outcomeOf(err), ...errorFields(err) });
+    }
+    await pause(30 + Math.random() * 60);
+  }
+}
+
+/** The queue's consumer: each item it is given, written down at once. */
+async function consumerLoop(): Promise<void> {
+  const queue = conn.newQueue(path('jobs'));
+  while (!stopped()) {
+    try {
+      const { key, value, revision } = await queue.dequeueItem({ signal });
+      log({ kind: 'dequeue', outcome: 'ok', item: value, key, revision: Number(revision) });
+    } catch (err) {
+      const outcome = outcomeOf(err);
+      // Stopping: the waiting dequeue gives up, having taken nothing.
+      if (!stopped() || outcome === 'unknown')
+        log({ kind: 'dequeue', outcome, ...errorFields(err) });
+      if (!stopped()) await pause(100);
+    }
+  }
+}
+
 /** The elector: while leader, fenced writes of its token to the work key. */
 async function electorLoop(): Promise<void> {
   const work = path('work');
@@ -398,6 +452,9 @@ async function main(): Promise<void> {
     counterLoop(),
     semaphoreLoop(),
     rwLoop(),
+    adderLoop(),
+    producerLoop(),
+    consumerLoop(),
     electorLoop(),
     registration(),
     trackerLoop(),

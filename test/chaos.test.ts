@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { SyntaxValidator } from 'fast-xml-validator';
 import { check } from '../chaos/checker.js';
+import { runParams } from '../chaos/records.js';
 import { testTimeout } from '../src/testing/index.js';
 
 const MAIN = fileURLToPath(new URL('../chaos/main.js', import.meta.url));
@@ -70,16 +71,7 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
     .split('\n')
     .filter((l) => /\| (pass|\*\*FAIL\*\*|etcd bug) \|$/.test(l));
   // One row per invariant the checker knows (it reports every one, also on no records).
-  const rows = check([], {
-    ttl: 3,
-    counterKey: '',
-    lockPrefix: '',
-    rwCounterKey: '',
-    rwWritePrefix: '',
-    workKey: '',
-    electionPrefix: '',
-    observedPrefix: '',
-  }).length;
+  const rows = check([], runParams('', 3)).length;
   assert.equal(invariants.length, rows, summary);
   for (const line of invariants) {
     // etcd 3.4.23's stale-leader revocation may strike: its own row says so, nothing else may fail.
@@ -98,6 +90,9 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
   const rw = /^\| RWMutex read holds, write holds \| (\d+), (\d+) \|$/m.exec(summary);
   assert.ok(Number(rw?.[1]) > 50 && Number(rw?.[2]) > 10, summary);
   assert.ok(count("RWMutex writers' increments acknowledged \\(unanswered\\)") > 10, summary);
+  assert.ok(count('counter adds acknowledged \\(unanswered\\)') > 100, summary);
+  const queue = /^\| queue items enqueued, delivered \| (\d+), (\d+) \|$/m.exec(summary);
+  assert.ok(Number(queue?.[1]) > 100 && Number(queue?.[2]) > 100, summary);
   assert.ok(count('\\*\\*all\\*\\*') >= 15, summary);
   const kinds = summary.split('\n').filter((l) => /^\| [a-z]+-[a-z-]+ \| \d+ \|$/.test(l));
   assert.ok(kinds.length >= 6, `fault kinds: ${kinds.join(', ')}`);
