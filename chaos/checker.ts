@@ -9,7 +9,9 @@
  * local deadline, which comes before etcd can expire its lease).
  */
 import {
+  ACCOUNTS,
   holder,
+  OPENING_BALANCE,
   SEMAPHORE_PERMITS,
   type ChaosRecord,
   type Counter,
@@ -76,6 +78,8 @@ export interface Hold {
   readonly holder: string;
   /** The lock recipe (absent: leadership). */
   readonly recipe?: Recipe;
+  /** The holder's key (Go's layout: `path/<...>`). */
+  readonly key: string;
   readonly token: string;
   readonly start: number;
   readonly end: number;
@@ -112,8 +116,8 @@ interface RevocationContext {
   deletes: Map<string, { t: number; revision: number }[]>;
   /** Deletes per revision. */
   deletesAt: Map<number, number>;
-  /** `holder|lease` -> the first time that holder logged the session closed or lost. */
-  sessionEnds: Map<string, number>;
+  /** `holder|lease` -> the first time that holder logged the session closed. */
+  closes: Map<string, number>;
   stoppedAt: number;
 }
 
@@ -121,7 +125,7 @@ function revocationContext(records: readonly ChaosRecord[]): RevocationContext {
   const ctx: RevocationContext = {
     deletes: new Map(),
     deletesAt: new Map(),
-    sessionEnds: new Map(),
+    closes: new Map(),
     stoppedAt: Infinity,
   };
   for (const r of records) {
@@ -130,9 +134,9 @@ function revocationContext(records: readonly ChaosRecord[]): RevocationContext {
       list.push({ t: r.t, revision: r.revision });
       ctx.deletes.set(r.key, list);
       ctx.deletesAt.set(r.revision, (ctx.deletesAt.get(r.revision) ?? 0) + 1);
-    } else if (r.kind === 'session' && 'w' in r) {
+    } else if (r.kind === 'session' && 'w' in r && r.state === 'closed') {
       const k = `${holder(r)}|${r.lease}`;
-      if (!ctx.sessionEnds.has(k)) ctx.sessionEnds.set(k, r.t);
+      if (!ctx.closes.has(k)) ctx.closes.set(k, r.t);
     } else if (r.kind === 'final') {
       ctx.stoppedAt = r.stoppedAt;
     }
@@ -147,8 +151,11 @@ function revocationContext(records: readonly ChaosRecord[]): RevocationContext {
  * (1) came with other deletes in one revision (a lease revocation:
  * our recipes delete one key per transaction), (2) before the holder said the hold `ended` (it may
  * notice the delete only after the next holder took over) and well before its acknowledged
- * `deadline`, (3) while the holder had logged no close or loss of that session (after either it
- * revokes the lease itself), and (4) before the workers were told to stop.
+ * `deadline`, (3) while the holder had logged no close of that session (it revokes the lease
+ * itself then), and (4) before the workers were told to stop. A session the holder lost is no
+ * reason: it revokes that lease only once its deadline has passed (not early by (2)), or after
+ * etcd said the lease was gone — after the revocation, though the recorder, behind, may log the
+ * deletes later than the holder logs the loss (seed 7003).
  */
 function earlyRevocation(
   ctx: RevocationContext,
@@ -164,7 +171,7 @@ function earlyRevocation(
   if (del === undefined || del.t >= ended || del.t >= ctx.stoppedAt) return undefined;
   if (del.t >= deadline - CLOCK_SLACK_MS) return undefined;
   if ((ctx.deletesAt.get(del.revision) ?? 0) < 2) return undefined;
-  const own = ctx.sessionEnds.get(`${who}|${lease}`);
+  const own = ctx.closes.get(`${who}|${lease}`);
   if (own !== undefined && own <= del.t) return undefined;
   return { t: del.t, revision: del.revision };
 }
@@ -223,6 +230,7 @@ export function holds(
       out.push({
         holder: who,
         ...kind,
+        key: a.key,
         token: a.token,
         start: a.t,
         end: early.t,
@@ -234,6 +242,7 @@ export function holds(
     out.push({
       holder: who,
       ...kind,
+      key: a.key,
       token: a.token,
       start: a.t,
       end: validUntil,
@@ -299,6 +308,15 @@ export const alone: ExclusionRule = (_hold, valid) => valid;
 /** At most `permits` holders at once. */
 export function atMost(permits: number): ExclusionRule {
   return (_hold, valid) => (valid.length < permits ? [] : valid);
+}
+
+/** Mutexes on several paths (a MultiLock's): one holder per path. */
+export const alonePerPath: ExclusionRule = (hold, valid) =>
+  valid.filter((v) => parentOf(v.key) === parentOf(hold.key));
+
+/** `path` of a key `path/<...>`. */
+function parentOf(key: string): string {
+  return key.slice(0, key.lastIndexOf('/'));
 }
 
 /** A readers-writer lock: readers together, a writer alone. */
@@ -670,6 +688,87 @@ export function checkQueue(
   return tally.verdict();
 }
 
+/**
+ * STM transfers: the accounts open together at `OPENING_BALANCE` each, and every later revision
+ * that touches them keeps the total; a committed transfer is the one revision it names, moving
+ * its amount from its account to the other, written by its worker (its receipt); a transfer that
+ * landed unacknowledged was unanswered or in flight when its worker was killed.
+ */
+export function checkTransfers(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+  prefix: string,
+  final: FinalRecord | undefined,
+): Verdict {
+  const tally = new Tally(
+    'STM transfers: the total kept, each committed once, by its worker',
+    'transfers',
+  );
+  const writers = receiptWriters(history, records);
+  const total = ACCOUNTS * OPENING_BALANCE;
+  const balances = new Map<string, number>();
+  // Each revision after the opening: how much each account moved.
+  const moves = new Map<number, Map<string, number>>();
+  let opened: number | undefined;
+  const settle = (revision: number | undefined): void => {
+    if (revision === undefined) return;
+    let sum = 0;
+    for (const b of balances.values()) sum += b;
+    if (opened === undefined) {
+      opened = revision;
+      if (sum !== total || balances.size !== ACCOUNTS) {
+        tally.fail(`the accounts opened at ${revision} with ${sum} in ${balances.size}`);
+      }
+    } else if (sum !== total) {
+      tally.fail(`the accounts held ${sum} in all at revision ${revision}, not ${total}`);
+    }
+  };
+  let current: number | undefined;
+  for (const h of history) {
+    if (!h.key.startsWith(prefix)) continue;
+    if (h.revision !== current) settle(current);
+    current = h.revision;
+    const account = h.key.slice(prefix.length);
+    const was = balances.get(account) ?? 0;
+    const now = h.type === 'put' ? Number(h.value) : 0;
+    if (h.type === 'put') balances.set(account, now);
+    else balances.delete(account);
+    if (opened !== undefined) {
+      const moved = moves.get(h.revision) ?? new Map<string, number>();
+      moved.set(account, now - was);
+      moves.set(h.revision, moved);
+    }
+  }
+  settle(current);
+  tally.checked = moves.size;
+  const unknowns = new Map<string, number>();
+  const acked = new Set<number>();
+  for (const tr of byKind(records, 'transfer')) {
+    if (tr.outcome === 'unknown') bump(unknowns, holder(tr));
+    if (tr.outcome !== 'ok' || tr.revision === undefined) continue;
+    const moved = moves.get(tr.revision);
+    const [from, to] = [String(tr.from), String(tr.to)];
+    const who = writers.get(tr.revision);
+    if (moved?.get(from) !== -tr.amount || moved.get(to) !== tr.amount || moved.size !== 2) {
+      tally.fail(
+        `${holder(tr)}'s transfer of ${tr.amount} from ${from} to ${to} committed at ` +
+          `${tr.revision}, which moved ${JSON.stringify(Object.fromEntries(moved ?? []))}`,
+      );
+    } else if (who !== undefined && who !== holder(tr)) {
+      tally.fail(`${holder(tr)}'s transfer at ${tr.revision} was written by ${who}`);
+    } else if (acked.has(tr.revision)) {
+      tally.fail(`two transfers committed at ${tr.revision}`);
+    }
+    acked.add(tr.revision);
+  }
+  const landed = new Map<string | undefined, number>();
+  for (const revision of moves.keys()) {
+    if (!acked.has(revision)) bump(landed, writers.get(revision));
+  }
+  unaccounted(tally, 'transfers', landed, unknowns, killed(records, final));
+  return tally.verdict();
+}
+
 /** State of a prefix at a revision, from the history. */
 function stateAt(
   history: readonly HistoryRecord[],
@@ -839,7 +938,7 @@ interface Span {
 }
 
 /** The `ok` records of `kind` as instants. */
-function instants(records: readonly ChaosRecord[], kind: 'add' | 'dequeue'): Span[] {
+function instants(records: readonly ChaosRecord[], kind: 'add' | 'dequeue' | 'transfer'): Span[] {
   return byKind(records, kind).flatMap((r) =>
     r.outcome === 'ok' ? [{ start: r.t, end: r.t }] : [],
   );
@@ -855,7 +954,7 @@ export function checkLiveness(
   roles: readonly (readonly [string, readonly Span[]])[],
 ): Verdict {
   const tally = new Tally(
-    'liveness: locks, leadership, adds and deliveries within TTL + 2 s after faults and raft elections',
+    'liveness: locks, leadership, adds, deliveries and transfers within TTL + 2 s after faults and raft elections',
     'roles',
   );
   const quietFrom = lastFaultEnd(records);
@@ -903,12 +1002,14 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
   const lockHolds = holds(records, 'lock.acquired', 'lock.ended');
   const permitHolds = holds(records, 'lock.acquired', 'lock.ended', ['semaphore']);
   const rwHolds = holds(records, 'lock.acquired', 'lock.ended', ['read', 'write']);
+  const multiHolds = holds(records, 'lock.acquired', 'lock.ended', ['multi']);
   const leadHolds = holds(records, 'lead.gained', 'lead.ended');
   const roles: Role[] = [
     ['lock', lockHolds],
     ['semaphore permit', permitHolds],
     ['read lock', rwHolds.filter((h) => h.recipe === 'read')],
     ['write lock', rwHolds.filter((h) => h.recipe === 'write')],
+    ['MultiLock', multiHolds],
     ['leadership', leadHolds],
   ];
   const gaps = records.filter((r) => r.kind === 'history.gap');
@@ -935,6 +1036,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
       atMost(SEMAPHORE_PERMITS),
     ),
     checkExclusion('RWMutex: readers together, a writer alone', rwHolds, readersOrOneWriter),
+    checkExclusion('MultiLock: one holder per path', multiHolds, alonePerPath),
     checkGrantDeadlines(records),
     checkExclusion('mutual exclusion: leaders', leadHolds),
     checkLeaseTtls(roles),
@@ -960,12 +1062,14 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     checkCounter(history, records, 'rw', params.rwCounterKey, final),
     checkAdds(history, records, params.addsKey, final),
     checkQueue(history, records, params.queuePrefix, final),
+    checkTransfers(history, records, params.accountPrefix, final),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
     checkLiveness(records, params, [
       ...roles,
       ['counter add', instants(records, 'add')],
       ['queue delivery', instants(records, 'dequeue')],
+      ['STM transfer', instants(records, 'transfer')],
     ]),
     checkExits(records, final),
   ];

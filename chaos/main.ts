@@ -32,7 +32,7 @@ import {
 import { check } from './checker.js';
 import { Nemesis, type Stage } from './nemesis.js';
 import { startRaftWatch, type RaftWatch } from './raft-watch.js';
-import { readRecords, runParams, type ChaosRecord } from './records.js';
+import { ACCOUNTS, OPENING_BALANCE, readRecords, runParams, type ChaosRecord } from './records.js';
 import { summary, timelineHtml, timelineLanes } from './report.js';
 
 interface Args {
@@ -365,6 +365,15 @@ async function main(): Promise<number> {
       now,
     );
     raft = elections;
+    // The STM accounts, opened in one transaction before any worker transfers.
+    await direct
+      .if(`${ROOT}/accounts/0`, 'Create', '==', 0)
+      .then(
+        ...Array.from({ length: ACCOUNTS }, (_, i) =>
+          direct.put(`${ROOT}/accounts/${i}`).value(String(OPENING_BALANCE)),
+        ),
+      )
+      .commit();
     const writer = startWriter(direct);
     await controller.startWorkers();
     say('workers started; faults begin');

@@ -11,14 +11,24 @@ interface Base {
   t: number;
 }
 
-/** Which lock recipe a hold is of: the mutex, a semaphore permit, or one side of the RWMutex. */
-export type Recipe = 'mutex' | 'semaphore' | 'read' | 'write';
+/**
+ * Which lock recipe a hold is of: the mutex, a semaphore permit, one side of the RWMutex, or one
+ * of a MultiLock's mutexes.
+ */
+export type Recipe = 'mutex' | 'semaphore' | 'read' | 'write' | 'multi';
+
+/** The paths (under `multi/`) the workers' MultiLocks take two of. */
+export const MULTI_PATHS = ['a', 'b', 'c'] as const;
 
 /** The counters incremented under a lock: the mutex's, and the RWMutex writers'. */
 export type Counter = 'mutex' | 'rw';
 
 /** Permits of the semaphore the workers share. */
 export const SEMAPHORE_PERMITS = 2;
+
+/** The accounts the workers transfer between with `conn.stm`, and what each holds at first. */
+export const ACCOUNTS = 5;
+export const OPENING_BALANCE = 100;
 
 /** A worker incarnation's records carry `w` (worker slot) and `inc` (incarnation). */
 interface WorkerBase extends Base {
@@ -31,7 +41,7 @@ export type WorkerRecord = WorkerBase &
     | { kind: 'start'; pid: number }
     /** A keepalive ack: the lease is surely alive until `deadlineAt` (epoch ms). */
     | { kind: 'deadline'; lease: string; deadlineAt: number }
-    /** This process closed or lost a session (and so may have revoked its lease itself). */
+    /** This process closed (and so revoked) or lost a session. */
     | { kind: 'session'; lease: string; state: 'closed' | 'lost' }
     /**
      * A lock recipe's hold began (`deadlineAt`: its session's deadline at that moment). Records
@@ -69,6 +79,15 @@ export type WorkerRecord = WorkerBase &
         outcome: 'ok' | 'failed' | 'unknown';
         item?: string;
         key?: string;
+        revision?: number;
+      }
+    /** One STM transfer of `amount` between accounts (`ok`: committed at `revision`). */
+    | {
+        kind: 'transfer';
+        outcome: 'ok' | 'failed' | 'unknown';
+        from: number;
+        to: number;
+        amount: number;
         revision?: number;
       }
     | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number }
@@ -177,6 +196,8 @@ export interface RunParams {
   addsKey: string;
   /** The queue's items' prefix (`queuePath + '/'`). */
   queuePrefix: string;
+  /** The STM accounts' prefix (account `i` is `accountPrefix + i`). */
+  accountPrefix: string;
   /** The key leaders write their fenced work to. */
   workKey: string;
   /** The election's key prefix (`electionPath + '/'`). */
@@ -195,6 +216,7 @@ export function runParams(root: string, ttl: number): RunParams {
     rwWritePrefix: `${root}/rw/write/`,
     addsKey: `${root}/adds`,
     queuePrefix: `${root}/jobs/`,
+    accountPrefix: `${root}/accounts/`,
     workKey: `${root}/work`,
     electionPrefix: `${root}/election/`,
     observedPrefix: `${root}/obs/`,

@@ -20,12 +20,15 @@ export interface Operations {
   permitHolds: number;
   readHolds: number;
   writeHolds: number;
+  multiLocks: number;
   rwIncrementsAcked: number;
   rwIncrementsUnknown: number;
   addsAcked: number;
   addsUnknown: number;
   itemsEnqueued: number;
   itemsDelivered: number;
+  transfersAcked: number;
+  transfersUnknown: number;
   leaderTerms: number;
   leaderWrites: number;
   observerEvents: number;
@@ -41,12 +44,15 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     permitHolds: 0,
     readHolds: 0,
     writeHolds: 0,
+    multiLocks: 0,
     rwIncrementsAcked: 0,
     rwIncrementsUnknown: 0,
     addsAcked: 0,
     addsUnknown: 0,
     itemsEnqueued: 0,
     itemsDelivered: 0,
+    transfersAcked: 0,
+    transfersUnknown: 0,
     leaderTerms: 0,
     leaderWrites: 0,
     observerEvents: 0,
@@ -63,7 +69,9 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
       ops[r.outcome === 'ok' ? 'addsAcked' : 'addsUnknown']++;
     } else if (r.kind === 'enqueue' && r.outcome === 'ok') ops.itemsEnqueued++;
     else if (r.kind === 'dequeue' && r.outcome === 'ok') ops.itemsDelivered++;
-    else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
+    else if (r.kind === 'transfer' && r.outcome !== 'failed') {
+      ops[r.outcome === 'ok' ? 'transfersAcked' : 'transfersUnknown']++;
+    } else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
     else if (r.kind === 'tracker') ops.trackerMaps++;
@@ -79,6 +87,7 @@ const HOLDS = {
   semaphore: 'permitHolds',
   read: 'readHolds',
   write: 'writeHolds',
+  multi: 'multiLocks',
 } as const satisfies Record<Recipe, keyof Operations>;
 
 /** Which count an increment of each counter adds to, acknowledged or unanswered. */
@@ -114,9 +123,11 @@ export function summary(
     `| fenced increments acknowledged (unanswered) | ${ops.incrementsAcked} (${ops.incrementsUnknown}) |`,
     `| semaphore permits held | ${ops.permitHolds} |`,
     `| RWMutex read holds, write holds | ${ops.readHolds}, ${ops.writeHolds} |`,
+    `| MultiLock locks held (2 per hold) | ${ops.multiLocks} |`,
     `| RWMutex writers' increments acknowledged (unanswered) | ${ops.rwIncrementsAcked} (${ops.rwIncrementsUnknown}) |`,
     `| counter adds acknowledged (unanswered) | ${ops.addsAcked} (${ops.addsUnknown}) |`,
     `| queue items enqueued, delivered | ${ops.itemsEnqueued}, ${ops.itemsDelivered} |`,
+    `| STM transfers committed (unanswered) | ${ops.transfersAcked} (${ops.transfersUnknown}) |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,
     `| observer events delivered | ${ops.observerEvents} |`,
@@ -189,6 +200,7 @@ export function timelineLanes(records: readonly ChaosRecord[]): Lane[] {
   return [
     { name: 'lock', holds: locks(['mutex']), colour: '#1d3557' },
     { name: 'semaphore', holds: locks(['semaphore']), colour: '#6a994e' },
+    { name: 'multi', holds: locks(['multi']), colour: '#bc6c25' },
     {
       name: 'rw',
       holds: locks(['read', 'write']),
@@ -281,7 +293,7 @@ export function timelineHtml(
 </head>
 <body>
 <h1>${esc(title)}</h1>
-<p>Lanes per worker: a hold is drawn from its grant until its release, its loss or the holder's session deadline (lock, semaphore permit, RWMutex with writers in red, leader). Bands: faults (${legend}). Hover for details.</p>
+<p>Lanes per worker: a hold is drawn from its grant until its release, its loss or the holder's session deadline (lock, semaphore permit, MultiLock, RWMutex with writers in red, leader). Bands: faults (${legend}). Hover for details.</p>
 <svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" role="img" aria-label="timeline">
 ${parts.join('\n')}
 </svg>

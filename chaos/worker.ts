@@ -1,8 +1,10 @@
 /**
  * A chaos worker: one process that runs, at once, a mutex-protected read-modify-write counter
  * (every increment a fenced transaction), a semaphore's permits held for a few ms, an RWMutex's
- * readers and writers (the writers with a fenced counter of their own), adds to a counter recipe,
- * a producer and a consumer of one queue, an elector doing fenced leader work, a service registration, a tracker, and an observer of the prefix the writer fills
+ * readers and writers (the writers with a fenced counter of their own), a MultiLock over two of
+ * three paths, adds to a counter recipe,
+ * a producer and a consumer of one queue, STM transfers between accounts, an elector doing fenced
+ * leader work, a service registration, a tracker, and an observer of the prefix the writer fills
  * — and writes down everything it does, synchronously, so a kill -9 loses at most the line being
  * written.
  *
@@ -13,13 +15,14 @@ import { subscribe } from 'node:diagnostics_channel';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as wait } from 'node:timers/promises';
-import { SEMAPHORE_PERMITS, type Counter, type Recipe } from './records.js';
+import { ACCOUNTS, MULTI_PATHS, SEMAPHORE_PERMITS, type Counter, type Recipe } from './records.js';
 import {
   EtcdConnector,
   EtcdConnectorError,
   LEStatus,
   type DiagnosticMessages,
   type Lock,
+  type MultiLockHandle,
   type SessionHandle,
 } from '../src/index.js';
 
@@ -75,8 +78,8 @@ subscribe('etcd-connector:session.keepalive', (m) => {
   log({ kind: 'deadline', lease: msg.leaseId, deadlineAt: msg.deadlineAt });
 });
 
-// A session closed or lost here is one this process may revoke itself (it does so on both): the
-// checker blames etcd for a lease revoked early only if none was logged before the revocation.
+// A session closed here is one this process revoked itself: the checker blames etcd for a lease
+// revoked early only if no close was logged before the revocation. Losses are written down too.
 subscribe('etcd-connector:session.state', (m) => {
   const msg = m as DiagnosticMessages['etcd-connector:session.state'];
   if (msg.state === 'closed' || msg.state === 'lost') {
@@ -103,16 +106,21 @@ async function session(where: string): Promise<SessionHandle | undefined> {
   return undefined;
 }
 
+/** The locks a hold is made of: one, or a MultiLock's. */
+function locksOf(held: Lock | MultiLockHandle): readonly Lock[] {
+  return 'locks' in held ? held.locks : [held];
+}
+
 /**
  * One lock recipe's loop, the same for each: a session; then acquire, log, `work`, log the end,
  * release, a short pause, until the session is gone; then a new session. `recipes` makes the
  * recipe objects of a session and returns the acquiring call; `work` says whether it saw the
- * hold lost.
+ * hold lost. A MultiLock's locks are each written down, as holds of their own paths.
  */
-async function holdLoop(
+async function holdLoop<H extends Lock | MultiLockHandle>(
   where: string,
-  recipes: (s: SessionHandle) => () => Promise<[Recipe, Lock]>,
-  work: (recipe: Recipe, held: Lock) => Promise<boolean>,
+  recipes: (s: SessionHandle) => () => Promise<[Recipe, H]>,
+  work: (recipe: Recipe, held: H) => Promise<boolean>,
 ): Promise<void> {
   while (!stopped()) {
     const s = await session(`${where} session`);
@@ -120,25 +128,29 @@ async function holdLoop(
     const acquire = recipes(s);
     while (!stopped() && s.isAlive()) {
       let recipe: Recipe;
-      let held: Lock;
+      let held: H;
       try {
         [recipe, held] = await acquire();
       } catch (err) {
         if (!stopped()) log({ kind: 'error', where, ...errorFields(err) });
         break;
       }
-      const token = held.token.revision;
-      log({
-        kind: 'lock.acquired',
-        recipe,
-        token,
-        key: held.key,
-        lease: s.leaseId,
-        deadlineAt: performance.timeOrigin + s.deadline,
-      });
+      const locks = locksOf(held);
+      for (const l of locks) {
+        log({
+          kind: 'lock.acquired',
+          recipe,
+          token: l.token.revision,
+          key: l.key,
+          lease: s.leaseId,
+          deadlineAt: performance.timeOrigin + s.deadline,
+        });
+      }
       const lost = (await work(recipe, held)) || held.signal.aborted;
       // The hold ends when the holder stops acting on it: before unlock() lets the next one in.
-      log({ kind: 'lock.ended', token, how: lost ? 'lost' : 'released' });
+      for (const l of locks) {
+        log({ kind: 'lock.ended', token: l.token.revision, how: lost ? 'lost' : 'released' });
+      }
       if (!lost) {
         try {
           await held.unlock();
@@ -194,7 +206,7 @@ async function increments(counter: Counter, held: Lock): Promise<boolean> {
 }
 
 /** Holds for a few ms (less if the hold is lost or the worker stops): a reader, a permit. */
-async function dwell(held: Lock): Promise<boolean> {
+async function dwell(held: Lock | MultiLockHandle): Promise<boolean> {
   await wait(5 + Math.random() * 25, undefined, {
     signal: AbortSignal.any([held.signal, signal]),
   }).catch(() => undefined);
@@ -240,6 +252,25 @@ function rwLoop(): Promise<void> {
           : ['read', await rw.rlock({ signal })];
     },
     (recipe, held) => (recipe === 'write' ? increments('rw', held) : dwell(held)),
+  );
+}
+
+/** A MultiLock over two of three paths, held for a few ms: taken in one order, so no deadlock. */
+function multiLockLoop(): Promise<void> {
+  return holdLoop(
+    'multilock',
+    (s) => {
+      const names = MULTI_PATHS.map((p) => path('multi', p));
+      return async () => {
+        const skip = Math.floor(Math.random() * names.length);
+        const multi = conn.newMultiLock(
+          names.filter((_, i) => i !== skip),
+          { session: s },
+        );
+        return ['multi', await multi.lock({ signal })];
+      };
+    },
+    (_recipe, held) => dwell(held),
   );
 }
 
@@ -294,6 +325,36 @@ async function consumerLoop(): Promise<void> {
         log({ kind: 'dequeue', outcome, ...errorFields(err) });
       if (!stopped()) await pause(100);
     }
+  }
+}
+
+/**
+ * STM transfers: a random amount from one account to another, if it is there. The README
+ * promises the total never changes and a transfer commits once or, rejected, not at all.
+ */
+async function transferLoop(): Promise<void> {
+  const account = (i: number): string => path('accounts', String(i));
+  while (!stopped()) {
+    const from = Math.floor(Math.random() * ACCOUNTS);
+    const to = (from + 1 + Math.floor(Math.random() * (ACCOUNTS - 1))) % ACCOUNTS;
+    const amount = 1 + Math.floor(Math.random() * 10);
+    const transfer = { kind: 'transfer', from, to, amount };
+    try {
+      const done = await conn.stm(
+        async (tx) => {
+          const balance = Number((await tx.get(account(from))) ?? '0');
+          if (balance < amount) return false;
+          tx.put(account(from), String(balance - amount));
+          tx.put(account(to), String(Number((await tx.get(account(to))) ?? '0') + amount));
+          return true;
+        },
+        { signal },
+      );
+      if (done.result) log({ ...transfer, outcome: 'ok', revision: Number(done.revision) });
+    } catch (err) {
+      log({ ...transfer, outcome: outcomeOf(err), ...errorFields(err) });
+    }
+    await pause(20 + Math.random() * 40);
   }
 }
 
@@ -452,9 +513,11 @@ async function main(): Promise<void> {
     counterLoop(),
     semaphoreLoop(),
     rwLoop(),
+    multiLockLoop(),
     adderLoop(),
     producerLoop(),
     consumerLoop(),
+    transferLoop(),
     electorLoop(),
     registration(),
     trackerLoop(),

@@ -87,12 +87,14 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
   assert.ok(count('fenced increments acknowledged \\(unanswered\\)') > 100, summary);
   assert.ok(count('observer events delivered') > 100, summary);
   assert.ok(count('semaphore permits held') > 50, summary);
+  assert.ok(count('MultiLock locks held \\(2 per hold\\)') > 50, summary);
   const rw = /^\| RWMutex read holds, write holds \| (\d+), (\d+) \|$/m.exec(summary);
   assert.ok(Number(rw?.[1]) > 50 && Number(rw?.[2]) > 10, summary);
   assert.ok(count("RWMutex writers' increments acknowledged \\(unanswered\\)") > 10, summary);
   assert.ok(count('counter adds acknowledged \\(unanswered\\)') > 100, summary);
   const queue = /^\| queue items enqueued, delivered \| (\d+), (\d+) \|$/m.exec(summary);
   assert.ok(Number(queue?.[1]) > 100 && Number(queue?.[2]) > 100, summary);
+  assert.ok(count('STM transfers committed \\(unanswered\\)') > 100, summary);
   assert.ok(count('\\*\\*all\\*\\*') >= 15, summary);
   const kinds = summary.split('\n').filter((l) => /^\| [a-z]+-[a-z-]+ \| \d+ \|$/.test(l));
   assert.ok(kinds.length >= 6, `fault kinds: ${kinds.join(', ')}`);
@@ -103,7 +105,7 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
   assert.match(html, /<svg [^>]*aria-label="timeline"/);
   assert.ok((html.match(/lock token \d+/g) ?? []).length > 50, 'lock holds drawn');
   assert.ok((html.match(/leader token \d+/g) ?? []).length > 0, 'leader terms drawn');
-  for (const what of ['semaphore', 'rw read', 'rw write']) {
+  for (const what of ['semaphore', 'multi', 'rw read', 'rw write']) {
     assert.ok((html.match(new RegExp(`${what} token \\d+`, 'g')) ?? []).length > 10, what);
   }
   assert.ok((html.match(/<title>(member|worker|proxy|compaction|cluster)-?/g) ?? []).length >= 15);

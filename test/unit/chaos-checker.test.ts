@@ -143,6 +143,10 @@ function cleanRun(): ChaosRecord[] {
   const p1 = acquired('w1', 'semaphore', '/c/sem/a1-1');
   const p2 = acquired('w2', 'semaphore', '/c/sem/b2-1');
   out.push(...p1, ...p2, ...ended(p1), ...ended(p2));
+  // MultiLocks: w1 holds paths a and b while w2 holds c (a path of its own: no conflict).
+  const m1 = [acquired('w1', 'multi', '/c/multi/a/a1'), acquired('w1', 'multi', '/c/multi/b/a1')];
+  const m2 = acquired('w2', 'multi', '/c/multi/c/b2');
+  out.push(...m1.flat(), ...m2, ...m1.flatMap(ended), ...ended(m2));
   // Two readers together, then a writer alone, who increments the writers' counter.
   const r1 = acquired('w1', 'read', '/c/rw/read/1');
   const r2 = acquired('w2', 'read', '/c/rw/read/2');
@@ -191,6 +195,22 @@ function cleanRun(): ChaosRecord[] {
       item: 'w2#0:0',
       key: '/c/jobs/0',
       revision: claim.revision,
+    }),
+  );
+  // The STM accounts open at 100 each, in one transaction; w1 moves 5 from 0 to 1.
+  const opening = h('put', '/c/accounts/0', '100');
+  out.push(opening, ...[1, 2, 3, 4].map((i) => ({ ...opening, key: `/c/accounts/${i}` })));
+  const debit = h('put', '/c/accounts/0', '95', { createRevision: opening.revision, version: 2 });
+  out.push(
+    ...withReceipt(debit, '/c/__stm', 'a1'),
+    { ...debit, key: '/c/accounts/1', value: '105' },
+    w('w1', {
+      kind: 'transfer',
+      outcome: 'ok',
+      from: 0,
+      to: 1,
+      amount: 5,
+      revision: debit.revision,
     }),
   );
   // The writer's keys, all seen by w1's observer.
@@ -299,7 +319,12 @@ void describe('chaos checker', () => {
   });
 
   /** Plants a hold of `recipe` by w3 that begins 1 ms after the first hold of `after` began. */
-  function plantBeside(records: ChaosRecord[], after: string, recipe: string): ChaosRecord[] {
+  function plantBeside(
+    records: ChaosRecord[],
+    after: string,
+    recipe: string,
+    key = '/c/x/w3',
+  ): ChaosRecord[] {
     const first = records.find(
       (r) => r.kind === 'lock.acquired' && (r.recipe ?? 'mutex') === after,
     );
@@ -311,7 +336,7 @@ void describe('chaos checker', () => {
       t: first.t + 1,
       recipe: recipe as 'read',
       token: '998',
-      key: '/c/x/w3',
+      key,
       lease: 'c3',
       deadlineAt: first.t + 5000,
     });
@@ -350,6 +375,16 @@ void describe('chaos checker', () => {
         ),
       );
     }
+  });
+
+  void test('a MultiLock beside another on one of its paths is reported; on other paths it is not', () => {
+    const rows = failedRows(plantBeside(cleanRun(), 'multi', 'multi', '/c/multi/a/c3'));
+    assert.equal(rows.length, 1, rows.join('\n'));
+    assert.match(
+      rows[0] ?? '',
+      /^MultiLock: one holder per path: w3#0 \(multi token 998\) began .* beside w1#0 \(multi token/,
+    );
+    assert.deepEqual(failedRows(plantBeside(cleanRun(), 'multi', 'multi', '/c/multi/d/c3')), []);
   });
 
   void test('a semaphore permit granted after its session deadline is reported', () => {
@@ -511,6 +546,62 @@ void describe('chaos checker', () => {
         find(r, 'enqueue').key = '/c/jobs/7';
       }),
       /w2#0 enqueued w2#0:0 at \/c\/jobs\/7; etcd has \/c\/jobs\/0/,
+    );
+  });
+
+  void test('STM transfers: a changed total, a wrong move, a rejected-but-landed or misattributed one is reported', () => {
+    const rows = (
+      edit: (transfer: Extract<ChaosRecord, { kind: 'transfer' }>, records: ChaosRecord[]) => void,
+    ): string => {
+      const records = cleanRun();
+      const transfer = records.find((r) => r.kind === 'transfer');
+      assert.ok(transfer?.kind === 'transfer');
+      edit(transfer, records);
+      return failing(records)
+        .filter((v) => v.name.startsWith('STM'))
+        .map((v) => v.violations.join(' / '))
+        .join('\n');
+    };
+    assert.equal(
+      rows(() => undefined),
+      '',
+    );
+    const credit = (records: ChaosRecord[]): HistoryRecord => {
+      const r = records.find(
+        (x) => x.kind === 'history' && x.key === '/c/accounts/1' && x.value === '105',
+      );
+      assert.ok(r?.kind === 'history');
+      return r;
+    };
+    assert.match(
+      rows((_t, r) => {
+        credit(r).value = '106';
+      }),
+      /held 501 in all at revision \d+, not 500/,
+    );
+    assert.match(
+      rows((t) => {
+        t.amount = 4;
+      }),
+      /transfer of 4 from 0 to 1 committed at \d+, which moved \{"0":-5,"1":5\}/,
+    );
+    assert.match(
+      rows((t) => {
+        t.w = 'w2';
+      }),
+      /w2#0's transfer at \d+ was written by w1#0/,
+    );
+    assert.match(
+      rows((t) => {
+        t.outcome = 'failed';
+      }),
+      /1 transfers of w1#0 landed unacknowledged.*a rejected call landed/,
+    );
+    assert.equal(
+      rows((t) => {
+        t.outcome = 'unknown';
+      }),
+      '',
     );
   });
 
@@ -694,6 +785,7 @@ void describe('chaos checker', () => {
       | 'revoked'
       | 'revoked, seen late'
       | 'revoked, an earlier delete recorded late'
+      | 'revoked, loss logged before the recorder saw it'
       | 'single delete'
       | 'revoked after own close',
   ): ChaosRecord[] {
@@ -725,6 +817,11 @@ void describe('chaos checker', () => {
       const before = Number(gained.token) - 1;
       records.push({ ...del('/c/election/b2'), t: at + 5, revision: before });
     }
+    if (how === 'revoked, loss logged before the recorder saw it') {
+      // Seed 7003: the holder hears from etcd that its lease is gone (so after the revocation)
+      // and logs the loss before the recorder, behind, logs the deletes.
+      records.push({ kind: 'session', w: 'w2', inc: 0, t: at + 15, lease: 'b2', state: 'lost' });
+    }
     if (how === 'revoked after own close') {
       records.push({ kind: 'session', w: 'w2', inc: 0, t: at + 15, lease: 'b2', state: 'closed' });
     }
@@ -743,6 +840,7 @@ void describe('chaos checker', () => {
       'revoked',
       'revoked, seen late',
       'revoked, an earlier delete recorded late',
+      'revoked, loss logged before the recorder saw it',
     ] as const) {
       const verdicts = check(secondLeader(how), P);
       assert.deepEqual(
@@ -782,7 +880,7 @@ void describe('chaos checker', () => {
     const html = timelineHtml('long', records, [], timelineLanes(records));
     assert.match(html, /<svg /);
     // Every kind of hold of the run is drawn in its lane, writers apart from readers.
-    for (const what of ['lock', 'semaphore', 'rw read', 'rw write', 'leader']) {
+    for (const what of ['lock', 'semaphore', 'multi', 'rw read', 'rw write', 'leader']) {
       assert.match(html, new RegExp(`<title>w\\d#0 ${what} token \\d+ `), what);
     }
   });
