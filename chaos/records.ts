@@ -227,3 +227,19 @@ export function runParams(root: string, ttl: number): RunParams {
 export function holder(r: { w: string; inc: number }): string {
   return `${r.w}#${r.inc}`;
 }
+
+/** The records of one kind a worker wrote. */
+export type W<K extends WorkerRecord['kind']> = Extract<WorkerRecord, { kind: K }>;
+
+/** Every record of `kind` a worker wrote. */
+export function byKind<K extends WorkerRecord['kind']>(
+  records: readonly ChaosRecord[],
+  kind: K,
+): W<K>[] {
+  return records.filter((r): r is W<K> => r.kind === kind && 'w' in r);
+}
+
+/** Puts of `key` in etcd's history, in revision order. */
+export function writesOf(history: readonly HistoryRecord[], key: string): HistoryRecord[] {
+  return history.filter((h) => h.key === key && h.type === 'put');
+}
