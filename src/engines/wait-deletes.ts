@@ -53,6 +53,7 @@ import type { ConnectorContext } from './context.js';
 import { watchId, watchKeyFrom } from './key-watch.js';
 import { firstBy, lastBy, lastByUpTo, rangeOp, kvsAt, kvAt, type QueueOrder } from './ranges.js';
 import { Latch } from './latch.js';
+import { sweepStrays, useKey } from './stray-keys.js';
 
 /** Counters of this process, for tests and benchmarks. */
 export const queueStats = {
@@ -159,6 +160,10 @@ export class QueueMember {
   private alerts = 0;
   private readonly offSession: () => void;
   private closed = false;
+  /** Ends our use of the key (see stray-keys.ts). */
+  private readonly unuse: () => void;
+  /** A join of ours went unanswered: a late copy of it may still create the key. */
+  private unanswered = false;
 
   constructor(
     private readonly ctx: ConnectorContext,
@@ -175,6 +180,7 @@ export class QueueMember {
     this.order = shape.order ?? 'Create';
     this.shareOwnWatch = shape.shareKeyWatch === true;
     this.keyBuf = Buffer.from(this.key);
+    this.unuse = useKey(ctx, this.key);
     this.offSession = session.onChange((change) => {
       onSession?.(change);
       this.alert();
@@ -260,7 +266,11 @@ export class QueueMember {
       },
       'join',
       true,
-    );
+    ).catch((err: unknown) => {
+      // No answer: this join may still be applied, later (see stray-keys.ts).
+      this.unanswered = true;
+      throw err;
+    });
     let revision = res.header.revision;
     let orderRevision = BigInt(revision);
     let existing: { existingValue: string; existingLease: string } | undefined;
@@ -406,13 +416,19 @@ export class QueueMember {
     return res.succeeded;
   }
 
-  /** Stops watching; the key itself stays (see `remove()`). Idempotent. */
+  /**
+   * Stops watching; the key itself stays (see `remove()`). After a join that went unanswered, a
+   * late copy of it re-creating the key is watched for and deleted while the session lives.
+   * Idempotent.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.offSession();
     this.own?.();
     this.own = undefined;
+    this.unuse();
+    if (this.unanswered && this.session.isAlive()) sweepStrays(this.ctx, this.session, this.key);
     this.alert();
   }
 

@@ -1,0 +1,170 @@
+/**
+ * A join whose answer was lost may be applied later: a member that stalled with it forwards it
+ * when it resumes. The join creates our key only if absent, so a copy landing after our release
+ * re-creates the key under our lease, and every later waiter queued behind it until the lease
+ * ended (chaos run, seed 20261129: every RWMutex user stalled). After a lost answer the key is
+ * watched while the session lives, and such a creation is deleted — unless a member of ours uses
+ * the key again.
+ *
+ * The lost answer is made exactly: the connector's next join is not sent but fails as a timed-out
+ * call would, and the test sends that very request later, as the stalled member would.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { GRPCDeadlineExceededError, type Etcd3, type ITxnRequest, type ITxnResponse } from 'etcd3';
+import {
+  LEStatus,
+  type EtcdConnector,
+  type LeaderEvent,
+  type Lock,
+  type SessionHandle,
+} from '../src/index.js';
+import { strayStats } from '../src/engines/stray-keys.js';
+import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
+import { etcdSuite } from './fixtures/etcd-suite.js';
+
+/** Puts (at any depth of nesting) of a transaction. */
+function putKeys(req: ITxnRequest): string[] {
+  return [...(req.success ?? []), ...(req.failure ?? [])].flatMap((op) => [
+    ...(op.request_put?.key === undefined ? [] : [op.request_put.key.toString()]),
+    ...(op.request_txn === undefined ? [] : putKeys(op.request_txn)),
+  ]);
+}
+
+/**
+ * The next transaction of `client` that puts a key under `prefix` is not sent: it fails as a
+ * call whose answer was lost. Resolves with that request, to be sent later.
+ */
+function loseNextJoin(client: Etcd3, prefix: string): Promise<ITxnRequest> {
+  const kv = client.kv;
+  const txn = kv.txn.bind(kv);
+  return new Promise((resolve) => {
+    kv.txn = (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
+      if (!putKeys(req).some((k) => k.startsWith(prefix))) {
+        return (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
+      }
+      kv.txn = txn;
+      resolve(req);
+      return Promise.reject(new GRPCDeadlineExceededError('deadline exceeded (the test)'));
+    };
+  });
+}
+
+void describe('a late copy of a join whose answer was lost', () => {
+  const suite = etcdSuite();
+
+  /** Runs `hold` with a lost first join, releases, then sends the lost join: the stray. */
+  async function strayAfter(
+    conn: EtcdConnector,
+    prefix: string,
+    hold: () => Promise<{ key: string; release: () => Promise<void> }>,
+  ): Promise<string> {
+    const lost = loseNextJoin(conn.client, prefix);
+    const { key, release } = await withTimeout(hold(), testTimeout(10_000), 'held after a retry');
+    await release();
+    // (The sweep may delete it at once: that it was created is the transaction's success.)
+    const res = await suite.client.kv.txn(await lost);
+    assert.ok(res.succeeded, 'the late copy created the key again');
+    return key;
+  }
+
+  /** The stray key is deleted, and `next` (another connector's lock) gets through. */
+  async function sweptThen(key: string, next: () => Promise<Lock>): Promise<void> {
+    await waitFor(async () => (await suite.client.get(key).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    const lock = await withTimeout(next(), testTimeout(5000), 'the next holder');
+    await lock.unlock();
+  }
+
+  test('a mutex: deleted, the next holder gets through', async () => {
+    const ns = uniqueName('stray');
+    const [a, b] = [suite.connect(ns), suite.connect(ns)];
+    const path = a.constructPath('m');
+    const s = await a.session({ ttl: 10 });
+    suite.defer(() => s.close());
+    const key = await strayAfter(a, path, async () => {
+      const l = await a.newMutex(path, { session: s }).lock();
+      return { key: l.key, release: () => l.unlock() };
+    });
+    await sweptThen(key, () => b.newMutex(path).lock());
+  });
+
+  test('an RWMutex writer and reader, a semaphore permit: deleted, the next one gets through', async () => {
+    const ns = uniqueName('stray');
+    const [a, b] = [suite.connect(ns), suite.connect(ns)];
+    const s = await a.session({ ttl: 10 });
+    suite.defer(() => s.close());
+    const rw = a.constructPath('rw');
+    const sem = a.constructPath('sem');
+    const cases: [string, () => Promise<Lock>, () => Promise<Lock>][] = [
+      [rw, () => a.newRWMutex(rw, { session: s }).lock(), () => b.newRWMutex(rw).lock()],
+      [rw, () => a.newRWMutex(rw, { session: s }).rlock(), () => b.newRWMutex(rw).lock()],
+      [
+        sem,
+        () => a.newSemaphore(sem, 1, { session: s }).acquire(),
+        () => b.newSemaphore(sem, 1).acquire(),
+      ],
+    ];
+    for (const [path, take, next] of cases) {
+      const key = await strayAfter(a, path, async () => {
+        const l = await take();
+        return { key: l.key, release: () => l.unlock() };
+      });
+      await sweptThen(key, next);
+    }
+  });
+
+  test('an election candidate: deleted after its stop, the next candidate leads', async () => {
+    const ns = uniqueName('stray');
+    const [a, b] = [suite.connect(ns), suite.connect(ns)];
+    const path = a.constructPath('e');
+    const s = await a.session({ ttl: 10 });
+    suite.defer(() => s.close());
+    const key = await strayAfter(a, path, async () => {
+      const elector = a.newLeaderElector(path, 'a', 10, { session: s });
+      // Read by hand: leaving a for-await would end the stream, and the campaign with it.
+      const events: AsyncIterator<LeaderEvent> = elector.start()[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await events.next();
+        if (next.done === true) throw new Error('the elector ended before it led');
+        const value = next.value;
+        if (value.status === LEStatus.Leader && value.token !== undefined) {
+          return { key: value.token.key, release: () => elector.stop() };
+        }
+      }
+    });
+    await waitFor(async () => (await suite.client.get(key).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    const other = b.newLeaderElector(path, 'b', 10);
+    suite.defer(() => other.stop());
+    await withTimeout(
+      (async () => {
+        for await (const ev of other.start()) if (ev.status === LEStatus.Leader) return;
+      })(),
+      testTimeout(5000),
+      'the next leader',
+    );
+  });
+
+  test('a key one of ours uses again is left alone', async () => {
+    const ns = uniqueName('stray');
+    const a = suite.connect(ns);
+    const path = a.constructPath('m');
+    const s: SessionHandle = await a.session({ ttl: 10 });
+    suite.defer(() => s.close());
+    const mutex = a.newMutex(path, { session: s });
+    const lost = loseNextJoin(a.client, path);
+    const first = await withTimeout(mutex.lock(), testTimeout(10_000), 'held after a retry');
+    await lost;
+    await first.unlock();
+    // The same key (Go's: one per lease), ours again: its creation is seen, and kept.
+    const judged = strayStats.judged;
+    const again = await mutex.lock();
+    await waitFor(() => strayStats.judged > judged, { timeoutMs: testTimeout(5000) });
+    await again.fencedTxn([a.client.put(a.constructPath('x')).value('still ours')]);
+    assert.equal(again.isHeld, true);
+    await again.unlock();
+  });
+});
