@@ -4,7 +4,7 @@
  * re-creates the key under our lease, and every later waiter queued behind it until the lease
  * ended (chaos run, seed 20261129: every RWMutex user stalled). After a lost answer the key is
  * watched while the session lives, and such a creation is deleted — unless a member of ours uses
- * the key again.
+ * the key again. The same for an ephemeral key (and so a registration) whose put went unanswered.
  *
  * The lost answer is made exactly: the connector's next join is not sent but fails as a timed-out
  * call would, and the test sends that very request later, as the stalled member would.
@@ -146,6 +146,30 @@ void describe('a late copy of a join whose answer was lost', () => {
       testTimeout(5000),
       'the next leader',
     );
+  });
+
+  test('an ephemeral key whose create went unanswered: deleted; created again, it stays', async () => {
+    const ns = uniqueName('stray');
+    const a = suite.connect(ns);
+    const key = a.constructPath('ek');
+    const s = await a.session({ ttl: 10 });
+    suite.defer(() => s.close());
+    const lost = loseNextJoin(a.client, key);
+    // The put's answer is lost: create() fails (and the caller may try again later).
+    await assert.rejects(a.newEphemeralKey(key).create('v1', 10, { session: s }));
+    // (Absent: the put of the claim's inner transaction.)
+    const res = await suite.client.kv.txn(await lost);
+    assert.equal(res.responses[0]?.response_txn.succeeded, true, 'the late copy created the key');
+    await waitFor(async () => (await suite.client.get(key).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    // Created again under the same lease: the sweep sees that creation and keeps it.
+    const judged = strayStats.judged;
+    const ek = a.newEphemeralKey(key);
+    suite.defer(() => ek.delete());
+    await ek.create('v2', 10, { session: s });
+    await waitFor(() => strayStats.judged > judged, { timeoutMs: testTimeout(5000) });
+    assert.equal(await suite.client.get(key).string(), 'v2');
   });
 
   test('a key one of ours uses again is left alone', async () => {

@@ -1,16 +1,17 @@
 /**
- * Queue keys that a late copy of one of our joins may still create. A join whose answer was lost
- * (a timeout; a member that stalled or died mid-call) may yet be applied, long after: a paused
- * member forwards it when it resumes. The join creates our key only if it is absent, so a copy
- * that lands after we deleted the key creates it again, under our lease, where nobody waits on it
- * or will delete it: every later waiter queues behind it until the lease ends (chaos run, seed
- * 20261129: an RWMutex writer's key came back 3 s after its release, and every RWMutex user of
- * the run stalled from then on).
+ * Keys we create only if absent, that a late copy of one of our writes may still create: a
+ * write whose answer was lost (a timeout; a member that stalled or died mid-call) may yet be
+ * applied, long after — a paused member forwards it when it resumes. A copy that lands after we
+ * deleted the key creates it again, under our lease, where nobody waits on it or will delete it:
+ * a queue's join then leaves a key that every later waiter queues behind until the lease ends
+ * (chaos run, seed 20261129: an RWMutex writer's key came back 3 s after its release, and every
+ * RWMutex user of the run stalled from then on); an ephemeral key or a registration comes back
+ * after its `delete()`.
  *
- * So a member whose join went unanswered hands its key here when it lets it go. While the session
- * lives, the key is read, then watched: a creation under our lease while no member of this
- * connector uses the key is deleted (that creation only: by its create revision). One watch per
- * such key, and only after a lost answer.
+ * So a queue member, or an ephemeral key, whose write went unanswered hands its key here when it
+ * lets it go. While the session lives, the key is read, then watched: a creation under our lease
+ * while no member or ephemeral key of this connector uses the key is deleted (that creation
+ * only: by its create revision). One watch per such key, and only after a lost answer.
  */
 import { CompareResult, CompareTarget } from 'etcd3';
 import type { Session } from '../session/session.js';

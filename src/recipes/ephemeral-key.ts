@@ -46,6 +46,7 @@ import {
 } from '../engines/key-ownership.js';
 import { OwnWrites, readAsEvent } from '../engines/own-writes.js';
 import { validateSignal } from '../engines/lifecycle.js';
+import { sweepStrays, useKey } from '../engines/stray-keys.js';
 import { validateTtl, validateValue } from '../paths.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import { sessionOf, type SessionHandle } from '../session/session-handle.js';
@@ -148,6 +149,10 @@ export class EphemeralKey implements AsyncDisposable {
   private reportedFailure = false;
   /** The watch is gone and must be re-created from a fresh read. */
   private resync: 'compacted' | 'ended' | undefined;
+  /** Sessions under which a put of ours went unanswered: a late copy may re-create the key. */
+  private readonly unanswered = new Set<Session>();
+  /** Ends our use of the key name (see engines/stray-keys.ts). */
+  private unuse: (() => void) | undefined;
   private readonly backoff = new Backoff(100, 2000);
   private readonly watchBackoff = new Backoff(500, 30000);
 
@@ -225,6 +230,7 @@ export class EphemeralKey implements AsyncDisposable {
     if (keys.has(this.key)) throw new KeyExistsError(this.key);
     keys.add(this.key);
     this.claimed = true;
+    this.unuse = useKey(this.ctx, this.key);
     this.stateValue = 'creating';
     this.value = value;
     this.ttl = ttl;
@@ -649,6 +655,14 @@ export class EphemeralKey implements AsyncDisposable {
     this.untrack = undefined;
     if (this.claimed) held.get(this.ctx)?.delete(this.key);
     this.claimed = false;
+    this.unuse?.();
+    this.unuse = undefined;
+    // A put that went unanswered may land after our delete and bring the key back under a lease
+    // that lives on: watched for, and deleted, while that lease lives.
+    for (const session of this.unanswered) {
+      if (session.isAlive()) sweepStrays(this.ctx, session, this.key);
+    }
+    this.unanswered.clear();
     this.creating = undefined;
     this.healing = undefined;
     this.stateValue = 'idle';
@@ -676,7 +690,10 @@ export class EphemeralKey implements AsyncDisposable {
         throw new SessionLostError(session.leaseIdHex, 'the lease is gone', { cause: err });
       }
       // No answer: etcd may still apply it; seeing this value later is not someone else's doing.
-      if (e.retryable) this.unconfirmed = [...this.unconfirmed, value].slice(-UNCONFIRMED_CAPACITY);
+      if (e.retryable) {
+        this.unconfirmed = [...this.unconfirmed, value].slice(-UNCONFIRMED_CAPACITY);
+        this.unanswered.add(session);
+      }
       throw e;
     }
     const outcome = claimOutcome(res);
