@@ -53,6 +53,15 @@ function loseNextJoin(client: Etcd3, prefix: string): Promise<ITxnRequest> {
 void describe('a late copy of a join whose answer was lost', () => {
   const suite = etcdSuite();
 
+  /** Two connectors of a new namespace, and a session of the first (closed after the file). */
+  async function setUp(): Promise<{ a: EtcdConnector; b: EtcdConnector; s: SessionHandle }> {
+    const ns = uniqueName('stray');
+    const [a, b] = [suite.connect(ns), suite.connect(ns)];
+    const s = await a.session({ ttl: 10 });
+    suite.defer(() => s.close());
+    return { a, b, s };
+  }
+
   /** Runs `hold` with a lost first join, releases, then sends the lost join: the stray. */
   async function strayAfter(
     conn: EtcdConnector,
@@ -78,11 +87,8 @@ void describe('a late copy of a join whose answer was lost', () => {
   }
 
   test('a mutex: deleted, the next holder gets through', async () => {
-    const ns = uniqueName('stray');
-    const [a, b] = [suite.connect(ns), suite.connect(ns)];
+    const { a, b, s } = await setUp();
     const path = a.constructPath('m');
-    const s = await a.session({ ttl: 10 });
-    suite.defer(() => s.close());
     const key = await strayAfter(a, path, async () => {
       const l = await a.newMutex(path, { session: s }).lock();
       return { key: l.key, release: () => l.unlock() };
@@ -91,10 +97,7 @@ void describe('a late copy of a join whose answer was lost', () => {
   });
 
   test('an RWMutex writer and reader, a semaphore permit: deleted, the next one gets through', async () => {
-    const ns = uniqueName('stray');
-    const [a, b] = [suite.connect(ns), suite.connect(ns)];
-    const s = await a.session({ ttl: 10 });
-    suite.defer(() => s.close());
+    const { a, b, s } = await setUp();
     const rw = a.constructPath('rw');
     const sem = a.constructPath('sem');
     const cases: [string, () => Promise<Lock>, () => Promise<Lock>][] = [
@@ -116,11 +119,8 @@ void describe('a late copy of a join whose answer was lost', () => {
   });
 
   test('an election candidate: deleted after its stop, the next candidate leads', async () => {
-    const ns = uniqueName('stray');
-    const [a, b] = [suite.connect(ns), suite.connect(ns)];
+    const { a, b, s } = await setUp();
     const path = a.constructPath('e');
-    const s = await a.session({ ttl: 10 });
-    suite.defer(() => s.close());
     const key = await strayAfter(a, path, async () => {
       const elector = a.newLeaderElector(path, 'a', 10, { session: s });
       // Read by hand: leaving a for-await would end the stream, and the campaign with it.
@@ -149,11 +149,8 @@ void describe('a late copy of a join whose answer was lost', () => {
   });
 
   test('an ephemeral key whose create went unanswered: deleted; created again, it stays', async () => {
-    const ns = uniqueName('stray');
-    const a = suite.connect(ns);
+    const { a, s } = await setUp();
     const key = a.constructPath('ek');
-    const s = await a.session({ ttl: 10 });
-    suite.defer(() => s.close());
     const lost = loseNextJoin(a.client, key);
     // The put's answer is lost: create() fails (and the caller may try again later).
     await assert.rejects(a.newEphemeralKey(key).create('v1', 10, { session: s }));
@@ -173,11 +170,8 @@ void describe('a late copy of a join whose answer was lost', () => {
   });
 
   test('a key one of ours uses again is left alone', async () => {
-    const ns = uniqueName('stray');
-    const a = suite.connect(ns);
+    const { a, s } = await setUp();
     const path = a.constructPath('m');
-    const s: SessionHandle = await a.session({ ttl: 10 });
-    suite.defer(() => s.close());
     const mutex = a.newMutex(path, { session: s });
     const lost = loseNextJoin(a.client, path);
     const first = await withTimeout(mutex.lock(), testTimeout(10_000), 'held after a retry');
