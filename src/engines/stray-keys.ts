@@ -25,7 +25,7 @@ import { kvAt, rangeOp } from './ranges.js';
 export const strayStats = { judged: 0, deleted: 0 };
 
 interface Registry {
-  /** Members of this connector using each key now. */
+  /** Queue members and ephemeral keys of this connector using each key now. */
   readonly users: Map<string, number>;
   /** Keys being watched for a late creation. */
   readonly sweeps: Map<string, Sweep>;
@@ -69,6 +69,8 @@ export function sweepStrays(ctx: ConnectorContext, session: Session, key: string
 class Sweep {
   private watch: MuxWatch | undefined;
   private stopped = false;
+  /** Ends a backoff at once on stop (no timer keeps a closed connector's process up). */
+  private readonly ended = new AbortController();
   private readonly offSession: () => void;
   private readonly untrack: () => void;
 
@@ -98,6 +100,7 @@ class Sweep {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.ended.abort();
     this.watch?.close();
     this.watch = undefined;
     this.offSession();
@@ -122,7 +125,7 @@ class Sweep {
         if (this.going()) this.watchFrom(Number(res.header.revision) + 1);
         return;
       } catch {
-        await delay(backoff.next());
+        await delay(backoff.next(), this.ended.signal).catch(() => undefined);
       }
     }
     this.stop();
@@ -174,7 +177,7 @@ class Sweep {
         if (res.succeeded) strayStats.deleted++;
         return;
       } catch {
-        await delay(backoff.next());
+        await delay(backoff.next(), this.ended.signal).catch(() => undefined);
       }
     }
   }
