@@ -4,7 +4,8 @@
  * re-creates the key under our lease, and every later waiter queued behind it until the lease
  * ended (chaos run, seed 20261129: every RWMutex user stalled). After a lost answer the key is
  * watched while the session lives, and such a creation is deleted — unless a member of ours uses
- * the key again. The same for an ephemeral key (and so a registration) whose put went unanswered.
+ * the key again. The same for an ephemeral key (and so a registration) and a double barrier's
+ * participant, whose put went unanswered.
  *
  * The lost answer is made exactly: the connector's next join is not sent but fails as a timed-out
  * call would, and the test sends that very request later, as the stalled member would.
@@ -167,6 +168,25 @@ void describe('a late copy of a join whose answer was lost', () => {
     await ek.create('v2', 10, { session: s });
     await waitFor(() => strayStats.judged > judged, { timeoutMs: testTimeout(5000) });
     assert.equal(await suite.client.get(key).string(), 'v2');
+  });
+
+  test('a double barrier participant: deleted after its leave, the next one is not one too many', async () => {
+    const { a, b, s } = await setUp();
+    const path = a.constructPath('barrier');
+    const lost = loseNextJoin(a.client, `${path}/waiters/`);
+    const mine = a.newDoubleBarrier(path, 1, { session: s });
+    await withTimeout(mine.enter(), testTimeout(10_000), 'entered after a retry');
+    const key = mine.key ?? '';
+    await mine.leave();
+    const res = await suite.client.kv.txn(await lost);
+    assert.ok(res.succeeded, 'the late copy created the key');
+    await waitFor(async () => (await suite.client.get(key).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    // Left behind, the copy would be the one participant the barrier has room for.
+    const next = b.newDoubleBarrier(path, 1);
+    await withTimeout(next.enter(), testTimeout(5000), 'the next participant');
+    await next.leave();
   });
 
   test('a key one of ours uses again is left alone', async () => {

@@ -6,11 +6,11 @@
  * a queue's join then leaves a key that every later waiter queues behind until the lease ends
  * (chaos run, seed 20261129: an RWMutex writer's key came back 3 s after its release, and every
  * RWMutex user of the run stalled from then on); an ephemeral key or a registration comes back
- * after its `delete()`.
+ * after its `delete()`; a double barrier counts a participant that has left.
  *
- * So a queue member, or an ephemeral key, whose write went unanswered hands its key here when it
- * lets it go. While the session lives, the key is read, then watched: a creation under our lease
- * while no member or ephemeral key of this connector uses the key is deleted (that creation
+ * So a queue member, an ephemeral key or a barrier participant whose write went unanswered hands
+ * its key here when it lets it go. While the session lives, the key is read, then watched: a creation under our lease
+ * while nothing of this connector uses the key is deleted (that creation
  * only: by its create revision). One watch per such key, and only after a lost answer.
  */
 import { CompareResult, CompareTarget } from 'etcd3';
@@ -25,7 +25,7 @@ import { kvAt, rangeOp } from './ranges.js';
 export const strayStats = { judged: 0, deleted: 0 };
 
 interface Registry {
-  /** Queue members and ephemeral keys of this connector using each key now. */
+  /** Queue members, ephemeral keys and barrier participants of this connector using each key. */
   readonly users: Map<string, number>;
   /** Keys being watched for a late creation. */
   readonly sweeps: Map<string, Sweep>;

@@ -40,6 +40,7 @@ import type { ConnectorContext } from '../engines/context.js';
 import { checkSessionOptions, HeldSession, type SessionOptions } from '../engines/held-session.js';
 import { waitUntil, type Check, type WatchSpec } from '../engines/key-wait.js';
 import { absent, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
+import { sweepStrays, useKey } from '../engines/stray-keys.js';
 import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/ranges.js';
 import { validatePath } from '../paths.js';
 import type { Session } from '../session/session.js';
@@ -73,6 +74,10 @@ export class DoubleBarrier implements AsyncDisposable {
   private held: HeldSession | undefined;
   private place: Place | undefined;
   private busy = false;
+  /** Ends our use of the waiter key's name while inside (see engines/stray-keys.ts). */
+  private unuse: (() => void) | undefined;
+  /** Waiter keys a try of ours went unanswered for: a late copy may still create them. */
+  private readonly unanswered = new Map<string, Session>();
 
   /** @internal Use `conn.newDoubleBarrier(path, count, options)`. */
   constructor(
@@ -190,23 +195,31 @@ export class DoubleBarrier implements AsyncDisposable {
       const keyBuf = Buffer.from(key);
       // The same key on every try: a try whose answer was lost may have created it already.
       const res = await persist(this.ctx, scope, `enter ${this.path}`, () =>
-        this.ctx.client.kv.txn(
-          {
-            // Go's putNewKV: only a new key (another process may have picked the same nanos).
-            compare: [absent(keyBuf)],
-            success: [putOp(keyBuf, '', session.leaseId)],
-            // Taken: ours (from a try whose answer was lost) only if it has our lease.
-            failure: [rangeOp({ key: keyBuf })],
-          },
-          this.ctx.callOptions(),
-        ),
-      );
-      if (res.succeeded) {
-        return { key, createRevision: res.header.revision, session, left: false };
-      }
+        this.ctx.client.kv
+          .txn(
+            {
+              // Go's putNewKV: only a new key (another process may have picked the same nanos).
+              compare: [absent(keyBuf)],
+              success: [putOp(keyBuf, '', session.leaseId)],
+              // Taken: ours (from a try whose answer was lost) only if it has our lease.
+              failure: [rangeOp({ key: keyBuf })],
+            },
+            this.ctx.callOptions(),
+          )
+          .catch((err: unknown) => {
+            this.unanswered.set(key, session);
+            throw err;
+          }),
+      ).catch((err: unknown) => {
+        // Given up on: nobody of ours will use this key, so a late copy is swept for at once.
+        if (this.unanswered.delete(key) && session.isAlive()) sweepStrays(this.ctx, session, key);
+        throw err;
+      });
       const kv = kvAt(res.responses, 0);
-      if (kv?.lease === session.leaseId) {
-        return { key, createRevision: kv.create_revision, session, left: false };
+      if (res.succeeded || kv?.lease === session.leaseId) {
+        this.unuse = useKey(this.ctx, key);
+        const createRevision = res.succeeded ? res.header.revision : (kv?.create_revision ?? '');
+        return { key, createRevision, session, left: false };
       }
     }
   }
@@ -395,7 +408,18 @@ export class DoubleBarrier implements AsyncDisposable {
       });
   }
 
+  /**
+   * Lets the session go, once out of the barrier. A waiter key a try of ours went unanswered for
+   * may still be created by a late copy of it, and would count as a participant: swept for while
+   * its lease lives.
+   */
   private async releaseSession(): Promise<void> {
+    this.unuse?.();
+    this.unuse = undefined;
+    for (const [key, session] of this.unanswered) {
+      if (session.isAlive()) sweepStrays(this.ctx, session, key);
+    }
+    this.unanswered.clear();
     const held = this.held;
     this.held = undefined;
     await held?.close();
