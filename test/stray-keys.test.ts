@@ -4,8 +4,8 @@
  * re-creates the key under our lease, and every later waiter queued behind it until the lease
  * ended (chaos run, seed 20261129: every RWMutex user stalled). After a lost answer the key is
  * watched while the session lives, and such a creation is deleted — unless a member of ours uses
- * the key again. The same for an ephemeral key (and so a registration) and a double barrier's
- * participant, whose put went unanswered.
+ * the key again. The same for an ephemeral key (and so a registration), a double barrier's
+ * participant and a queue consumer's place in line, whose put went unanswered.
  *
  * The lost answer is made exactly: the connector's next join is not sent but fails as a timed-out
  * call would, and the test sends that very request later, as the stalled member would.
@@ -187,6 +187,31 @@ void describe('a late copy of a join whose answer was lost', () => {
     const next = b.newDoubleBarrier(path, 1);
     await withTimeout(next.enter(), testTimeout(5000), 'the next participant');
     await next.leave();
+  });
+
+  test("a queue consumer's place in line: deleted once it left the line", async () => {
+    const { a, b, s } = await setUp();
+    const path = a.constructPath('q');
+    const line = `${a.constructPath('__q.queue', 'line')}/${s.leaseId}`;
+    const lost = loseNextJoin(a.client, line);
+    const consumer = a.newQueue(path, { session: s });
+    const item = consumer.dequeue();
+    // Into the line (its first join lost, sent again), then served: it leaves the line.
+    const stale = await lost;
+    await waitFor(async () => (await suite.client.get(line).string()) !== null, {
+      timeoutMs: testTimeout(5000),
+    });
+    await b.newQueue(path).enqueue('job');
+    assert.equal(await withTimeout(item, testTimeout(5000), 'the item'), 'job');
+    await waitFor(async () => (await suite.client.get(line).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    await suite.client.kv.txn(stale);
+    // Left there, it would stand at the head of the line: every other consumer process would
+    // take each new item only after waiting for it.
+    await waitFor(async () => (await suite.client.get(line).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
   });
 
   test('a key one of ours uses again is left alone', async () => {

@@ -39,6 +39,7 @@ import { deleteOp, modifiedAt, putOp } from './keys.js';
 import type { Receipt, ReceiptBook } from './receipts.js';
 import { kvAt, kvsAt, prefixRange, rangeOp } from './ranges.js';
 import { Latch } from './latch.js';
+import { sweepStrays } from './stray-keys.js';
 
 /** Processes at the head of the line that watch the queue. */
 export const ACTIVE = 2;
@@ -249,10 +250,20 @@ export class ClaimQueue {
     };
   }
 
-  /** Into the line at its back, reading the queue in the same transaction. */
+  /**
+   * Into the line at its back, reading the queue in the same transaction. A join whose answer was
+   * lost may land after we left the line and put our key back at its head, where it would keep
+   * every other process waiting 100 ms per item: swept for while the lease lives, whenever we
+   * are not in line (see stray-keys.ts).
+   */
   private async joinLine(session: Session): Promise<void> {
     const key = `${this.opts.dir}/line/${session.leaseIdHex}`;
-    const res = await this.txn([putOp(key, '', session.leaseId), rangeOp(this.itemsRead())]);
+    const res = await this.txn([putOp(key, '', session.leaseId), rangeOp(this.itemsRead())]).catch(
+      (err: unknown) => {
+        sweepStrays(this.ctx, session, key, () => this.line?.key === key);
+        throw err;
+      },
+    );
     this.line = { key, session, revision: res.header.revision };
     this.candidates.set(kvsAt(res.responses, 1));
   }

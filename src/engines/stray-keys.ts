@@ -6,10 +6,11 @@
  * a queue's join then leaves a key that every later waiter queues behind until the lease ends
  * (chaos run, seed 20261129: an RWMutex writer's key came back 3 s after its release, and every
  * RWMutex user of the run stalled from then on); an ephemeral key or a registration comes back
- * after its `delete()`; a double barrier counts a participant that has left.
+ * after its `delete()`; a double barrier counts a participant that has left; a queue consumer
+ * that left the line stands at its head again.
  *
- * So a queue member, an ephemeral key or a barrier participant whose write went unanswered hands
- * its key here when it lets it go. While the session lives, the key is read, then watched: a creation under our lease
+ * So a queue member, an ephemeral key, a barrier participant or a queue consumer whose write went
+ * unanswered hands its key here (when it lets it go, or at once with a test of its use). While the session lives, the key is read, then watched: a creation under our lease
  * while nothing of this connector uses the key is deleted (that creation
  * only: by its create revision). One watch per such key, and only after a lost answer.
  */
@@ -53,16 +54,25 @@ export function useKey(ctx: ConnectorContext, key: string): () => void {
   };
 }
 
-/** Watches `key` for a late creation under `session`'s lease while the session lives. */
-export function sweepStrays(ctx: ConnectorContext, session: Session, key: string): void {
-  const { sweeps } = registry(ctx);
-  const running = sweeps.get(key);
+/**
+ * Watches `key` for a late creation under `session`'s lease while the session lives. `inUse`
+ * says whether something of ours uses the key now (default: a `useKey()` is open for it).
+ */
+export function sweepStrays(
+  ctx: ConnectorContext,
+  session: Session,
+  key: string,
+  inUse?: () => boolean,
+): void {
+  const reg = registry(ctx);
+  const running = reg.sweeps.get(key);
   if (running?.session === session) return;
   running?.stop();
-  const sweep = new Sweep(ctx, session, key, () => {
-    if (sweeps.get(key) === sweep) sweeps.delete(key);
+  const used = inUse ?? (() => reg.users.has(key));
+  const sweep = new Sweep(ctx, session, key, used, () => {
+    if (reg.sweeps.get(key) === sweep) reg.sweeps.delete(key);
   });
-  sweeps.set(key, sweep);
+  reg.sweeps.set(key, sweep);
   sweep.start();
 }
 
@@ -78,6 +88,7 @@ class Sweep {
     private readonly ctx: ConnectorContext,
     readonly session: Session,
     private readonly key: string,
+    private readonly inUse: () => boolean,
     private readonly onStop: () => void,
   ) {
     // A stray cannot outlive the lease: nor does its sweep.
@@ -158,7 +169,7 @@ class Sweep {
     if (lease !== this.session.leaseId) return;
     strayStats.judged++;
     const backoff = new Backoff(100, 2000);
-    while (this.going() && !registry(this.ctx).users.has(this.key)) {
+    while (this.going() && !this.inUse()) {
       try {
         const res = await this.ctx.client.kv.txn(
           {
