@@ -10,9 +10,10 @@
  * that left the line stands at its head again.
  *
  * So a queue member, an ephemeral key, a barrier participant or a queue consumer whose write went
- * unanswered hands its key here (when it lets it go, or at once with a test of its use). While the session lives, the key is read, then watched: a creation under our lease
- * while nothing of this connector uses the key is deleted (that creation
- * only: by its create revision). One watch per such key, and only after a lost answer.
+ * unanswered hands its key here (when it lets it go, or at once with a test of its use). While
+ * the session lives, the key is read, then watched: a creation under our lease while nothing of
+ * this connector uses the key is deleted (that creation only: by its create revision). One watch
+ * per such key, and only after a lost answer.
  */
 import { CompareResult, CompareTarget } from 'etcd3';
 import type { Session } from '../session/session.js';
@@ -26,7 +27,7 @@ import { kvAt, rangeOp } from './ranges.js';
 export const strayStats = { judged: 0, deleted: 0 };
 
 interface Registry {
-  /** Queue members, ephemeral keys and barrier participants of this connector using each key. */
+  /** Queue members, ephemeral keys and barrier participants using each key now. */
   readonly users: Map<string, number>;
   /** Keys being watched for a late creation. */
   readonly sweeps: Map<string, Sweep>;
@@ -40,7 +41,7 @@ function registry(ctx: ConnectorContext): Registry {
   return r;
 }
 
-/** Marks `key` as used by a member until the returned function is called. */
+/** Marks `key` as used (by a member, an ephemeral key...) until the returned function is called. */
 export function useKey(ctx: ConnectorContext, key: string): () => void {
   const { users } = registry(ctx);
   users.set(key, (users.get(key) ?? 0) + 1);
