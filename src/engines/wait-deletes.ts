@@ -236,41 +236,44 @@ export class QueueMember {
   ): Promise<JoinResult> {
     const first = rangeOp(firstBy(this.waitPrefix, this.order, slots));
     const extras = extraReads.map(rangeOp);
-    const res = await this.txn(
-      {
-        // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
-        compare: [
-          {
-            key: this.keyBuf,
-            target: CompareTarget.Create,
-            result: CompareResult.Equal,
-            create_revision: 0,
-          },
-        ],
-        success: [
-          {
-            request_put: {
+    let res: ITxnResponse;
+    try {
+      res = await this.txn(
+        {
+          // Our key does not exist yet (new lease, or it was deleted): join the queue at the end.
+          compare: [
+            {
               key: this.keyBuf,
-              value: Buffer.from(value),
-              lease: this.session.leaseId,
+              target: CompareTarget.Create,
+              result: CompareResult.Equal,
+              create_revision: 0,
             },
-          },
-          first,
-          // Ours is now the newest key: the `slots` keys just before it are the window to wait
-          // on, read here so a waiter needs no second round trip before it watches.
-          lastBy(this.waitPrefix, this.order, slots + 1),
-          ...extras,
-        ],
-        // It exists (a retried join on the same lease): keep its place in the queue.
-        failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
-      },
-      'join',
-      true,
-    ).catch((err: unknown) => {
+          ],
+          success: [
+            {
+              request_put: {
+                key: this.keyBuf,
+                value: Buffer.from(value),
+                lease: this.session.leaseId,
+              },
+            },
+            first,
+            // Ours is now the newest key: the `slots` keys just before it are the window to wait
+            // on, read here so a waiter needs no second round trip before it watches.
+            lastBy(this.waitPrefix, this.order, slots + 1),
+            ...extras,
+          ],
+          // It exists (a retried join on the same lease): keep its place in the queue.
+          failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
+        },
+        'join',
+        true,
+      );
+    } catch (err) {
       // No answer: this join may still be applied, later (see stray-keys.ts).
       this.unanswered = true;
       throw err;
-    });
+    }
     let revision = res.header.revision;
     let orderRevision = BigInt(revision);
     let existing: { existingValue: string; existingLease: string } | undefined;
