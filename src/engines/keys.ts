@@ -58,6 +58,16 @@ export function modifiedAt(key: string | Buffer, revision: string | number): ICo
   };
 }
 
+/** "The key was created at `revision`": this one creation of it, not a later one. */
+export function createdAt(key: string | Buffer, revision: string | number): ICompare {
+  return {
+    key: Buffer.from(key),
+    target: CompareTarget.Create,
+    result: CompareResult.Equal,
+    create_revision: revision,
+  };
+}
+
 /** A put for a transaction; `lease` is etcd's decimal lease id (omitted: no lease). */
 export function putOp(key: string | Buffer, value: string | Buffer, lease?: string): IRequestOp {
   return {

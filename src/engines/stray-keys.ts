@@ -15,12 +15,12 @@
  * this connector uses the key is deleted (that creation only: by its create revision). One watch
  * per such key, and only after a lost answer.
  */
-import { CompareResult, CompareTarget } from 'etcd3';
 import type { Session } from '../session/session.js';
 import type { WatchEvent } from '../transport/resume-point.js';
 import { Backoff, delay } from '../transport/timers.js';
 import type { MuxWatch } from '../transport/watch-types.js';
 import type { ConnectorContext } from './context.js';
+import { createdAt, deleteOp } from './keys.js';
 import { kvAt, rangeOp } from './ranges.js';
 
 /** For tests (all connectors of the process): creations looked at, and deleted as strays. */
@@ -173,17 +173,7 @@ class Sweep {
     while (this.going() && !this.inUse()) {
       try {
         const res = await this.ctx.client.kv.txn(
-          {
-            compare: [
-              {
-                key: Buffer.from(this.key),
-                target: CompareTarget.Create,
-                result: CompareResult.Equal,
-                create_revision: createRevision,
-              },
-            ],
-            success: [{ request_delete_range: { key: Buffer.from(this.key) } }],
-          },
+          { compare: [createdAt(this.key, createRevision)], success: [deleteOp(this.key)] },
           this.ctx.callOptions(),
         );
         if (res.succeeded) strayStats.deleted++;

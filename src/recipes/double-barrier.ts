@@ -39,7 +39,7 @@ import { persist, RecipeLife, type CallOptions, type CallScope } from '../engine
 import type { ConnectorContext } from '../engines/context.js';
 import { checkSessionOptions, HeldSession, type SessionOptions } from '../engines/held-session.js';
 import { waitUntil, type Check, type WatchSpec } from '../engines/key-wait.js';
-import { absent, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
+import { absent, createdAt, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
 import { sweepStrays, useKey } from '../engines/stray-keys.js';
 import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/ranges.js';
 import { validatePath } from '../paths.js';
@@ -334,7 +334,7 @@ export class DoubleBarrier implements AsyncDisposable {
         const cleaned = await this.txn({
           compare: [
             // Our key is still ours...
-            sameCreate(keyBuf, place.createRevision),
+            createdAt(keyBuf, place.createRevision),
             // ...and no other participant is in (the ranges on both sides of our key).
             noKeysIn(range.key, keyBuf),
             noKeysIn(Buffer.concat([keyBuf, Buffer.from([0])]), range.range_end),
@@ -400,7 +400,7 @@ export class DoubleBarrier implements AsyncDisposable {
     const keyBuf = Buffer.from(place.key);
     await this.ctx.client.kv
       .txn(
-        { compare: [sameCreate(keyBuf, place.createRevision)], success: [deleteOp(keyBuf)] },
+        { compare: [createdAt(keyBuf, place.createRevision)], success: [deleteOp(keyBuf)] },
         this.ctx.callOptions(),
       )
       .catch(() => {
@@ -436,16 +436,6 @@ export class DoubleBarrier implements AsyncDisposable {
   private txn(request: ITxnRequest): Promise<ITxnResponse> {
     return this.ctx.client.kv.txn(request, this.ctx.callOptions());
   }
-}
-
-/** "Key has this create revision". */
-function sameCreate(key: Buffer, revision: string): ICompare {
-  return {
-    key,
-    target: CompareTarget.Create,
-    result: CompareResult.Equal,
-    create_revision: revision,
-  };
 }
 
 /** "No key in [start, end)": etcd compares every key of the range; none exists -> version 0. */
