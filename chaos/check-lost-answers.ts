@@ -15,6 +15,23 @@ import {
 } from './records.js';
 import { Tally, type Verdict } from './verdict.js';
 
+/** What the three checks below share, read once from the run: who wrote, and who died. */
+export interface Writers {
+  /** Revision -> the incarnation whose receipt was written in it. */
+  readonly at: ReadonlyMap<number, string>;
+  /** Incarnations killed (never told to stop). */
+  readonly dead: ReadonlySet<string>;
+}
+
+/** The writers of a run (see {@link receiptWriters} and {@link killed}). */
+export function writersOf(
+  history: readonly HistoryRecord[],
+  records: readonly ChaosRecord[],
+  final: FinalRecord | undefined,
+): Writers {
+  return { at: receiptWriters(history, records), dead: killed(records, final) };
+}
+
 /**
  * Who wrote at each revision, told by the receipt (`.../receipts/<leaseHex>.<n>`) the counter and
  * queue put in the same transaction, and the lease's holder (its keepalive records). A lease
@@ -94,10 +111,9 @@ export function checkAdds(
   history: readonly HistoryRecord[],
   records: readonly ChaosRecord[],
   key: string,
-  final: FinalRecord | undefined,
+  { at: writers, dead }: Writers,
 ): Verdict {
   const tally = new Tally('counter recipe: every add lands once, a rejected one never', 'adds');
-  const writers = receiptWriters(history, records);
   const writes = new Map<number, { revision: number; who: string | undefined }>();
   let previous = 0;
   for (const w of writesOf(history, key)) {
@@ -124,7 +140,7 @@ export function checkAdds(
   }
   const landed = new Map<string | undefined, number>();
   for (const [n, w] of writes) if (!acked.has(n)) bump(landed, w.who);
-  unaccounted(tally, 'adds', landed, unknowns, killed(records, final));
+  unaccounted(tally, 'adds', landed, unknowns, dead);
   return tally.verdict();
 }
 
@@ -138,14 +154,12 @@ export function checkQueue(
   history: readonly HistoryRecord[],
   records: readonly ChaosRecord[],
   prefix: string,
-  final: FinalRecord | undefined,
+  { at: writers, dead }: Writers,
 ): Verdict {
   const tally = new Tally(
     'queue: each item enqueued once, delivered once to its claimer, a rejected one never',
     'items',
   );
-  const writers = receiptWriters(history, records);
-  const dead = killed(records, final);
   const puts = new Map<string, string>();
   const claims = new Map<string, { revision: number; who: string | undefined }>();
   for (const h of history) {
@@ -208,13 +222,12 @@ export function checkTransfers(
   history: readonly HistoryRecord[],
   records: readonly ChaosRecord[],
   prefix: string,
-  final: FinalRecord | undefined,
+  { at: writers, dead }: Writers,
 ): Verdict {
   const tally = new Tally(
     'STM transfers: the total kept, each committed once, by its worker',
     'transfers',
   );
-  const writers = receiptWriters(history, records);
   const total = ACCOUNTS * OPENING_BALANCE;
   const balances = new Map<string, number>();
   // Each revision after the opening: how much each account moved.
@@ -275,6 +288,6 @@ export function checkTransfers(
   for (const revision of moves.keys()) {
     if (!acked.has(revision)) bump(landed, writers.get(revision));
   }
-  unaccounted(tally, 'transfers', landed, unknowns, killed(records, final));
+  unaccounted(tally, 'transfers', landed, unknowns, dead);
   return tally.verdict();
 }

@@ -19,7 +19,7 @@ import {
   readersOrOneWriter,
   type Role,
 } from './check-holds.js';
-import { checkAdds, checkQueue, checkTransfers } from './check-lost-answers.js';
+import { checkAdds, checkQueue, checkTransfers, writersOf } from './check-lost-answers.js';
 import { checkExits, checkLiveness, instants } from './check-liveness.js';
 import { checkObservers, checkTrackers } from './check-streams.js';
 import { checkCounter, checkFencing } from './check-writes.js';
@@ -37,6 +37,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
   const history = records.filter((r): r is HistoryRecord => r.kind === 'history');
   history.sort((a, b) => a.revision - b.revision);
   const final = records.find((r): r is FinalRecord => r.kind === 'final');
+  const writers = writersOf(history, records, final);
   const lockHolds = holds(records, 'lock.acquired', 'lock.ended');
   const permitHolds = holds(records, 'lock.acquired', 'lock.ended', ['semaphore']);
   const rwHolds = holds(records, 'lock.acquired', 'lock.ended', ['read', 'write']);
@@ -98,9 +99,9 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     ),
     checkCounter(history, records, 'mutex', params.counterKey, final),
     checkCounter(history, records, 'rw', params.rwCounterKey, final),
-    checkAdds(history, records, params.addsKey, final),
-    checkQueue(history, records, params.queuePrefix, final),
-    checkTransfers(history, records, params.accountPrefix, final),
+    checkAdds(history, records, params.addsKey, writers),
+    checkQueue(history, records, params.queuePrefix, writers),
+    checkTransfers(history, records, params.accountPrefix, writers),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
     checkLiveness(records, params, [
