@@ -15,6 +15,7 @@ import { describe, test } from 'node:test';
 import { GRPCDeadlineExceededError, type Etcd3, type ITxnRequest, type ITxnResponse } from 'etcd3';
 import {
   LEStatus,
+  OutcomeUnknownError,
   type EtcdConnector,
   type LeaderEvent,
   type Lock,
@@ -34,9 +35,14 @@ function putKeys(req: ITxnRequest): string[] {
 
 /**
  * The next transaction of `client` that puts a key under `prefix` is not sent: it fails as a
- * call whose answer was lost. Resolves with that request, to be sent later.
+ * call whose answer was lost (once `lostAt` resolves: at once by default). Resolves with that
+ * request, to be sent later.
  */
-function loseNextJoin(client: Etcd3, prefix: string): Promise<ITxnRequest> {
+function loseNextJoin(
+  client: Etcd3,
+  prefix: string,
+  lostAt: Promise<void> = Promise.resolve(),
+): Promise<ITxnRequest> {
   const kv = client.kv;
   const txn = kv.txn.bind(kv);
   return new Promise((resolve) => {
@@ -46,7 +52,9 @@ function loseNextJoin(client: Etcd3, prefix: string): Promise<ITxnRequest> {
       }
       kv.txn = txn;
       resolve(req);
-      return Promise.reject(new GRPCDeadlineExceededError('deadline exceeded (the test)'));
+      return lostAt.then(() =>
+        Promise.reject(new GRPCDeadlineExceededError('deadline exceeded (the test)')),
+      );
     };
   });
 }
@@ -209,6 +217,35 @@ void describe('a late copy of a join whose answer was lost', () => {
     await suite.client.kv.txn(stale);
     // Left there, it would stand at the head of the line: every other consumer process would
     // take each new item only after waiting for it.
+    await waitFor(async () => (await suite.client.get(line).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+  });
+
+  test("a queue consumer's place in line, moved by a claim of unknown outcome: deleted", async () => {
+    const { a, b, s } = await setUp();
+    const path = a.constructPath('q');
+    const line = `${a.constructPath('__q.queue', 'line')}/${s.leaseId}`;
+    const consumer = a.newQueue(path, { session: s });
+    const item = consumer.dequeue();
+    await waitFor(async () => (await suite.client.get(line).string()) !== null, {
+      timeoutMs: testTimeout(5000),
+    });
+    // The claim (it also moves our line key to the back) is in flight when the consumer closes:
+    // its answer is lost, and nobody can tell any more whether it landed.
+    let loseIt!: () => void;
+    const lost = loseNextJoin(a.client, line, new Promise((r) => (loseIt = r)));
+    await b.newQueue(path).enqueue('job');
+    const stale = await lost;
+    const closed = consumer.close();
+    loseIt();
+    await assert.rejects(withTimeout(item, testTimeout(5000), 'the dequeue'), OutcomeUnknownError);
+    await closed;
+    await waitFor(async () => (await suite.client.get(line).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    // It lands after all, and puts the line key back.
+    assert.ok((await suite.client.kv.txn(stale)).succeeded, 'the late claim landed');
     await waitFor(async () => (await suite.client.get(line).string()) === null, {
       timeoutMs: testTimeout(5000),
     });

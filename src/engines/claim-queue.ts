@@ -260,12 +260,17 @@ export class ClaimQueue {
     const key = `${this.opts.dir}/line/${session.leaseIdHex}`;
     const res = await this.txn([putOp(key, '', session.leaseId), rangeOp(this.itemsRead())]).catch(
       (err: unknown) => {
-        sweepStrays(this.ctx, session, key, () => this.line?.key === key);
+        this.sweepLine(session, key);
         throw err;
       },
     );
     this.line = { key, session, revision: res.header.revision };
     this.candidates.set(kvsAt(res.responses, 1));
+  }
+
+  /** Our line key may be written by a late copy of ours: deleted whenever we are not in line. */
+  private sweepLine(session: Session, key: string): void {
+    sweepStrays(this.ctx, session, key, () => this.line?.key === key);
   }
 
   /** Out of the line (best effort: the key goes with the lease anyway). */
@@ -493,7 +498,13 @@ export class ClaimQueue {
         applied = { revision: outcome.revision };
     } catch (err) {
       if (err instanceof OutcomeUnknownError) {
-        // Ours or not, nobody can say: the caller learns which item it may have had.
+        // Ours or not, nobody can say: the caller learns which item it may have had. The claim
+        // also moved our line key, or may yet (put it back after we left): we know our place no
+        // more, so out of the line, and the key is swept while we are not in it.
+        if (line !== undefined) {
+          if (this.line === line) this.line = undefined;
+          this.sweepLine(line.session, line.key);
+        }
         this.finish(waiter);
         waiter.reject(err);
         return;
