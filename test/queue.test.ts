@@ -3,6 +3,7 @@
 // consumer per item, no herd of waiting consumers, aborts and closes.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { ITxnRequest, ITxnResponse } from 'etcd3';
 import { AbortError, ClosedError, InvalidArgumentError, type Queue } from '../src/index.js';
 import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { ACTIVE, claimStats } from '../src/engines/claim-queue.js';
@@ -226,6 +227,40 @@ void describe('Queue and PriorityQueue', () => {
     // Nothing was taken by the aborted or closed dequeues.
     await other.enqueue('kept');
     assert.equal(await other.dequeue(), 'kept');
+  });
+
+  void test('queue: a dequeue aborted while its claim waits for a receipt takes nothing', async () => {
+    // Chaos run, seed 20261129: a consumer gave up while its claim waited for a new receipt (the
+    // only one was held by an enqueue in flight); the claim went out all the same, for nobody,
+    // and its item was lost.
+    const ns = uniqueName('q');
+    const conn = suite.connect(ns);
+    const path = conn.constructPath('patient');
+    await suite.connect(ns).newQueue(path).enqueue('job');
+    // The connector's next receipt creation waits until the test lets it go.
+    const kv = conn.client.kv;
+    const txn = kv.txn.bind(kv);
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const creating = new Promise<void>((resolve) => {
+      kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
+        if (req.success?.some((op) => op.request_put?.value?.toString() === 'new')) {
+          kv.txn = txn;
+          resolve();
+          await gate;
+        }
+        return (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
+      };
+    });
+    const queue = conn.newQueue(path);
+    const ac = new AbortController();
+    const gaveUp = queue.dequeue({ signal: ac.signal });
+    await withTimeout(creating, testTimeout(5000), 'the receipt creation');
+    ac.abort();
+    await assert.rejects(gaveUp, AbortError);
+    const next = queue.dequeue();
+    letGo();
+    assert.equal(await withTimeout(next, testTimeout(5000), 'the next dequeue'), 'job');
   });
 
   void test('priority queue: Go layout path/<%05d>/<%016d> + __path/<%05d> markers; order', async () => {

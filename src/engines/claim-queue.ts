@@ -407,9 +407,16 @@ export class ClaimQueue {
 
   /** Claims one candidate for the oldest waiter. */
   private async claimNext(signal: AbortSignal): Promise<void> {
-    const waiter = this.unserved()[0];
-    if (waiter === undefined) return;
+    if (this.unserved().length === 0) return;
     const receipt = await this.opts.book.take(signal);
+    // Chosen only now: taking a receipt may wait for etcd (a new one is written when every one
+    // is in use), and a waiter that gave up meanwhile must not have an item claimed for it —
+    // nobody would be given it (chaos run, seed 20261129).
+    const waiter = this.unserved()[0];
+    if (waiter === undefined) {
+      this.opts.book.give(receipt);
+      return;
+    }
     const candidate = this.candidates.pick();
     const tag = `${candidate.key}@${candidate.modRevision}`;
     const line = this.line;
