@@ -9,6 +9,7 @@ import {
   AbortError,
   ClosedError,
   InvalidArgumentError,
+  OutcomeUnknownError,
   type EtcdConnectorError,
 } from '../errors.js';
 import { Backoff, delay, isAborted } from '../transport/timers.js';
@@ -147,6 +148,8 @@ export async function persist<T>(
     try {
       return await attempt();
     } catch (err) {
+      // A write that may have landed says so, given up or not: an AbortError would say it did not.
+      if (err instanceof OutcomeUnknownError) throw err;
       scope.check();
       const error = ctx.toError(err, what);
       if (!error.retryable) throw error;

@@ -30,6 +30,7 @@ import {
   EtcdConnectorError,
   InvalidArgumentError,
   InvalidStateError,
+  OutcomeUnknownError,
   TransactionConflictError,
 } from '../errors.js';
 import { RecipeLife, type CallScope } from '../engines/call-scope.js';
@@ -286,6 +287,9 @@ export class StmRunner {
       } catch (err) {
         const failure = err instanceof AttemptFailed ? err.error : undefined;
         if (failure === undefined) {
+          // A commit that may have landed says so, given up or not (never "aborted": nothing
+          // written).
+          if (err instanceof OutcomeUnknownError) throw err;
           if (isAborted(scope.signal)) throw this.gaveUp(scope, conflicts);
           if (err instanceof EtcdConnectorError && err.retryable) {
             // The commit failed and was not applied (a lost answer is resolved first).
