@@ -12,6 +12,7 @@ import {
   type ChaosRecord,
   type FinalRecord,
   type HistoryRecord,
+  type QueueName,
 } from './records.js';
 import { Tally, type Verdict } from './verdict.js';
 
@@ -145,23 +146,28 @@ export function checkAdds(
 }
 
 /**
- * The queue: every item (named by its producer, `<worker>#<incarnation>:<n>`) is put once; an
- * acknowledged enqueue is in etcd's history at its key, a rejected one never; each claim (an
- * item's delete) is delivered to the claimer (its receipt) and to no one else, unless the claim
- * was unanswered or its claimer killed; no item is delivered twice.
+ * A queue (`queue`, whose items are under `prefix`): every item (named by its producer,
+ * `<worker>#<incarnation>:<n>`) is put once; an acknowledged enqueue is in etcd's history at its
+ * key, a rejected one never; each claim (an item's delete) is delivered to the claimer (its
+ * receipt) and to no one else, unless the claim was unanswered or its claimer killed; no item is
+ * delivered twice.
  */
 export function checkQueue(
   history: readonly HistoryRecord[],
   records: readonly ChaosRecord[],
+  queue: QueueName,
   prefix: string,
   { at: writers, dead }: Writers,
 ): Verdict {
   const tally = new Tally(
-    'queue: each item enqueued once, delivered once to its claimer, a rejected one never',
+    `${QUEUE_TITLES[queue]}: each item enqueued once, delivered once to its claimer, a rejected one never`,
     'items',
   );
+  const ours = (r: { queue?: QueueName }): boolean => (r.queue ?? 'fifo') === queue;
   const puts = new Map<string, string>();
-  const claims = new Map<string, { revision: number; who: string | undefined }>();
+  // By key and revision: a priority queue's keys come again (a drained priority restarts its
+  // sequence at 0, as Go's does).
+  const claims = new Map<string, string | undefined>();
   for (const h of history) {
     if (!h.key.startsWith(prefix)) continue;
     if (h.type === 'put') {
@@ -169,12 +175,12 @@ export function checkQueue(
       if (twice !== undefined) tally.fail(`item ${h.value} put twice, at ${twice} and ${h.key}`);
       puts.set(h.value, h.key);
     } else {
-      claims.set(h.key, { revision: h.revision, who: writers.get(h.revision) });
+      claims.set(`${h.key}@${h.revision}`, writers.get(h.revision));
     }
   }
   // Enqueues: by the producer named in the item (so an unanswered one covers only itself).
   const said = new Set<string>();
-  for (const e of byKind(records, 'enqueue')) {
+  for (const e of byKind(records, 'enqueue').filter(ours)) {
     said.add(e.item);
     const key = puts.get(e.item);
     if (e.outcome === 'failed' && key !== undefined) {
@@ -194,23 +200,30 @@ export function checkQueue(
   // Deliveries: each once, each a claim by the one who was given it.
   const delivered = new Set<string>();
   const unknownClaims = new Map<string, number>();
-  for (const d of byKind(records, 'dequeue')) {
+  for (const d of byKind(records, 'dequeue').filter(ours)) {
     if (d.outcome === 'unknown') bump(unknownClaims, holder(d));
     if (d.outcome !== 'ok' || d.key === undefined) continue;
-    const claim = claims.get(d.key);
-    if (delivered.has(d.key)) tally.fail(`${d.key} (${String(d.item)}) delivered twice`);
-    else if (claim === undefined || claim.revision !== d.revision) {
+    const claim = `${d.key}@${String(d.revision)}`;
+    const who = claims.get(claim);
+    if (delivered.has(claim)) tally.fail(`${d.key} (${String(d.item)}) delivered twice`);
+    else if (!claims.has(claim)) {
       tally.fail(`${holder(d)} was given ${d.key} at ${String(d.revision)}: no such claim`);
-    } else if (claim.who !== undefined && claim.who !== holder(d)) {
-      tally.fail(`${holder(d)} was given ${d.key}, claimed by ${claim.who}`);
+    } else if (who !== undefined && who !== holder(d)) {
+      tally.fail(`${holder(d)} was given ${d.key}, claimed by ${who}`);
     }
-    delivered.add(d.key);
+    delivered.add(claim);
   }
   const undelivered = new Map<string | undefined, number>();
-  for (const [key, claim] of claims) if (!delivered.has(key)) bump(undelivered, claim.who);
+  for (const [claim, who] of claims) if (!delivered.has(claim)) bump(undelivered, who);
   unaccounted(tally, 'claims', undelivered, unknownClaims, dead);
   return tally.verdict();
 }
+
+/** How the verdicts name each queue. */
+const QUEUE_TITLES = {
+  fifo: 'queue',
+  priority: 'priority queue',
+} as const satisfies Record<QueueName, string>;
 
 /**
  * STM transfers: the accounts open together at `OPENING_BALANCE` each, and every later revision

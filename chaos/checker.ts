@@ -24,6 +24,7 @@ import { checkExits, checkLiveness, instants } from './check-liveness.js';
 import { checkObservers, checkTrackers } from './check-streams.js';
 import { checkCounter, checkFencing } from './check-writes.js';
 import {
+  byKind,
   SEMAPHORE_PERMITS,
   type ChaosRecord,
   type FinalRecord,
@@ -43,6 +44,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
   const rwHolds = holds(records, 'lock.acquired', 'lock.ended', ['read', 'write']);
   const multiHolds = holds(records, 'lock.acquired', 'lock.ended', ['multi']);
   const leadHolds = holds(records, 'lead.gained', 'lead.ended');
+  const dequeues = byKind(records, 'dequeue');
   const roles: Role[] = [
     ['lock', lockHolds],
     ['semaphore permit', permitHolds],
@@ -100,15 +102,17 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     checkCounter(history, records, 'mutex', params.counterKey, final),
     checkCounter(history, records, 'rw', params.rwCounterKey, final),
     checkAdds(history, records, params.addsKey, writers),
-    checkQueue(history, records, params.queuePrefix, writers),
+    checkQueue(history, records, 'fifo', params.queuePrefix, writers),
+    checkQueue(history, records, 'priority', params.pqueuePrefix, writers),
     checkTransfers(history, records, params.accountPrefix, writers),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
     checkLiveness(records, params, [
       ...roles,
-      ['counter add', instants(records, 'add')],
-      ['queue delivery', instants(records, 'dequeue')],
-      ['STM transfer', instants(records, 'transfer')],
+      ['counter add', instants(byKind(records, 'add'))],
+      ['queue delivery', instants(dequeues.filter((d) => (d.queue ?? 'fifo') === 'fifo'))],
+      ['priority queue delivery', instants(dequeues.filter((d) => d.queue === 'priority'))],
+      ['STM transfer', instants(byKind(records, 'transfer'))],
     ]),
     checkExits(records, final),
   ];

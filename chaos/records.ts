@@ -20,6 +20,9 @@ export type Recipe = 'mutex' | 'semaphore' | 'read' | 'write' | 'multi';
 /** The paths (under `multi/`) the workers' MultiLocks take two of. */
 export const MULTI_PATHS = ['a', 'b', 'c'] as const;
 
+/** The queues the workers produce to and consume from: a `Queue`, and a `PriorityQueue`. */
+export type QueueName = 'fifo' | 'priority';
+
 /** The counters incremented under a lock: the mutex's, and the RWMutex writers'. */
 export type Counter = 'mutex' | 'rw';
 
@@ -55,6 +58,8 @@ export type WorkerRecord = WorkerBase &
         key: string;
         lease?: string;
         deadlineAt: number;
+        /** Got by `tryLock()` (the mutex), not by a waiting call. */
+        tried?: boolean;
       }
     | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }
     /**
@@ -69,13 +74,23 @@ export type WorkerRecord = WorkerBase &
         value?: number;
         revision?: number;
       }
-    /** One `add(1)` of the counter recipe: `ok` with the value it returned. */
-    | { kind: 'add'; outcome: 'ok' | 'failed' | 'unknown'; value?: number }
-    /** One item enqueued (`ok`: at `key`). */
-    | { kind: 'enqueue'; item: string; outcome: 'ok' | 'failed' | 'unknown'; key?: string }
+    /**
+     * One `add(1)` of the counter recipe, or (`via: 'cas'`) a read and `compareAndSet(v, v + 1)`:
+     * `ok` with the value written; a compare-and-set that found another value is `failed`.
+     */
+    | { kind: 'add'; outcome: 'ok' | 'failed' | 'unknown'; value?: number; via?: 'add' | 'cas' }
+    /** One item enqueued (`ok`: at `key`); `queue` absent: the fifo one. */
+    | {
+        kind: 'enqueue';
+        item: string;
+        outcome: 'ok' | 'failed' | 'unknown';
+        key?: string;
+        queue?: QueueName;
+      }
     /** One dequeue (`ok`: `item`, taken from `key` by the delete at `revision`). */
     | {
         kind: 'dequeue';
+        queue?: QueueName;
         outcome: 'ok' | 'failed' | 'unknown';
         item?: string;
         key?: string;
@@ -196,6 +211,8 @@ export interface RunParams {
   addsKey: string;
   /** The queue's items' prefix (`queuePath + '/'`). */
   queuePrefix: string;
+  /** The priority queue's items' prefix (`pqueuePath + '/'`). */
+  pqueuePrefix: string;
   /** The STM accounts' prefix (account `i` is `accountPrefix + i`). */
   accountPrefix: string;
   /** The key leaders write their fenced work to. */
@@ -216,6 +233,7 @@ export function runParams(root: string, ttl: number): RunParams {
     rwWritePrefix: `${root}/rw/write/`,
     addsKey: `${root}/adds`,
     queuePrefix: `${root}/jobs/`,
+    pqueuePrefix: `${root}/pjobs/`,
     accountPrefix: `${root}/accounts/`,
     workKey: `${root}/work`,
     electionPrefix: `${root}/election/`,

@@ -8,6 +8,7 @@ import {
   type ChaosRecord,
   type Counter,
   type FaultRecord,
+  type QueueName,
   type Recipe,
 } from './records.js';
 import { holds, type Hold, type Verdict } from './checker.js';
@@ -15,6 +16,8 @@ import { holds, type Hold, type Verdict } from './checker.js';
 /** What the run did, counted from the records. */
 export interface Operations {
   lockHolds: number;
+  /** Of those, got by `tryLock()`. */
+  triedLockHolds: number;
   incrementsAcked: number;
   incrementsUnknown: number;
   permitHolds: number;
@@ -25,8 +28,12 @@ export interface Operations {
   rwIncrementsUnknown: number;
   addsAcked: number;
   addsUnknown: number;
+  /** Of the adds, compare-and-sets that took. */
+  casAcked: number;
   itemsEnqueued: number;
   itemsDelivered: number;
+  priorityItemsEnqueued: number;
+  priorityItemsDelivered: number;
   transfersAcked: number;
   transfersUnknown: number;
   leaderTerms: number;
@@ -39,6 +46,7 @@ export interface Operations {
 export function countOperations(records: readonly ChaosRecord[]): Operations {
   const ops: Operations = {
     lockHolds: 0,
+    triedLockHolds: 0,
     incrementsAcked: 0,
     incrementsUnknown: 0,
     permitHolds: 0,
@@ -49,8 +57,11 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     rwIncrementsUnknown: 0,
     addsAcked: 0,
     addsUnknown: 0,
+    casAcked: 0,
     itemsEnqueued: 0,
     itemsDelivered: 0,
+    priorityItemsEnqueued: 0,
+    priorityItemsDelivered: 0,
     transfersAcked: 0,
     transfersUnknown: 0,
     leaderTerms: 0,
@@ -62,13 +73,16 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
   // A leader that recovers from a suspension gains the same term again: counted once.
   const terms = new Set<string>();
   for (const r of records) {
-    if (r.kind === 'lock.acquired') ops[HOLDS[r.recipe ?? 'mutex']]++;
-    else if (r.kind === 'inc' && r.outcome !== 'failed') {
+    if (r.kind === 'lock.acquired') {
+      ops[HOLDS[r.recipe ?? 'mutex']]++;
+      if (r.tried === true) ops.triedLockHolds++;
+    } else if (r.kind === 'inc' && r.outcome !== 'failed') {
       ops[INCREMENTS[r.counter ?? 'mutex'][r.outcome]]++;
     } else if (r.kind === 'add' && r.outcome !== 'failed') {
       ops[r.outcome === 'ok' ? 'addsAcked' : 'addsUnknown']++;
-    } else if (r.kind === 'enqueue' && r.outcome === 'ok') ops.itemsEnqueued++;
-    else if (r.kind === 'dequeue' && r.outcome === 'ok') ops.itemsDelivered++;
+      if (r.outcome === 'ok' && r.via === 'cas') ops.casAcked++;
+    } else if (r.kind === 'enqueue' && r.outcome === 'ok') ops[ITEMS[r.queue ?? 'fifo'].in]++;
+    else if (r.kind === 'dequeue' && r.outcome === 'ok') ops[ITEMS[r.queue ?? 'fifo'].out]++;
     else if (r.kind === 'transfer' && r.outcome !== 'failed') {
       ops[r.outcome === 'ok' ? 'transfersAcked' : 'transfersUnknown']++;
     } else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
@@ -89,6 +103,12 @@ const HOLDS = {
   write: 'writeHolds',
   multi: 'multiLocks',
 } as const satisfies Record<Recipe, keyof Operations>;
+
+/** Which counts an item of each queue adds to, enqueued and delivered. */
+const ITEMS = {
+  fifo: { in: 'itemsEnqueued', out: 'itemsDelivered' },
+  priority: { in: 'priorityItemsEnqueued', out: 'priorityItemsDelivered' },
+} as const satisfies Record<QueueName, Record<'in' | 'out', keyof Operations>>;
 
 /** Which count an increment of each counter adds to, acknowledged or unanswered. */
 const INCREMENTS = {
@@ -119,14 +139,15 @@ export function summary(
     '| operations | count |',
     '| --- | ---: |',
     `| worker incarnations | ${ops.workerIncarnations} |`,
-    `| lock holds | ${ops.lockHolds} |`,
+    `| lock holds (by tryLock) | ${ops.lockHolds} (${ops.triedLockHolds}) |`,
     `| fenced increments acknowledged (unanswered) | ${ops.incrementsAcked} (${ops.incrementsUnknown}) |`,
     `| semaphore permits held | ${ops.permitHolds} |`,
     `| RWMutex read holds, write holds | ${ops.readHolds}, ${ops.writeHolds} |`,
     `| MultiLock locks held (2 per hold) | ${ops.multiLocks} |`,
     `| RWMutex writers' increments acknowledged (unanswered) | ${ops.rwIncrementsAcked} (${ops.rwIncrementsUnknown}) |`,
-    `| counter adds acknowledged (unanswered) | ${ops.addsAcked} (${ops.addsUnknown}) |`,
+    `| counter adds acknowledged (unanswered); compare-and-sets among them | ${ops.addsAcked} (${ops.addsUnknown}); ${ops.casAcked} |`,
     `| queue items enqueued, delivered | ${ops.itemsEnqueued}, ${ops.itemsDelivered} |`,
+    `| priority queue items enqueued, delivered | ${ops.priorityItemsEnqueued}, ${ops.priorityItemsDelivered} |`,
     `| STM transfers committed (unanswered) | ${ops.transfersAcked} (${ops.transfersUnknown}) |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,

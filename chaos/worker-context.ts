@@ -50,6 +50,15 @@ export const conn = new EtcdConnector(endpoints, root.slice(1), {
 });
 export const path = (...s: string[]): string => conn.constructPath(...s);
 
+/**
+ * The stop signal, or a give-up timer of 0.3-3 s, whichever fires first: a caller that gives up
+ * on a call in flight. What the call did must then still be told right (an `AbortError` promises
+ * nothing was written).
+ */
+export function impatient(): AbortSignal {
+  return AbortSignal.any([signal, AbortSignal.timeout(Math.round(300 + Math.random() * 2700))]);
+}
+
 /** Waits `ms`, or less if the worker is told to stop. */
 export function pause(ms: number): Promise<void> {
   return wait(ms, undefined, { signal }).catch(() => undefined);

@@ -1,8 +1,9 @@
 /**
- * A chaos worker's loops over the writes whose answer can be lost: adds to a counter, a queue's
- * producer and consumer, STM transfers. Each call's outcome is written down for the checker.
+ * A chaos worker's loops over the writes whose answer can be lost: adds and compare-and-sets to a
+ * counter, a producer and a consumer of two queues (a Queue, a PriorityQueue), STM transfers.
+ * Each call's outcome is written down for the checker.
  */
-import { ACCOUNTS } from './records.js';
+import { ACCOUNTS, type QueueName } from './records.js';
 import {
   conn,
   errorFields,
@@ -11,6 +12,7 @@ import {
   log,
   outcomeOf,
   path,
+  impatient,
   pause,
   signal,
   stopped,
@@ -24,55 +26,92 @@ import {
 const TOOLBOX_PACE_MS = 100;
 
 /**
- * The counter recipe: `add(1)` over and over. The README promises an add either resolves with
- * its value, lands exactly once, or rejects without landing (`OutcomeUnknownError` aside).
+ * The counter recipe: `add(1)` over and over, and now and then a read and `compareAndSet(v, v +
+ * 1)`, each given up after a while (see `impatient()`). The README promises an add either
+ * resolves with its value, lands exactly once, or rejects without landing
+ * (`OutcomeUnknownError` aside); a compare-and-set that says false never lands.
  */
 export async function adderLoop(): Promise<void> {
   const counter = conn.newCounter(path('adds'));
   while (!stopped()) {
+    const via = Math.random() < 0.3 ? 'cas' : 'add';
     try {
-      log({ kind: 'add', outcome: 'ok', value: await counter.add(1, { signal }) });
+      let value: number | undefined;
+      if (via === 'add') value = await counter.add(1, { signal: impatient() });
+      else {
+        const seen = await counter.get({ signal });
+        if (await counter.compareAndSet(seen, seen + 1, { signal: impatient() })) value = seen + 1;
+      }
+      log({ kind: 'add', via, outcome: value === undefined ? 'failed' : 'ok', value });
     } catch (err) {
-      log({ kind: 'add', outcome: outcomeOf(err), ...errorFields(err) });
+      log({ kind: 'add', via, outcome: outcomeOf(err), ...errorFields(err) });
     }
     await pause(TOOLBOX_PACE_MS + Math.random() * TOOLBOX_PACE_MS);
   }
 }
 
-/** The queue's producer: items `<worker>#<incarnation>:<n>`, each enqueued once. */
+/** The two queues (their objects made once per worker: they share one claim loop each). */
+const queues = {
+  fifo: conn.newQueue(path('jobs')),
+  priority: conn.newPriorityQueue(path('pjobs')),
+} as const satisfies Record<QueueName, unknown>;
+
+/**
+ * The queues' producer: items `<worker>#<incarnation>:<n>`, each enqueued once (or given up
+ * after a while: see `impatient()`), to either queue (to the priority queue at a random priority
+ * of 0-3).
+ */
 export async function producerLoop(): Promise<void> {
-  const queue = conn.newQueue(path('jobs'));
   for (let n = 0; !stopped(); n++) {
     const item = `${id}#${inc}:${n}`;
+    const queue: QueueName = Math.random() < 0.5 ? 'fifo' : 'priority';
     try {
-      log({ kind: 'enqueue', item, outcome: 'ok', key: await queue.enqueue(item, { signal }) });
+      const key =
+        queue === 'fifo'
+          ? await queues.fifo.enqueue(item, { signal: impatient() })
+          : await queues.priority.enqueue(item, Math.floor(Math.random() * 4), {
+              signal: impatient(),
+            });
+      log({ kind: 'enqueue', queue, item, outcome: 'ok', key });
     } catch (err) {
-      log({ kind: 'enqueue', item, outcome: outcomeOf(err), ...errorFields(err) });
+      log({ kind: 'enqueue', queue, item, outcome: outcomeOf(err), ...errorFields(err) });
     }
     await pause(TOOLBOX_PACE_MS + Math.random() * TOOLBOX_PACE_MS);
   }
 }
 
-/** The queue's consumer: each item it is given, written down at once. */
+/** How long the consumer waits on one queue before it tries the other, in ms. */
+const CONSUMER_TURN_MS = 500;
+
+/**
+ * The queues' consumer: takes from one queue, then the other, giving up on an empty one after
+ * {@link CONSUMER_TURN_MS} (an abort that may come while its claim is in flight: the README
+ * promises the item is delivered all the same). Each item it is given, written down at once.
+ */
 export async function consumerLoop(): Promise<void> {
-  const queue = conn.newQueue(path('jobs'));
-  while (!stopped()) {
+  for (let turn = 0; !stopped(); turn++) {
+    const queue: QueueName = turn % 2 === 0 ? 'fifo' : 'priority';
+    const turnOver = AbortSignal.timeout(CONSUMER_TURN_MS);
     try {
-      const { key, value, revision } = await queue.dequeueItem({ signal });
-      log({ kind: 'dequeue', outcome: 'ok', item: value, key, revision: Number(revision) });
+      const { key, value, revision } = await queues[queue].dequeueItem({
+        signal: AbortSignal.any([signal, turnOver]),
+      });
+      log({ kind: 'dequeue', queue, outcome: 'ok', item: value, key, revision: Number(revision) });
     } catch (err) {
       const outcome = outcomeOf(err);
-      // Stopping: the waiting dequeue gives up, having taken nothing.
-      if (!stopped() || outcome === 'unknown')
-        log({ kind: 'dequeue', outcome, ...errorFields(err) });
-      if (!stopped()) await pause(100);
+      // Given up (the turn is over, or the worker stops) having taken nothing: nothing to say.
+      if (outcome === 'unknown' || !(stopped() || turnOver.aborted)) {
+        log({ kind: 'dequeue', queue, outcome, ...errorFields(err) });
+        if (!stopped()) await pause(100);
+      }
     }
   }
 }
 
 /**
- * STM transfers: a random amount from one account to another, if it is there. The README
- * promises the total never changes and a transfer commits once or, rejected, not at all.
+ * STM transfers: a random amount from one account to another, if it is there, given up after a
+ * while (see `impatient()`). The README promises the total never changes and a transfer commits
+ * once or, rejected, not at all.
  */
 export async function transferLoop(): Promise<void> {
   const account = (i: number): string => path('accounts', String(i));
@@ -90,7 +129,7 @@ export async function transferLoop(): Promise<void> {
           tx.put(account(to), String(Number((await tx.get(account(to))) ?? '0') + amount));
           return true;
         },
-        { signal },
+        { signal: impatient() },
       );
       if (done.result) log({ ...transfer, outcome: 'ok', revision: Number(done.revision) });
     } catch (err) {

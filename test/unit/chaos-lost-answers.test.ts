@@ -141,6 +141,63 @@ void describe('chaos checker: lost answers', () => {
     );
   });
 
+  void test('the priority queue is checked on its own: its items, its claims', () => {
+    const rows = (records: ChaosRecord[]): string[] =>
+      failing(records)
+        .filter((v) => v.name.includes('queue:'))
+        .map((v) => `${v.name}: ${v.violations.join(' / ')}`);
+    const dequeues = (records: ChaosRecord[]): Extract<ChaosRecord, { kind: 'dequeue' }>[] =>
+      records.filter((r) => r.kind === 'dequeue');
+    // The fifo queue's delivery, logged as the priority queue's: a claim neither has.
+    const relabelled = cleanRun();
+    const [fifo] = dequeues(relabelled);
+    assert.ok(fifo !== undefined);
+    fifo.queue = 'priority';
+    assert.deepEqual(
+      rows(relabelled).map((r) => r.replace(/ at \d+/, '')),
+      [
+        'queue: each item enqueued once, delivered once to its claimer, a rejected one never: ' +
+          '1 claims of w1#0 landed unacknowledged, but it had 0 unanswered: a rejected call landed',
+        'priority queue: each item enqueued once, delivered once to its claimer, a rejected one ' +
+          'never: w1#0 was given /c/jobs/0: no such claim',
+      ],
+    );
+    // A drained priority restarts its sequence at 0 (as Go's does): the same key, a new item.
+    const again = cleanRun();
+    const end = again.findIndex((r) => r.kind === 'final');
+    const pkey = '/c/pjobs/00001/0000000000000000';
+    const put = h('put', pkey, 'w1#0:1');
+    const claim = h('delete', pkey);
+    [put.t, claim.t] = [(again[end - 1]?.t ?? 0) + 1, (again[end - 1]?.t ?? 0) + 3];
+    const by = { w: 'w1', inc: 0, queue: 'priority' } as const;
+    again.splice(
+      end,
+      0,
+      ...withReceipt(put, '/c/__pjobs.pqueue', 'a1'),
+      { ...by, t: put.t + 1, kind: 'enqueue', item: 'w1#0:1', outcome: 'ok', key: pkey },
+      ...withReceipt(claim, '/c/__pjobs.pqueue', 'a1'),
+      {
+        ...by,
+        t: claim.t + 1,
+        kind: 'dequeue',
+        outcome: 'ok',
+        item: 'w1#0:1',
+        key: pkey,
+        revision: claim.revision,
+      },
+    );
+    assert.deepEqual(rows(again), []);
+    // The priority queue's claim, never delivered.
+    const undelivered = cleanRun();
+    const pq = dequeues(undelivered).find((d) => d.queue === 'priority');
+    assert.ok(pq !== undefined);
+    undelivered.splice(undelivered.indexOf(pq), 1);
+    assert.deepEqual(rows(undelivered), [
+      'priority queue: each item enqueued once, delivered once to its claimer, a rejected one ' +
+        'never: 1 claims of w2#0 landed unacknowledged, but it had 0 unanswered: a rejected call landed',
+    ]);
+  });
+
   void test('STM transfers: a changed total, a wrong move, a rejected-but-landed or misattributed one is reported', () => {
     const rows = (
       edit: (transfer: Extract<ChaosRecord, { kind: 'transfer' }>, records: ChaosRecord[]) => void,
