@@ -9,6 +9,7 @@ import {
   conn,
   errorFields,
   id,
+  impatient,
   inc,
   log,
   path,
@@ -18,6 +19,7 @@ import {
   stopped,
 } from './worker-context.js';
 import {
+  AbortError,
   EtcdConnectorError,
   type Lock,
   type MultiLockHandle,
@@ -30,10 +32,12 @@ function locksOf(held: Lock | MultiLockHandle): readonly Lock[] {
 }
 
 /**
- * One lock recipe's loop, the same for each: a session; then acquire, log, `work`, log the end,
- * release, a short pause, until the session is gone; then a new session. `recipes` makes the
- * recipe objects of a session and returns the acquiring call; `work` says whether it saw the
- * hold lost. A MultiLock's locks are each written down, as holds of their own paths.
+ * One lock recipe's loop, the same for each: a session; then acquire (giving up after a while,
+ * as `impatient()` does: an aborted wait must leave no key behind to block the others), log,
+ * `work`, log the end, release, a short pause, until the session is gone; then a new session.
+ * `recipes` makes the recipe objects of a session and returns the acquiring call; `work` says
+ * whether it saw the hold lost. A MultiLock's locks are each written down, as holds of their own
+ * paths.
  */
 async function holdLoop<H extends Lock | MultiLockHandle>(
   where: string,
@@ -51,7 +55,10 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
       try {
         [recipe, held, how] = await acquire();
       } catch (err) {
-        if (!stopped()) log({ kind: 'error', where, ...errorFields(err) });
+        if (stopped()) break;
+        // Given up waiting (see `impatient()`): the same session waits again.
+        if (err instanceof AbortError) continue;
+        log({ kind: 'error', where, ...errorFields(err) });
         break;
       }
       const locks = locksOf(held);
@@ -145,7 +152,7 @@ export function counterLoop(): Promise<void> {
       return async () => {
         const tried = Math.random() < 0.25 ? await mutex.tryLock() : undefined;
         if (tried !== undefined) return ['mutex', tried, { tried: true }];
-        return ['mutex', await mutex.lock({ signal })];
+        return ['mutex', await mutex.lock({ signal: impatient() })];
       };
     },
     (_recipe, held) => increments('mutex', held),
@@ -158,7 +165,7 @@ export function semaphoreLoop(): Promise<void> {
     'semaphore',
     (s) => {
       const sem = conn.newSemaphore(path('sem'), SEMAPHORE_PERMITS, { session: s });
-      return async () => ['semaphore', await sem.acquire({ signal })];
+      return async () => ['semaphore', await sem.acquire({ signal: impatient() })];
     },
     (_recipe, held) => dwell(held),
   );
@@ -175,8 +182,8 @@ export function rwLoop(): Promise<void> {
       const rw = conn.newRWMutex(path('rw'), { session: s });
       return async () =>
         Math.random() < 0.3
-          ? ['write', await rw.lock({ signal })]
-          : ['read', await rw.rlock({ signal })];
+          ? ['write', await rw.lock({ signal: impatient() })]
+          : ['read', await rw.rlock({ signal: impatient() })];
     },
     (recipe, held) => (recipe === 'write' ? increments('rw', held) : dwell(held)),
   );
@@ -194,7 +201,7 @@ export function multiLockLoop(): Promise<void> {
           names.filter((_, i) => i !== skip),
           { session: s },
         );
-        return ['multi', await multi.lock({ signal })];
+        return ['multi', await multi.lock({ signal: impatient() })];
       };
     },
     (_recipe, held) => dwell(held),
