@@ -162,7 +162,10 @@ export class QueueMember {
   private closed = false;
   /** Ends our use of the key (see stray-keys.ts). */
   private readonly unuse: () => void;
-  /** A join of ours went unanswered: a late copy of it may still create the key. */
+  /**
+   * A join of ours went unanswered (a late copy of it may still create the key), or a remove
+   * failed (the key may still be there): swept for at close.
+   */
   private unanswered = false;
 
   constructor(
@@ -415,13 +418,18 @@ export class QueueMember {
     // whose reply we never saw may still have created the key: delete it by name.
     const request: ITxnRequest =
       token === undefined ? { success: [del] } : { compare: [token.toCompare()], success: [del] };
-    const res = await this.txn(request, 'release', true);
-    return res.succeeded;
+    try {
+      return (await this.txn(request, 'release', true)).succeeded;
+    } catch (err) {
+      this.unanswered = true;
+      throw err;
+    }
   }
 
   /**
    * Stops watching; the key itself stays (see `remove()`). After a join that went unanswered, a
-   * late copy of it re-creating the key is watched for and deleted while the session lives.
+   * late copy of it re-creating the key is watched for and deleted while the session lives; after
+   * a remove that failed, so is the key itself (a session others still hold would keep it).
    * Idempotent.
    */
   close(): void {

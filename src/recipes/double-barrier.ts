@@ -76,7 +76,10 @@ export class DoubleBarrier implements AsyncDisposable {
   private busy = false;
   /** Ends our use of the waiter key's name while inside (see engines/stray-keys.ts). */
   private unuse: (() => void) | undefined;
-  /** Waiter keys a try of ours went unanswered for: a late copy may still create them. */
+  /**
+   * Waiter keys a try of ours went unanswered for (a late copy may still create them), or whose
+   * delete failed (they may still be there): swept for once out of the barrier.
+   */
   private readonly unanswered = new Map<string, Session>();
 
   /** @internal Use `conn.newDoubleBarrier(path, count, options)`. */
@@ -404,7 +407,10 @@ export class DoubleBarrier implements AsyncDisposable {
         this.ctx.callOptions(),
       )
       .catch(() => {
+        // Still there, maybe: it goes with the lease, or, should others hold the session on, it
+        // is deleted once etcd answers (a participant key left behind would count for good).
         this.ctx.sessions.revokeAtLastRelease(place.session);
+        this.unanswered.set(place.key, place.session);
       });
   }
 

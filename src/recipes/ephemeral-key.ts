@@ -149,7 +149,10 @@ export class EphemeralKey implements AsyncDisposable {
   private reportedFailure = false;
   /** The watch is gone and must be re-created from a fresh read. */
   private resync: 'compacted' | 'ended' | undefined;
-  /** Sessions under which a put of ours went unanswered: a late copy may re-create the key. */
+  /**
+   * Sessions under which a put of ours went unanswered (a late copy may re-create the key), or
+   * our delete failed (the key may still be there).
+   */
   private readonly unanswered = new Set<Session>();
   /** Ends our use of the key name (see engines/stray-keys.ts). */
   private unuse: (() => void) | undefined;
@@ -276,8 +279,8 @@ export class EphemeralKey implements AsyncDisposable {
   /**
    * Deletes the key at once (only if it is still ours), stops re-creation, ends the error stream
    * and releases the lease (revoked when no other recipe uses it). Idempotent. If etcd cannot be
-   * reached the call rejects with the typed error, but everything local is cleaned up and the key
-   * goes when its lease expires.
+   * reached the call rejects with the typed error, but everything local is cleaned up, and the
+   * key is deleted once etcd answers (or goes with its lease).
    */
   delete(): Promise<void> {
     if (this.stateValue === 'idle') return Promise.resolve();
@@ -608,8 +611,10 @@ export class EphemeralKey implements AsyncDisposable {
         await this.ownWrites.serial(() => this.deleteIfOurs(session));
       } catch (err) {
         failure = err instanceof Error ? err : new Error(String(err));
-        // The key may still be there: let it go with the lease now, not after the pool's linger.
+        // The key may still be there: let it go with the lease now, not after the pool's linger;
+        // and should others hold the session on, deleted once etcd answers (see reset()).
         this.ctx.sessions.revokeAtLastRelease(session);
+        this.unanswered.add(session);
       }
     }
     await ref?.release();
@@ -658,7 +663,8 @@ export class EphemeralKey implements AsyncDisposable {
     this.unuse?.();
     this.unuse = undefined;
     // A put that went unanswered may land after our delete and bring the key back under a lease
-    // that lives on: watched for, and deleted, while that lease lives.
+    // that lives on, and a failed delete left it there: watched for, and deleted, while that
+    // lease lives.
     for (const session of this.unanswered) {
       if (session.isAlive()) sweepStrays(this.ctx, session, this.key);
     }
