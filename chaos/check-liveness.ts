@@ -9,9 +9,12 @@ interface Span {
   readonly end: number;
 }
 
-/** Calls (adds, dequeues, transfers) that went through, as instants. */
-export function instants(calls: readonly { t: number; outcome: string }[]): Span[] {
-  return calls.flatMap((r) => (r.outcome === 'ok' ? [{ start: r.t, end: r.t }] : []));
+/**
+ * Calls (adds, dequeues, transfers, barrier passes) that went through, as instants: `ok`, or no
+ * outcome for records written only on success.
+ */
+export function instants(calls: readonly { t: number; outcome?: string }[]): Span[] {
+  return calls.flatMap((r) => ((r.outcome ?? 'ok') === 'ok' ? [{ start: r.t, end: r.t }] : []));
 }
 
 /**

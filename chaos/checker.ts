@@ -19,11 +19,13 @@ import {
   readersOrOneWriter,
   type Role,
 } from './check-holds.js';
+import { checkDoubleBarrier } from './check-barrier.js';
 import { checkAdds, checkQueue, checkTransfers, writersOf } from './check-lost-answers.js';
 import { checkExits, checkLiveness, instants } from './check-liveness.js';
 import { checkObservers, checkTrackers } from './check-streams.js';
 import { checkCounter, checkFencing } from './check-writes.js';
 import {
+  BARRIER_COUNT,
   byKind,
   SEMAPHORE_PERMITS,
   type ChaosRecord,
@@ -105,6 +107,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     checkQueue(history, records, 'fifo', params.queuePrefix, writers),
     checkQueue(history, records, 'priority', params.pqueuePrefix, writers),
     checkTransfers(history, records, params.accountPrefix, writers),
+    checkDoubleBarrier(history, records, params.barrierPrefix, BARRIER_COUNT),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
     checkLiveness(records, params, [
@@ -113,6 +116,10 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
       ['queue delivery', instants(dequeues.filter((d) => (d.queue ?? 'fifo') === 'fifo'))],
       ['priority queue delivery', instants(dequeues.filter((d) => d.queue === 'priority'))],
       ['STM transfer', instants(byKind(records, 'transfer'))],
+      [
+        'double barrier pass',
+        instants(byKind(records, 'barrier').filter((b) => b.phase === 'left')),
+      ],
     ]),
     checkExits(records, final),
   ];

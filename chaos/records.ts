@@ -26,6 +26,9 @@ export type QueueName = 'fifo' | 'priority';
 /** The counters incremented under a lock: the mutex's, and the RWMutex writers'. */
 export type Counter = 'mutex' | 'rw';
 
+/** Participants of the double barrier the workers meet at. */
+export const BARRIER_COUNT = 2;
+
 /** Permits of the semaphore the workers share. */
 export const SEMAPHORE_PERMITS = 2;
 
@@ -105,6 +108,8 @@ export type WorkerRecord = WorkerBase &
         amount: number;
         revision?: number;
       }
+    /** The double barrier: `enter()` or `leave()` returned, for the participant key `key`. */
+    | { kind: 'barrier'; phase: 'entered' | 'left'; key: string }
     | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number }
     | { kind: 'lead.ended'; token: string; how: string }
     | { kind: 'work'; token: string; outcome: 'ok' | 'failed' | 'unknown'; revision?: number }
@@ -213,6 +218,8 @@ export interface RunParams {
   queuePrefix: string;
   /** The priority queue's items' prefix (`pqueuePath + '/'`). */
   pqueuePrefix: string;
+  /** The double barrier's path + '/' (its `waiters/` and `ready` are under it). */
+  barrierPrefix: string;
   /** The STM accounts' prefix (account `i` is `accountPrefix + i`). */
   accountPrefix: string;
   /** The key leaders write their fenced work to. */
@@ -234,6 +241,7 @@ export function runParams(root: string, ttl: number): RunParams {
     addsKey: `${root}/adds`,
     queuePrefix: `${root}/jobs/`,
     pqueuePrefix: `${root}/pjobs/`,
+    barrierPrefix: `${root}/meet/`,
     accountPrefix: `${root}/accounts/`,
     workKey: `${root}/work`,
     electionPrefix: `${root}/election/`,

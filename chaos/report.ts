@@ -36,6 +36,7 @@ export interface Operations {
   priorityItemsDelivered: number;
   transfersAcked: number;
   transfersUnknown: number;
+  barrierPasses: number;
   leaderTerms: number;
   leaderWrites: number;
   observerEvents: number;
@@ -64,6 +65,7 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     priorityItemsDelivered: 0,
     transfersAcked: 0,
     transfersUnknown: 0,
+    barrierPasses: 0,
     leaderTerms: 0,
     leaderWrites: 0,
     observerEvents: 0,
@@ -85,7 +87,8 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     else if (r.kind === 'dequeue' && r.outcome === 'ok') ops[ITEMS[r.queue ?? 'fifo'].out]++;
     else if (r.kind === 'transfer' && r.outcome !== 'failed') {
       ops[r.outcome === 'ok' ? 'transfersAcked' : 'transfersUnknown']++;
-    } else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
+    } else if (r.kind === 'barrier' && r.phase === 'left') ops.barrierPasses++;
+    else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
     else if (r.kind === 'tracker') ops.trackerMaps++;
@@ -149,6 +152,7 @@ export function summary(
     `| queue items enqueued, delivered | ${ops.itemsEnqueued}, ${ops.itemsDelivered} |`,
     `| priority queue items enqueued, delivered | ${ops.priorityItemsEnqueued}, ${ops.priorityItemsDelivered} |`,
     `| STM transfers committed (unanswered) | ${ops.transfersAcked} (${ops.transfersUnknown}) |`,
+    `| double barrier passes (enter and leave) | ${ops.barrierPasses} |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,
     `| observer events delivered | ${ops.observerEvents} |`,

@@ -1,9 +1,10 @@
 /**
- * A chaos worker's loops over the writes whose answer can be lost: adds and compare-and-sets to a
- * counter, a producer and a consumer of two queues (a Queue, a PriorityQueue), STM transfers.
- * Each call's outcome is written down for the checker.
+ * A chaos worker's toolbox loops: the writes whose answer can be lost (adds and compare-and-sets
+ * to a counter, a producer and a consumer of two queues — a Queue, a PriorityQueue —, STM
+ * transfers) and a double barrier. Each call's outcome is written down for the checker.
  */
-import { ACCOUNTS, type QueueName } from './records.js';
+import { AbortError, TooManyParticipantsError } from '../src/index.js';
+import { ACCOUNTS, BARRIER_COUNT, type QueueName } from './records.js';
 import {
   conn,
   errorFields,
@@ -105,6 +106,29 @@ export async function consumerLoop(): Promise<void> {
         if (!stopped()) await pause(100);
       }
     }
+  }
+}
+
+/**
+ * The double barrier: meet {@link BARRIER_COUNT} - 1 other worker (an `enter()` given up after a
+ * while: see `impatient()`; one that finds the barrier full fails, as promised), stay a moment,
+ * leave together. Each pass written down with its participant key.
+ */
+export async function barrierLoop(): Promise<void> {
+  const barrier = conn.newDoubleBarrier(path('meet'), BARRIER_COUNT);
+  while (!stopped()) {
+    try {
+      await barrier.enter({ signal: impatient() });
+      const key = barrier.key ?? '';
+      log({ kind: 'barrier', phase: 'entered', key });
+      await pause(5 + Math.random() * 25);
+      await barrier.leave({ signal });
+      log({ kind: 'barrier', phase: 'left', key });
+    } catch (err) {
+      const expected = err instanceof AbortError || err instanceof TooManyParticipantsError;
+      if (!stopped() && !expected) log({ kind: 'error', where: 'barrier', ...errorFields(err) });
+    }
+    await pause(TOOLBOX_PACE_MS + Math.random() * TOOLBOX_PACE_MS);
   }
 }
 

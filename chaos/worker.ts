@@ -26,7 +26,13 @@ import {
   ttl,
 } from './worker-context.js';
 import { counterLoop, multiLockLoop, rwLoop, semaphoreLoop } from './worker-locks.js';
-import { adderLoop, consumerLoop, producerLoop, transferLoop } from './worker-toolbox.js';
+import {
+  adderLoop,
+  barrierLoop,
+  consumerLoop,
+  producerLoop,
+  transferLoop,
+} from './worker-toolbox.js';
 
 process.on('unhandledRejection', (err) => {
   log({ kind: 'unhandled', ...errorFields(err) });
@@ -209,6 +215,7 @@ async function main(): Promise<void> {
     producerLoop(),
     consumerLoop(),
     transferLoop(),
+    barrierLoop(),
     electorLoop(),
     registration(),
     trackerLoop(),

@@ -103,6 +103,7 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
     assert.ok(Number(queue?.[1]) > 100 && Number(queue?.[2]) > 100, summary);
   }
   assert.ok(count('STM transfers committed \\(unanswered\\)') > 100, summary);
+  assert.ok(count('double barrier passes \\(enter and leave\\)') > 20, summary);
   assert.ok(count('\\*\\*all\\*\\*') >= 15, summary);
   const kinds = summary.split('\n').filter((l) => /^\| [a-z]+-[a-z-]+ \| \d+ \|$/.test(l));
   assert.ok(kinds.length >= 6, `fault kinds: ${kinds.join(', ')}`);
