@@ -2,6 +2,7 @@
 // recipes in the Go peer), no missed release, dead participants, aborts.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { ITxnRequest, ITxnResponse } from 'etcd3';
 import {
   AbortError,
   ClosedError,
@@ -199,6 +200,37 @@ void describe('Barrier and DoubleBarrier', () => {
     const took = performance.now() - started;
     assert.ok(took > 500, `leave waited for the dead participant (${took.toFixed(0)} ms)`);
     assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
+  });
+
+  void test('double barrier: one too many is refused also when ready was put just after it arrived', async () => {
+    // Chaos run: three arrived within 16 ms, the first two put ready, and the third took that
+    // ready (newer than its key) for its own: three were in a barrier of two.
+    const conn = suite.connect(uniqueName('bar'));
+    const path = conn.constructPath('dbar3');
+    // Two participants are in (as Go's would be: plain keys under their lease).
+    const lease = suite.client.lease(10);
+    suite.defer(() => lease.revoke());
+    await lease.put(`${path}/waiters/1`).value('');
+    await lease.put(`${path}/waiters/2`).value('');
+    // Ours arrives third; one of the two puts ready after our key was created, before we look.
+    const kv = conn.client.kv;
+    const txn = kv.txn.bind(kv) as (...args: unknown[]) => Promise<ITxnResponse>;
+    kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
+      const looks = (req.success ?? []).some(
+        (op) => op.request_range?.key?.toString() === `${path}/ready`,
+      );
+      if (looks) {
+        kv.txn = txn;
+        await suite.client.put(`${path}/ready`).value('');
+      }
+      return txn(req, ...rest);
+    };
+    const late = conn.newDoubleBarrier(path, 2);
+    await assert.rejects(
+      withTimeout(late.enter(), testTimeout(5000), 'enter'),
+      TooManyParticipantsError,
+    );
+    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length, 2);
   });
 
   void test('double barrier: aborted enter removes its key; lost key -> SessionLostError; misuse', async () => {

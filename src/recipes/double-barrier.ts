@@ -248,15 +248,18 @@ export class DoubleBarrier implements AsyncDisposable {
         ],
       });
       this.assertInside(place, kvAt(res.responses, 0));
-      const ready = kvAt(res.responses, 2);
-      // Released by someone else after we arrived (an older `ready` is a previous round's).
-      if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
-        return { done: true, value: true };
-      }
+      // Our rank first: a `ready` put just after we arrived was put for the `count` before us
+      // when we are not among the first `count` (chaos run: three in a barrier of two). A
+      // participant's rank never grows: only keys before it can go.
       const first = kvsAt(res.responses, 1);
       const rank = first.findIndex((kv) => kv.key.equals(keyBuf));
       if (rank < 0 || rank >= this.count) {
         throw new TooManyParticipantsError(this.path, this.count);
+      }
+      const ready = kvAt(res.responses, 2);
+      // Released by someone else after we arrived (an older `ready` is a previous round's).
+      if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
+        return { done: true, value: true };
       }
       if (first.length >= this.count) {
         // The first `count` are all here: open the barrier (Go's plain put, no lease).
