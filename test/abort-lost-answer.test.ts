@@ -6,30 +6,26 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { GRPCDeadlineExceededError, type Etcd3, type ITxnRequest, type ITxnResponse } from 'etcd3';
+import { GRPCDeadlineExceededError, type Etcd3 } from 'etcd3';
 import { OutcomeUnknownError } from '../src/index.js';
 import { uniqueName } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
-
-/** Whether a transaction writes a receipt (a recipe's guarded write). */
-function writesReceipt(req: ITxnRequest): boolean {
-  return (req.success ?? []).some((op) => op.request_put?.value?.toString().startsWith('w:'));
-}
+import { interceptNextTxn, putValues } from './fixtures/intercept-txn.js';
 
 /**
- * The next guarded write of `client`: `ac` aborts while it is in flight, etcd applies it, and its
- * answer is lost (a timeout).
+ * The next guarded write of `client` (it puts a receipt, `w:...`): `ac` aborts while it is in
+ * flight, etcd applies it, and its answer is lost (a timeout).
  */
 function abortThenLose(client: Etcd3, ac: AbortController): void {
-  const kv = client.kv;
-  const txn = kv.txn.bind(kv) as (...args: unknown[]) => Promise<ITxnResponse>;
-  kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
-    if (!writesReceipt(req)) return txn(req, ...rest);
-    kv.txn = txn;
-    ac.abort();
-    await txn(req, ...rest);
-    throw new GRPCDeadlineExceededError('deadline exceeded (the test)');
-  };
+  void interceptNextTxn(
+    client,
+    (req) => putValues(req).some((v) => v.startsWith('w:')),
+    async (send) => {
+      ac.abort();
+      await send();
+      throw new GRPCDeadlineExceededError('deadline exceeded (the test)');
+    },
+  );
 }
 
 void describe('a call aborted while its answer is lost', () => {

@@ -10,26 +10,19 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { GRPCUnavailableError, type Etcd3, type ITxnRequest, type ITxnResponse } from 'etcd3';
+import { GRPCUnavailableError, type Etcd3 } from 'etcd3';
 import { AbortError, LEStatus, type EtcdConnector } from '../src/index.js';
 import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
+import { interceptNextTxn, keysOf } from './fixtures/intercept-txn.js';
 
 /** The next transaction of `client` that deletes a key under `prefix` fails, unsent. */
-function failNextDelete(client: Etcd3, prefix: string): Promise<void> {
-  const kv = client.kv;
-  const txn = kv.txn.bind(kv) as (...args: unknown[]) => Promise<ITxnResponse>;
-  return new Promise((resolve) => {
-    kv.txn = (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
-      const deletes = (req.success ?? []).some((op) =>
-        op.request_delete_range?.key?.toString().startsWith(prefix),
-      );
-      if (!deletes) return txn(req, ...rest);
-      kv.txn = txn;
-      resolve();
-      return Promise.reject(new GRPCUnavailableError('unavailable (the test)'));
-    };
-  });
+async function failNextDelete(client: Etcd3, prefix: string): Promise<void> {
+  await interceptNextTxn(
+    client,
+    (req) => keysOf(req, 'delete').some((k) => k.startsWith(prefix)),
+    () => Promise.reject(new GRPCUnavailableError('unavailable (the test)')),
+  );
 }
 
 void describe('a key whose delete failed', () => {

@@ -10,10 +10,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { LEStatus, SessionLostError, TimeoutError, type SessionHandle } from '../src/index.js';
 import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
+import { interceptNextTxn } from './fixtures/intercept-txn.js';
 
 /** Blocks the event loop until `performance.now()` passes `until`, as a paused process. */
 function blockUntil(until: number): void {
@@ -24,14 +25,15 @@ function blockUntil(until: number): void {
 
 /** From now on, the next transaction's answer is handled only after `session`'s deadline. */
 function stallNextAnswer(client: Etcd3, session: SessionHandle): void {
-  const kv = client.kv;
-  const txn = kv.txn.bind(kv);
-  kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
-    const res = await (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
-    kv.txn = txn;
-    blockUntil(session.deadline);
-    return res;
-  };
+  void interceptNextTxn(
+    client,
+    () => true,
+    async (send) => {
+      const res = await send();
+      blockUntil(session.deadline);
+      return res;
+    },
+  );
 }
 
 void describe('an answer that comes after the session deadline', () => {

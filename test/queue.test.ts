@@ -3,7 +3,6 @@
 // consumer per item, no herd of waiting consumers, aborts and closes.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { ITxnRequest, ITxnResponse } from 'etcd3';
 import { AbortError, ClosedError, InvalidArgumentError, type Queue } from '../src/index.js';
 import { startProxy, testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { ACTIVE, claimStats } from '../src/engines/claim-queue.js';
@@ -11,6 +10,7 @@ import { etcdctlDump, etcdctlPut } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 import { loseAnswer } from './fixtures/lose-answer.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
+import { interceptNextTxn, putValues } from './fixtures/intercept-txn.js';
 
 void describe('Queue and PriorityQueue', () => {
   const suite = etcdSuite({ connector: { callTimeoutMs: 3000 } });
@@ -238,20 +238,16 @@ void describe('Queue and PriorityQueue', () => {
     const path = conn.constructPath('patient');
     await suite.connect(ns).newQueue(path).enqueue('job');
     // The connector's next receipt creation waits until the test lets it go.
-    const kv = conn.client.kv;
-    const txn = kv.txn.bind(kv);
     let letGo!: () => void;
     const gate = new Promise<void>((resolve) => (letGo = resolve));
-    const creating = new Promise<void>((resolve) => {
-      kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
-        if (req.success?.some((op) => op.request_put?.value?.toString() === 'new')) {
-          kv.txn = txn;
-          resolve();
-          await gate;
-        }
-        return (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
-      };
-    });
+    const creating = interceptNextTxn(
+      conn.client,
+      (req) => putValues(req).includes('new'),
+      async (send) => {
+        await gate;
+        return send();
+      },
+    );
     const queue = conn.newQueue(path);
     const ac = new AbortController();
     const gaveUp = queue.dequeue({ signal: ac.signal });

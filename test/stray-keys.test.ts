@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { GRPCDeadlineExceededError, type Etcd3, type ITxnRequest, type ITxnResponse } from 'etcd3';
+import { GRPCDeadlineExceededError, type Etcd3, type ITxnRequest } from 'etcd3';
 import {
   LEStatus,
   OutcomeUnknownError,
@@ -24,14 +24,7 @@ import {
 import { strayStats } from '../src/engines/stray-keys.js';
 import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
-
-/** Puts (at any depth of nesting) of a transaction. */
-function putKeys(req: ITxnRequest): string[] {
-  return [...(req.success ?? []), ...(req.failure ?? [])].flatMap((op) => [
-    ...(op.request_put?.key === undefined ? [] : [op.request_put.key.toString()]),
-    ...(op.request_txn === undefined ? [] : putKeys(op.request_txn)),
-  ]);
-}
+import { interceptNextTxn, keysOf } from './fixtures/intercept-txn.js';
 
 /**
  * The next transaction of `client` that puts a key under `prefix` is not sent: it fails as a
@@ -43,20 +36,14 @@ function loseNextJoin(
   prefix: string,
   lostAt: Promise<void> = Promise.resolve(),
 ): Promise<ITxnRequest> {
-  const kv = client.kv;
-  const txn = kv.txn.bind(kv);
-  return new Promise((resolve) => {
-    kv.txn = (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
-      if (!putKeys(req).some((k) => k.startsWith(prefix))) {
-        return (txn as (...args: unknown[]) => Promise<ITxnResponse>)(req, ...rest);
-      }
-      kv.txn = txn;
-      resolve(req);
-      return lostAt.then(() =>
-        Promise.reject(new GRPCDeadlineExceededError('deadline exceeded (the test)')),
-      );
-    };
-  });
+  return interceptNextTxn(
+    client,
+    (req) => keysOf(req, 'put').some((k) => k.startsWith(prefix)),
+    async () => {
+      await lostAt;
+      throw new GRPCDeadlineExceededError('deadline exceeded (the test)');
+    },
+  );
 }
 
 void describe('a late copy of a join whose answer was lost', () => {
