@@ -2,7 +2,6 @@
 // recipes in the Go peer), no missed release, dead participants, aborts.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { ITxnRequest, ITxnResponse } from 'etcd3';
 import {
   AbortError,
   ClosedError,
@@ -15,6 +14,7 @@ import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/in
 import { etcdctlDump } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
+import { interceptNextTxn } from './fixtures/intercept-txn.js';
 
 /** Settles to 'pending' unless `p` settled within `ms`. */
 async function pendingAfter(p: Promise<unknown>, ms: number): Promise<string> {
@@ -202,36 +202,38 @@ void describe('Barrier and DoubleBarrier', () => {
     assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
   });
 
-  void test('double barrier: one too many is refused also when ready was put just after it arrived', async () => {
-    // Chaos run: three arrived within 16 ms, the first two put ready, and the third took that
-    // ready (newer than its key) for its own: three were in a barrier of two.
-    const conn = suite.connect(uniqueName('bar'));
-    const path = conn.constructPath('dbar3');
-    // Two participants are in (as Go's would be: plain keys under their lease).
-    const lease = suite.client.lease(10);
-    suite.defer(() => lease.revoke());
-    await lease.put(`${path}/waiters/1`).value('');
-    await lease.put(`${path}/waiters/2`).value('');
-    // Ours arrives third; one of the two puts ready after our key was created, before we look.
-    const kv = conn.client.kv;
-    const txn = kv.txn.bind(kv) as (...args: unknown[]) => Promise<ITxnResponse>;
-    kv.txn = async (req: ITxnRequest, ...rest: unknown[]): Promise<ITxnResponse> => {
-      const looks = (req.success ?? []).some(
-        (op) => op.request_range?.key?.toString() === `${path}/ready`,
+  for (const oneLeft of [false, true]) {
+    void test(`double barrier: one too many is refused when ready was put just after it arrived${oneLeft ? ', and one of the two has left before it looks' : ''}`, async () => {
+      // Chaos runs: three arrived within a few ms, the first two put ready, and the third took
+      // that ready (newer than its key) for its own — at once, or once one of the two had left
+      // and its own rank had come down to 1: three in a barrier of two.
+      const conn = suite.connect(uniqueName('bar'));
+      const path = conn.constructPath(`dbar3${oneLeft ? 'b' : 'a'}`);
+      const ready = `${path}/ready`;
+      // Two participants are in (as Go's would be: plain keys under their lease).
+      const lease = suite.client.lease(10);
+      suite.defer(() => lease.revoke());
+      await lease.put(`${path}/waiters/1`).value('');
+      await lease.put(`${path}/waiters/2`).value('');
+      // Ours arrives third; the two put ready after our key was created, before we look.
+      void interceptNextTxn(
+        conn.client,
+        (req) => (req.success ?? []).some((op) => op.request_range?.key?.toString() === ready),
+        async (send) => {
+          await suite.client.put(ready).value('');
+          if (oneLeft) await suite.client.delete().key(`${path}/waiters/2`);
+          return send();
+        },
       );
-      if (looks) {
-        kv.txn = txn;
-        await suite.client.put(`${path}/ready`).value('');
-      }
-      return txn(req, ...rest);
-    };
-    const late = conn.newDoubleBarrier(path, 2);
-    await assert.rejects(
-      withTimeout(late.enter(), testTimeout(5000), 'enter'),
-      TooManyParticipantsError,
-    );
-    assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length, 2);
-  });
+      const late = conn.newDoubleBarrier(path, 2);
+      await assert.rejects(
+        withTimeout(late.enter(), testTimeout(5000), 'enter'),
+        TooManyParticipantsError,
+      );
+      const left = await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`);
+      assert.equal(left.length, oneLeft ? 1 : 2);
+    });
+  }
 
   void test('double barrier: aborted enter removes its key; lost key -> SessionLostError; misuse', async () => {
     const conn = suite.connect(uniqueName('bar'));

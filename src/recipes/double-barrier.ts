@@ -26,6 +26,7 @@ import {
   CompareTarget,
   type ICompare,
   type IKeyValue,
+  type IRangeRequest,
   type ITxnRequest,
   type ITxnResponse,
 } from 'etcd3';
@@ -42,6 +43,7 @@ import { waitUntil, type Check, type WatchSpec } from '../engines/key-wait.js';
 import { absent, createdAt, deleteOp, putOp, uniqueKey } from '../engines/keys.js';
 import { sweepStrays, useKey } from '../engines/stray-keys.js';
 import { kvAt, kvsAt, prefixRange, rangeOp } from '../engines/ranges.js';
+import { isCompactedRead } from '../engines/reflector.js';
 import { validatePath } from '../paths.js';
 import type { Session } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
@@ -237,13 +239,7 @@ export class DoubleBarrier implements AsyncDisposable {
         success: [
           rangeOp({ key: keyBuf, keys_only: true }),
           // The first count + 1 participants: are we in, and is the count reached?
-          rangeOp({
-            ...range,
-            sort_target: 'Create',
-            sort_order: 'Ascend',
-            limit: this.count + 1,
-            keys_only: true,
-          }),
+          rangeOp(this.firstParticipants()),
           rangeOp({ key: readyBuf, keys_only: true }),
         ],
       });
@@ -257,8 +253,14 @@ export class DoubleBarrier implements AsyncDisposable {
         throw new TooManyParticipantsError(this.path, this.count);
       }
       const ready = kvAt(res.responses, 2);
-      // Released by someone else after we arrived (an older `ready` is a previous round's).
+      // Released by someone else after we arrived (an older `ready` is a previous round's) — for
+      // us only if we were among the first `count` when it was put: ranks drop as participants
+      // leave, and a third that looks only after one of the two has left would otherwise take
+      // their `ready` for its own (chaos run).
       if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
+        if ((await this.rankAt(keyBuf, ready.mod_revision)) >= this.count) {
+          throw new TooManyParticipantsError(this.path, this.count);
+        }
         return { done: true, value: true };
       }
       if (first.length >= this.count) {
@@ -385,6 +387,36 @@ export class DoubleBarrier implements AsyncDisposable {
       subscribe: (wake) => place.session.onChange(wake),
       check,
     });
+  }
+
+  /**
+   * Our rank among the participants at `revision` (a read of etcd's history there). When that
+   * history is compacted nobody can tell, and we count as one too many: a refusal in that rare
+   * race (as if we had come a moment later) is safer than three in a barrier of two.
+   */
+  private async rankAt(keyBuf: Buffer, revision: string): Promise<number> {
+    try {
+      const res = await this.ctx.client.kv.range(
+        { ...this.firstParticipants(), revision },
+        this.ctx.callOptions(),
+      );
+      const rank = res.kvs.findIndex((kv) => kv.key.equals(keyBuf));
+      return rank < 0 ? this.count : rank;
+    } catch (err) {
+      if (isCompactedRead(err)) return this.count;
+      throw err;
+    }
+  }
+
+  /** The first `count` + 1 participants, by create revision (keys only). */
+  private firstParticipants(): IRangeRequest {
+    return {
+      ...prefixRange(this.waitersPrefix),
+      sort_target: 'Create',
+      sort_order: 'Ascend',
+      limit: this.count + 1,
+      keys_only: true,
+    };
   }
 
   /** Our key must exist with our create revision under a live session. */
