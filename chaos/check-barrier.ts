@@ -1,9 +1,9 @@
 /**
  * The double barrier (Go's layout: `<path>/waiters/<UnixNano>` per participant, `<path>/ready`),
  * judged on etcd's history by revision, never by clocks:
- * - an `enter()` that returned was opened by a put of `ready` made while its key was in, after
- *   `count` participants, its own among them, had been in at once;
- * - no put of `ready` let more than `count` participants in;
+ * - an `enter()` that returned had a put of `ready`, made while its key was in, at which it was
+ *   among the first `count` participants (by create revision) — after `count` participants, its
+ *   own among them, had been in at once. So no round lets more than `count` in;
  * - a `leave()` that returned came after every participant of its round had left: each of them
  *   was gone before the leaver's next key (its next `enter()`) was created.
  */
@@ -16,9 +16,9 @@ interface Participant {
   deleted: number;
   /** The first revision at which it was in with `count` - 1 others. */
   quorum: number;
-  /** The first put of `ready` while it was in: the one that opened the barrier for it. */
-  openedBy: number;
-  /** The first `count` participants in at that put (by create revision): its round. */
+  /** The first put of `ready` while it was in at which it was among the first `count`. */
+  admittedAt: number;
+  /** Those first `count` at that put: its round. */
   round: readonly string[];
 }
 
@@ -51,7 +51,7 @@ export function checkDoubleBarrier(
           created: h.revision,
           deleted: Infinity,
           quorum: Infinity,
-          openedBy: Infinity,
+          admittedAt: Infinity,
           round: [],
         };
         keys.set(h.key, p);
@@ -67,42 +67,35 @@ export function checkDoubleBarrier(
         .sort((a, b) => a[1].created - b[1].created)
         .slice(0, count)
         .map(([k]) => k);
-      for (const p of inside.values()) {
-        if (p.openedBy !== Infinity) continue;
-        p.openedBy = h.revision;
+      for (const key of round) {
+        const p = inside.get(key);
+        if (p?.admittedAt !== Infinity) continue;
+        p.admittedAt = h.revision;
         p.round = round;
       }
     }
   }
-  // Who entered by which put of `ready`, and each worker's keys in order (for its next key).
-  const openedFor = new Map<number, string[]>();
+  // Each worker's keys in order (for its next key after a leave).
   const mine = new Map<string, string[]>();
   for (const r of byKind(records, 'barrier')) {
+    if (r.phase !== 'entered') continue;
+    tally.checked++;
+    const list = mine.get(holder(r)) ?? [];
+    list.push(r.key);
+    mine.set(holder(r), list);
     const p = keys.get(r.key);
-    if (r.phase === 'entered') {
-      tally.checked++;
-      const list = mine.get(holder(r)) ?? [];
-      list.push(r.key);
-      mine.set(holder(r), list);
-      if (p === undefined) {
-        tally.fail(`${holder(r)} entered with ${r.key}, which etcd never had`);
-      } else if (p.openedBy > p.deleted || p.openedBy === Infinity) {
-        tally.fail(`${holder(r)} entered with ${r.key}, but no ready was put while it was in`);
-      } else if (p.quorum > p.openedBy) {
-        tally.fail(
-          `${holder(r)} entered with ${r.key} by the ready put at ${p.openedBy}, before ` +
-            `${count} participants had been in with it`,
-        );
-      } else {
-        const list = openedFor.get(p.openedBy) ?? [];
-        list.push(r.key);
-        openedFor.set(p.openedBy, list);
-      }
-    }
-  }
-  for (const [at, list] of openedFor) {
-    if (list.length > count) {
-      tally.fail(`the ready put at ${at} let ${list.length} participants in: ${list.join(', ')}`);
+    if (p === undefined) {
+      tally.fail(`${holder(r)} entered with ${r.key}, which etcd never had`);
+    } else if (p.admittedAt === Infinity) {
+      tally.fail(
+        `${holder(r)} entered with ${r.key}, but at no put of ready while it was in was it ` +
+          `among the first ${count}`,
+      );
+    } else if (p.quorum > p.admittedAt) {
+      tally.fail(
+        `${holder(r)} entered with ${r.key} by the ready put at ${p.admittedAt}, before ` +
+          `${count} participants had been in with it`,
+      );
     }
   }
   for (const r of byKind(records, 'barrier')) {
