@@ -17,6 +17,7 @@ import {
   pause,
   signal,
   stopped,
+  ttl,
 } from './worker-context.js';
 
 /**
@@ -115,7 +116,9 @@ export async function consumerLoop(): Promise<void> {
  * leave together. Each pass written down with its participant key.
  */
 export async function barrierLoop(): Promise<void> {
-  const barrier = conn.newDoubleBarrier(path('meet'), BARRIER_COUNT);
+  // Under the run's TTL: a participant killed inside holds the others' leave until its lease
+  // ends (the liveness row allows TTL + 2 s; the default session would be 10 s).
+  const barrier = conn.newDoubleBarrier(path('meet'), BARRIER_COUNT, { ttl });
   while (!stopped()) {
     try {
       await barrier.enter({ signal: impatient() });
