@@ -184,6 +184,36 @@ void describe('a late copy of a join whose answer was lost', () => {
     await next.leave();
   });
 
+  test('a double barrier participant: deleted when it lands while we wait for the lowest to leave', async () => {
+    // Chaos run: the copy came back while its participant, out already, waited for the lowest;
+    // the lowest then waited for that copy, and neither left until it went.
+    const { a, b, s } = await setUp();
+    const path = a.constructPath('barrier2');
+    const lowest = b.newDoubleBarrier(path, 2);
+    const lowestIn = lowest.enter();
+    await waitFor(
+      async () => (await suite.client.getAll().prefix(`${path}/waiters/`).keys()).length === 1,
+      {
+        timeoutMs: testTimeout(5000),
+      },
+    );
+    const lost = loseNextJoin(a.client, `${path}/waiters/`);
+    const mine = a.newDoubleBarrier(path, 2, { session: s });
+    await withTimeout(Promise.all([mine.enter(), lowestIn]), testTimeout(10_000), 'both in');
+    const key = mine.key ?? '';
+    // Not the lowest: out at once, then waiting for the lowest to go.
+    const leaving = mine.leave();
+    await waitFor(async () => (await suite.client.get(key).string()) === null, {
+      timeoutMs: testTimeout(5000),
+    });
+    assert.ok((await suite.client.kv.txn(await lost)).succeeded, 'the late copy created the key');
+    await withTimeout(
+      Promise.all([lowest.leave(), leaving]),
+      testTimeout(5000),
+      'both left (the lowest waited for no copy)',
+    );
+  });
+
   test("a queue consumer's place in line: deleted once it left the line", async () => {
     const { a, b, s } = await setUp();
     const path = a.constructPath('q');

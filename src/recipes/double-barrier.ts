@@ -357,9 +357,12 @@ export class DoubleBarrier implements AsyncDisposable {
         return { done: false, revision, watch: [{ key: highest.key }, { key: keyBuf }] };
       }
       if (!place.left) {
-        // Not the lowest: out now, then wait for the lowest (the last to go) to go.
+        // Not the lowest: out now, then wait for the lowest (the last to go) to go. Our key is
+        // done with: a late copy of its put landing while we wait would be a participant nobody
+        // is, and the lowest would wait for it (chaos run) — swept from now on.
         await this.removeKey(place);
         place.left = true;
+        this.disown();
         return { done: false, revision, watch: [] };
       }
       return {
@@ -455,15 +458,24 @@ export class DoubleBarrier implements AsyncDisposable {
    * its lease lives.
    */
   private async releaseSession(): Promise<void> {
+    this.disown();
+    const held = this.held;
+    this.held = undefined;
+    await held?.close();
+  }
+
+  /**
+   * Our waiter key is done with (deleted, or being let go): its name is no longer ours to use, and
+   * the keys a write of ours may still create or left behind are swept for while their lease
+   * lives.
+   */
+  private disown(): void {
     this.unuse?.();
     this.unuse = undefined;
     for (const [key, session] of this.unanswered) {
       if (session.isAlive()) sweepStrays(this.ctx, session, key);
     }
     this.unanswered.clear();
-    const held = this.held;
-    this.held = undefined;
-    await held?.close();
   }
 
   private async teardown(): Promise<void> {
