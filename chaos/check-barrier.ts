@@ -46,7 +46,7 @@ export function checkDoubleBarrier(
     if (h.revision !== revision) settle();
     revision = h.revision;
     if (h.key.startsWith(waiters)) {
-      if (h.type === 'put' && !keys.has(h.key)) {
+      if (h.type === 'put' && !inside.has(h.key)) {
         const p: Participant = {
           created: h.revision,
           deleted: Infinity,
@@ -54,7 +54,9 @@ export function checkDoubleBarrier(
           admittedAt: Infinity,
           round: [],
         };
-        keys.set(h.key, p);
+        // A name created again is a late copy of its participant's put: in etcd it counts like
+        // any participant; the participant's own records are about its first creation.
+        if (!keys.has(h.key)) keys.set(h.key, p);
         inside.set(h.key, p);
       } else if (h.type === 'delete') {
         const p = inside.get(h.key);
