@@ -77,9 +77,10 @@ export function checkDoubleBarrier(
       }
     }
   }
+  const passes = byKind(records, 'barrier');
   // Each worker's keys in order (for its next key after a leave).
   const mine = new Map<string, string[]>();
-  for (const r of byKind(records, 'barrier')) {
+  for (const r of passes) {
     if (r.phase !== 'entered') continue;
     tally.checked++;
     const list = mine.get(holder(r)) ?? [];
@@ -100,7 +101,7 @@ export function checkDoubleBarrier(
       );
     }
   }
-  for (const r of byKind(records, 'barrier')) {
+  for (const r of passes) {
     if (r.phase !== 'left') continue;
     const p = keys.get(r.key);
     const list = mine.get(holder(r)) ?? [];

@@ -8,6 +8,7 @@ import {
   byKind,
   holder,
   OPENING_BALANCE,
+  queueOf,
   writesOf,
   type ChaosRecord,
   type FinalRecord,
@@ -163,7 +164,7 @@ export function checkQueue(
     `${QUEUE_TITLES[queue]}: each item enqueued once, delivered once to its claimer, a rejected one never`,
     'items',
   );
-  const ours = (r: { queue?: QueueName }): boolean => (r.queue ?? 'fifo') === queue;
+  const ours = (r: { queue?: QueueName }): boolean => queueOf(r) === queue;
   const puts = new Map<string, string>();
   // By key and revision: a priority queue's keys come again (a drained priority restarts its
   // sequence at 0, as Go's does).

@@ -27,6 +27,7 @@ import { checkCounter, checkFencing } from './check-writes.js';
 import {
   BARRIER_COUNT,
   byKind,
+  queueOf,
   SEMAPHORE_PERMITS,
   type ChaosRecord,
   type FinalRecord,
@@ -113,8 +114,8 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     checkLiveness(records, params, [
       ...roles,
       ['counter add', instants(byKind(records, 'add'))],
-      ['queue delivery', instants(dequeues.filter((d) => (d.queue ?? 'fifo') === 'fifo'))],
-      ['priority queue delivery', instants(dequeues.filter((d) => d.queue === 'priority'))],
+      ['queue delivery', instants(dequeues.filter((d) => queueOf(d) === 'fifo'))],
+      ['priority queue delivery', instants(dequeues.filter((d) => queueOf(d) === 'priority'))],
       ['STM transfer', instants(byKind(records, 'transfer'))],
       [
         'double barrier pass',

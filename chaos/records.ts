@@ -23,6 +23,11 @@ export const MULTI_PATHS = ['a', 'b', 'c'] as const;
 /** The queues the workers produce to and consume from: a `Queue`, and a `PriorityQueue`. */
 export type QueueName = 'fifo' | 'priority';
 
+/** Which queue an enqueue or dequeue record is of (older records, without one: the fifo one). */
+export function queueOf(r: { queue?: QueueName }): QueueName {
+  return r.queue ?? 'fifo';
+}
+
 /** The counters incremented under a lock: the mutex's, and the RWMutex writers'. */
 export type Counter = 'mutex' | 'rw';
 

@@ -5,6 +5,7 @@
  */
 import {
   holder,
+  queueOf,
   type ChaosRecord,
   type Counter,
   type FaultRecord,
@@ -83,8 +84,8 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     } else if (r.kind === 'add' && r.outcome !== 'failed') {
       ops[r.outcome === 'ok' ? 'addsAcked' : 'addsUnknown']++;
       if (r.outcome === 'ok' && r.via === 'cas') ops.casAcked++;
-    } else if (r.kind === 'enqueue' && r.outcome === 'ok') ops[ITEMS[r.queue ?? 'fifo'].in]++;
-    else if (r.kind === 'dequeue' && r.outcome === 'ok') ops[ITEMS[r.queue ?? 'fifo'].out]++;
+    } else if (r.kind === 'enqueue' && r.outcome === 'ok') ops[ITEMS[queueOf(r)].in]++;
+    else if (r.kind === 'dequeue' && r.outcome === 'ok') ops[ITEMS[queueOf(r)].out]++;
     else if (r.kind === 'transfer' && r.outcome !== 'failed') {
       ops[r.outcome === 'ok' ? 'transfersAcked' : 'transfersUnknown']++;
     } else if (r.kind === 'barrier' && r.phase === 'left') ops.barrierPasses++;
