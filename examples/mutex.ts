@@ -6,7 +6,7 @@ await using conn = new EtcdConnector(prepareEndpointList(hosts, 2379), 'mutex_ex
 const mutex = conn.newMutex(conn.constructPath('locks', 'nightly-report'), { ttl: 10 });
 
 await mutex.withLock(async (signal, lock) => {
-  console.log(`holding ${lock.key} (fencing token ${lock.token.revision})`);
+  console.log(`holding ${lock.key} (fencing token ${lock.token.revision}, at ${lock.revision})`);
   if (signal.aborted) return; // lost: stop side effects
   // Lands only while our lock key still has our token's create revision.
   await lock.fencedTxn([conn.client.put(conn.constructPath('report')).value('done')]);

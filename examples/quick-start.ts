@@ -7,7 +7,7 @@ const conn = new EtcdConnector(prepareEndpointList(hosts, 2379), 'quick_start');
 const elector = conn.newLeaderElector(conn.constructPath('elections', 'billing'), 'node-a', 10);
 for await (const ev of elector.start()) {
   if (ev.status === LEStatus.Leader) {
-    console.log(`leading with fencing token ${ev.token?.revision}`);
+    console.log(`leading with fencing token ${ev.token?.revision}, at ${ev.revision}`);
     break; // leaving the loop resigns
   }
 }

@@ -9,7 +9,7 @@ import { etcdSuite } from './fixtures/etcd-suite.js';
 
 const examples = {
   'quick-start': [
-    /leading with fencing token \d+/,
+    /leading with fencing token \d+, at \d+/,
     /instances: \{ 'node-a': '10\.0\.0\.1:8080' \}/,
   ],
   'fenced-write': [/wrote under token \d+/],
@@ -30,7 +30,7 @@ const examples = {
   counter: [/50 concurrent adds: 0 -> 50/, /reset: true -> 0/],
   stm: [/20 transfers committed/, /alice 80, bob 120, total: 200/],
   mutex: [
-    /holding \/mutex_example\/locks\/nightly-report\/[0-9a-f]+ \(fencing token \d+\)/,
+    /holding \/mutex_example\/locks\/nightly-report\/[0-9a-f]+ \(fencing token \d+, at \d+\)/,
     /someone else's tryLock: held elsewhere/,
     /after: done/,
   ],

@@ -210,6 +210,30 @@ void describe('LeaderElector', () => {
     assert.equal(await suite.connect(ns).newLeaderElector(path, 'C', 2).getLeader(), undefined);
   });
 
+  test("a leader event's revision: the read that found it first, after the last leader's last write", async () => {
+    const ns = uniqueName('el');
+    const path = `/${ns}/e`;
+    const a = suite.connect(ns).newLeaderElector(path, 'A', 5);
+    const b = suite.connect(ns).newLeaderElector(path, 'B', 5);
+    const ra = new Reader(a.start());
+    const first = await ra.next(isLeader, 'A leads');
+    assert.ok(first.revision !== undefined && first.revision >= Number(first.token?.revision));
+    const rb = new Reader(b.start());
+    await rb.next((ev) => ev.status === LEStatus.Follower && ev.leader === 'A', 'B follows A');
+    assert.ok(
+      rb.items.every((ev) => ev.revision === undefined),
+      'no revision while following',
+    );
+    const last = await a.fencedTxn([suite.client.put(`/${ns}/x`).value('a')]);
+    await a.stop();
+    const led = await rb.next(isLeader, 'B leads');
+    const written = Number(last.header.revision);
+    assert.ok((led.revision ?? 0) > written, `${String(led.revision)} > ${written}`);
+    await ra.done;
+    await b.stop();
+    await rb.done;
+  });
+
   test('leaving the status loop stops the elector and deletes its key', async () => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;

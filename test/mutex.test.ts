@@ -127,6 +127,27 @@ void describe('Mutex', () => {
     assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
+  test("lock.revision: the read that found the lock ours, after the last holder's last write", async () => {
+    const ns = uniqueName('mx');
+    const [ca, cb] = [suite.connect(ns), suite.connect(ns)];
+    const path = `/${ns}/locks/rev`;
+    const a = await ca.newMutex(path).lock();
+    assert.ok(a.revision >= Number(a.token.revision), `${a.revision} >= ${a.token.revision}`);
+    const pb = cb.newMutex(path).lock();
+    await waitQueueLength(suite.client, `${path}/`, 2);
+    // Written after b joined and before a let go: b was found first only after it.
+    const last = await a.fencedTxn([ca.client.put(`/${ns}/x`).value('a')]);
+    await a.unlock();
+    const b = await withTimeout(pb, testTimeout(5000), 'b');
+    const written = Number(last.header.revision);
+    assert.ok(b.revision > written, `${b.revision} > ${written}`);
+    await b.unlock();
+    const tried = await cb.newMutex(path).tryLock();
+    assert.ok(tried !== undefined);
+    assert.ok(tried.revision >= Number(tried.token.revision));
+    await tried.unlock();
+  });
+
   test("a waiter wakes on its predecessor's delete, not on writes to it", async () => {
     const ns = uniqueName('mx');
     const path = `/${ns}/locks/wake`;

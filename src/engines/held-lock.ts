@@ -45,6 +45,8 @@ export interface HeldLockParts {
   path: string;
   member: QueueMember;
   token: FencingToken;
+  /** etcd's revision of the read that found the lock ours. */
+  revision: number;
   /** How many holders the queue admits (1 for a lock). */
   slots: number;
   ref: SessionRef;
@@ -69,6 +71,11 @@ export class HeldLock implements AsyncDisposable {
    * `token.compare(...)` into your own transactions, or use `fencedTxn()`.
    */
   readonly token: FencingToken;
+  /**
+   * etcd's revision when the lock was found ours (Go's `Mutex.Header().Revision`): every change
+   * up to it — the previous holder's release among them — had happened then.
+   */
+  readonly revision: number;
 
   private stateValue: LockState = 'held';
   /** Aborts `signal` and ends the background re-check loop, on release or loss. */
@@ -85,6 +92,7 @@ export class HeldLock implements AsyncDisposable {
   constructor(private readonly parts: HeldLockParts) {
     this.key = parts.member.key;
     this.token = parts.token;
+    this.revision = parts.revision;
     this.session = parts.member.session;
     this.untrack = parts.ctx.track({ close: () => this.closeByConnector() });
   }

@@ -28,7 +28,12 @@ import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { validateSignal } from './lifecycle.js';
 import { LocalGates } from './local-gate.js';
-import { QueueMember, type JoinResult, type QueueShape } from './wait-deletes.js';
+import {
+  QueueMember,
+  type JoinResult,
+  type QueueShape,
+  type WaitOutcome,
+} from './wait-deletes.js';
 
 /** What a lock recipe asks for. */
 export interface QueueLockSpec {
@@ -193,11 +198,12 @@ class Attempt {
 
   async run(): Promise<HeldLock | undefined> {
     try {
-      const member = await this.place();
-      if (member === undefined) {
+      const placed = await this.place();
+      if (placed === undefined) {
         await this.giveUp();
         return undefined;
       }
+      const { member, revision } = placed;
       // The clock has the last word: an answer that took past the session's deadline (a paused
       // process, a stalled connection) proves nothing about now; etcd may have expired the lease
       // and given the lock to the next waiter meanwhile (chaos seed 6001).
@@ -212,6 +218,7 @@ class Attempt {
         path,
         member,
         token,
+        revision,
         slots: this.spec.slots,
         ref: this.ref,
         leaveGate: this.leaveGate,
@@ -232,8 +239,11 @@ class Attempt {
     }
   }
 
-  /** Joins and waits; the member that holds, or undefined (try-only and held elsewhere). */
-  private async place(): Promise<QueueMember | undefined> {
+  /**
+   * Joins and waits; the member that holds and the revision that showed it, or undefined
+   * (try-only and held elsewhere).
+   */
+  private async place(): Promise<{ member: QueueMember; revision: number } | undefined> {
     const backoff = new Backoff(100, 2000);
     for (;;) {
       this.assertGoing();
@@ -253,7 +263,7 @@ class Attempt {
         this.sent = false;
         continue;
       }
-      if (joined.holder) return member;
+      if (joined.holder) return { member, revision: joined.readRevision };
       if (this.tryOnly) return undefined;
       publish('etcd-connector:lock.wait', () => ({
         kind: this.spec.kind,
@@ -261,7 +271,7 @@ class Attempt {
         key: member.key,
       }));
       const outcome = await this.waitTurn(member, backoff);
-      if (outcome === 'holder') return member;
+      if (outcome !== 'gone') return { member, revision: outcome };
       // Our key was deleted under us (by hand, not by the lease): join again at the end.
       member.close();
       this.member = undefined;
@@ -269,18 +279,20 @@ class Attempt {
     }
   }
 
-  private async waitTurn(member: QueueMember, backoff: Backoff): Promise<'holder' | 'gone'> {
+  /** Waits for our turn: the revision of the read that showed it, or 'gone' (our key was). */
+  private async waitTurn(member: QueueMember, backoff: Backoff): Promise<number | 'gone'> {
     for (;;) {
       this.assertGoing();
-      let kind: string;
+      let outcome: WaitOutcome;
       try {
-        kind = (await member.waitTurn({ slots: this.spec.slots, signal: this.signal })).kind;
+        outcome = await member.waitTurn({ slots: this.spec.slots, signal: this.signal });
       } catch (err) {
         await this.onFailure(err, backoff);
         continue;
       }
       backoff.reset();
-      if (kind === 'holder' || kind === 'gone') return kind;
+      if (outcome.kind === 'holder') return outcome.view.readRevision;
+      if (outcome.kind === 'gone') return 'gone';
       // 'lost' or 'aborted'
       this.assertGoing();
       throw lostError(this.session);

@@ -71,6 +71,8 @@ export interface JoinResult {
   readonly existingLease?: string;
   /** We are among the first `slots` keys: we hold without waiting. */
   readonly holder: boolean;
+  /** etcd's revision when the join was applied. */
+  readonly readRevision: number;
   /** The first `slots` keys at the join (oldest first). */
   readonly first: readonly IKeyValue[];
   /** The responses of the caller's extra reads. */
@@ -312,7 +314,7 @@ export class QueueMember {
     } else {
       this.initialView = undefined;
     }
-    return { created: res.succeeded, ...existing, holder, first: firstKvs, extra };
+    return { created: res.succeeded, ...existing, holder, readRevision, first: firstKvs, extra };
   }
 
   /**

@@ -30,6 +30,8 @@ export interface CampaignEvent {
   readonly leader: string | undefined;
   readonly suspended: boolean;
   readonly token?: FencingToken;
+  /** Status leader: etcd's revision of the read that found our key the oldest. */
+  readonly revision?: number;
   readonly error?: Error;
 }
 
@@ -139,7 +141,10 @@ export class Campaign {
   reannounce(): void {
     const m = this.member;
     const t = m?.token;
-    if (m !== undefined && t !== undefined && this.isLeader) this.becomeLeader(m.session, t);
+    const revision = this.last?.revision;
+    if (m !== undefined && t !== undefined && revision !== undefined && this.isLeader) {
+      this.becomeLeader(m.session, t, revision);
+    }
   }
 
   /**
@@ -206,7 +211,7 @@ export class Campaign {
               joined = false;
               continue;
             }
-            if (token !== undefined) this.becomeLeader(session, token);
+            if (token !== undefined) this.becomeLeader(session, token, outcome.view.readRevision);
             // Until something changes: a session state, our key, a stop, a refused fence.
             await member.changed(signal);
           } catch (err) {
@@ -329,7 +334,7 @@ export class Campaign {
     this.emit({ status: 'follower', leader: undefined, suspended: false, error: err });
   }
 
-  private becomeLeader(session: Session, token: FencingToken): void {
+  private becomeLeader(session: Session, token: FencingToken, revision: number): void {
     if (session.state !== 'alive' || !session.isAlive() || this.stopping) return;
     if (this.member?.gone === true || token === this.requeueToken) return;
     if (!this.leading) {
@@ -342,7 +347,7 @@ export class Campaign {
       }));
     }
     this.leading = true;
-    this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token });
+    this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token, revision });
   }
 
   /** Leadership ends (if it was held): the flag at once, and a diagnostic saying why. */

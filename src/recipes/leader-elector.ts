@@ -51,6 +51,12 @@ export interface LeaderEvent {
   readonly suspended: boolean;
   /** The fencing token of our term (status `leader` only). */
   readonly token?: FencingToken;
+  /**
+   * Status `leader` only: etcd's revision of the read that found our key the oldest (Go's
+   * `Election.Header().Revision`): every change up to it, the last leader's resignation among
+   * them, had happened then.
+   */
+  readonly revision?: number;
   /** What went wrong: SessionLostError, NotLeaderError (our key was deleted), UnavailableError. */
   readonly error?: Error;
 }
