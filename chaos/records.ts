@@ -68,6 +68,8 @@ export type WorkerRecord = WorkerBase &
         deadlineAt: number;
         /** Got by `tryLock()` (the mutex), not by a waiting call. */
         tried?: boolean;
+        /** `lock.revision`: etcd's revision of the read that granted it. */
+        revision?: number;
       }
     | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }
     /**
@@ -115,7 +117,8 @@ export type WorkerRecord = WorkerBase &
       }
     /** The double barrier: `enter()` or `leave()` returned, for the participant key `key`. */
     | { kind: 'barrier'; phase: 'entered' | 'left'; key: string }
-    | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number }
+    /** `revision`: the leader event's, etcd's revision of the read that found it first. */
+    | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number; revision?: number }
     | { kind: 'lead.ended'; token: string; how: string }
     | { kind: 'work'; token: string; outcome: 'ok' | 'failed' | 'unknown'; revision?: number }
     | { kind: 'obs.start'; from: number }

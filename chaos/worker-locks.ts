@@ -67,6 +67,7 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
           kind: 'lock.acquired',
           recipe,
           token: l.token.revision,
+          revision: l.revision,
           key: l.key,
           lease: s.leaseId,
           deadlineAt: performance.timeOrigin + s.deadline,

@@ -104,6 +104,7 @@ async function electorLoop(): Promise<void> {
               kind: 'lead.gained',
               token: leading,
               key: ev.token.key,
+              revision: ev.revision,
               deadlineAt: performance.timeOrigin + s.deadline,
             });
           }

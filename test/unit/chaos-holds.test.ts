@@ -156,8 +156,10 @@ void describe('chaos checker: holds', () => {
       | 'revoked, seen late'
       | 'revoked, an earlier delete recorded late'
       | 'revoked, loss logged before the recorder saw it'
+      | 'revoked, recorded after the next grant'
       | 'single delete'
       | 'revoked after own close',
+    grantRevision = 501,
   ): ChaosRecord[] {
     const records = cleanRun();
     const gained = records.find((r) => r.kind === 'lead.gained');
@@ -192,6 +194,13 @@ void describe('chaos checker: holds', () => {
       // and logs the loss before the recorder, behind, logs the deletes.
       records.push({ kind: 'session', w: 'w2', inc: 0, t: at + 15, lease: 'b2', state: 'lost' });
     }
+    if (how === 'revoked, recorded after the next grant') {
+      // Seed 9001: the recorder, behind, logs the revocation after w1's grant (read at a later
+      // revision) and after w2's refused fenced write ended its hold.
+      for (const r of records) if (r.kind === 'history' && r.revision === 500) r.t = at + 38;
+      const late = { w: 'w2', inc: 0, t: at + 36, token: gained.token };
+      records.push({ ...late, kind: 'lead.ended', how: 'NotLeaderError' });
+    }
     if (how === 'revoked after own close') {
       records.push({ kind: 'session', w: 'w2', inc: 0, t: at + 15, lease: 'b2', state: 'closed' });
     }
@@ -199,7 +208,12 @@ void describe('chaos checker: holds', () => {
       ({ w: 'w1', inc: 0, t: at + dt, token: '501', ...r }) as ChaosRecord;
     records.push(
       { ...del('/c/election/a9'), type: 'put', value: 'w1', revision: 501, t: at + 29 },
-      w1(30, { kind: 'lead.gained', key: '/c/election/a9', deadlineAt: at + 3030 }),
+      w1(30, {
+        kind: 'lead.gained',
+        key: '/c/election/a9',
+        deadlineAt: at + 3030,
+        revision: grantRevision,
+      }),
       w1(40, { kind: 'lead.ended', how: 'released' }),
     );
     return records.sort((a, b) => a.t - b.t);
@@ -211,6 +225,7 @@ void describe('chaos checker: holds', () => {
       'revoked, seen late',
       'revoked, an earlier delete recorded late',
       'revoked, loss logged before the recorder saw it',
+      'revoked, recorded after the next grant',
     ] as const) {
       const verdicts = check(secondLeader(how), P);
       assert.deepEqual(
@@ -229,5 +244,11 @@ void describe('chaos checker: holds', () => {
       const bad = failing(secondLeader(how)).map((v) => v.name);
       assert.deepEqual(bad, ['mutual exclusion: leaders'], how);
     }
+    // A grant read before the revocation's revision proves nothing: two leaders.
+    const before = failing(secondLeader('revoked, recorded after the next grant', 499));
+    assert.deepEqual(
+      before.map((v) => v.name),
+      ['mutual exclusion: leaders'],
+    );
   });
 });
