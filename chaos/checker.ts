@@ -20,6 +20,7 @@ import {
   type Role,
 } from './check-holds.js';
 import { checkDoubleBarrier } from './check-barrier.js';
+import { checkEphemeralOwners, checkEphemeralRepairs } from './check-ephemeral.js';
 import { checkAdds, checkQueue, checkTransfers, writersOf } from './check-lost-answers.js';
 import { checkExits, checkLiveness, instants } from './check-liveness.js';
 import { checkObservers, checkTrackers } from './check-streams.js';
@@ -109,6 +110,8 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     checkQueue(history, records, 'priority', params.pqueuePrefix, writers),
     checkTransfers(history, records, params.accountPrefix, writers),
     checkDoubleBarrier(history, records, params.barrierPrefix, BARRIER_COUNT),
+    checkEphemeralOwners(history, params),
+    checkEphemeralRepairs(history, records, params, final),
     checkObservers(history, records, params.observedPrefix, final),
     checkTrackers(records, params, final),
     checkLiveness(records, params, [

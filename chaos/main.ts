@@ -32,7 +32,14 @@ import {
 import { check } from './checker.js';
 import { Nemesis, type Stage } from './nemesis.js';
 import { startRaftWatch, type RaftWatch } from './raft-watch.js';
-import { ACCOUNTS, OPENING_BALANCE, readRecords, runParams, type ChaosRecord } from './records.js';
+import {
+  ACCOUNTS,
+  OPENING_BALANCE,
+  readRecords,
+  runParams,
+  VANDAL_VALUE,
+  type ChaosRecord,
+} from './records.js';
 import { summary, timelineHtml, timelineLanes } from './report.js';
 
 interface Args {
@@ -210,6 +217,19 @@ class Controller implements Stage {
 
   record(fault: string, target: string, phase: 'start' | 'end', id: number): void {
     this.nemesisLog.write({ kind: 'fault', fault, target, phase, id });
+  }
+
+  async vandalize(target: string, act: 'delete' | 'overwrite'): Promise<void> {
+    const key = target === 'shared' ? `${ROOT}/eph-shared` : `${ROOT}/eph/${target}`;
+    try {
+      const res =
+        act === 'delete'
+          ? await this.direct.delete().key(key).exec()
+          : await this.direct.put(key).value(VANDAL_VALUE).exec();
+      this.nemesisLog.write({ kind: 'vandal', key, act, revision: Number(res.header.revision) });
+    } catch {
+      // etcd out of reach (a cluster fault): no act to judge
+    }
   }
 
   /** Another record of the cluster's side (a raft election). */
@@ -395,6 +415,12 @@ async function main(): Promise<number> {
     const services = (await direct.getAll().prefix(`${ROOT}/services/`).keys()).map((k) =>
       k.slice(`${ROOT}/services/`.length),
     );
+    // The ephemeral keys every running worker must have put back by now.
+    const ephemeralAt = now();
+    const ephemeralRead = await direct.getAll().prefix(`${ROOT}/eph`).exec();
+    const ephemeral = Object.fromEntries(
+      ephemeralRead.kvs.map((kv) => [kv.key.toString(), kv.value.toString()]),
+    );
     say('stopping workers');
     const stoppedAt = now();
     const exits = await controller.stopWorkers();
@@ -424,6 +450,9 @@ async function main(): Promise<number> {
         leasesLeft,
         exits,
         lastWrite,
+        ephemeral,
+        ephemeralAt,
+        ephemeralRevision: Number(ephemeralRead.header.revision),
       })}\n`,
     );
   } finally {

@@ -4,6 +4,8 @@
  * (workers paused or killed, their connections reset, blackholed, delayed, flapping). Each track
  * has its own generator seeded from the run's seed, so a seed reproduces the schedule. Every
  * fault is healed before the next on its track, and the nemesis heals everything when it stops.
+ * A third track, the vandal, deletes or overwrites ephemeral keys: it is no fault of the
+ * connection, so it is written down apart (and the other tracks' schedules did not change).
  */
 import { setTimeout as wait } from 'node:timers/promises';
 import type { EtcdCluster, EtcdMember, FaultProxy } from '../src/testing/index.js';
@@ -26,11 +28,19 @@ export interface Stage {
   compact(): Promise<boolean>;
   /** Writes one fault record. */
   record(fault: string, target: string, phase: 'start' | 'end', id: number): void;
+  /**
+   * The vandal: deletes the ephemeral key of `target` (a worker, or `shared`: the key every
+   * worker wants), or writes a value over it without a lease; written down with its revision.
+   */
+  vandalize(target: string, act: 'delete' | 'overwrite'): Promise<void>;
   /** Session TTL of the workers, in seconds. */
   ttl: number;
 }
 
 type Fault = (rng: Rng, stop: AbortSignal) => Promise<void>;
+
+/** Seeds the vandal's track apart from the two fault tracks (seed * 2 + 1, seed * 2 + 2). */
+const VANDAL_SEED = 0x5eed_0000;
 
 /** Waits `ms`, or less if `signal` fires. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -54,6 +64,7 @@ export class Nemesis {
       await Promise.all([
         this.track(new Rng(seed * 2 + 1), stop.signal, this.clusterFaults()),
         this.track(new Rng(seed * 2 + 2), stop.signal, this.clientFaults()),
+        this.track(new Rng(seed + VANDAL_SEED), stop.signal, this.vandal()),
       ]);
     } finally {
       clearTimeout(timer);
@@ -241,6 +252,22 @@ export class Nemesis {
           });
         },
         2,
+      ],
+    ];
+  }
+
+  /** Now and then (1.5-4.5 s apart), one ephemeral key deleted or overwritten. */
+  private vandal(): (readonly [Fault, number])[] {
+    const { stage } = this;
+    return [
+      [
+        async (rng, stop) => {
+          await sleep(rng.between(1000, 3000), stop);
+          if (stop.aborted) return;
+          const target = rng.pick([...stage.workers, 'shared']);
+          await stage.vandalize(target, rng.pick(['delete', 'overwrite'] as const));
+        },
+        1,
       ],
     ];
   }

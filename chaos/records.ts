@@ -34,6 +34,29 @@ export type Counter = 'mutex' | 'rw';
 /** Participants of the double barrier the workers meet at. */
 export const BARRIER_COUNT = 2;
 
+/** Whose an ephemeral key's value is: worker slot, incarnation, cycle and update number. */
+export interface EphemeralOwner {
+  w: string;
+  inc: number;
+  c: number;
+  n: number;
+}
+
+/** An ephemeral key's value as the workers write it (the vandal writes {@link VANDAL_VALUE}). */
+export function ephemeralValue(w: string, inc: number, c: number, n: number): string {
+  return JSON.stringify({ w, inc, c, n } satisfies EphemeralOwner);
+}
+
+/** The value the vandal writes (without a lease) over an ephemeral key. */
+export const VANDAL_VALUE = 'vandal';
+
+/** Whose a value is (undefined: the vandal's, or not an ephemeral key's). */
+export function ephemeralOwner(value: string): EphemeralOwner | undefined {
+  if (!value.startsWith('{')) return undefined;
+  const v = JSON.parse(value) as Partial<EphemeralOwner>;
+  return typeof v.w === 'string' && typeof v.inc === 'number' ? (v as EphemeralOwner) : undefined;
+}
+
 /** Permits of the semaphore the workers share. */
 export const SEMAPHORE_PERMITS = 2;
 
@@ -117,6 +140,13 @@ export type WorkerRecord = WorkerBase &
       }
     /** The double barrier: `enter()` or `leave()` returned, for the participant key `key`. */
     | { kind: 'barrier'; phase: 'entered' | 'left'; key: string }
+    /**
+     * An ephemeral key's `create()` resolved (cycle `c`), or its `delete()` did (`revision`: of a
+     * read made after it).
+     */
+    | { kind: 'eph'; key: string; phase: 'created' | 'deleted'; c: number; revision?: number }
+    /** What an ephemeral key's error stream said. */
+    | { kind: 'eph.error'; key: string; message: string; code?: string }
     /** `revision`: the leader event's, etcd's revision of the read that found it first. */
     | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number; revision?: number }
     | { kind: 'lead.ended'; token: string; how: string }
@@ -140,6 +170,15 @@ export interface FaultRecord extends Base {
   target: string;
   /** Pairs a start with its end. */
   id: number;
+}
+
+/** The vandal deleted an ephemeral key, or wrote {@link VANDAL_VALUE} over it without a lease. */
+export interface VandalRecord extends Base {
+  kind: 'vandal';
+  key: string;
+  act: 'delete' | 'overwrite';
+  /** The revision of the act. */
+  revision: number;
 }
 
 /**
@@ -187,10 +226,23 @@ export interface FinalRecord extends Base {
   exits: Record<string, number | null>;
   /** Revision of the writer's last write (every live observer must have reached it). */
   lastWrite: number;
+  /**
+   * The ephemeral keys (key -> value), read with the services; `ephemeralAt`: when that read
+   * began. Absent in runs before the ephemeral keys.
+   */
+  ephemeral?: Record<string, string>;
+  ephemeralAt?: number;
+  ephemeralRevision?: number;
 }
 
 export type ChaosRecord =
-  WorkerRecord | FaultRecord | RaftRecord | HistoryRecord | HistoryGapRecord | FinalRecord;
+  | WorkerRecord
+  | FaultRecord
+  | VandalRecord
+  | RaftRecord
+  | HistoryRecord
+  | HistoryGapRecord
+  | FinalRecord;
 
 /** Reads JSON-lines files (a torn last line of a killed process is skipped). */
 export function readRecords(files: readonly string[]): ChaosRecord[] {
@@ -236,6 +288,12 @@ export interface RunParams {
   electionPrefix: string;
   /** The prefix the workers' observers watch (filled by the writer). */
   observedPrefix: string;
+  /** Each worker's own ephemeral key is `ephemeralPrefix + w`. */
+  ephemeralPrefix: string;
+  /** Each worker's cycled ephemeral key is `ephemeralCyclePrefix + w`. */
+  ephemeralCyclePrefix: string;
+  /** The ephemeral key every worker wants. */
+  ephemeralSharedKey: string;
 }
 
 /** Where a run under `root` keeps what the checker looks at (the workers use the same paths). */
@@ -254,6 +312,9 @@ export function runParams(root: string, ttl: number): RunParams {
     workKey: `${root}/work`,
     electionPrefix: `${root}/election/`,
     observedPrefix: `${root}/obs/`,
+    ephemeralPrefix: `${root}/eph/`,
+    ephemeralCyclePrefix: `${root}/eph-cycle/`,
+    ephemeralSharedKey: `${root}/eph-shared`,
   };
 }
 

@@ -38,6 +38,12 @@ export interface Operations {
   transfersAcked: number;
   transfersUnknown: number;
   barrierPasses: number;
+  /** Ephemeral keys created (the shared key's among them), and what their error streams said. */
+  ephemeralCreates: number;
+  sharedKeyCreates: number;
+  ephemeralReports: number;
+  /** The vandal's deletes and overwrites of ephemeral keys. */
+  vandalActs: number;
   leaderTerms: number;
   leaderWrites: number;
   observerEvents: number;
@@ -67,6 +73,10 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     transfersAcked: 0,
     transfersUnknown: 0,
     barrierPasses: 0,
+    ephemeralCreates: 0,
+    sharedKeyCreates: 0,
+    ephemeralReports: 0,
+    vandalActs: 0,
     leaderTerms: 0,
     leaderWrites: 0,
     observerEvents: 0,
@@ -89,6 +99,11 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     else if (r.kind === 'transfer' && r.outcome !== 'failed') {
       ops[r.outcome === 'ok' ? 'transfersAcked' : 'transfersUnknown']++;
     } else if (r.kind === 'barrier' && r.phase === 'left') ops.barrierPasses++;
+    else if (r.kind === 'eph' && r.phase === 'created') {
+      ops.ephemeralCreates++;
+      if (r.key.endsWith('/eph-shared')) ops.sharedKeyCreates++;
+    } else if (r.kind === 'eph.error') ops.ephemeralReports++;
+    else if (r.kind === 'vandal') ops.vandalActs++;
     else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
@@ -154,6 +169,8 @@ export function summary(
     `| priority queue items enqueued, delivered | ${ops.priorityItemsEnqueued}, ${ops.priorityItemsDelivered} |`,
     `| STM transfers committed (unanswered) | ${ops.transfersAcked} (${ops.transfersUnknown}) |`,
     `| double barrier passes (enter and leave) | ${ops.barrierPasses} |`,
+    `| ephemeral keys created (the shared one); errors they reported | ${ops.ephemeralCreates} (${ops.sharedKeyCreates}); ${ops.ephemeralReports} |`,
+    `| ephemeral keys deleted or overwritten by the vandal | ${ops.vandalActs} |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,
     `| observer events delivered | ${ops.observerEvents} |`,

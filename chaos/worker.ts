@@ -1,7 +1,7 @@
 /**
  * A chaos worker: one process that runs, at once, the lock loops (chaos/worker-locks.ts), the
- * loops of writes whose answer can be lost (chaos/worker-toolbox.ts), an elector doing fenced
- * leader work, a service registration, a tracker, and an observer of the prefix the writer fills
+ * loops of writes whose answer can be lost (chaos/worker-toolbox.ts), ephemeral keys
+ * (chaos/worker-ephemeral.ts), an elector doing fenced leader work, a service registration, a tracker, and an observer of the prefix the writer fills
  * — and writes down everything it does (chaos/worker-context.ts).
  *
  * Args: --id w1 --inc 0 --endpoints a,b,c --ttl 3 --log file --root /chaos
@@ -25,6 +25,7 @@ import {
   stopped,
   ttl,
 } from './worker-context.js';
+import { ephemeralCycleLoop, ephemeralLoop, ephemeralSharedLoop } from './worker-ephemeral.js';
 import { counterLoop, multiLockLoop, rwLoop, semaphoreLoop } from './worker-locks.js';
 import {
   adderLoop,
@@ -217,6 +218,9 @@ async function main(): Promise<void> {
     consumerLoop(),
     transferLoop(),
     barrierLoop(),
+    ephemeralLoop(),
+    ephemeralCycleLoop(),
+    ephemeralSharedLoop(),
     electorLoop(),
     registration(),
     trackerLoop(),

@@ -48,6 +48,8 @@ void describe('chaos checker: fenced writes', () => {
     const final = records.find((r) => r.kind === 'final');
     assert.ok(final?.kind === 'final');
     final.exits = { 'w1#0': 0 };
+    // Its ephemeral keys went with its lease.
+    final.ephemeral = { '/c/eph/w1': final.ephemeral?.['/c/eph/w1'] ?? '' };
     assert.deepEqual(
       failing(records).map((v) => v.name),
       [],
