@@ -62,6 +62,8 @@ export class Campaign {
   /** The resign `stop()` sent at once, the token it was for, and whether etcd took it. */
   private resigning: { token: FencingToken; done: Promise<boolean> } | undefined;
   private last: CampaignEvent | undefined;
+  /** The revision of the read that last found us leader. */
+  private leaderRevision = 0;
   /** The term to resign and requeue (run()'s fn returned); the loop deletes its key. */
   private requeueToken: FencingToken | undefined;
 
@@ -141,9 +143,8 @@ export class Campaign {
   reannounce(): void {
     const m = this.member;
     const t = m?.token;
-    const revision = this.last?.revision;
-    if (m !== undefined && t !== undefined && revision !== undefined && this.isLeader) {
-      this.becomeLeader(m.session, t, revision);
+    if (m !== undefined && t !== undefined && this.isLeader) {
+      this.becomeLeader(m.session, t, this.leaderRevision);
     }
   }
 
@@ -347,6 +348,7 @@ export class Campaign {
       }));
     }
     this.leading = true;
+    this.leaderRevision = revision;
     this.emit({ status: 'leader', leader: this.opts.value(), suspended: false, token, revision });
   }
 
