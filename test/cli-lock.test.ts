@@ -85,15 +85,18 @@ void describe('etcdc lock', () => {
     assert.equal((await human.exit()).code, 0);
   });
 
-  test("runs a command holding the lock: ETCD_LOCK_KEY / ETCD_LOCK_REV, the command's exit code", async () => {
+  test("runs a command holding the lock: ETCD_LOCK_KEY / _REV / _TOKEN, the command's exit code", async () => {
     const ns = uniqueName('cli-lock');
-    const script = 'echo "key=$ETCD_LOCK_KEY rev=$ETCD_LOCK_REV"; echo oops >&2; exit 7';
+    const script =
+      'echo "key=$ETCD_LOCK_KEY rev=$ETCD_LOCK_REV token=$ETCD_LOCK_TOKEN"; echo oops >&2; exit 7';
     const r = await runCli(['lock', 'job', ...at(ns), '--', 'sh', '-c', script]);
     assert.equal(r.code, 7, r.describe);
     const out = r.lines.find((l) => l.startsWith('key='));
-    const m = /^key=(\S+) rev=(\d+)$/.exec(out ?? '');
+    const m = /^key=(\S+) rev=(\d+) token=(\d+)$/.exec(out ?? '');
     assert.ok(m !== null, r.describe);
     assert.match(m[1] ?? '', new RegExp(`^/${ns}/locks/job/[0-9a-f]+$`));
+    // etcdctl's ETCD_LOCK_REV: the acquisition's revision, at or after the key's creation.
+    assert.ok(Number(m[2]) >= Number(m[3]), out);
     assert.match(r.stderr, /oops/);
     assert.deepEqual(await queueKeys(suite.client, `/${ns}/locks/job/`), [], 'released after');
 
@@ -113,7 +116,7 @@ void describe('etcdc lock', () => {
         .sort(),
       [
         `stderr: oops`,
-        `stdout: key=${String(j.records[0]?.key)} rev=${String(j.records[0]?.token)}`,
+        `stdout: key=${String(j.records[0]?.key)} rev=${String(j.records[0]?.revision)} token=${String(j.records[0]?.token)}`,
       ],
     );
   });

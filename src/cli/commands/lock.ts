@@ -33,7 +33,8 @@ export function registerLock(program: Command): void {
     .command('lock')
     .description(
       'Acquire a lock and hold it until Ctrl-C, or run a command while holding it (after --, ' +
-        'with ETCD_LOCK_KEY and ETCD_LOCK_REV, the fencing token, in its environment) and exit ' +
+        'with ETCD_LOCK_KEY, ETCD_LOCK_REV as etcdctl sets them and ETCD_LOCK_TOKEN, the fencing ' +
+        'token, in its environment) and exit ' +
         'with its code. Queues with `etcdctl lock` on the same path. Exit codes: 3 not ' +
         'acquired (--try, --timeout), 4 lost while held (the command got SIGTERM), 130 Ctrl-C ' +
         'while waiting.',
@@ -55,7 +56,7 @@ export function registerLock(program: Command): void {
         const lock = await acquire(out, mutex, flags, signal);
         if (lock === undefined) return;
         out.emit(
-          { event: 'acquired', key: lock.key, token: lock.token.revision },
+          { event: 'acquired', key: lock.key, token: lock.token.revision, revision: lock.revision },
           // etcdctl prints the key alone: scripts may read it so.
           lock.key,
         );
@@ -134,7 +135,13 @@ async function runHolding(out: Output, lock: HeldLock, command: string[]): Promi
   const [file = '', ...args] = command;
   const child = spawn(file, args, {
     stdio: ['inherit', out.json ? 'pipe' : 'inherit', out.json ? 'pipe' : 'inherit'],
-    env: { ...process.env, ETCD_LOCK_KEY: lock.key, ETCD_LOCK_REV: lock.token.revision },
+    // etcdctl's two (ETCD_LOCK_REV: the revision of the acquisition), and the fencing token.
+    env: {
+      ...process.env,
+      ETCD_LOCK_KEY: lock.key,
+      ETCD_LOCK_REV: String(lock.revision),
+      ETCD_LOCK_TOKEN: lock.token.revision,
+    },
   });
   if (out.json) {
     // Keep stdout one JSON object per line: the command's lines become `output` events.
