@@ -41,6 +41,8 @@ export interface DiagnosticMessages {
     /** The fencing token (create revision of the leader key). */
     token: string;
     identity: string;
+    /** etcd's revision of the read that found us leader (the leader event's `revision`). */
+    revision: number;
   };
   /** This process stopped being leader: why, and how long it led. */
   'etcd-connector:leadership.lost': {
@@ -59,6 +61,8 @@ export interface DiagnosticMessages {
     path: string;
     key: string;
     token: string;
+    /** etcd's revision of the read that found the lock ours (`lock.revision`). */
+    revision: number;
     waitMs: number;
   };
   /** A held lock was released by its holder after `heldMs`. */

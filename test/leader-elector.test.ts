@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -8,6 +9,7 @@ import {
   InvalidStateError,
   LEStatus,
   NotLeaderError,
+  type DiagnosticMessages,
   type LeaderEvent,
   type LeaderInfo,
 } from '../src/index.js';
@@ -210,9 +212,16 @@ void describe('LeaderElector', () => {
     assert.equal(await suite.connect(ns).newLeaderElector(path, 'C', 2).getLeader(), undefined);
   });
 
-  test("a leader event's revision: the read that found it first, after the last leader's last write", async () => {
+  test("a leader event's revision: the read that found it first, after the last leader's last write", async (t) => {
     const ns = uniqueName('el');
     const path = `/${ns}/e`;
+    const gained: DiagnosticMessages['etcd-connector:leadership.gained'][] = [];
+    const onGained = (m: unknown): void => {
+      const msg = m as DiagnosticMessages['etcd-connector:leadership.gained'];
+      if (msg.path === path) gained.push(msg);
+    };
+    subscribe('etcd-connector:leadership.gained', onGained);
+    t.after(() => unsubscribe('etcd-connector:leadership.gained', onGained));
     const a = suite.connect(ns).newLeaderElector(path, 'A', 5);
     const b = suite.connect(ns).newLeaderElector(path, 'B', 5);
     const ra = new Reader(a.start());
@@ -229,6 +238,8 @@ void describe('LeaderElector', () => {
     const led = await rb.next(isLeader, 'B leads');
     const written = Number(last.header.revision);
     assert.ok((led.revision ?? 0) > written, `${String(led.revision)} > ${written}`);
+    // The leadership.gained diagnostic says the same.
+    assert.equal(gained.find((m) => m.identity === 'B')?.revision, led.revision);
     await ra.done;
     await b.stop();
     await rb.done;

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { describe, test } from 'node:test';
 import {
   AbortError,
   ClosedError,
   InvalidArgumentError,
   NotLockedError,
+  type DiagnosticMessages,
   type Lock,
 } from '../src/index.js';
 import {
@@ -127,10 +129,16 @@ void describe('Mutex', () => {
     assert.deepEqual(await queueKeys(suite.client, `${path}/`), []);
   });
 
-  test("lock.revision: the read that found the lock ours, after the last holder's last write", async () => {
+  test("lock.revision: the read that found the lock ours, after the last holder's last write", async (t) => {
     const ns = uniqueName('mx');
     const [ca, cb] = [suite.connect(ns), suite.connect(ns)];
     const path = `/${ns}/locks/rev`;
+    const acquired: DiagnosticMessages['etcd-connector:lock.acquire'][] = [];
+    const onAcquire = (m: unknown): void => {
+      acquired.push(m as DiagnosticMessages['etcd-connector:lock.acquire']);
+    };
+    subscribe('etcd-connector:lock.acquire', onAcquire);
+    t.after(() => unsubscribe('etcd-connector:lock.acquire', onAcquire));
     const a = await ca.newMutex(path).lock();
     assert.ok(a.revision >= Number(a.token.revision), `${a.revision} >= ${a.token.revision}`);
     const pb = cb.newMutex(path).lock();
@@ -141,6 +149,8 @@ void describe('Mutex', () => {
     const b = await withTimeout(pb, testTimeout(5000), 'b');
     const written = Number(last.header.revision);
     assert.ok(b.revision > written, `${b.revision} > ${written}`);
+    // The lock.acquire diagnostic says the same.
+    assert.equal(acquired.find((m) => m.key === b.key)?.revision, b.revision);
     await b.unlock();
     const tried = await cb.newMutex(path).tryLock();
     assert.ok(tried !== undefined);

@@ -230,6 +230,7 @@ class Attempt {
         path,
         key: held.key,
         token: token.revision,
+        revision,
         waitMs: performance.now() - this.startedAt,
       }));
       return held;

@@ -345,6 +345,7 @@ export class Campaign {
         key: token.key,
         token: token.revision,
         identity: this.opts.value(),
+        revision,
       }));
     }
     this.leading = true;
