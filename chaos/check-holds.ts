@@ -135,8 +135,8 @@ function leaseOf(key: string): string {
  */
 export function holds(
   records: readonly ChaosRecord[],
-  acquired: 'lock.acquired' | 'lead.gained',
-  ended: 'lock.ended' | 'lead.ended',
+  acquired: 'lock.acquired' | 'lead.gained' | 'run.started',
+  ended: 'lock.ended' | 'lead.ended' | 'run.ended',
   recipes: readonly Recipe[] = ['mutex'],
 ): Hold[] {
   const deadlines = new Map<string, { t: number; at: number }[]>();

@@ -48,6 +48,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
   const rwHolds = holds(records, 'lock.acquired', 'lock.ended', ['read', 'write']);
   const multiHolds = holds(records, 'lock.acquired', 'lock.ended', ['multi']);
   const leadHolds = holds(records, 'lead.gained', 'lead.ended');
+  const runHolds = holds(records, 'run.started', 'run.ended');
   const dequeues = byKind(records, 'dequeue');
   const roles: Role[] = [
     ['lock', lockHolds],
@@ -56,6 +57,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     ['write lock', rwHolds.filter((h) => h.recipe === 'write')],
     ['MultiLock', multiHolds],
     ['leadership', leadHolds],
+    ['leader work (run)', runHolds],
   ];
   const gaps = records.filter((r) => r.kind === 'history.gap');
   const historyVerdict: Verdict = {
@@ -84,6 +86,7 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
     checkExclusion('MultiLock: one holder per path', multiHolds, alonePerPath),
     checkGrantDeadlines(records),
     checkExclusion('mutual exclusion: leaders', leadHolds),
+    checkExclusion('mutual exclusion: leader work terms (run)', runHolds),
     checkLeaseTtls(roles),
     checkFencing(
       'fencing: counter writes under live, increasing tokens',
@@ -102,6 +105,12 @@ export function check(records: readonly ChaosRecord[], params: RunParams): Verdi
       history,
       params.workKey,
       electionPrefix,
+    ),
+    checkFencing(
+      'fencing: leader work (run) under live, increasing tokens',
+      history,
+      params.runWorkKey,
+      params.runElectionPrefix,
     ),
     checkCounter(history, records, 'mutex', params.counterKey, final),
     checkCounter(history, records, 'rw', params.rwCounterKey, final),

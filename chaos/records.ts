@@ -150,6 +150,12 @@ export type WorkerRecord = WorkerBase &
     /** `revision`: the leader event's, etcd's revision of the read that found it first. */
     | { kind: 'lead.gained'; token: string; key: string; deadlineAt: number; revision?: number }
     | { kind: 'lead.ended'; token: string; how: string }
+    /**
+     * A term of `elector.run(fn)` began (fn called; `revision`: the grant's), or ended (fn's
+     * signal aborted, or fn returned).
+     */
+    | { kind: 'run.started'; token: string; key: string; deadlineAt: number; revision?: number }
+    | { kind: 'run.ended'; token: string; how: string }
     | { kind: 'work'; token: string; outcome: 'ok' | 'failed' | 'unknown'; revision?: number }
     | { kind: 'obs.start'; from: number }
     | { kind: 'obs.event'; type: 'put' | 'delete'; key: string; value: string; revision: number }
@@ -286,6 +292,9 @@ export interface RunParams {
   workKey: string;
   /** The election's key prefix (`electionPath + '/'`). */
   electionPrefix: string;
+  /** The key `elector.run(fn)`'s terms write to, and that election's key prefix. */
+  runWorkKey: string;
+  runElectionPrefix: string;
   /** The prefix the workers' observers watch (filled by the writer). */
   observedPrefix: string;
   /** Each worker's own ephemeral key is `ephemeralPrefix + w`. */
@@ -311,6 +320,8 @@ export function runParams(root: string, ttl: number): RunParams {
     accountPrefix: `${root}/accounts/`,
     workKey: `${root}/work`,
     electionPrefix: `${root}/election/`,
+    runWorkKey: `${root}/runwork`,
+    runElectionPrefix: `${root}/run-election/`,
     observedPrefix: `${root}/obs/`,
     ephemeralPrefix: `${root}/eph/`,
     ephemeralCyclePrefix: `${root}/eph-cycle/`,

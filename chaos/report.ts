@@ -46,6 +46,8 @@ export interface Operations {
   vandalActs: number;
   leaderTerms: number;
   leaderWrites: number;
+  /** Terms of `elector.run(fn)` (a suspension that recovers runs fn again: counted again). */
+  runTerms: number;
   observerEvents: number;
   trackerMaps: number;
   workerIncarnations: number;
@@ -79,6 +81,7 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     vandalActs: 0,
     leaderTerms: 0,
     leaderWrites: 0,
+    runTerms: 0,
     observerEvents: 0,
     trackerMaps: 0,
     workerIncarnations: 0,
@@ -106,6 +109,7 @@ export function countOperations(records: readonly ChaosRecord[]): Operations {
     else if (r.kind === 'vandal') ops.vandalActs++;
     else if (r.kind === 'lead.gained') terms.add(`${holder(r)}|${r.token}`);
     else if (r.kind === 'work' && r.outcome === 'ok') ops.leaderWrites++;
+    else if (r.kind === 'run.started') ops.runTerms++;
     else if (r.kind === 'obs.event') ops.observerEvents++;
     else if (r.kind === 'tracker') ops.trackerMaps++;
     else if (r.kind === 'start') ops.workerIncarnations++;
@@ -173,6 +177,7 @@ export function summary(
     `| ephemeral keys deleted or overwritten by the vandal | ${ops.vandalActs} |`,
     `| leader terms | ${ops.leaderTerms} |`,
     `| fenced leader writes | ${ops.leaderWrites} |`,
+    `| leader work runs (elector.run) | ${ops.runTerms} |`,
     `| observer events delivered | ${ops.observerEvents} |`,
     `| tracker maps | ${ops.trackerMaps} |`,
     '',
@@ -251,6 +256,7 @@ export function timelineLanes(records: readonly ChaosRecord[]): Lane[] {
       accent: { recipe: 'write', colour: '#e63946' },
     },
     { name: 'leader', holds: holds(records, 'lead.gained', 'lead.ended'), colour: '#457b9d' },
+    { name: 'run', holds: holds(records, 'run.started', 'run.ended'), colour: '#2a9d8f' },
   ];
 }
 

@@ -1,8 +1,9 @@
 /**
  * A chaos worker: one process that runs, at once, the lock loops (chaos/worker-locks.ts), the
  * loops of writes whose answer can be lost (chaos/worker-toolbox.ts), ephemeral keys
- * (chaos/worker-ephemeral.ts), an elector doing fenced leader work, a service registration, a tracker, and an observer of the prefix the writer fills
- * — and writes down everything it does (chaos/worker-context.ts).
+ * (chaos/worker-ephemeral.ts), an elector doing fenced leader work, another one's work through
+ * `run()` (chaos/worker-leader-work.ts), a service registration, a tracker, and an observer of
+ * the prefix the writer fills — and writes down everything it does (chaos/worker-context.ts).
  *
  * Args: --id w1 --inc 0 --endpoints a,b,c --ttl 3 --log file --root /chaos
  * Stops cleanly on a `stop` line on stdin (or stdin's end, or SIGTERM).
@@ -26,6 +27,7 @@ import {
   ttl,
 } from './worker-context.js';
 import { ephemeralCycleLoop, ephemeralLoop, ephemeralSharedLoop } from './worker-ephemeral.js';
+import { leaderWorkLoop } from './worker-leader-work.js';
 import { counterLoop, multiLockLoop, rwLoop, semaphoreLoop } from './worker-locks.js';
 import {
   adderLoop,
@@ -222,6 +224,7 @@ async function main(): Promise<void> {
     ephemeralCycleLoop(),
     ephemeralSharedLoop(),
     electorLoop(),
+    leaderWorkLoop(),
     registration(),
     trackerLoop(),
     observerLoop(),

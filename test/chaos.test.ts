@@ -110,6 +110,7 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
   );
   assert.ok(Number(eph?.[1]) > 40 && Number(eph?.[2]) > 5, summary);
   assert.ok(count('ephemeral keys deleted or overwritten by the vandal') > 5, summary);
+  assert.ok(count('leader work runs \\(elector.run\\)') > 10, summary);
   assert.ok(count('\\*\\*all\\*\\*') >= 15, summary);
   const kinds = summary.split('\n').filter((l) => /^\| [a-z]+-[a-z-]+ \| \d+ \|$/.test(l));
   assert.ok(kinds.length >= 6, `fault kinds: ${kinds.join(', ')}`);

@@ -1,10 +1,10 @@
 // The chaos checker. Holds: exclusion per recipe (mutex, semaphore, RWMutex, MultiLock,
-// leadership), grants after the deadline, and early revocations told apart from double holders.
+// leadership, leader work through run()), grants after the deadline, and early revocations told apart from double holders.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { check, holds } from '../../chaos/checker.js';
 import type { ChaosRecord, HistoryRecord } from '../../chaos/records.js';
-import { P, cleanRun, failing, failedRows } from '../fixtures/chaos-run.js';
+import { P, cleanRun, failing, failedRows, h } from '../fixtures/chaos-run.js';
 
 void describe('chaos checker: holds', () => {
   void test('a leader that regains its token after a suspension holds again (no false alarm)', () => {
@@ -57,6 +57,32 @@ void describe('chaos checker: holds', () => {
           (v.violations[0] ?? '').includes('overlap'),
       ),
       JSON.stringify(failed),
+    );
+  });
+
+  void test('a second term of leader work (run) beside the first, and its write, are reported', () => {
+    const records = cleanRun();
+    const started = records.find((r) => r.kind === 'run.started');
+    assert.ok(started?.kind === 'run.started');
+    // w2's fn starts while w1's still runs (w1's key not deleted), and writes under its token.
+    const key = h('put', '/c/run-election/b2', 'w2');
+    records.push(
+      { ...key, t: started.t + 0.5, revision: Number(started.token) + 0.25 },
+      {
+        kind: 'run.started',
+        w: 'w2',
+        inc: 0,
+        t: started.t + 1,
+        token: String(Number(started.token) + 0.25),
+        key: key.key,
+        deadlineAt: started.t + 3000,
+      },
+    );
+    records.sort((a, b) => a.t - b.t);
+    const rows = failedRows(records);
+    assert.ok(
+      rows.some((r) => r.startsWith('mutual exclusion: leader work terms (run): w2#0')),
+      rows.join('\n'),
     );
   });
 
