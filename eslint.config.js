@@ -32,6 +32,15 @@ export default tseslint.config(
         'error',
         { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
       ],
+      'no-restricted-properties': [
+        'error',
+        {
+          object: 'AbortSignal',
+          property: 'any',
+          message:
+            "use anySignal() (src/transport/timers.ts): Node 20's AbortSignal.any loses a timeout source to GC",
+        },
+      ],
     },
   },
   {

@@ -7,6 +7,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { setTimeout as wait } from 'node:timers/promises';
 import { EtcdConnector, EtcdConnectorError, type SessionHandle } from '../src/index.js';
+import { anySignal } from '../src/transport/timers.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) {
@@ -56,7 +57,7 @@ export const path = (...s: string[]): string => conn.constructPath(...s);
  * nothing was written).
  */
 export function impatient(): AbortSignal {
-  return AbortSignal.any([signal, AbortSignal.timeout(Math.round(300 + Math.random() * 2700))]);
+  return anySignal([signal, AbortSignal.timeout(Math.round(300 + Math.random() * 2700))]);
 }
 
 /** Waits `ms`, or less if the worker is told to stop. */

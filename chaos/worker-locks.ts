@@ -25,6 +25,7 @@ import {
   type MultiLockHandle,
   type SessionHandle,
 } from '../src/index.js';
+import { anySignal } from '../src/transport/timers.js';
 
 /** The locks a hold is made of: one, or a MultiLock's. */
 function locksOf(held: Lock | MultiLockHandle): readonly Lock[] {
@@ -136,7 +137,7 @@ async function increments(counter: Counter, held: Lock): Promise<boolean> {
 /** Holds for a few ms (less if the hold is lost or the worker stops): a reader, a permit. */
 async function dwell(held: Lock | MultiLockHandle): Promise<boolean> {
   await wait(5 + Math.random() * 25, undefined, {
-    signal: AbortSignal.any([held.signal, signal]),
+    signal: anySignal([held.signal, signal]),
   }).catch(() => undefined);
   return false;
 }

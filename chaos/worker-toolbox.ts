@@ -19,6 +19,7 @@ import {
   stopped,
   ttl,
 } from './worker-context.js';
+import { anySignal } from '../src/transport/timers.js';
 
 /**
  * The counter, queue and STM loops wait this long or up to twice as long between calls: enough
@@ -96,7 +97,7 @@ export async function consumerLoop(): Promise<void> {
     const turnOver = AbortSignal.timeout(CONSUMER_TURN_MS);
     try {
       const { key, value, revision } = await queues[queue].dequeueItem({
-        signal: AbortSignal.any([signal, turnOver]),
+        signal: anySignal([signal, turnOver]),
       });
       log({ kind: 'dequeue', queue, outcome: 'ok', item: value, key, revision: Number(revision) });
     } catch (err) {

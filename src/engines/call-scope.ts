@@ -12,7 +12,7 @@ import {
   OutcomeUnknownError,
   type EtcdConnectorError,
 } from '../errors.js';
-import { Backoff, delay, isAborted } from '../transport/timers.js';
+import { anySignal, Backoff, delay, isAborted } from '../transport/timers.js';
 import type { Closable, ConnectorContext } from './context.js';
 import { validateSignal } from './lifecycle.js';
 
@@ -103,7 +103,7 @@ export class CallScope {
     private readonly life: RecipeLife,
     private readonly caller?: AbortSignal,
   ) {
-    this.signal = caller === undefined ? life.signal : AbortSignal.any([caller, life.signal]);
+    this.signal = caller === undefined ? life.signal : anySignal([caller, life.signal]);
   }
 
   get ended(): boolean {

@@ -21,7 +21,7 @@ import type { FencingToken } from '../fencing.js';
 import type { Session, SessionStateChange } from '../session/session.js';
 import type { SessionRef } from '../session/session-pool.js';
 import { StreamQueue, type RecipeStream } from '../transport/stream-queue.js';
-import { Backoff, delay, isAborted } from '../transport/timers.js';
+import { anySignal, Backoff, delay, isAborted } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import type { QueueMember } from './wait-deletes.js';
 
@@ -365,7 +365,7 @@ export async function runHeld<T>(
   fn: (signal: AbortSignal, lock: HeldLock) => Promise<T> | T,
   signal?: AbortSignal,
 ): Promise<T> {
-  const combined = signal === undefined ? lock.signal : AbortSignal.any([lock.signal, signal]);
+  const combined = signal === undefined ? lock.signal : anySignal([lock.signal, signal]);
   let result: T;
   try {
     result = await fn(combined, lock);

@@ -23,17 +23,12 @@ import { validateTtl } from '../paths.js';
 import type { Session } from '../session/session.js';
 import { sessionOf, type SessionHandle } from '../session/session-handle.js';
 import type { SessionRef } from '../session/session-pool.js';
-import { Backoff, delay, isAborted } from '../transport/timers.js';
+import { anySignal, Backoff, delay, isAborted } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { validateSignal } from './lifecycle.js';
 import { LocalGates } from './local-gate.js';
-import {
-  QueueMember,
-  type JoinResult,
-  type QueueShape,
-  type WaitOutcome,
-} from './wait-deletes.js';
+import { QueueMember, type JoinResult, type QueueShape, type WaitOutcome } from './wait-deletes.js';
 
 /** What a lock recipe asks for. */
 export interface QueueLockSpec {
@@ -99,9 +94,7 @@ export async function acquireQueued(
   ctx.assertOpen();
   const closing = new AbortController();
   const signal =
-    options.signal === undefined
-      ? closing.signal
-      : AbortSignal.any([options.signal, closing.signal]);
+    options.signal === undefined ? closing.signal : anySignal([options.signal, closing.signal]);
   const untrack = ctx.track({
     close: async () => {
       closing.abort(new ClosedError());

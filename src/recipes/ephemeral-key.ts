@@ -53,7 +53,7 @@ import { sessionOf, type SessionHandle } from '../session/session-handle.js';
 import type { SessionRef } from '../session/session-pool.js';
 import { leaseIdHex } from '../transport/rpc.js';
 import { StreamQueue } from '../transport/stream-queue.js';
-import { abortable, Backoff, delay, isAborted } from '../transport/timers.js';
+import { abortable, anySignal, Backoff, delay, isAborted } from '../transport/timers.js';
 import type { MuxWatch } from '../transport/watch-types.js';
 
 /**
@@ -243,7 +243,7 @@ export class EphemeralKey implements AsyncDisposable {
     const signal =
       options.signal === undefined
         ? this.controller.signal
-        : AbortSignal.any([options.signal, this.controller.signal]);
+        : anySignal([options.signal, this.controller.signal]);
     const creating = this.doCreate(signal);
     this.creating = creating.catch(() => undefined);
     return creating;

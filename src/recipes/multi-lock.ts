@@ -14,6 +14,7 @@ import { InvalidArgumentError, NotLockedError } from '../errors.js';
 import type { FencingToken } from '../fencing.js';
 import { validatePath } from '../paths.js';
 import { Mutex, type LockOptions } from './mutex.js';
+import { anySignal } from '../transport/timers.js';
 
 /** Options of `conn.newMultiLock(paths, options)`. */
 export type MultiLockOptions = LockRecipeOptions;
@@ -32,7 +33,7 @@ export class MultiLockHandle implements AsyncDisposable {
   ) {
     this.locks = locks;
     const signals = locks.map((l) => l.signal);
-    const any = AbortSignal.any(signals);
+    const any = anySignal(signals);
     const onAbort = (): void => {
       this.controller.abort(any.reason);
     };
@@ -206,9 +207,7 @@ export class MultiLock {
   ): Promise<T> {
     const handle = await this.lock(options);
     const signal =
-      options.signal === undefined
-        ? handle.signal
-        : AbortSignal.any([handle.signal, options.signal]);
+      options.signal === undefined ? handle.signal : anySignal([handle.signal, options.signal]);
     let result: T;
     try {
       result = await fn(signal, handle);

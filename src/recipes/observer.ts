@@ -21,6 +21,7 @@ import {
 import { prefixRange } from '../engines/ranges.js';
 import { StreamQueue, type QueueOwner, type RecipeStream } from '../transport/stream-queue.js';
 import type { WatchEvent, WatchStatus } from '../transport/watch-types.js';
+import { anySignal } from '../transport/timers.js';
 
 /** A change of one key. */
 export interface ObserverChange {
@@ -188,7 +189,7 @@ export class Observer implements AsyncDisposable {
     );
     const [only] = signals;
     this.life.begin(
-      only === undefined ? {} : { signal: signals.length === 1 ? only : AbortSignal.any(signals) },
+      only === undefined ? {} : { signal: signals.length === 1 ? only : anySignal(signals) },
     );
     const feed = new ObserverFeed(this, this.bufferSize, this.slowConsumer);
     const queue = feed.queue;

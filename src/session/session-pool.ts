@@ -15,7 +15,7 @@
 import type { Etcd3 } from 'etcd3';
 import { AbortError, ClosedError, InvalidArgumentError } from '../errors.js';
 import type { ConnectionMonitor } from '../transport/connection-state.js';
-import { Backoff, delay } from '../transport/timers.js';
+import { anySignal, Backoff, delay } from '../transport/timers.js';
 import { Session, type SessionOptions } from './session.js';
 
 export interface AcquireOptions {
@@ -93,7 +93,7 @@ export class SessionPool {
         const signal =
           opts.signal === undefined
             ? this.closing.signal
-            : AbortSignal.any([opts.signal, this.closing.signal]);
+            : anySignal([opts.signal, this.closing.signal]);
         await delay(backoff.next(), signal).catch((e: unknown) => {
           throw this.closed ? new ClosedError() : e;
         });

@@ -5,6 +5,24 @@ export function monotonicMs(): number {
   return performance.now();
 }
 
+/** The source signals of each composite of {@link anySignal}, alive as long as it is. */
+const sourcesOf = new WeakMap<AbortSignal, readonly AbortSignal[]>();
+
+/**
+ * `AbortSignal.any(signals)` that keeps its sources alive as long as the composite lives. Node
+ * 20's composite holds its sources only weakly, and a source made by `AbortSignal.timeout()` that
+ * nothing else holds is then collected at the next GC and never fires: the composite never
+ * aborts (nodejs/node#57736; chaos run: a double barrier `enter()` given a 0.3-3 s give-up signal
+ * waited 35 s, and every other participant's `leave()` with it). Use this, never
+ * `AbortSignal.any` (lint forbids it).
+ */
+export function anySignal(signals: readonly AbortSignal[]): AbortSignal {
+  // eslint-disable-next-line no-restricted-properties -- the one place it is wrapped
+  const composite = AbortSignal.any(signals as AbortSignal[]);
+  if (!composite.aborted) sourcesOf.set(composite, signals);
+  return composite;
+}
+
 /** Resolves after `ms`, or rejects with AbortError as soon as `signal` fires. */
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

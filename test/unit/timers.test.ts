@@ -1,8 +1,16 @@
 // Fast tests of the timing helpers: no etcd.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { AbortError } from '../../src/errors.js';
-import { abortable, Backoff, delay } from '../../src/transport/timers.js';
+import { abortable, anySignal, Backoff, delay } from '../../src/transport/timers.js';
+
+/** A full garbage collection, now (as `--expose-gc` would give). */
+function collectGarbage(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+}
 
 void describe('timers', () => {
   void test('Backoff grows exponentially with jitter, caps, and resets', () => {
@@ -15,6 +23,32 @@ void describe('timers', () => {
     });
     b.reset();
     assert.ok(b.next() <= 50);
+  });
+
+  void test('anySignal aborts on a timeout source that nothing else holds, after a GC', async () => {
+    const stop = new AbortController();
+    const reasons: unknown[] = [];
+    const n = 20;
+    for (let i = 0; i < n; i++) {
+      // As a caller's give-up signal: only the composite is kept (by its listener).
+      const composite = anySignal([stop.signal, AbortSignal.timeout(150)]);
+      composite.addEventListener('abort', () => reasons.push(composite.reason), { once: true });
+    }
+    // A WeakRef's target lives until the end of the job that made it: collect after it.
+    await delay(10);
+    collectGarbage();
+    await delay(10);
+    collectGarbage();
+    await delay(600);
+    // Node 20's AbortSignal.any() alone: 0 of 20 (the sources were collected).
+    assert.equal(reasons.length, n);
+    assert.ok(reasons.every((r) => r instanceof DOMException && r.name === 'TimeoutError'));
+    // Either source: the other one too.
+    const first = new AbortController();
+    const either = anySignal([first.signal, stop.signal]);
+    first.abort(new Error('first'));
+    assert.equal((either.reason as Error).message, 'first');
+    assert.equal(anySignal([AbortSignal.abort('x')]).aborted, true);
   });
 
   void test('delay rejects with AbortError at once when aborted', async () => {

@@ -17,6 +17,7 @@ import { interruptible } from '../command-scope.js';
 import { checkFlags, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
 import { aborted } from '../interrupt.js';
 import { clock, jsonError, type Output } from '../output.js';
+import { anySignal } from '../../transport/timers.js';
 
 export const EXIT_NOT_ACQUIRED = 3;
 export const EXIT_LOCK_LOST = 4;
@@ -94,7 +95,7 @@ async function acquire(
   if (flags.timeout !== undefined) signals.push(AbortSignal.timeout(flags.timeout));
   out.info(`${clock()} waiting for ${mutex.path}`);
   try {
-    return await mutex.lock({ signal: AbortSignal.any(signals) });
+    return await mutex.lock({ signal: anySignal(signals) });
   } catch (err) {
     if (!(err instanceof AbortError)) throw err;
     if (interrupt.aborted) {

@@ -9,6 +9,7 @@ import { AbortError, InvalidArgumentError, TimeoutError } from '../../errors.js'
 import { connected, interruptible, type Interruptible } from '../command-scope.js';
 import { checkFlags, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
 import { clock } from '../output.js';
+import { anySignal } from '../../transport/timers.js';
 
 interface PushFlags extends GlobalFlags {
   priority?: number;
@@ -51,9 +52,7 @@ async function waitFor(
 ): Promise<void> {
   try {
     await preflight(conn, signal);
-    await call(
-      timeout === undefined ? signal : AbortSignal.any([signal, AbortSignal.timeout(timeout)]),
-    );
+    await call(timeout === undefined ? signal : anySignal([signal, AbortSignal.timeout(timeout)]));
   } catch (err) {
     // Ctrl-C while waiting: a clean end.
     if (signal.aborted) return;
