@@ -220,7 +220,8 @@ class Controller implements Stage {
   }
 
   async vandalize(target: string, act: 'delete' | 'overwrite'): Promise<void> {
-    const key = target === 'shared' ? `${ROOT}/eph-shared` : `${ROOT}/eph/${target}`;
+    const { ephemeralSharedKey, ephemeralPrefix } = runParams(ROOT, this.ttl);
+    const key = target === 'shared' ? ephemeralSharedKey : ephemeralPrefix + target;
     try {
       const res =
         act === 'delete'
@@ -415,7 +416,8 @@ async function main(): Promise<number> {
     const services = (await direct.getAll().prefix(`${ROOT}/services/`).keys()).map((k) =>
       k.slice(`${ROOT}/services/`.length),
     );
-    // The ephemeral keys every running worker must have put back by now.
+    // The ephemeral keys (own, cycled, shared: all under eph) every running worker must have
+    // put back by now.
     const ephemeralAt = now();
     const ephemeralRead = await direct.getAll().prefix(`${ROOT}/eph`).exec();
     const ephemeral = Object.fromEntries(

@@ -256,7 +256,7 @@ export class Nemesis {
     ];
   }
 
-  /** Now and then (1.5-4.5 s apart), one ephemeral key deleted or overwritten. */
+  /** Now and then (1.3-4.5 s apart), one ephemeral key deleted or overwritten. */
   private vandal(): (readonly [Fault, number])[] {
     const { stage } = this;
     return [
