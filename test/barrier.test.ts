@@ -202,6 +202,36 @@ void describe('Barrier and DoubleBarrier', () => {
     assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
   });
 
+  void test('double barrier: a leaver waits for the participants in when it left, not for a next round', async () => {
+    const conn = suite.connect(uniqueName('bar'));
+    const path = conn.constructPath('dbar-next');
+    const [a, b] = [conn.newDoubleBarrier(path, 2), conn.newDoubleBarrier(path, 2)];
+    await withTimeout(Promise.all([a.enter(), b.enter()]), testTimeout(5000), 'both in');
+    // Go's leave orders by mod revision.
+    const mod = async (k: string | undefined): Promise<number> =>
+      Number((await suite.client.get(k ?? '').exec()).kvs[0]?.mod_revision);
+    const [lowest, other] = (await mod(a.key)) < (await mod(b.key)) ? [a, b] : [b, a];
+    const lowestKey = lowest.key ?? '';
+    const otherKey = other.key ?? '';
+    // The other leaves first: out at once, then it waits for the lowest.
+    const leaving = other.leave();
+    await waitFor(async () => (await suite.client.get(otherKey).exec()).kvs.length === 0, {
+      timeoutMs: testTimeout(5000),
+      message: 'the other out',
+    });
+    assert.equal(await pendingAfter(leaving, 200), 'pending', 'waits for the lowest');
+    // A next round's participant arrives (a key of its own lease), then the lowest goes (its
+    // key deleted, as its lease would): the leaver is done, the newcomer still in.
+    const lease = suite.client.lease(10);
+    suite.defer(() => lease.revoke());
+    const newcomer = `${path}/waiters/${String(process.hrtime.bigint() + 10n ** 12n)}`;
+    await lease.put(newcomer).value('');
+    await suite.client.delete().key(lowestKey);
+    await withTimeout(leaving, testTimeout(5000), 'left without waiting for the newcomer');
+    assert.equal((await suite.client.get(newcomer).exec()).kvs.length, 1);
+    await lowest.close();
+  });
+
   for (const oneLeft of [false, true]) {
     void test(`double barrier: one too many is refused when ready was put just after it arrived${oneLeft ? ', and one of the two has left before it looks' : ''}`, async () => {
       // Chaos runs: three arrived within a few ms, the first two put ready, and the third took

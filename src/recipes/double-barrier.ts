@@ -19,7 +19,8 @@
  * A participant that dies inside the barrier does not block the others forever: its key goes
  * with its lease (TTL after its death), and every wait re-reads on that delete. Leave is Go's
  * protocol: the participant with the lowest key stays until every other has gone, then deletes
- * `ready` and itself; each other deletes its key and waits for the lowest's delete.
+ * `ready` and itself; each other deletes its key and waits until the participants that were in
+ * when it left are gone (Go waits for later arrivals too, which a busy barrier never runs out of).
  */
 import {
   CompareResult,
@@ -56,8 +57,11 @@ interface Place {
   readonly key: string;
   readonly createRevision: string;
   readonly session: Session;
-  /** We deleted our key in `leave()` (we are out; waiting for the others). */
-  left: boolean;
+  /**
+   * We deleted our key in `leave()` after a read at this revision: we are out, and wait for the
+   * participants that were in then (created at or before it) — not for a next round's.
+   */
+  leftAt: number | undefined;
 }
 
 /**
@@ -224,7 +228,7 @@ export class DoubleBarrier implements AsyncDisposable {
       if (res.succeeded || kv?.lease === session.leaseId) {
         this.unuse = useKey(this.ctx, key);
         const createRevision = res.succeeded ? res.header.revision : (kv?.create_revision ?? '');
-        return { key, createRevision, session, left: false };
+        return { key, createRevision, session, leftAt: undefined };
       }
     }
   }
@@ -298,6 +302,7 @@ export class DoubleBarrier implements AsyncDisposable {
     const readyBuf = Buffer.from(this.readyKey);
     const range = prefixRange(this.waitersPrefix);
     return this.waitAt<undefined>(scope, place, 'leave', async () => {
+      if (place.leftAt !== undefined) return this.waitOthersLeft(place.leftAt);
       const res = await this.txn({
         success: [
           rangeOp({ key: keyBuf, keys_only: true }),
@@ -317,27 +322,14 @@ export class DoubleBarrier implements AsyncDisposable {
             limit: 1,
             keys_only: true,
           }),
-          rangeOp({ key: readyBuf, keys_only: true }),
         ],
       });
       const revision = Number(res.header.revision);
       const count = Number(res.responses[1]?.response_range.count ?? 0);
       const lowest = kvAt(res.responses, 2);
       const highest = kvAt(res.responses, 3);
-      const ready = kvAt(res.responses, 4);
-      if (!place.left) this.assertInside(place, kvAt(res.responses, 0));
-      if (count === 0) {
-        // Everyone is out. If the last one died before deleting `ready`, delete it now —
-        // only while no participant of a next round has arrived.
-        if (ready !== undefined) {
-          await this.txn({
-            compare: [noKeysIn(range.key, range.range_end)],
-            success: [deleteOp(readyBuf)],
-          });
-        }
-        return { done: true, value: undefined };
-      }
-      if (!place.left && count === 1) {
+      this.assertInside(place, kvAt(res.responses, 0));
+      if (count === 1) {
         // Only ours is left: the last one out closes the barrier, ours and `ready` at once.
         const cleaned = await this.txn({
           compare: [
@@ -352,28 +344,57 @@ export class DoubleBarrier implements AsyncDisposable {
         if (cleaned.succeeded) return { done: true, value: undefined };
         return { done: false, revision, watch: [] };
       }
-      if (!place.left && lowest?.key.equals(keyBuf) === true && highest !== undefined) {
+      if (lowest?.key.equals(keyBuf) === true && highest !== undefined) {
         // Lowest: wait for the highest to go, then look again.
         return { done: false, revision, watch: [{ key: highest.key }, { key: keyBuf }] };
       }
-      if (!place.left) {
-        // Not the lowest: out now, then wait for the lowest (the last to go) to go. Our key is
-        // done with: a late copy of its put landing while we wait would be a participant nobody
-        // is, and the lowest would wait for it (chaos run) — swept from now on.
-        await this.removeKey(place);
-        place.left = true;
-        this.disown();
-        return { done: false, revision, watch: [] };
-      }
-      return {
-        done: false,
-        revision,
-        watch:
-          lowest === undefined
-            ? [{ key: range.key, rangeEnd: range.range_end }]
-            : [{ key: lowest.key }],
-      };
+      // Not the lowest: out now, then wait for the others of this read (the lowest, the last to
+      // go, among them) to go. Our key is done with: a late copy of its put landing while we
+      // wait would be a participant nobody is, and the lowest would wait for it (chaos run) —
+      // swept from now on.
+      await this.removeKey(place);
+      place.leftAt = revision;
+      this.disown();
+      return { done: false, revision, watch: [] };
     });
+  }
+
+  /**
+   * Out of the barrier: done once every participant created at or before `leftAt` (those in when
+   * we left) is gone. Participants that arrived since belong to a next round (Go would wait for
+   * them too, for as long as they keep coming). The last one out deletes `ready` when it could
+   * not (it died): only while nobody is in at all.
+   */
+  private async waitOthersLeft(leftAt: number): Promise<Check<undefined>> {
+    const readyBuf = Buffer.from(this.readyKey);
+    const range = prefixRange(this.waitersPrefix);
+    const ours = { ...range, max_create_revision: String(leftAt) };
+    const res = await this.txn({
+      success: [
+        rangeOp({ ...ours, count_only: true }),
+        rangeOp({
+          ...ours,
+          sort_target: 'Create',
+          sort_order: 'Ascend',
+          limit: 1,
+          keys_only: true,
+        }),
+        rangeOp({ ...range, count_only: true }),
+        rangeOp({ key: readyBuf, keys_only: true }),
+      ],
+    });
+    const oldest = kvAt(res.responses, 1);
+    if (oldest !== undefined) {
+      return { done: false, revision: Number(res.header.revision), watch: [{ key: oldest.key }] };
+    }
+    const everyone = Number(res.responses[2]?.response_range.count ?? 0);
+    if (everyone === 0 && kvAt(res.responses, 3) !== undefined) {
+      await this.txn({
+        compare: [noKeysIn(range.key, range.range_end)],
+        success: [deleteOp(readyBuf)],
+      });
+    }
+    return { done: true, value: undefined };
   }
 
   /** A wait of ours in `place` (to enter or to leave): our session's changes wake it too. */
@@ -481,7 +502,7 @@ export class DoubleBarrier implements AsyncDisposable {
   private async teardown(): Promise<void> {
     const place = this.place;
     this.place = undefined;
-    if (place !== undefined && !place.left) await this.removeKey(place);
+    if (place !== undefined && place.leftAt === undefined) await this.removeKey(place);
     await this.releaseSession();
   }
 
