@@ -202,6 +202,25 @@ void describe('Barrier and DoubleBarrier', () => {
     assert.equal((await etcdctlDump(suite.etcd.endpoints, `${path}/`)).length, 0, 'ready deleted');
   });
 
+  void test('double barrier: a late copy of an earlier ready put lets nobody in alone', async () => {
+    const conn = suite.connect(uniqueName('bar'));
+    const path = conn.constructPath('dbar-late');
+    const a = conn.newDoubleBarrier(path, 2);
+    const entering = a.enter();
+    await waitFor(
+      async () => (await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length === 1,
+      { timeoutMs: testTimeout(5000), message: 'a waiting' },
+    );
+    // As seed 9012: an earlier round's `ready` put, its answer lost, applied after a arrived.
+    await suite.client.put(`${path}/ready`).value('');
+    assert.equal(await pendingAfter(entering, 500), 'pending', 'not in alone');
+    // The second participant opens it for both.
+    const b = suite.connect(conn.namespace).newDoubleBarrier(path, 2);
+    await withTimeout(Promise.all([entering, b.enter()]), testTimeout(5000), 'both in');
+    await withTimeout(Promise.all([a.leave(), b.leave()]), testTimeout(5000), 'both out');
+    assert.deepEqual(await etcdctlDump(suite.etcd.endpoints, `${path}/`), []);
+  });
+
   void test('double barrier: a leaver waits for the participants in when it left, not for a next round', async () => {
     const conn = suite.connect(uniqueName('bar'));
     const path = conn.constructPath('dbar-next');

@@ -237,7 +237,6 @@ export class DoubleBarrier implements AsyncDisposable {
     const keyBuf = Buffer.from(place.key);
     const readyBuf = Buffer.from(this.readyKey);
     const range = prefixRange(this.waitersPrefix);
-    let putReady = false;
     await this.waitAt<true>(scope, place, 'enter', async () => {
       const res = await this.txn({
         success: [
@@ -258,27 +257,31 @@ export class DoubleBarrier implements AsyncDisposable {
       }
       const ready = kvAt(res.responses, 2);
       // Released by someone else after we arrived (an older `ready` is a previous round's) — for
-      // us only if we were among the first `count` when it was put: ranks drop as participants
-      // leave, and a third that looks only after one of the two has left would otherwise take
-      // their `ready` for its own (chaos run).
+      // us only if `count` were in when it was put, we among the first `count`: ranks drop as
+      // participants leave, and a third that looks only after one of the two has left would
+      // otherwise take their `ready` for its own (chaos run); and a put whose answer was lost
+      // may land late, when fewer are in (seed 9012: a stalled member applied an earlier round's
+      // put 40 ms after a lone participant arrived).
       if (ready !== undefined && BigInt(ready.mod_revision) > BigInt(place.createRevision)) {
-        if ((await this.rankAt(keyBuf, ready.mod_revision)) >= this.count) {
-          throw new TooManyParticipantsError(this.path, this.count);
-        }
-        return { done: true, value: true };
+        const opened = await this.openedAt(keyBuf, ready.mod_revision);
+        if (opened === 'too many') throw new TooManyParticipantsError(this.path, this.count);
+        if (opened === 'in') return { done: true, value: true };
       }
       if (first.length >= this.count) {
-        // The first `count` are all here: open the barrier (Go's plain put, no lease).
-        if (!putReady) {
-          await this.txn({ success: [putOp(readyBuf, '')] });
-          putReady = true;
-        }
-        return { done: true, value: true };
+        // The first `count` are all here: open the barrier (Go's put, no lease), only while our
+        // key is in: a copy of this put that lands after we left opens nothing.
+        const put = await this.txn({
+          compare: [createdAt(keyBuf, place.createRevision)],
+          success: [putOp(readyBuf, '')],
+        });
+        if (put.succeeded) return { done: true, value: true };
+        return { done: false, revision: Number(res.header.revision), watch: [] };
       }
       const successor = first[rank + 1];
       const watch: WatchSpec[] = [{ key: readyBuf }, { key: keyBuf }];
       // The newest watches the arrivals; any other only its successor (should it die before
-      // `ready` was put, we must notice). One arrival wakes one participant.
+      // `ready` was put, we must notice). One arrival wakes one participant. A put of `ready`
+      // is read again, as above: it may be a late copy.
       watch.push(
         successor === undefined
           ? { key: range.key, rangeEnd: range.range_end }
@@ -286,14 +289,7 @@ export class DoubleBarrier implements AsyncDisposable {
               key: successor.key,
             },
       );
-      return {
-        done: false,
-        revision: Number(res.header.revision),
-        watch,
-        // `ready` put after our read (so after our key): the barrier is open.
-        decide: (events) =>
-          events.some((e) => e.type === 'put' && e.key === this.readyKey) ? true : undefined,
-      };
+      return { done: false, revision: Number(res.header.revision), watch };
     });
   }
 
@@ -414,22 +410,31 @@ export class DoubleBarrier implements AsyncDisposable {
   }
 
   /**
-   * Our rank among the participants at `revision` (a read of etcd's history there). When that
-   * history is compacted nobody can tell, and we count as one too many: a refusal in that rare
-   * race (as if we had come a moment later) is safer than three in a barrier of two.
+   * Whether the barrier was open for us at `revision` (a put of `ready`): `count` participants
+   * in, we among the first `count` ('in'); we beyond them ('too many'); fewer in ('not open': a
+   * late copy of an earlier put). A read of etcd's history there; when it is compacted nobody can
+   * tell, and we count as one too many: a refusal in that rare race (as if we had come a moment
+   * later) is safer than three in a barrier of two.
    */
-  private async rankAt(keyBuf: Buffer, revision: string): Promise<number> {
+  private async openedAt(
+    keyBuf: Buffer,
+    revision: string,
+  ): Promise<'in' | 'too many' | 'not open'> {
+    let kvs: readonly IKeyValue[];
     try {
-      const res = await this.ctx.client.kv.range(
-        { ...this.firstParticipants(), revision },
-        this.ctx.callOptions(),
-      );
-      const rank = res.kvs.findIndex((kv) => kv.key.equals(keyBuf));
-      return rank < 0 ? this.count : rank;
+      kvs = (
+        await this.ctx.client.kv.range(
+          { ...this.firstParticipants(), revision },
+          this.ctx.callOptions(),
+        )
+      ).kvs;
     } catch (err) {
-      if (isCompactedRead(err)) return this.count;
+      if (isCompactedRead(err)) return 'too many';
       throw err;
     }
+    const rank = kvs.findIndex((kv) => kv.key.equals(keyBuf));
+    if (rank < 0 || rank >= this.count) return 'too many';
+    return kvs.length >= this.count ? 'in' : 'not open';
   }
 
   /** The first `count` + 1 participants, by create revision (keys only). */
