@@ -3,6 +3,7 @@
  * writers with a fenced counter of their own) and MultiLocks, on one loop that writes each hold
  * down.
  */
+import { subscribe } from 'node:diagnostics_channel';
 import { setTimeout as wait } from 'node:timers/promises';
 import { MULTI_PATHS, SEMAPHORE_PERMITS, type Counter, type Recipe } from './records.js';
 import {
@@ -21,11 +22,23 @@ import {
 import {
   AbortError,
   EtcdConnectorError,
+  type DiagnosticMessages,
   type Lock,
   type MultiLockHandle,
   type SessionHandle,
 } from '../src/index.js';
 import { anySignal } from '../src/transport/timers.js';
+
+/**
+ * When the library granted each lock (`key|token` -> epoch ms): its lock.acquire diagnostic is
+ * published in the same tick as its last clock check, so a pause between the grant and our log
+ * line (seed 9012: 4.2 s) does not make a grant look late.
+ */
+const grantedAt = new Map<string, number>();
+subscribe('etcd-connector:lock.acquire', (m) => {
+  const msg = m as DiagnosticMessages['etcd-connector:lock.acquire'];
+  grantedAt.set(`${msg.key}|${msg.token}`, performance.timeOrigin + performance.now());
+});
 
 /** The locks a hold is made of: one, or a MultiLock's. */
 function locksOf(held: Lock | MultiLockHandle): readonly Lock[] {
@@ -64,8 +77,10 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
       }
       const locks = locksOf(held);
       for (const l of locks) {
+        const grant = `${l.key}|${l.token.revision}`;
         log({
           kind: 'lock.acquired',
+          grantedAt: grantedAt.get(grant),
           recipe,
           token: l.token.revision,
           revision: l.revision,
@@ -74,6 +89,7 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
           deadlineAt: performance.timeOrigin + s.deadline,
           ...how,
         });
+        grantedAt.delete(grant);
       }
       const lost = (await work(recipe, held)) || held.signal.aborted;
       // The hold ends when the holder stops acting on it: before unlock() lets the next one in.

@@ -97,6 +97,21 @@ void describe('chaos checker: holds', () => {
     assert.match(failed.violations[0] ?? '', /1300\.0 ms after its session's deadline/);
   });
 
+  void test('a grant before the deadline logged after it (a worker paused between) is no late grant', () => {
+    const records = cleanRun();
+    const acquired = records.find((r) => r.kind === 'lock.acquired');
+    assert.ok(acquired?.kind === 'lock.acquired');
+    // Seed 9012: granted 1 ms before the deadline, logged 4.2 s later (paused in between).
+    acquired.deadlineAt = acquired.t - 4200;
+    acquired.grantedAt = acquired.deadlineAt - 1;
+    assert.deepEqual(failedRows(records), []);
+    // Granted after it: reported, at the grant.
+    acquired.grantedAt = acquired.deadlineAt + 20;
+    const rows = failedRows(records);
+    assert.equal(rows.length, 1, rows.join('\n'));
+    assert.match(rows[0] ?? '', /20\.0 ms after its session's deadline/);
+  });
+
   /** Plants a hold of `recipe` by w3 that begins 1 ms after the first hold of `after` began. */
   function plantBeside(
     records: ChaosRecord[],
