@@ -11,8 +11,9 @@
  *   TooManyParticipantsError *and removes its key* (Go's leaves it, and when more than `count`
  *   arrive at once Go can have nobody put `ready`). Whoever sees the first `count` keys present
  *   puts `ready`, so the count-th dying before it could does not block the others.
- * - Enter waits for a `ready` written after its own key, watching `ready`, its own key, and only
- *   its successor (or, as the newest, the arrivals): one arrival wakes one participant, not all.
+ * - Enter waits for a `ready` written after its own key while `count` were in (a late copy of
+ *   an earlier put opens nothing), watching `ready`, its own key, and only its successor (or, as
+ *   the newest, the arrivals): one arrival wakes one participant, not all.
  * - After every wake-up it reads again: its key must still exist under a live session, else
  *   SessionLostError (Go keeps waiting on a key that no longer counts).
  *
