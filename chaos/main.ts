@@ -34,6 +34,7 @@ import { Nemesis, type Stage } from './nemesis.js';
 import { startRaftWatch, type RaftWatch } from './raft-watch.js';
 import {
   ACCOUNTS,
+  clearRun,
   OPENING_BALANCE,
   readRecords,
   runParams,
@@ -360,6 +361,7 @@ async function main(): Promise<number> {
     return 2;
   }
   mkdirSync(args.out, { recursive: true });
+  clearRun(args.out);
   const say = (s: string): void => {
     process.stderr.write(`[chaos] ${s}\n`);
   };

@@ -3,7 +3,8 @@
  * nemesis and the history recorder. Times are epoch ms with sub-ms precision
  * (`performance.timeOrigin + performance.now()`), comparable across the processes of one machine.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ObserverChange } from '../src/index.js';
 
 interface Base {
@@ -251,6 +252,19 @@ export type ChaosRecord =
   | HistoryRecord
   | HistoryGapRecord
   | FinalRecord;
+
+/** A run's own files in its `--out` directory: its records, and the report made of them. */
+export function isRunFile(name: string): boolean {
+  return name.endsWith('.jsonl') || name === 'summary.md' || name === 'report.html';
+}
+
+/**
+ * Removes an earlier run's files from `dir` (the logs append: a second run into the same
+ * directory would be checked together with the first); anything else there stays.
+ */
+export function clearRun(dir: string): void {
+  for (const name of readdirSync(dir)) if (isRunFile(name)) rmSync(join(dir, name));
+}
 
 /** Reads JSON-lines files (a torn last line of a killed process is skipped). */
 export function readRecords(files: readonly string[]): ChaosRecord[] {

@@ -1,8 +1,12 @@
 // The chaos checker. A whole run: a clean one passes, bad exits are reported, a long one is checked
-// and drawn.
+// and drawn; a run's directory starts clean.
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { check } from '../../chaos/checker.js';
+import { clearRun } from '../../chaos/records.js';
 import { timelineHtml, timelineLanes } from '../../chaos/report.js';
 import { P, h, cleanRun, failing } from '../fixtures/chaos-run.js';
 
@@ -37,6 +41,19 @@ void describe('chaos checker: a run', () => {
     // Every kind of hold of the run is drawn in its lane, writers apart from readers.
     for (const what of ['lock', 'semaphore', 'multi', 'rw read', 'rw write', 'leader']) {
       assert.match(html, new RegExp(`<title>w\\d#0 ${what} token \\d+ `), what);
+    }
+  });
+
+  void test("a run's directory is cleared of an earlier run's files, and only of those", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chaos-out-'));
+    try {
+      for (const f of ['w1.0.jsonl', 'history.jsonl', 'summary.md', 'report.html', 'notes.txt']) {
+        writeFileSync(join(dir, f), 'x');
+      }
+      clearRun(dir);
+      assert.deepEqual(readdirSync(dir), ['notes.txt']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
