@@ -365,12 +365,12 @@ export class DoubleBarrier implements AsyncDisposable {
   private async waitOthersLeft(leftAt: number): Promise<Check<undefined>> {
     const readyBuf = Buffer.from(this.readyKey);
     const range = prefixRange(this.waitersPrefix);
-    const ours = { ...range, max_create_revision: String(leftAt) };
     const res = await this.txn({
       success: [
-        rangeOp({ ...ours, count_only: true }),
+        // The oldest of those in when we left, if any is still in.
         rangeOp({
-          ...ours,
+          ...range,
+          max_create_revision: String(leftAt),
           sort_target: 'Create',
           sort_order: 'Ascend',
           limit: 1,
@@ -380,12 +380,12 @@ export class DoubleBarrier implements AsyncDisposable {
         rangeOp({ key: readyBuf, keys_only: true }),
       ],
     });
-    const oldest = kvAt(res.responses, 1);
+    const oldest = kvAt(res.responses, 0);
     if (oldest !== undefined) {
       return { done: false, revision: Number(res.header.revision), watch: [{ key: oldest.key }] };
     }
-    const everyone = Number(res.responses[2]?.response_range.count ?? 0);
-    if (everyone === 0 && kvAt(res.responses, 3) !== undefined) {
+    const everyone = Number(res.responses[1]?.response_range.count ?? 0);
+    if (everyone === 0 && kvAt(res.responses, 2) !== undefined) {
       await this.txn({
         compare: [noKeysIn(range.key, range.range_end)],
         success: [deleteOp(readyBuf)],
