@@ -53,9 +53,13 @@ export const VANDAL_VALUE = 'vandal';
 
 /** Whose a value is (undefined: the vandal's, or not an ephemeral key's). */
 export function ephemeralOwner(value: string): EphemeralOwner | undefined {
-  if (!value.startsWith('{')) return undefined;
-  const v = JSON.parse(value) as Partial<EphemeralOwner>;
-  return typeof v.w === 'string' && typeof v.inc === 'number' ? (v as EphemeralOwner) : undefined;
+  let v: Partial<EphemeralOwner> | null;
+  try {
+    v = JSON.parse(value) as Partial<EphemeralOwner> | null;
+  } catch {
+    return undefined;
+  }
+  return typeof v?.w === 'string' && typeof v.inc === 'number' ? (v as EphemeralOwner) : undefined;
 }
 
 /** Permits of the semaphore the workers share. */
