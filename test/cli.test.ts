@@ -382,6 +382,7 @@ void describe('etcdc (CLI, end to end)', () => {
     const aLead = await a.waitRecord(isStatus('leader'), 'node-a leads');
     assert.equal(aLead.identity, 'node-a');
     assert.match(String(aLead.token), /^[1-9]\d*$/, 'a fencing token');
+    assert.ok(Number(aLead.revision) >= Number(aLead.token), 'the grant read at or after it');
     const aLease = await leaseOf(String(aLead.key));
     assert.equal(aLead.key, prefix + BigInt(aLease).toString(16), 'Go layout: prefix/lease hex');
     const b = elect('node-b');

@@ -60,6 +60,7 @@ export function printElectEvent(out: Output, identity: string, ev: LeaderEvent):
     leader: ev.leader,
     suspended: ev.suspended,
     token: ev.token?.revision,
+    revision: ev.revision,
     key: ev.token?.key,
     error: ev.error,
   };
