@@ -14,7 +14,7 @@ import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/in
 import { etcdctlDump } from './fixtures/etcdctl-dump.js';
 import { startGoPeer, type GoPeer } from './fixtures/go-peer.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
-import { interceptNextTxn } from './fixtures/intercept-txn.js';
+import { interceptNextTxn, keysOf } from './fixtures/intercept-txn.js';
 
 /** Settles to 'pending' unless `p` settled within `ms`. */
 async function pendingAfter(p: Promise<unknown>, ms: number): Promise<string> {
@@ -218,6 +218,32 @@ void describe('Barrier and DoubleBarrier', () => {
     const b = suite.connect(conn.namespace).newDoubleBarrier(path, 2);
     await withTimeout(Promise.all([entering, b.enter()]), testTimeout(5000), 'both in');
     await withTimeout(Promise.all([a.leave(), b.leave()]), testTimeout(5000), 'both out');
+    assert.deepEqual(await etcdctlDump(suite.etcd.endpoints, `${path}/`), []);
+  });
+
+  void test('double barrier: our ready put, applied again after its putter left, opens nothing', async () => {
+    const conn = suite.connect(uniqueName('bar'));
+    const path = conn.constructPath('dbar-copy');
+    const ready = `${path}/ready`;
+    const a = conn.newDoubleBarrier(path, 2);
+    const aIn = a.enter();
+    await waitFor(
+      async () => (await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length === 1,
+      { timeoutMs: testTimeout(5000), message: 'a waiting' },
+    );
+    // b's put of ready, kept to be applied again later (as a member that stalled with it would).
+    const other = suite.connect(conn.namespace);
+    const putReady = interceptNextTxn(
+      other.client,
+      (req) => keysOf(req, 'put').includes(ready),
+      (send) => send(),
+    );
+    const b = other.newDoubleBarrier(path, 2);
+    await withTimeout(Promise.all([aIn, b.enter()]), testTimeout(5000), 'both in');
+    await withTimeout(Promise.all([a.leave(), b.leave()]), testTimeout(5000), 'both out');
+    const copy = await putReady;
+    const late = await suite.client.kv.txn(copy);
+    assert.equal(late.succeeded, false, 'refused: its putter is out');
     assert.deepEqual(await etcdctlDump(suite.etcd.endpoints, `${path}/`), []);
   });
 
