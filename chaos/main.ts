@@ -374,7 +374,10 @@ async function main(): Promise<number> {
   const onSignal = (): void => {
     void controller.close().finally(() => cluster.stop().finally(() => process.exit(130)));
   };
+  // Interrupted (Ctrl-C, or a SIGTERM from a test's timeout): every worker killed, a paused one
+  // too (left behind, it would never exit), then the cluster stopped.
   process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   let raft: RaftWatch | undefined;
   try {
     const from = Number((await direct.get(`${ROOT}/none`).exec()).header.revision) + 1;
@@ -465,6 +468,7 @@ async function main(): Promise<number> {
     direct.close();
     await cluster.stop();
     process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   const files = readdirSync(args.out)
     .filter((f) => f.endsWith('.jsonl'))

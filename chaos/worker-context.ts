@@ -4,6 +4,7 @@
  *
  * Args: --id w1 --inc 0 --endpoints a,b,c --ttl 3 --log file --root /chaos
  */
+import { setMaxListeners } from 'node:events';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { setTimeout as wait } from 'node:timers/promises';
 import { EtcdConnector, EtcdConnectorError, type SessionHandle } from '../src/index.js';
@@ -37,6 +38,8 @@ export function errorFields(err: unknown): { message: string; code?: string } {
 }
 
 const stopping = new AbortController();
+// Every loop's waits listen to it at once: more than Node's warning threshold of 10.
+setMaxListeners(100, stopping.signal);
 /** Tells every loop to stop. */
 export function stop(): void {
   stopping.abort();

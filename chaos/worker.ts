@@ -238,6 +238,12 @@ async function main(): Promise<void> {
       { once: true },
     );
   });
+  // A worker whose controller died (no one to kill it, its cluster and proxies gone) must not
+  // linger: the controller kills a slow one after 20 s; past 30 s, it goes by itself.
+  setTimeout(() => {
+    log({ kind: 'error', where: 'stop', message: 'still stopping 30 s after the stop' });
+    process.exit(1);
+  }, 30_000).unref();
   await running;
   await conn.close();
   log({ kind: 'exit', code: 0 });
