@@ -75,6 +75,9 @@ export class DoubleBarrier implements AsyncDisposable {
   /** The flag key, `path/ready`. */
   readonly readyKey: string;
 
+  /** `readyKey` and the waiters' range, as etcd takes them (made once). */
+  private readonly readyBuf: Buffer;
+  private readonly waiters: { key: Buffer; range_end: Buffer };
   private readonly life: RecipeLife;
   private readonly ttl: number;
   private readonly bound: Session | undefined;
@@ -105,6 +108,8 @@ export class DoubleBarrier implements AsyncDisposable {
     this.bound = bound;
     this.waitersPrefix = `${path}/waiters/`;
     this.readyKey = `${path}/ready`;
+    this.readyBuf = Buffer.from(this.readyKey);
+    this.waiters = prefixRange(this.waitersPrefix);
     this.life = new RecipeLife(ctx, `double barrier ${path}`, () => this.teardown());
   }
 
@@ -236,8 +241,7 @@ export class DoubleBarrier implements AsyncDisposable {
 
   private async waitReady(scope: CallScope, place: Place): Promise<void> {
     const keyBuf = Buffer.from(place.key);
-    const readyBuf = Buffer.from(this.readyKey);
-    const range = prefixRange(this.waitersPrefix);
+    const { readyBuf, waiters: range } = this;
     await this.waitAt<true>(scope, place, 'enter', async () => {
       const res = await this.txn({
         success: [
@@ -296,8 +300,7 @@ export class DoubleBarrier implements AsyncDisposable {
 
   private waitAllLeft(scope: CallScope, place: Place): Promise<void> {
     const keyBuf = Buffer.from(place.key);
-    const readyBuf = Buffer.from(this.readyKey);
-    const range = prefixRange(this.waitersPrefix);
+    const { readyBuf, waiters: range } = this;
     return this.waitAt<undefined>(scope, place, 'leave', async () => {
       if (place.leftAt !== undefined) return this.waitOthersLeft(place.leftAt);
       const res = await this.txn({
@@ -363,8 +366,7 @@ export class DoubleBarrier implements AsyncDisposable {
    * not (it died): only while nobody is in at all.
    */
   private async waitOthersLeft(leftAt: number): Promise<Check<undefined>> {
-    const readyBuf = Buffer.from(this.readyKey);
-    const range = prefixRange(this.waitersPrefix);
+    const { readyBuf, waiters: range } = this;
     const res = await this.txn({
       success: [
         // The oldest of those in when we left, if any is still in.
@@ -441,7 +443,7 @@ export class DoubleBarrier implements AsyncDisposable {
   /** The first `count` + 1 participants, by create revision (keys only). */
   private firstParticipants(): IRangeRequest {
     return {
-      ...prefixRange(this.waitersPrefix),
+      ...this.waiters,
       sort_target: 'Create',
       sort_order: 'Ascend',
       limit: this.count + 1,
