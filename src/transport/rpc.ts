@@ -13,6 +13,7 @@ import {
   EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
   GRPCUnauthenticatedError,
+  GRPCUnknownError,
   isRecoverableError,
 } from 'etcd3';
 import { publish } from '../diagnostics.js';
@@ -166,7 +167,11 @@ export function toConnectorError(
     );
   }
   if (err instanceof ClientClosedError) return new ClosedError();
-  if (err instanceof GRPCDeadlineExceededError) {
+  // etcd 3.4 returns its own context's expiry (our deadline, sent along) as UNKNOWN.
+  if (
+    err instanceof GRPCDeadlineExceededError ||
+    (err instanceof GRPCUnknownError && err.message.includes('context deadline exceeded'))
+  ) {
     return new TimeoutError(`${what}: deadline exceeded`, { cause: err });
   }
   if (err instanceof EtcdLeaseInvalidError) {
