@@ -231,17 +231,22 @@ void describe('Barrier and DoubleBarrier', () => {
       async () => (await etcdctlDump(suite.etcd.endpoints, `${path}/waiters/`)).length === 1,
       { timeoutMs: testTimeout(5000), message: 'a waiting' },
     );
-    // b's put of ready, kept to be applied again later (as a member that stalled with it would).
+    // The first put of ready, kept to be applied again later (as a member that stalled with it
+    // would). Either may put it: b after its arrival, or a woken by it, if a reads first.
     const other = suite.connect(conn.namespace);
-    const putReady = interceptNextTxn(
-      other.client,
-      (req) => keysOf(req, 'put').includes(ready),
-      (send) => send(),
+    const putReady = Promise.race(
+      [conn, other].map((c) =>
+        interceptNextTxn(
+          c.client,
+          (req) => keysOf(req, 'put').includes(ready),
+          (send) => send(),
+        ),
+      ),
     );
     const b = other.newDoubleBarrier(path, 2);
     await withTimeout(Promise.all([aIn, b.enter()]), testTimeout(5000), 'both in');
     await withTimeout(Promise.all([a.leave(), b.leave()]), testTimeout(5000), 'both out');
-    const copy = await putReady;
+    const copy = await withTimeout(putReady, testTimeout(1000), 'a put of ready');
     const late = await suite.client.kv.txn(copy);
     assert.equal(late.succeeded, false, 'refused: its putter is out');
     assert.deepEqual(await etcdctlDump(suite.etcd.endpoints, `${path}/`), []);
