@@ -234,9 +234,10 @@ function revokedBefore(a: Hold, b: Hold): boolean {
  * No `lock()` resolves after its session's local deadline: a grant the clock cannot vouch for is
  * one etcd may already have handed on (seed 6001), whether or not the next holder overlapped it.
  * Six of 95 earlier runs had such a grant, each lost within a millisecond with nothing done, and
- * no other row saw it. Judged at the grant itself (the lock.acquire diagnostic, published in the
- * tick of the library's last clock check): a worker paused between `lock()` resolving and its log
- * line (seed 9012) is no late grant. Older records have only the log line.
+ * no other row saw it. Judged at the grant itself (the lock.acquire diagnostic's time, read just
+ * before the library's last clock check): a worker paused between `lock()` resolving and its log
+ * line (seed 9012), or between that check and the diagnostic, is no late grant. Older records
+ * have only the log line.
  * Leadership is not checked here: its status stream may deliver a `leader` event a paused reader
  * had not read yet, which the exclusion rows judge by the deadline anyway.
  */

@@ -98,7 +98,10 @@ export type WorkerRecord = WorkerBase &
         tried?: boolean;
         /** `lock.revision`: etcd's revision of the read that granted it. */
         revision?: number;
-        /** When the library granted it (its lock.acquire diagnostic); `t` is when we logged it. */
+        /**
+         * When the library granted it (its lock.acquire diagnostic's `grantedAt`, read just before
+         * its last clock check; older records: when the diagnostic came); `t` is when we logged it.
+         */
         grantedAt?: number;
       }
     | { kind: 'lock.ended'; token: string; how: 'released' | 'lost' }

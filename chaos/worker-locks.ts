@@ -30,14 +30,15 @@ import {
 import { anySignal } from '../src/transport/timers.js';
 
 /**
- * When the library granted each lock (`key|token` -> epoch ms): its lock.acquire diagnostic is
- * published in the same tick as its last clock check, so a pause between the grant and our log
- * line (seed 9012: 4.2 s) does not make a grant look late.
+ * When the library granted each lock (`key|token` -> epoch ms): the time its lock.acquire
+ * diagnostic gives, read just before its last clock check, so a pause between the grant and our
+ * log line (seed 9012: 4.2 s), or even between that check and the diagnostic (seed 20261129, 3
+ * workers: 4.5 s), does not make a grant look late.
  */
 const grantedAt = new Map<string, number>();
 subscribe('etcd-connector:lock.acquire', (m) => {
   const msg = m as DiagnosticMessages['etcd-connector:lock.acquire'];
-  grantedAt.set(`${msg.key}|${msg.token}`, performance.timeOrigin + performance.now());
+  grantedAt.set(`${msg.key}|${msg.token}`, msg.grantedAt);
 });
 
 /** The locks a hold is made of: one, or a MultiLock's. */

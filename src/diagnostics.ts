@@ -64,6 +64,11 @@ export interface DiagnosticMessages {
     /** etcd's revision of the read that found the lock ours (`lock.revision`). */
     revision: number;
     waitMs: number;
+    /**
+     * When it was granted (epoch ms: `performance.timeOrigin` + monotonic time), read just
+     * before the session's deadline was checked for it: the session was surely alive then.
+     */
+    grantedAt: number;
   };
   /** A held lock was released by its holder after `heldMs`. */
   'etcd-connector:lock.release': {

@@ -145,12 +145,20 @@ void describe('Mutex', () => {
     await waitQueueLength(suite.client, `${path}/`, 2);
     // Written after b joined and before a let go: b was found first only after it.
     const last = await a.fencedTxn([ca.client.put(`/${ns}/x`).value('a')]);
+    const releasedAt = performance.timeOrigin + performance.now();
     await a.unlock();
     const b = await withTimeout(pb, testTimeout(5000), 'b');
+    const resolvedAt = performance.timeOrigin + performance.now();
     const written = Number(last.header.revision);
     assert.ok(b.revision > written, `${b.revision} > ${written}`);
-    // The lock.acquire diagnostic says the same.
-    assert.equal(acquired.find((m) => m.key === b.key)?.revision, b.revision);
+    // The lock.acquire diagnostic says the same, and when it was granted: after the release, by
+    // the time lock() resolved.
+    const granted = acquired.find((m) => m.key === b.key);
+    assert.equal(granted?.revision, b.revision);
+    assert.ok(
+      granted.grantedAt >= releasedAt && granted.grantedAt <= resolvedAt,
+      `granted at ${granted.grantedAt}, released ${releasedAt}, resolved ${resolvedAt}`,
+    );
     await b.unlock();
     const tried = await cb.newMutex(path).tryLock();
     assert.ok(tried !== undefined);

@@ -23,7 +23,7 @@ import { validateTtl } from '../paths.js';
 import type { Session } from '../session/session.js';
 import { sessionOf, type SessionHandle } from '../session/session-handle.js';
 import type { SessionRef } from '../session/session-pool.js';
-import { anySignal, Backoff, delay, isAborted } from '../transport/timers.js';
+import { anySignal, Backoff, delay, isAborted, monotonicMs } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { validateSignal } from './lifecycle.js';
@@ -138,7 +138,7 @@ async function attemptLock(
 ): Promise<HeldLock | undefined> {
   const { ctx } = spec;
   if (signal.aborted) throw new AbortError({ cause: signal.reason });
-  const startedAt = performance.now();
+  const startedAt = monotonicMs();
   const ref =
     spec.session === undefined
       ? await ctx.sessions.acquire(spec.ttl, { signal })
@@ -199,7 +199,10 @@ class Attempt {
       const { member, revision } = placed;
       // The clock has the last word: an answer that took past the session's deadline (a paused
       // process, a stalled connection) proves nothing about now; etcd may have expired the lease
-      // and given the lock to the next waiter meanwhile (chaos seed 6001).
+      // and given the lock to the next waiter meanwhile (chaos seed 6001). Read before the
+      // check, `grantedAt` is a time the session was surely alive, even if the process is
+      // paused right after it.
+      const grantedAt = monotonicMs();
       this.assertGoing();
       const token = member.token;
       if (token === undefined) throw new Error('unreachable: a holder has a token');
@@ -224,7 +227,8 @@ class Attempt {
         key: held.key,
         token: token.revision,
         revision,
-        waitMs: performance.now() - this.startedAt,
+        waitMs: grantedAt - this.startedAt,
+        grantedAt: performance.timeOrigin + grantedAt,
       }));
       return held;
     } catch (err) {
