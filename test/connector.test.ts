@@ -16,6 +16,7 @@ import {
   withTimeout,
 } from '../src/testing/index.js';
 import { etcdSuite } from './fixtures/etcd-suite.js';
+import { watchStats } from './fixtures/watch-stats.js';
 
 const CLOSE_EXITS = fileURLToPath(new URL('./fixtures/close-exits.js', import.meta.url));
 const EP = ['http://127.0.0.1:2379'];
@@ -349,18 +350,3 @@ void describe('EtcdConnector with etcd', () => {
     }
   });
 });
-
-/** The watch multiplexer's counters (internal: the connector does not expose them). */
-function watchStats(conn: EtcdConnector): {
-  streamsOpened: number;
-  streamOpen: boolean;
-  watchers: number;
-} {
-  const stats = (
-    conn as unknown as {
-      watches?: { stats: { streamsOpened: number; streamOpen: boolean; watchers: number } };
-    }
-  ).watches?.stats;
-  assert.ok(stats !== undefined, 'EtcdConnector.watches.stats is gone: update this test');
-  return stats;
-}

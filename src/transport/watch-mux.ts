@@ -63,6 +63,10 @@ export interface WatchMuxStats {
   readonly streamsOpened: number;
   /** A stream is open now. */
   readonly streamOpen: boolean;
+  /** Watch create requests sent so far. */
+  readonly createsSent: number;
+  /** Events received so far (progress notifications carry none). */
+  readonly eventsReceived: number;
 }
 
 type Opened = OpenedStream<IWatchRequest, IWatchResponse>;
@@ -145,6 +149,8 @@ export class WatchMux {
   /** The current stream answered something: it is up. */
   private up = false;
   private streamsOpened = 0;
+  private createsSent = 0;
+  private eventsReceived = 0;
   private readonly backoff = new Backoff(50, 1000);
   private reconnectTimer: NodeJS.Timeout | undefined;
   private silenceTimer: NodeJS.Timeout | undefined;
@@ -170,6 +176,8 @@ export class WatchMux {
       watchers: this.watchers.size,
       streamsOpened: this.streamsOpened,
       streamOpen: this.stream !== undefined,
+      createsSent: this.createsSent,
+      eventsReceived: this.eventsReceived,
     };
   }
 
@@ -338,6 +346,7 @@ export class WatchMux {
     w.fragments = undefined;
     this.byId.set(id, w);
     this.pending.push(w);
+    this.createsSent++;
     s.stream.write({
       create_request: {
         key: typeof w.key === 'string' ? Buffer.from(w.key) : w.key,
@@ -432,6 +441,7 @@ export class WatchMux {
     const d = applyResponse(w, res);
     const l = w.listener;
     if (d.kind === 'events') {
+      this.eventsReceived += d.events.length;
       if (observed('etcd-connector:watch.delivery')) {
         const last = d.events[d.events.length - 1]?.revision ?? 0;
         const lagRevisions = Math.max(0, Number(res.header.revision) - last);
