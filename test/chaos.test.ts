@@ -79,6 +79,9 @@ void test(`chaos: seed ${SEED}, ${DURATION_S} s of faults, every invariant holds
     else assert.match(line, /\| 0 \| pass \|$/, line);
   }
   // It did something under faults: holds, increments, observer events, several kinds of fault.
+  // The counts go to the log, to see how far above these floors a run on a loaded machine is.
+  const ops = summary.slice(summary.indexOf('| operations |'), summary.indexOf('| fault |'));
+  for (const line of ops.trim().split('\n').slice(2)) t.diagnostic(line);
   const count = (label: string): number => {
     const m = new RegExp(`^\\| ${label} \\| (\\d+)`, 'm').exec(summary);
     return Number(m?.[1] ?? 0);
