@@ -111,13 +111,15 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
 }
 
 /**
- * A read-modify-write of `counter` under a held lock: read, fenced write of value + 1, a few
- * times. Says whether the lock turned out lost (a refused fence).
+ * A read-modify-write of `counter` under a held lock: read, fenced write of value + 1, one to
+ * three times (holds of different lengths; shorter ones hand the lock over more often). Says
+ * whether the lock turned out lost (a refused fence).
  */
 async function increments(counter: Counter, held: Lock): Promise<boolean> {
   const key = path(counter === 'mutex' ? 'counter' : 'rwcounter');
   const token = held.token.revision;
-  for (let i = 0; i < 3 && !held.signal.aborted && !stopped(); i++) {
+  const times = 1 + Math.floor(Math.random() * 3);
+  for (let i = 0; i < times && !held.signal.aborted && !stopped(); i++) {
     let value = 0;
     try {
       const raw = await conn.client.get(key).string();
@@ -160,7 +162,7 @@ async function dwell(held: Lock | MultiLockHandle): Promise<boolean> {
 }
 
 /**
- * The mutex guards the counter: lock, read, fenced write of value + 1 (a few times), unlock. One
+ * The mutex guards the counter: lock, read, fenced write of value + 1 (1-3 times), unlock. One
  * time in four it tries first (`tryLock()`), and waits only when the lock is held elsewhere.
  */
 export function counterLoop(): Promise<void> {
