@@ -61,7 +61,7 @@ export const singleAttemptFaults: NonNullable<IOptions['faultHandling']> = {
  * etcd was back (chaos, seed 20261129: 4 s of refused lease grants after a 2 s restart). A trial
  * on a member still down fails at once (refused) or takes one call's deadline (blackholed).
  */
-export function memberBreaker(): CircuitBreakerPolicy {
+function memberBreaker(): CircuitBreakerPolicy {
   return circuitBreaker(handleWhen(isRecoverableError), {
     halfOpenAfter: new ExponentialBackoff({ initialDelay: 250, maxDelay: 2000 }),
     breaker: new ConsecutiveBreaker(3),
