@@ -7,13 +7,6 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import {
-  circuitBreaker,
-  ConsecutiveBreaker,
-  ExponentialBackoff,
-  handleWhen,
-  type CircuitBreakerPolicy,
-} from 'cockatiel';
-import {
   Etcd3,
   GRPCDeadlineExceededError,
   castGrpcError,
@@ -53,20 +46,6 @@ export const singleAttemptFaults: NonNullable<IOptions['faultHandling']> = {
   global: singleAttempt,
   host: () => singleAttempt,
 };
-
-/**
- * etcd3's breaker per member (3 failures in a row take it out), but tried again after 0.25 s,
- * growing to 2 s while it keeps failing, instead of etcd3's fixed 5 s: with every member out (a
- * cluster restart, or one endpoint behind a load balancer) no call went out for up to 5 s after
- * etcd was back (chaos, seed 20261129: 4 s of refused lease grants after a 2 s restart). A trial
- * on a member still down fails at once (refused) or takes one call's deadline (blackholed).
- */
-function memberBreaker(): CircuitBreakerPolicy {
-  return circuitBreaker(handleWhen(isRecoverableError), {
-    halfOpenAfter: new ExponentialBackoff({ initialDelay: 250, maxDelay: 2000 }),
-    breaker: new ConsecutiveBreaker(3),
-  });
-}
 
 /** Tries of a unary call on another host after a transient failure (etcd3's default). */
 const CALL_RETRIES = 3;
@@ -188,7 +167,6 @@ export function buildClientOptions(
     ...settings.etcd3,
     faultHandling: {
       global: retryQuickFailures(callTimeoutMs, failures, new CallGate(settings.maxCallsInFlight)),
-      host: memberBreaker,
       ...settings.etcd3?.faultHandling,
     },
   };

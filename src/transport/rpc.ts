@@ -155,14 +155,14 @@ export function toConnectorError(
       const real = toConnectorError(lastFailure, what);
       const Ctor = real.constructor as new (m: string, o: { cause: unknown }) => EtcdConnectorError;
       if (real instanceof UnavailableError || real instanceof TlsError) {
-        return new Ctor(`${real.message} (no new attempt on that member for up to 2 s)`, {
+        return new Ctor(`${real.message} (no new attempt on that member for a few seconds)`, {
           cause: err,
         });
       }
       return real;
     }
     return new UnavailableError(
-      `${what}: etcd unreachable (every member failed recently; trying again within 2 s)`,
+      `${what}: etcd unreachable (every member failed recently; trying again in a few seconds)`,
       { cause: err },
     );
   }
