@@ -30,6 +30,7 @@ import {
   type FaultProxy,
 } from '../src/testing/index.js';
 import { check } from './checker.js';
+import { now } from './clock.js';
 import { Nemesis, type Stage } from './nemesis.js';
 import { startRaftWatch, type RaftWatch } from './raft-watch.js';
 import {
@@ -84,10 +85,6 @@ function parseArgs(argv: readonly string[]): Args {
     ttl: int('--ttl', 3, 2),
     out: resolve(get('--out') ?? join('chaos-out', `seed-${seed}`)),
   };
-}
-
-function now(): number {
-  return performance.timeOrigin + performance.now();
 }
 
 function sleep(ms: number): Promise<void> {

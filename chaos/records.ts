@@ -1,7 +1,8 @@
 /**
  * What the chaos run writes down: one JSON object per line, from every worker incarnation, the
  * nemesis and the history recorder. Times are epoch ms with sub-ms precision
- * (`performance.timeOrigin + performance.now()`), comparable across the processes of one machine.
+ * (clock.ts: each process's `performance.now()` placed on the wall clock), comparable across the
+ * processes of one machine.
  */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';

@@ -9,6 +9,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { setTimeout as wait } from 'node:timers/promises';
 import { EtcdConnector, EtcdConnectorError, type SessionHandle } from '../src/index.js';
 import { anySignal } from '../src/transport/timers.js';
+import { now } from './clock.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) {
@@ -20,11 +21,6 @@ const endpoints = (args.get('--endpoints') ?? '').split(',');
 export const ttl = Number(args.get('--ttl') ?? '3');
 const root = args.get('--root') ?? '/chaos';
 const logFd = openSync(args.get('--log') ?? `/tmp/${id}.${inc}.jsonl`, 'a');
-
-/** Epoch ms, comparable across processes. */
-function now(): number {
-  return performance.timeOrigin + performance.now();
-}
 
 export function log(record: Record<string, unknown>): void {
   writeSync(logFd, `${JSON.stringify({ t: now(), w: id, inc, ...record })}\n`);

@@ -7,6 +7,7 @@
  */
 import { subscribe } from 'node:diagnostics_channel';
 import type { DiagnosticMessages } from '../src/index.js';
+import { clockOrigin } from './clock.js';
 import {
   conn,
   errorFields,
@@ -45,7 +46,7 @@ export async function leaderWorkLoop(): Promise<void> {
             kind: 'run.started',
             token: term,
             key: token.key,
-            deadlineAt: performance.timeOrigin + s.deadline,
+            deadlineAt: clockOrigin + s.deadline,
             revision: grants.get(token.key),
           });
           // The term ends for the checker the moment its signal aborts (synchronously), or

@@ -5,6 +5,7 @@
  */
 import { subscribe } from 'node:diagnostics_channel';
 import { setTimeout as wait } from 'node:timers/promises';
+import { clockOrigin, fromLibrary } from './clock.js';
 import { MULTI_PATHS, SEMAPHORE_PERMITS, type Counter, type Recipe } from './records.js';
 import {
   conn,
@@ -38,7 +39,7 @@ import { anySignal } from '../src/transport/timers.js';
 const grantedAt = new Map<string, number>();
 subscribe('etcd-connector:lock.acquire', (m) => {
   const msg = m as DiagnosticMessages['etcd-connector:lock.acquire'];
-  grantedAt.set(`${msg.key}|${msg.token}`, msg.grantedAt);
+  grantedAt.set(`${msg.key}|${msg.token}`, fromLibrary(msg.grantedAt));
 });
 
 /** The locks a hold is made of: one, or a MultiLock's. */
@@ -87,7 +88,7 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
           revision: l.revision,
           key: l.key,
           lease: s.leaseId,
-          deadlineAt: performance.timeOrigin + s.deadline,
+          deadlineAt: clockOrigin + s.deadline,
           ...how,
         });
         grantedAt.delete(grant);

@@ -26,6 +26,7 @@ import {
   stopped,
   ttl,
 } from './worker-context.js';
+import { clockOrigin, fromLibrary } from './clock.js';
 import { ephemeralCycleLoop, ephemeralLoop, ephemeralSharedLoop } from './worker-ephemeral.js';
 import { leaderWorkLoop } from './worker-leader-work.js';
 import { counterLoop, multiLockLoop, rwLoop, semaphoreLoop } from './worker-locks.js';
@@ -49,7 +50,7 @@ process.on('uncaughtException', (err) => {
 // the deadline a paused or killed holder last knew.
 subscribe('etcd-connector:session.keepalive', (m) => {
   const msg = m as DiagnosticMessages['etcd-connector:session.keepalive'];
-  log({ kind: 'deadline', lease: msg.leaseId, deadlineAt: msg.deadlineAt });
+  log({ kind: 'deadline', lease: msg.leaseId, deadlineAt: fromLibrary(msg.deadlineAt) });
 });
 
 // A session closed here is one this process revoked itself: the checker blames etcd for a lease
@@ -108,7 +109,7 @@ async function electorLoop(): Promise<void> {
               token: leading,
               key: ev.token.key,
               revision: ev.revision,
-              deadlineAt: performance.timeOrigin + s.deadline,
+              deadlineAt: clockOrigin + s.deadline,
             });
           }
         } else if (leading !== undefined) {
