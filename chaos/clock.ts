@@ -1,9 +1,9 @@
 /**
  * The one clock of a chaos run: epoch ms, comparable across the processes of one machine. Each
  * process finds where its `performance.now()` stands on the wall clock itself, at ticks of
- * `Date.now()`, instead of trusting `performance.timeOrigin`: Node reads the two clocks for that
- * one after the other at start-up, and a worker started on a loaded machine (seed 10002, w2#1)
- * came out about 11 ms ahead of the others, which made its holds look longer than they were.
+ * `Date.now()`, instead of trusting `performance.timeOrigin`: a worker started on a loaded machine
+ * (seed 10002, w2#1) came out about 11 ms ahead of the others (probably descheduled between the
+ * two clock reads Node makes for it at start-up), which made its holds look longer than they were.
  */
 
 /** Wall-clock ms at this process's `performance.now()` = 0. */
