@@ -23,7 +23,7 @@ import { validateTtl } from '../paths.js';
 import type { Session } from '../session/session.js';
 import { sessionOf, type SessionHandle } from '../session/session-handle.js';
 import type { SessionRef } from '../session/session-pool.js';
-import { anySignal, Backoff, delay, isAborted, monotonicMs } from '../transport/timers.js';
+import { anySignal, Backoff, delay, epochMs, isAborted, monotonicMs } from '../transport/timers.js';
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { validateSignal } from './lifecycle.js';
@@ -228,7 +228,7 @@ class Attempt {
         token: token.revision,
         revision,
         waitMs: grantedAt - this.startedAt,
-        grantedAt: performance.timeOrigin + grantedAt,
+        grantedAt: epochMs(grantedAt),
       }));
       return held;
     } catch (err) {

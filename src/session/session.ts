@@ -13,7 +13,7 @@ import type { Etcd3, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etc
 import { observed, publish } from '../diagnostics.js';
 import { ClosedError, SessionLostError, TimeoutError } from '../errors.js';
 import { leaseIdHex, openStream, type FailureMemory, type OpenedStream } from '../transport/rpc.js';
-import { Backoff, monotonicMs } from '../transport/timers.js';
+import { Backoff, epochMs, monotonicMs } from '../transport/timers.js';
 
 export type SessionState = 'alive' | 'suspended' | 'lost' | 'closed';
 
@@ -284,7 +284,7 @@ export class Session {
         leaseId: this.leaseIdHex,
         ttl: this.ttl,
         rttMs,
-        deadlineAt: performance.timeOrigin + this.deadlineMs,
+        deadlineAt: epochMs(this.deadlineMs),
       }));
     }
     if (this.stateValue === 'suspended') {

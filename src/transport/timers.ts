@@ -5,6 +5,11 @@ export function monotonicMs(): number {
   return performance.now();
 }
 
+/** A {@link monotonicMs} time as epoch ms, as diagnostics give times (comparable across processes). */
+export function epochMs(monotonic: number): number {
+  return performance.timeOrigin + monotonic;
+}
+
 /** The source signals of each composite of {@link anySignal}, alive as long as it is. */
 const sourcesOf = new WeakMap<AbortSignal, readonly AbortSignal[]>();
 
