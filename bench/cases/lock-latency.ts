@@ -64,9 +64,13 @@ async function coldAndWarm(
   return { cold, warm: await cycles(n) };
 }
 
-/** `n` uncontended Lock+Unlock cycles of Go's Mutex, timed inside the Go peer, cold and warm. */
+/**
+ * `n` cycles timed inside the Go peer, cold and warm: `mutex.cycles` (uncontended Lock+Unlock of
+ * Go's Mutex) or `kv.cycles` (a plain put + delete).
+ */
 async function goCycles(
   env: BenchEnv,
+  cmd: 'mutex.cycles' | 'kv.cycles',
   n: number,
   warmUp: number,
 ): Promise<Uncontended | undefined> {
@@ -82,7 +86,7 @@ async function goCycles(
     let id = 0;
     const cycles = async (count: number): Promise<number[]> => {
       const my = ++id;
-      go.send(JSON.stringify({ id: my, cmd: 'mutex.cycles', path, count }));
+      go.send(JSON.stringify({ id: my, cmd, path, count }));
       const line = await go.waitLine(
         (l) => l.includes(`"id":${my},`),
         WAIT_MS + count * 200,
@@ -98,20 +102,25 @@ async function goCycles(
   }
 }
 
-/** Lock + unlock in the child's own process, `n` times cold and `n` times warm. */
+/**
+ * In the child's own process, `n` times cold and `n` times warm: lock + unlock (`latency`), or a
+ * plain put + delete through etcd3 (`writes`; `awake`: with the event loop kept busy).
+ */
 async function inProcess(
   env: BenchEnv,
   mode: 'ours' | 'etcd3' | 'v3lock',
   n: number,
   warmUp: number,
+  op: 'latency' | 'writes' = 'latency',
+  awake = false,
 ): Promise<Uncontended> {
   const c = child(env, mode);
   try {
     await c.waitEvent('ready', WAIT_MS);
     const name = `${env.prefix(`lat-${mode}`)}/lock`;
     const cycles = async (count: number): Promise<number[]> => {
-      c.send(JSON.stringify({ op: 'latency', name, n: count, ttl: TTL }));
-      const r = await c.waitEvent('latency', WAIT_MS + count * 200);
+      c.send(JSON.stringify({ op, name, n: count, ttl: TTL, awake }));
+      const r = await c.waitEvent(op, WAIT_MS + count * 200);
       return r.data.samples as number[];
     };
     return await coldAndWarm(cycles, n, warmUp);
@@ -227,7 +236,7 @@ export const lockLatencyCase: BenchCase = {
       ours === undefined
         ? undefined
         : await env.guard('lock-latency', () => inProcess(env, 'ours', n, warmUp));
-    const inGo = await goCycles(env, n, warmUp);
+    const inGo = await goCycles(env, 'mutex.cycles', n, warmUp);
     const inV3 = await inProcess(env, 'v3lock', n, warmUp);
     const inE3 = await inProcess(env, 'etcd3', n, warmUp);
     const sides = [inOurs, inGo, inV3, inE3];
@@ -258,6 +267,35 @@ export const lockLatencyCase: BenchCase = {
         cg?.p50,
         'lower',
       ),
+    );
+    // The transport's floor: the two writes of a lock cycle as plain calls, etcd3 against Go's
+    // client, and etcd3 again with its event loop kept awake (never asleep in epoll meanwhile).
+    const wGo = await goCycles(env, 'kv.cycles', n, warmUp);
+    const wE3 = await inProcess(env, 'etcd3', n, warmUp, 'writes');
+    const wAwake = await inProcess(env, 'etcd3', n, warmUp, 'writes', true);
+    const [wg, we, wa] = [wGo, wE3, wAwake].map((x) =>
+      x === undefined ? undefined : summarize(x.warm),
+    );
+    rows.push(
+      ratioRow(
+        'put + delete, plain client, warm, p50 (ms)',
+        we?.p50,
+        'Go clientv3',
+        wg?.p50,
+        'lower',
+      ),
+      ratioRow(
+        'lock+unlock (ours) / put + delete (etcd3)',
+        io?.p50,
+        'etcd3 put+delete',
+        we?.p50,
+        'lower',
+      ),
+    );
+    env.note(
+      `lock-latency: the transport's floor, a plain put + delete, warm p50: etcd3 ${fmt(we?.p50)} ` +
+        `ms, the same with its event loop kept awake ${fmt(wa?.p50)} ms, Go clientv3 ` +
+        `${fmt(wg?.p50)} ms`,
     );
 
     const oursH: Handover[] = [];

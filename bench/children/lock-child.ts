@@ -11,6 +11,10 @@
  * - {"op":"latency","name":n,"n":count,"ttl":s} -> `latency` with `samples` (lock+unlock, ms),
  *   uncontended, in this process.
  * - {"op":"lock","name":n,"ttl":s} -> `locked`; {"op":"unlock"} -> `unlocked` (driven over the pipe).
+ * - {"op":"writes","name":n,"n":count,"awake":bool} -> `writes` with `samples` (ms): a put and a
+ *   delete of key `n` through a plain etcd3 client, the transport's floor for a lock cycle (two
+ *   writes); `awake` keeps the event loop busy meanwhile (setImmediate), so the process is never
+ *   asleep in epoll when the answer comes.
  */
 import { Etcd3, EtcdLockFailedError, type Lock as Etcd3Lock } from 'etcd3';
 import { ExponentialBackoff, handleType, retry } from 'cockatiel';
@@ -177,6 +181,30 @@ async function latency(side: Side, cmd: Record<string, unknown>): Promise<void> 
   send('latency', { samples });
 }
 
+let plain: Etcd3 | undefined;
+
+async function writes(cmd: Record<string, unknown>): Promise<void> {
+  plain ??= new Etcd3({ hosts: endpoints });
+  const key = String(cmd.name);
+  let awake = cmd.awake === true;
+  const spin = (): void => {
+    if (awake) setImmediate(spin);
+  };
+  spin();
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < Number(cmd.n); i++) {
+      const t0 = performance.now();
+      await plain.put(key).value('');
+      await plain.delete().key(key);
+      samples.push(performance.now() - t0);
+    }
+  } finally {
+    awake = false;
+  }
+  send('writes', { samples });
+}
+
 async function main(): Promise<void> {
   let side: Side;
   if (mode === 'ours') side = await oursSide();
@@ -188,6 +216,7 @@ async function main(): Promise<void> {
     async (cmd) => {
       if (cmd.op === 'contend') await contend(side, cmd);
       else if (cmd.op === 'latency') await latency(side, cmd);
+      else if (cmd.op === 'writes') await writes(cmd);
       else if (cmd.op === 'lock') {
         driven ??= await side.contender(String(cmd.name), Number(cmd.ttl ?? 10));
         held = await driven.lock();
@@ -206,6 +235,7 @@ async function main(): Promise<void> {
     async () => {
       await held?.release().catch(() => undefined);
       await side.close();
+      plain?.close();
     },
   );
   send('ready');

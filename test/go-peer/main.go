@@ -751,6 +751,10 @@ func (p *peer) run(ctx context.Context, req *request, pd *pending) (result, erro
 		case "session.close":
 			return p.sessionClose(pd)
 		}
+	case "kv":
+		if req.Cmd == "kv.cycles" {
+			return p.kvCycles(ctx, req)
+		}
 	case "ping":
 		return result{"pid": os.Getpid()}, nil
 	}
@@ -795,6 +799,23 @@ func (p *peer) mutexCycles(ctx context.Context, req *request) (result, error) {
 			return nil, err
 		}
 		if err := m.Unlock(ctx); err != nil {
+			return nil, err
+		}
+		samples = append(samples, float64(time.Since(t0).Microseconds())/1000)
+	}
+	return result{"samplesMs": samples}, nil
+}
+
+// kvCycles times `count` pairs of plain writes, a put and a delete of `path`: the client's floor
+// for a lock cycle (two writes), for the bench to set beside Node's.
+func (p *peer) kvCycles(ctx context.Context, req *request) (result, error) {
+	samples := make([]float64, 0, req.Count)
+	for i := 0; i < req.Count; i++ {
+		t0 := time.Now()
+		if _, err := p.cli.Put(ctx, req.Path, ""); err != nil {
+			return nil, err
+		}
+		if _, err := p.cli.Delete(ctx, req.Path); err != nil {
 			return nil, err
 		}
 		samples = append(samples, float64(time.Since(t0).Microseconds())/1000)
