@@ -6,6 +6,9 @@
  *   child), Go's concurrency.Mutex — the code `etcdctl lock` runs — in the Go peer
  *   (test/go-peer, `mutex.cycles`), etcd's lock service (v3lock API: Lock + Unlock) and etcd3's
  *   Lock (which grants, puts and revokes per lock by design).
+ * - The transport's floor beside it: the two writes of a lock cycle as plain calls (a put and a
+ *   delete), through etcd3 in a child (also with its event loop kept busy) and through Go's
+ *   clientv3 in the Go peer (`kv.cycles`). No lock over etcd3 can beat etcd3's own two writes.
  * - Handover: the holder in its own process unlocks, the waiter (queued 150 ms before) holds.
  *   Ours: the holder is a bench child told `unlock` over a pipe; the waiter's `lock()` resolves
  *   here. etcdctl: `etcdctl lock` holds until SIGINT; the waiting `etcdctl lock` prints its key.
