@@ -421,4 +421,45 @@ void describe('Go peer (etcd 3.4 Go recipes)', () => {
     assert.equal(broke.ok, false);
     assert.equal(broke.insufficient, true);
   });
+
+  void test("the bench's timed cycles: mutex.cycles and kv.cycles write, then leave nothing", async () => {
+    const ns = uniqueName('gocycles');
+    const a = await peer();
+    const before = Number((await suite.client.get(`${ns}/`).exec()).header.revision);
+    for (const [cmd, path] of [
+      ['mutex.cycles', `${ns}/lock`],
+      ['kv.cycles', `${ns}/key`],
+    ] as const) {
+      const res = await a.ok({ cmd, path, count: 3 });
+      const samples = res.samplesMs as number[];
+      assert.equal(samples.length, 3, cmd);
+      assert.ok(
+        samples.every((ms) => ms > 0),
+        `${cmd}: ${samples.join(', ')}`,
+      );
+      assert.deepEqual(await dump(`${ns}/`), [], `${cmd} left keys`);
+    }
+    // Each cycle is two writes: the lock's key or the put, then its delete.
+    const events: string[] = [];
+    const w = await suite.client
+      .watch()
+      .prefix(`${ns}/`)
+      .startRevision(String(before + 1))
+      .create();
+    try {
+      w.on('put', (kv) => events.push(`put ${kv.key.toString().slice(ns.length)}`));
+      w.on('delete', (kv) => events.push(`delete ${kv.key.toString().slice(ns.length)}`));
+      await waitFor(() => events.length >= 12 || undefined, {
+        timeoutMs: testTimeout(5000),
+        message: `12 writes, saw ${events.length}`,
+      });
+    } finally {
+      await w.cancel();
+    }
+    const lockKey = `/lock/${a.lease}`;
+    assert.deepEqual(events, [
+      ...Array.from({ length: 3 }, () => [`put ${lockKey}`, `delete ${lockKey}`]).flat(),
+      ...Array.from({ length: 3 }, () => ['put /key', 'delete /key']).flat(),
+    ]);
+  });
 });
