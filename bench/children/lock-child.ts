@@ -12,9 +12,9 @@
  *   uncontended, in this process.
  * - {"op":"lock","name":n,"ttl":s} -> `locked`; {"op":"unlock"} -> `unlocked` (driven over the pipe).
  * - {"op":"writes","name":n,"n":count,"awake":bool} -> `writes` with `samples` (ms): a put and a
- *   delete of key `n` through a plain etcd3 client, the transport's floor for a lock cycle (two
- *   writes); `awake` keeps the event loop busy meanwhile (setImmediate), so the process is never
- *   asleep in epoll when the answer comes.
+ *   delete of key `n` through the side's plain etcd3 client (etcd3 and v3lock sides), the
+ *   transport's floor for a lock cycle (two writes); `awake` keeps the event loop busy meanwhile
+ *   (setImmediate), so the process is never asleep in epoll when the answer comes.
  */
 import { Etcd3, EtcdLockFailedError, type Lock as Etcd3Lock } from 'etcd3';
 import { ExponentialBackoff, handleType, retry } from 'cockatiel';
@@ -48,6 +48,8 @@ interface Side {
     close(): Promise<void>;
   }>;
   close(): Promise<void>;
+  /** The side's plain etcd3 client (etcd3 and v3lock sides), for `writes`. */
+  readonly plain?: Etcd3;
 }
 
 async function oursSide(): Promise<Side> {
@@ -81,6 +83,7 @@ function etcd3Side(): Side {
     backoff: new ExponentialBackoff({ initialDelay: 10, maxDelay: 100 }),
   });
   return {
+    plain: client,
     contender(name, ttl) {
       return Promise.resolve({
         async lock() {
@@ -101,6 +104,7 @@ function v3lockSide(): Side {
   const client = new Etcd3({ hosts: endpoints });
   const locks = new V3LockClient(endpoints[0] ?? '');
   return {
+    plain: client,
     async contender(name, ttl) {
       // One lease per contender (the server's Mutex key is name/<lease hex>), long enough for
       // the run: no keepalive needed.
@@ -181,10 +185,9 @@ async function latency(side: Side, cmd: Record<string, unknown>): Promise<void> 
   send('latency', { samples });
 }
 
-let plain: Etcd3 | undefined;
-
-async function writes(cmd: Record<string, unknown>): Promise<void> {
-  plain ??= new Etcd3({ hosts: endpoints });
+async function writes(side: Side, cmd: Record<string, unknown>): Promise<void> {
+  const { plain } = side;
+  if (plain === undefined) throw new Error(`writes: the ${mode} side has no plain etcd3 client`);
   const key = String(cmd.name);
   let awake = cmd.awake === true;
   const spin = (): void => {
@@ -216,7 +219,7 @@ async function main(): Promise<void> {
     async (cmd) => {
       if (cmd.op === 'contend') await contend(side, cmd);
       else if (cmd.op === 'latency') await latency(side, cmd);
-      else if (cmd.op === 'writes') await writes(cmd);
+      else if (cmd.op === 'writes') await writes(side, cmd);
       else if (cmd.op === 'lock') {
         driven ??= await side.contender(String(cmd.name), Number(cmd.ttl ?? 10));
         held = await driven.lock();
@@ -235,7 +238,6 @@ async function main(): Promise<void> {
     async () => {
       await held?.release().catch(() => undefined);
       await side.close();
-      plain?.close();
     },
   );
   send('ready');

@@ -791,14 +791,25 @@ func (p *peer) mutexCycles(ctx context.Context, req *request) (result, error) {
 	if err != nil {
 		return nil, err
 	}
-	samples := make([]float64, 0, req.Count)
-	for i := 0; i < req.Count; i++ {
+	return timedCycles(req.Count, func() func() error {
 		m := concurrency.NewMutex(s, req.Path)
-		t0 := time.Now()
-		if err := m.Lock(ctx); err != nil {
-			return nil, err
+		return func() error {
+			if err := m.Lock(ctx); err != nil {
+				return err
+			}
+			return m.Unlock(ctx)
 		}
-		if err := m.Unlock(ctx); err != nil {
+	})
+}
+
+// timedCycles runs `count` cycles, each made by `prepare` untimed and then timed, and answers
+// their times in ms as `samplesMs`.
+func timedCycles(count int, prepare func() func() error) (result, error) {
+	samples := make([]float64, 0, count)
+	for i := 0; i < count; i++ {
+		cycle := prepare()
+		t0 := time.Now()
+		if err := cycle(); err != nil {
 			return nil, err
 		}
 		samples = append(samples, float64(time.Since(t0).Microseconds())/1000)
@@ -809,18 +820,14 @@ func (p *peer) mutexCycles(ctx context.Context, req *request) (result, error) {
 // kvCycles times `count` pairs of plain writes, a put and a delete of `path`: the client's floor
 // for a lock cycle (two writes), for the bench to set beside Node's.
 func (p *peer) kvCycles(ctx context.Context, req *request) (result, error) {
-	samples := make([]float64, 0, req.Count)
-	for i := 0; i < req.Count; i++ {
-		t0 := time.Now()
+	cycle := func() error {
 		if _, err := p.cli.Put(ctx, req.Path, ""); err != nil {
-			return nil, err
+			return err
 		}
-		if _, err := p.cli.Delete(ctx, req.Path); err != nil {
-			return nil, err
-		}
-		samples = append(samples, float64(time.Since(t0).Microseconds())/1000)
+		_, err := p.cli.Delete(ctx, req.Path)
+		return err
 	}
-	return result{"samplesMs": samples}, nil
+	return timedCycles(req.Count, func() func() error { return cycle })
 }
 
 // ownerRev reads myRev out of Mutex.IsOwner(): Compare(CreateRevision(myKey), "=", myRev).
