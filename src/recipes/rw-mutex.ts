@@ -15,6 +15,7 @@
  * wake-up and hold only while our key exists with our revision under a live session.
  */
 import type { ConnectorContext } from '../engines/context.js';
+import { unixNano } from '../engines/keys.js';
 import { runHeld, type HeldLock } from '../engines/held-lock.js';
 import {
   acquireQueued,
@@ -28,20 +29,6 @@ import type { LockOptions } from './mutex.js';
 
 /** Options of `conn.newRWMutex(path, options)`. */
 export type RWMutexOptions = LockRecipeOptions;
-
-let lastNano = 0n;
-
-/**
- * Go's `time.Now().UnixNano()` as a decimal string, strictly increasing within this process
- * (the clock's sub-microsecond digits are not to be trusted; a clash across processes is
- * caught by the create-only transaction).
- */
-function unixNano(): string {
-  let nano = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
-  if (nano <= lastNano) nano = lastNano + 1n;
-  lastNano = nano;
-  return nano.toString();
-}
 
 /**
  * A readers-writer lock on `path`. Make it with `conn.newRWMutex(path, { ttl })`; no I/O
