@@ -5,6 +5,7 @@
  * (seed 10002, w2#1) came out about 11 ms ahead of the others (probably descheduled between the
  * two clock reads Node makes for it at start-up), which made its holds look longer than they were.
  */
+import { epochMs } from '../src/transport/timers.js';
 
 /** Wall-clock ms at this process's `performance.now()` = 0. */
 export const clockOrigin = calibrate();
@@ -14,9 +15,9 @@ export function now(): number {
   return clockOrigin + performance.now();
 }
 
-/** An epoch time the library gives (`performance.timeOrigin` + monotonic ms), on our clock. */
-export function fromLibrary(epochMs: number): number {
-  return epochMs - performance.timeOrigin + clockOrigin;
+/** An epoch time the library gives (its `epochMs()` of a monotonic time), on our clock. */
+export function fromLibrary(epoch: number): number {
+  return epoch - epochMs(0) + clockOrigin;
 }
 
 /**
