@@ -69,6 +69,10 @@ export interface DiagnosticMessages {
      * before the session's deadline was checked for it: the session was surely alive then.
      */
     grantedAt: number;
+    /** The lease (hex) our key is under: a mutex's may be the connector's spare session's. */
+    lease: string;
+    /** The session's local deadline (epoch ms) when it was granted: held surely until then. */
+    deadlineAt: number;
   };
   /** A held lock was released by its holder after `heldMs`. */
   'etcd-connector:lock.release': {

@@ -159,6 +159,9 @@ void describe('Mutex', () => {
       granted.grantedAt >= releasedAt && granted.grantedAt <= resolvedAt,
       `granted at ${granted.grantedAt}, released ${releasedAt}, resolved ${resolvedAt}`,
     );
+    // Under which lease, and held surely until when.
+    assert.equal(granted.lease, b.key.slice(path.length + 1));
+    assert.ok(granted.deadlineAt > granted.grantedAt);
     await b.unlock();
     const tried = await cb.newMutex(path).tryLock();
     assert.ok(tried !== undefined);

@@ -52,6 +52,11 @@ export interface HeldLockParts {
   ref: SessionRef;
   /** Lets the next in-process caller use the key (locks whose key a session shares). */
   leaveGate: () => void;
+  /**
+   * Releases our key handing the gate to the next local caller in the same transaction
+   * (engines/lock-handoff.ts): true when it deleted our key, false to release as usual.
+   */
+  handOff?: () => Promise<boolean>;
 }
 
 /**
@@ -244,7 +249,9 @@ export class HeldLock implements AsyncDisposable {
     const { ctx, member } = this.parts;
     let failure: EtcdConnectorError | undefined;
     try {
-      if (releasing && !ctx.closing) failure = await this.removeKey();
+      if (releasing && !ctx.closing && (await this.parts.handOff?.()) !== true) {
+        failure = await this.removeKey();
+      }
       // Our key may still be there: let it go with the lease now, not after the pool's linger.
       if (failure !== undefined) ctx.sessions.revokeAtLastRelease(this.session);
     } finally {

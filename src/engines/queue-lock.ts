@@ -11,6 +11,7 @@
  * reached, again in the background until it can or the session ends), and only then does the
  * next in-process caller pass the gate.
  */
+import type { ITxnResponse } from 'etcd3';
 import {
   AbortError,
   ClosedError,
@@ -28,6 +29,7 @@ import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { validateSignal } from './lifecycle.js';
 import { LocalGates } from './local-gate.js';
+import { handOff, type Handoff } from './lock-handoff.js';
 import { QueueMember, type JoinResult, type QueueShape, type WaitOutcome } from './wait-deletes.js';
 
 /** What a lock recipe asks for. */
@@ -62,9 +64,9 @@ export interface QueueLockOptions {
   tryOnly?: boolean;
 }
 
-const gatesOf = new WeakMap<ConnectorContext, LocalGates>();
+const gatesOf = new WeakMap<ConnectorContext, LocalGates<Handoff>>();
 
-function gates(ctx: ConnectorContext): LocalGates {
+function gates(ctx: ConnectorContext): LocalGates<Handoff> {
   let g = gatesOf.get(ctx);
   if (g === undefined) gatesOf.set(ctx, (g = new LocalGates()));
   return g;
@@ -139,32 +141,59 @@ async function attemptLock(
   const { ctx } = spec;
   if (signal.aborted) throw new AbortError({ cause: signal.reason });
   const startedAt = monotonicMs();
-  const ref =
+  let ref =
     spec.session === undefined
       ? await ctx.sessions.acquire(spec.ttl, { signal })
       : ctx.sessions.retain(spec.session);
-  const session = ref.session;
-  let leaveGate = (): void => undefined;
-  if (spec.shape === undefined) {
-    const key = spec.prefix + session.leaseIdHex;
-    if (tryOnly) {
-      const entered = gates(ctx).tryEnter(key);
-      if (entered === undefined) {
-        // Another caller of this process has or wants the key: held elsewhere, as far as we go.
-        await ref.release();
-        return undefined;
-      }
-      leaveGate = entered;
-    } else {
-      try {
-        leaveGate = await gates(ctx).enter(key, signal);
-      } catch (err) {
-        await ref.release();
-        throw err;
-      }
-    }
+  if (spec.shape !== undefined) {
+    return new Attempt(spec, ref, () => undefined, tryOnly, signal, startedAt).run();
   }
-  return new Attempt(spec, ref, leaveGate, tryOnly, signal, startedAt).run();
+  // Go's key, which every caller of the session shares: through the gate (local-gate.ts).
+  const gateKey = spec.prefix + ref.session.leaseIdHex;
+  if (tryOnly) {
+    const leave = gates(ctx).tryEnter(gateKey);
+    if (leave === undefined) {
+      // Another caller of this process has or wants the key: held elsewhere, as far as we go.
+      await ref.release();
+      return undefined;
+    }
+    return new Attempt(spec, ref, leave, tryOnly, signal, startedAt, { gateKey }).run();
+  }
+  // A caller that chose its session holds under it: no hand-over to another lease.
+  const takesHandoff = spec.session === undefined;
+  // Behind another caller of ours: its release may hand over under the spare session.
+  if (takesHandoff && gates(ctx).busy(gateKey)) ctx.sessions.prepareSpare(spec.ttl);
+  let pass;
+  try {
+    pass = await gates(ctx).enter(gateKey, signal, takesHandoff);
+  } catch (err) {
+    await ref.release();
+    throw err;
+  }
+  const { leave, handoff } = pass;
+  if (handoff === undefined) {
+    return new Attempt(spec, ref, leave, tryOnly, signal, startedAt, { gateKey }).run();
+  }
+  // The release before us queued our key under another session (lock-handoff.ts).
+  await ref.release();
+  ref = handoff.ref;
+  const leaveBoth = (): void => {
+    leave();
+    handoff.leaveKey();
+  };
+  const { placement } = handoff;
+  return new Attempt(spec, ref, leaveBoth, tryOnly, signal, startedAt, {
+    gateKey,
+    placement,
+  }).run();
+}
+
+/** How a Go-keyed attempt came through the gate. */
+interface GateEntry {
+  /** The gate it is in: its release may hand it over (lock-handoff.ts). */
+  gateKey: string;
+  /** Our key, created by the release before us (the hand-over). */
+  placement?: ITxnResponse;
 }
 
 /** One acquisition once the session and the gate are ours. */
@@ -184,6 +213,7 @@ class Attempt {
     private readonly signal: AbortSignal,
     /** When the call began (performance.now()), for the wait it reports. */
     private readonly startedAt: number,
+    private readonly entry?: GateEntry,
   ) {
     this.ctx = spec.ctx;
     this.session = ref.session;
@@ -218,6 +248,7 @@ class Attempt {
         slots: this.spec.slots,
         ref: this.ref,
         leaveGate: this.leaveGate,
+        ...(this.entry === undefined ? {} : { handOff: this.handOff(this.entry.gateKey, member) }),
       });
       this.held = held;
       held.begin();
@@ -229,6 +260,8 @@ class Attempt {
         revision,
         waitMs: grantedAt - this.startedAt,
         grantedAt: epochMs(grantedAt),
+        lease: this.session.leaseIdHex,
+        deadlineAt: epochMs(this.session.deadline),
       }));
       return held;
     } catch (err) {
@@ -237,22 +270,36 @@ class Attempt {
     }
   }
 
+  /** The release of a held lock that hands the gate to the next local caller, if any. */
+  private handOff(gateKey: string, member: QueueMember): () => Promise<boolean> {
+    return () => handOff(this.ctx, gates(this.ctx), gateKey, member, this.spec.slots);
+  }
+
   /**
-   * Joins and waits; the member that holds and the revision that showed it, or undefined
-   * (try-only and held elsewhere).
+   * Joins (or takes the place made for us) and waits; the member that holds and the revision
+   * that showed it, or undefined (try-only and held elsewhere).
    */
   private async place(): Promise<{ member: QueueMember; revision: number } | undefined> {
     const backoff = new Backoff(100, 2000);
+    let placement = this.entry?.placement;
     for (;;) {
+      let joined: JoinResult | undefined;
+      if (placement !== undefined) {
+        // Ours already, before any check: a call that ends here must delete the key (giveUp).
+        this.sent = true;
+        joined = this.newMember().adopt(placement, this.spec.slots);
+        placement = undefined;
+      }
       this.assertGoing();
       const member = this.member ?? this.newMember();
-      let joined: JoinResult;
-      try {
-        this.sent = true;
-        joined = await member.join(this.spec.value ?? '', this.spec.slots);
-      } catch (err) {
-        await this.onFailure(err, backoff);
-        continue;
+      if (joined === undefined) {
+        try {
+          this.sent = true;
+          joined = await member.join(this.spec.value ?? '', this.spec.slots);
+        } catch (err) {
+          await this.onFailure(err, backoff);
+          continue;
+        }
       }
       if (!joined.created && this.clashed(joined)) {
         // Someone else's key under our name (only with keys of our own making): pick another.

@@ -50,6 +50,7 @@ import type { Session, SessionStateChange } from '../session/session.js';
 import { isAborted } from '../transport/timers.js';
 import type { WatchEvent } from '../transport/resume-point.js';
 import type { ConnectorContext } from './context.js';
+import { absent, putOp } from './keys.js';
 import { watchId, watchKeyFrom } from './key-watch.js';
 import { firstBy, lastBy, lastByUpTo, rangeOp, kvsAt, kvAt, type QueueOrder } from './ranges.js';
 import { Latch } from './latch.js';
@@ -279,11 +280,62 @@ export class QueueMember {
       this.unanswered = true;
       throw err;
     }
+    return this.settle(res, 0, slots, extraReads);
+  }
+
+  /**
+   * Takes over the place that the release of another member of this process made for us in its
+   * transaction ({@link releaseInto}, applied): as if our own join had created our key.
+   */
+  adopt(res: ITxnResponse, slots: number): JoinResult {
+    return this.settle(res, 1, slots, []);
+  }
+
+  /**
+   * Our release and the join of `key` (the next caller's of this process, under another lease)
+   * in one transaction: deletes our key while it has our revision and creates `key` at the end of
+   * the queue with `lease`, reading what a join reads (see {@link adopt}). Not applied when our
+   * key is no longer ours or `key` exists. Throws etcd's error (the outcome is then unknown).
+   */
+  async releaseInto(key: string, lease: string, slots: number): Promise<ITxnResponse> {
+    const token = this.tokenValue;
+    if (token === undefined) throw new Error('releaseInto() before join()');
+    try {
+      return await this.txn(
+        {
+          compare: [token.toCompare(), absent(key)],
+          success: [
+            { request_delete_range: { key: this.keyBuf } },
+            putOp(key, '', lease),
+            rangeOp(firstBy(this.waitPrefix, this.order, slots)),
+            lastBy(this.waitPrefix, this.order, slots + 1),
+          ],
+        },
+        'release',
+        true,
+      );
+    } catch (err) {
+      this.unanswered = true;
+      throw err;
+    }
+  }
+
+  /**
+   * Our place from a join's answer: `at` is where the join's own responses begin (its put, or
+   * the read of our key when it existed), followed by the first keys, the window (when our key
+   * was created) and the extra reads.
+   */
+  private settle(
+    res: ITxnResponse,
+    at: number,
+    slots: number,
+    extraReads: readonly IRangeRequest[],
+  ): JoinResult {
     let revision = res.header.revision;
     let orderRevision = BigInt(revision);
     let existing: { existingValue: string; existingLease: string } | undefined;
     if (!res.succeeded) {
-      const kv = kvAt(res.responses, 0);
+      const kv = kvAt(res.responses, at);
       if (kv === undefined) throw new Error(`etcd returned no key for ${this.key}`);
       revision = kv.create_revision;
       orderRevision = BigInt(this.order === 'Mod' ? kv.mod_revision : kv.create_revision);
@@ -295,8 +347,8 @@ export class QueueMember {
     this.goneValue = false;
     const readRevision = Number(res.header.revision);
     this.watchOwn(readRevision + 1);
-    const firstKvs = kvsAt(res.responses, 1);
-    const extraAt = res.succeeded ? 3 : 2;
+    const firstKvs = kvsAt(res.responses, at + 1);
+    const extraAt = at + (res.succeeded ? 3 : 2);
     const extra = extraReads.map((_, i) => kvsAt(res.responses, i + extraAt));
     // Keys before ours among the first `slots` (ours is the newest, or among them).
     const before = firstKvs.filter(
@@ -307,7 +359,7 @@ export class QueueMember {
     if (holder) {
       this.initialView = { readRevision, window: [], extra };
     } else if (res.succeeded) {
-      const window = kvsAt(res.responses, 2)
+      const window = kvsAt(res.responses, at + 2)
         .filter((kv) => !kv.key.equals(this.keyBuf))
         .slice(0, slots);
       this.initialView = { readRevision, window, extra };

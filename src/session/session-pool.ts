@@ -11,6 +11,12 @@
  * times the cost of the lock itself. Its recipes deleted their keys; nothing lives under it. A
  * session a user held a handle on (`conn.session()`) is revoked at once, as the user's own
  * leased keys are expected to go with it.
+ *
+ * A TTL may also have a **spare** session, never handed out by `acquire()`: a mutex release that
+ * queues the next caller of the process in its own transaction needs that caller's key under
+ * another lease (Go's key is `path/<lease hex>`, and a transaction may not delete and create one
+ * key; engines/lock-handoff.ts). It is granted the first time a release asks for it, and kept
+ * like any session only recipes used.
  */
 import type { Etcd3 } from 'etcd3';
 import { AbortError, ClosedError, InvalidArgumentError } from '../errors.js';
@@ -61,6 +67,9 @@ export class SessionPool {
    */
   private readonly revokeAtOnce = new WeakSet<Session>();
   private readonly granting = new Map<number, Promise<Session>>();
+  /** The spare session per TTL (see the file's comment), and spares being granted. */
+  private readonly spares = new Map<number, Session>();
+  private readonly grantingSpare = new Map<number, Promise<void>>();
   private readonly refs = new Map<Session, Set<SessionRef>>();
   /** Every session this pool granted (to refuse another connector's). */
   private readonly granted = new WeakSet<Session>();
@@ -118,6 +127,32 @@ export class SessionPool {
     return this.ref(session);
   }
 
+  /**
+   * A reference to a live session of `session`'s TTL other than `session` (the pool's session or
+   * the spare), for a mutex's hand-over; undefined when none is ready (a spare is then granted in
+   * the background, for the next time). Never waits.
+   */
+  otherThan(session: Session): SessionRef | undefined {
+    if (this.closed) return undefined;
+    const ttl = session.requestedTtl;
+    for (const s of [this.live.get(ttl), this.spares.get(ttl)]) {
+      if (s !== undefined && s !== session && s.state === 'alive' && s.isAlive())
+        return this.ref(s);
+    }
+    this.prepareSpare(ttl);
+    return undefined;
+  }
+
+  /**
+   * Grants the spare session of `ttl` in the background unless there is one (a caller of a mutex
+   * waits behind another of this process: its turn may come by a hand-over). Never waits.
+   */
+  prepareSpare(ttl: number): void {
+    if (this.closed || this.spares.has(ttl) || this.grantingSpare.has(ttl)) return;
+    const granting = this.grantSpare(ttl).finally(() => this.grantingSpare.delete(ttl));
+    this.grantingSpare.set(ttl, granting);
+  }
+
   /** True for a session this pool granted. */
   owns(session: Session): boolean {
     return this.granted.has(session);
@@ -157,13 +192,16 @@ export class SessionPool {
     await session.close();
   }
 
-  /** The pool's session for its TTL (not replaced after a loss). */
+  /** The pool's session or spare for its TTL (not replaced after a loss). */
   private isLive(session: Session): boolean {
-    return this.live.get(session.requestedTtl) === session;
+    const ttl = session.requestedTtl;
+    return this.live.get(ttl) === session || this.spares.get(ttl) === session;
   }
 
   private forget(session: Session): void {
-    if (this.isLive(session)) this.live.delete(session.requestedTtl);
+    const ttl = session.requestedTtl;
+    if (this.live.get(ttl) === session) this.live.delete(ttl);
+    if (this.spares.get(ttl) === session) this.spares.delete(ttl);
   }
 
   /** Revokes every session. Idempotent. */
@@ -172,9 +210,10 @@ export class SessionPool {
     this.closing.abort(new ClosedError());
     for (const timer of this.lingering.values()) clearTimeout(timer);
     this.lingering.clear();
-    await Promise.allSettled([...this.granting.values()]);
-    const all = new Set([...this.live.values(), ...this.refs.keys()]);
+    await Promise.allSettled([...this.granting.values(), ...this.grantingSpare.values()]);
+    const all = new Set([...this.live.values(), ...this.spares.values(), ...this.refs.keys()]);
     this.live.clear();
+    this.spares.clear();
     this.refs.clear();
     await Promise.all([...all].map((s) => s.close()));
   }
@@ -201,7 +240,7 @@ export class SessionPool {
       }
       this.live.set(ttl, session);
       this.granted.add(session);
-      this.watch(ttl, session);
+      this.watch(session);
       return session;
     });
     this.granting.set(ttl, granting);
@@ -212,14 +251,30 @@ export class SessionPool {
     }
   }
 
+  /** A spare for `ttl`, kept (no holder yet) as a released session until a hand-over uses it. */
+  private async grantSpare(ttl: number): Promise<void> {
+    let session: Session;
+    try {
+      session = await Session.grant(this.client, ttl, this.options);
+    } catch {
+      return; // The next hand-over asks again.
+    }
+    if (this.closed) {
+      await session.close();
+      return;
+    }
+    this.spares.set(ttl, session);
+    this.granted.add(session);
+    this.watch(session);
+    await this.ref(session).release();
+  }
+
   /** Forgets a session that ended, and tells the connection monitor what its keepalive sees. */
-  private watch(ttl: number, session: Session): void {
+  private watch(session: Session): void {
     const monitor = this.connection;
     monitor?.set(session, true);
     session.onChange((c) => {
-      if ((c.state === 'lost' || c.state === 'closed') && this.live.get(ttl) === session) {
-        this.live.delete(ttl);
-      }
+      if (c.state === 'lost' || c.state === 'closed') this.forget(session);
       if (monitor === undefined) return;
       if (c.state === 'alive') monitor.set(session, true);
       else if (c.state === 'suspended') monitor.set(session, false);
