@@ -19,6 +19,7 @@ import {
   session,
   signal,
   stopped,
+  ttl,
 } from './worker-context.js';
 import {
   AbortError,
@@ -31,15 +32,20 @@ import {
 import { anySignal } from '../src/transport/timers.js';
 
 /**
- * When the library granted each lock (`key|token` -> epoch ms): the time its lock.acquire
- * diagnostic gives, read just before its last clock check, so a pause between the grant and our
- * log line (seed 9012: 4.2 s), or even between that check and the diagnostic (seed 20261129, 3
- * workers: 4.5 s), does not make a grant look late.
+ * What the library said of each grant (`key|token` ->), from its lock.acquire diagnostic: when
+ * (read just before its last clock check, so a pause between the grant and our log line, seed
+ * 9012: 4.2 s, or even between that check and the diagnostic, seed 20261129, 3 workers: 4.5 s,
+ * does not make a grant look late), under which lease (a mutex handed over between two callers
+ * of this worker holds under the connector's spare session), and its deadline then.
  */
-const grantedAt = new Map<string, number>();
+const grants = new Map<string, { grantedAt: number; lease: string; deadlineAt: number }>();
 subscribe('etcd-connector:lock.acquire', (m) => {
   const msg = m as DiagnosticMessages['etcd-connector:lock.acquire'];
-  grantedAt.set(`${msg.key}|${msg.token}`, fromLibrary(msg.grantedAt));
+  grants.set(`${msg.key}|${msg.token}`, {
+    grantedAt: fromLibrary(msg.grantedAt),
+    lease: msg.lease,
+    deadlineAt: fromLibrary(msg.deadlineAt),
+  });
 });
 
 /** The locks a hold is made of: one, or a MultiLock's. */
@@ -80,18 +86,19 @@ async function holdLoop<H extends Lock | MultiLockHandle>(
       const locks = locksOf(held);
       for (const l of locks) {
         const grant = `${l.key}|${l.token.revision}`;
+        const said = grants.get(grant);
         log({
           kind: 'lock.acquired',
-          grantedAt: grantedAt.get(grant),
+          grantedAt: said?.grantedAt,
           recipe,
           token: l.token.revision,
           revision: l.revision,
           key: l.key,
-          lease: s.leaseId,
-          deadlineAt: clockOrigin + s.deadline,
+          lease: said?.lease ?? s.leaseId,
+          deadlineAt: said?.deadlineAt ?? clockOrigin + s.deadline,
           ...how,
         });
-        grantedAt.delete(grant);
+        grants.delete(grant);
       }
       const lost = (await work(recipe, held)) || held.signal.aborted;
       // The hold ends when the holder stops acting on it: before unlock() lets the next one in.
@@ -165,12 +172,15 @@ async function dwell(held: Lock | MultiLockHandle): Promise<boolean> {
 /**
  * The mutex guards the counter: lock, read, fenced write of value + 1 (1-3 times), unlock. One
  * time in four it tries first (`tryLock()`), and waits only when the lock is held elsewhere.
+ * `shared`: on the connector's session of the TTL rather than a given one, as most services
+ * lock — so a release may hand the lock to another such loop of this worker under the spare
+ * session (engines/lock-handoff.ts).
  */
-export function counterLoop(): Promise<void> {
+export function counterLoop(shared = false): Promise<void> {
   return holdLoop(
-    'lock',
+    shared ? 'lock shared' : 'lock',
     (s) => {
-      const mutex = conn.newMutex(path('lock'), { session: s });
+      const mutex = conn.newMutex(path('lock'), shared ? { ttl } : { session: s });
       return async () => {
         const tried = Math.random() < 0.25 ? await mutex.tryLock() : undefined;
         if (tried !== undefined) return ['mutex', tried, { tried: true }];

@@ -213,6 +213,9 @@ async function main(): Promise<void> {
     .on('close', stop);
   const running = Promise.all([
     counterLoop(),
+    // Two callers on the connector's session: hand-overs between them.
+    counterLoop(true),
+    counterLoop(true),
     semaphoreLoop(),
     rwLoop(),
     multiLockLoop(),
