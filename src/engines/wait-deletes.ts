@@ -255,20 +255,7 @@ export class QueueMember {
               create_revision: 0,
             },
           ],
-          success: [
-            {
-              request_put: {
-                key: this.keyBuf,
-                value: Buffer.from(value),
-                lease: this.session.leaseId,
-              },
-            },
-            first,
-            // Ours is now the newest key: the `slots` keys just before it are the window to wait
-            // on, read here so a waiter needs no second round trip before it watches.
-            lastBy(this.waitPrefix, this.order, slots + 1),
-            ...extras,
-          ],
+          success: [...this.createOps(this.keyBuf, value, this.session.leaseId, slots), ...extras],
           // It exists (a retried join on the same lease): keep its place in the queue.
           failure: [rangeOp({ key: this.keyBuf }), first, ...extras],
         },
@@ -306,9 +293,7 @@ export class QueueMember {
           compare: [token.toCompare(), absent(key)],
           success: [
             { request_delete_range: { key: this.keyBuf } },
-            putOp(key, '', lease),
-            rangeOp(firstBy(this.waitPrefix, this.order, slots)),
-            lastBy(this.waitPrefix, this.order, slots + 1),
+            ...this.createOps(key, '', lease, slots),
           ],
         },
         'release',
@@ -318,6 +303,24 @@ export class QueueMember {
       this.unanswered = true;
       throw err;
     }
+  }
+
+  /**
+   * A join's writes and reads: `key` put at the end of the queue under `lease`, the first `slots`
+   * keys, and — ours being the newest — the `slots` keys just before it: the window to wait on,
+   * read here so a waiter needs no second round trip before it watches.
+   */
+  private createOps(
+    key: string | Buffer,
+    value: string,
+    lease: string,
+    slots: number,
+  ): IRequestOp[] {
+    return [
+      putOp(key, value, lease),
+      rangeOp(firstBy(this.waitPrefix, this.order, slots)),
+      lastBy(this.waitPrefix, this.order, slots + 1),
+    ];
   }
 
   /**
