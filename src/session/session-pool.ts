@@ -233,16 +233,7 @@ export class SessionPool {
     if (current?.isAlive()) return current;
     const inFlight = this.granting.get(ttl);
     if (inFlight !== undefined) return inFlight;
-    const granting = Session.grant(this.client, ttl, this.options).then(async (session) => {
-      if (this.closed) {
-        await session.close();
-        throw new ClosedError();
-      }
-      this.live.set(ttl, session);
-      this.granted.add(session);
-      this.watch(session);
-      return session;
-    });
+    const granting = this.grant(ttl, this.live);
     this.granting.set(ttl, granting);
     try {
       return await granting;
@@ -253,20 +244,22 @@ export class SessionPool {
 
   /** A spare for `ttl`, kept (no holder yet) as a released session until a hand-over uses it. */
   private async grantSpare(ttl: number): Promise<void> {
-    let session: Session;
-    try {
-      session = await Session.grant(this.client, ttl, this.options);
-    } catch {
-      return; // The next hand-over asks again.
-    }
+    // Failed: the next hand-over asks again.
+    const session = await this.grant(ttl, this.spares).catch(() => undefined);
+    if (session !== undefined) await this.ref(session).release();
+  }
+
+  /** A new session of `ttl`, kept in `into` (the live or the spare ones) and watched. */
+  private async grant(ttl: number, into: Map<number, Session>): Promise<Session> {
+    const session = await Session.grant(this.client, ttl, this.options);
     if (this.closed) {
       await session.close();
-      return;
+      throw new ClosedError();
     }
-    this.spares.set(ttl, session);
+    into.set(ttl, session);
     this.granted.add(session);
     this.watch(session);
-    await this.ref(session).release();
+    return session;
   }
 
   /** Forgets a session that ended, and tells the connection monitor what its keepalive sees. */
