@@ -1,5 +1,6 @@
 /**
- * A mutex release that queues the next caller of this process in the same transaction.
+ * The in-process gate of a mutex's Go key, and a release that queues the next caller of this
+ * process in the same transaction.
  *
  * Callers of one process wanting one mutex pass the in-process gate of their key one at a time
  * (engines/local-gate.ts): one key per process in etcd's queue. Without a hand-over, a contended
@@ -22,7 +23,7 @@
 import type { ITxnResponse } from 'etcd3';
 import type { SessionRef } from '../session/session-pool.js';
 import type { ConnectorContext } from './context.js';
-import type { LocalGates } from './local-gate.js';
+import { LocalGates } from './local-gate.js';
 import { sweepStrays } from './stray-keys.js';
 import type { QueueMember } from './wait-deletes.js';
 
@@ -42,6 +43,71 @@ export const handoffStats = {
   handedOver: 0,
 };
 
+/** How a caller came through the gate. */
+export interface GateEntry {
+  /** The session its key is under (another than it came with, after a hand-over). */
+  readonly ref: SessionRef;
+  /** Leaves the gate (and the gate of the key handed over, if that is another one). */
+  readonly leave: () => void;
+  /** The gate it is in: its release may hand it over. */
+  readonly gateKey: string;
+  /** Its key, created by the release before it (the hand-over). */
+  readonly placement?: ITxnResponse;
+}
+
+const gatesOf = new WeakMap<ConnectorContext, LocalGates<Handoff>>();
+
+function gates(ctx: ConnectorContext): LocalGates<Handoff> {
+  let g = gatesOf.get(ctx);
+  if (g === undefined) gatesOf.set(ctx, (g = new LocalGates()));
+  return g;
+}
+
+/**
+ * Passes the gate of `prefix`'s key under `ref`'s session, in turn or by a hand-over
+ * (`takesHandoff`); with `tryOnly`, only if nobody of this process is in it or waiting (else
+ * undefined, and `ref` is released).
+ *
+ * @throws AbortError `signal` fired while waiting (`ref` is released)
+ */
+export async function passGate(
+  ctx: ConnectorContext,
+  prefix: string,
+  ref: SessionRef,
+  opts: { tryOnly: boolean; takesHandoff: boolean; signal: AbortSignal },
+): Promise<GateEntry | undefined> {
+  const gateKey = prefix + ref.session.leaseIdHex;
+  const g = gates(ctx);
+  if (opts.tryOnly) {
+    const leave = g.tryEnter(gateKey);
+    if (leave !== undefined) return { ref, leave, gateKey };
+    await ref.release();
+    return undefined;
+  }
+  // Behind another caller of ours: its release may hand over under the spare session.
+  if (opts.takesHandoff && g.busy(gateKey)) ctx.sessions.prepareSpare(ref.session.requestedTtl);
+  let pass;
+  try {
+    pass = await g.enter(gateKey, opts.signal, opts.takesHandoff);
+  } catch (err) {
+    await ref.release();
+    throw err;
+  }
+  const { leave, handoff } = pass;
+  if (handoff === undefined) return { ref, leave, gateKey };
+  // The release before us queued our key under another session.
+  await ref.release();
+  return {
+    ref: handoff.ref,
+    leave: () => {
+      leave();
+      handoff.leaveKey();
+    },
+    gateKey,
+    placement: handoff.placement,
+  };
+}
+
 /**
  * Releases `member`'s key handing the gate `gateKey` (which the caller is in) to its first waiter,
  * as the file comment says. True when our key was deleted (the caller's release is done); false
@@ -49,12 +115,14 @@ export const handoffStats = {
  */
 export async function handOff(
   ctx: ConnectorContext,
-  gates: LocalGates<Handoff>,
   gateKey: string,
   member: QueueMember,
   slots: number,
 ): Promise<boolean> {
-  if (!gates.nextTakesHandoff(gateKey) || ctx.closing || !member.session.isAlive()) return false;
+  const gates = gatesOf.get(ctx);
+  if (gates?.nextTakesHandoff(gateKey) !== true || ctx.closing || !member.session.isAlive()) {
+    return false;
+  }
   const ref = ctx.sessions.otherThan(member.session);
   if (ref === undefined) return false;
   const { session } = ref;

@@ -11,7 +11,6 @@
  * reached, again in the background until it can or the session ends), and only then does the
  * next in-process caller pass the gate.
  */
-import type { ITxnResponse } from 'etcd3';
 import {
   AbortError,
   ClosedError,
@@ -28,8 +27,7 @@ import { anySignal, Backoff, delay, epochMs, isAborted, monotonicMs } from '../t
 import type { ConnectorContext } from './context.js';
 import { HeldLock } from './held-lock.js';
 import { validateSignal } from './lifecycle.js';
-import { LocalGates } from './local-gate.js';
-import { handOff, type Handoff } from './lock-handoff.js';
+import { handOff, passGate, type GateEntry } from './lock-handoff.js';
 import { QueueMember, type JoinResult, type QueueShape, type WaitOutcome } from './wait-deletes.js';
 
 /** What a lock recipe asks for. */
@@ -62,19 +60,6 @@ export interface QueueLockOptions {
   signal?: AbortSignal | undefined;
   /** Never wait: no lock now means undefined (and no key left behind). */
   tryOnly?: boolean;
-}
-
-const gatesOf = new WeakMap<ConnectorContext, LocalGates<Handoff>>();
-
-function gates(ctx: ConnectorContext): LocalGates<Handoff> {
-  let g = gatesOf.get(ctx);
-  if (g === undefined) gatesOf.set(ctx, (g = new LocalGates()));
-  return g;
-}
-
-/** For tests: whether an in-process caller is inside or waiting at the gate of `key`. */
-export function gateBusy(ctx: ConnectorContext, key: string): boolean {
-  return gatesOf.get(ctx)?.busy(key) ?? false;
 }
 
 /**
@@ -141,59 +126,23 @@ async function attemptLock(
   const { ctx } = spec;
   if (signal.aborted) throw new AbortError({ cause: signal.reason });
   const startedAt = monotonicMs();
-  let ref =
+  const ref =
     spec.session === undefined
       ? await ctx.sessions.acquire(spec.ttl, { signal })
       : ctx.sessions.retain(spec.session);
   if (spec.shape !== undefined) {
     return new Attempt(spec, ref, () => undefined, tryOnly, signal, startedAt).run();
   }
-  // Go's key, which every caller of the session shares: through the gate (local-gate.ts).
-  const gateKey = spec.prefix + ref.session.leaseIdHex;
-  if (tryOnly) {
-    const leave = gates(ctx).tryEnter(gateKey);
-    if (leave === undefined) {
-      // Another caller of this process has or wants the key: held elsewhere, as far as we go.
-      await ref.release();
-      return undefined;
-    }
-    return new Attempt(spec, ref, leave, tryOnly, signal, startedAt, { gateKey }).run();
-  }
-  // A caller that chose its session holds under it: no hand-over to another lease.
-  const takesHandoff = spec.session === undefined;
-  // Behind another caller of ours: its release may hand over under the spare session.
-  if (takesHandoff && gates(ctx).busy(gateKey)) ctx.sessions.prepareSpare(spec.ttl);
-  let pass;
-  try {
-    pass = await gates(ctx).enter(gateKey, signal, takesHandoff);
-  } catch (err) {
-    await ref.release();
-    throw err;
-  }
-  const { leave, handoff } = pass;
-  if (handoff === undefined) {
-    return new Attempt(spec, ref, leave, tryOnly, signal, startedAt, { gateKey }).run();
-  }
-  // The release before us queued our key under another session (lock-handoff.ts).
-  await ref.release();
-  ref = handoff.ref;
-  const leaveBoth = (): void => {
-    leave();
-    handoff.leaveKey();
-  };
-  const { placement } = handoff;
-  return new Attempt(spec, ref, leaveBoth, tryOnly, signal, startedAt, {
-    gateKey,
-    placement,
-  }).run();
-}
-
-/** How a Go-keyed attempt came through the gate. */
-interface GateEntry {
-  /** The gate it is in: its release may hand it over (lock-handoff.ts). */
-  gateKey: string;
-  /** Our key, created by the release before us (the hand-over). */
-  placement?: ITxnResponse;
+  // Go's key, which every caller of the session shares: through the gate (lock-handoff.ts). A
+  // caller that chose its session holds under it: no hand-over to another lease.
+  const entry = await passGate(ctx, spec.prefix, ref, {
+    tryOnly,
+    takesHandoff: spec.session === undefined,
+    signal,
+  });
+  // Another caller of this process has or wants the key: held elsewhere, as far as we go.
+  if (entry === undefined) return undefined;
+  return new Attempt(spec, entry.ref, entry.leave, tryOnly, signal, startedAt, entry).run();
 }
 
 /** One acquisition once the session and the gate are ours. */
@@ -213,6 +162,7 @@ class Attempt {
     private readonly signal: AbortSignal,
     /** When the call began (performance.now()), for the wait it reports. */
     private readonly startedAt: number,
+    /** How a Go-keyed attempt came through the gate. */
     private readonly entry?: GateEntry,
   ) {
     this.ctx = spec.ctx;
@@ -248,7 +198,9 @@ class Attempt {
         slots: this.spec.slots,
         ref: this.ref,
         leaveGate: this.leaveGate,
-        ...(this.entry === undefined ? {} : { handOff: this.handOff(this.entry.gateKey, member) }),
+        ...(this.entry === undefined
+          ? {}
+          : { handOff: this.handOffTo(this.entry.gateKey, member) }),
       });
       this.held = held;
       held.begin();
@@ -271,8 +223,8 @@ class Attempt {
   }
 
   /** The release of a held lock that hands the gate to the next local caller, if any. */
-  private handOff(gateKey: string, member: QueueMember): () => Promise<boolean> {
-    return () => handOff(this.ctx, gates(this.ctx), gateKey, member, this.spec.slots);
+  private handOffTo(gateKey: string, member: QueueMember): () => Promise<boolean> {
+    return () => handOff(this.ctx, gateKey, member, this.spec.slots);
   }
 
   /**
