@@ -7,21 +7,14 @@ import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { Etcd3 } from 'etcd3';
 import { ClosedError, EtcdConnector } from '../src/index.js';
 import { testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
-import { etcdSuite } from './fixtures/etcd-suite.js';
+import { etcdSuite, leaseCount } from './fixtures/etcd-suite.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 const PER_KIND = 20;
-
-/** Leases etcd has now. */
-async function leaseCount(client: Etcd3): Promise<number> {
-  const res = await client.leaseClient.leaseLeases({});
-  return res.leases.length;
-}
 
 void describe('recipes dropped without close()', () => {
   const suite = etcdSuite();

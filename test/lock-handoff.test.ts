@@ -10,13 +10,9 @@ import { AbortError, type EtcdConnector, type Lock } from '../src/index.js';
 import { handoffStats } from '../src/engines/lock-handoff.js';
 import { strayStats } from '../src/engines/stray-keys.js';
 import { testTimeout, uniqueName, waitFor, withTimeout } from '../src/testing/index.js';
-import { etcdSuite } from './fixtures/etcd-suite.js';
+import { etcdSuite, leaseCount } from './fixtures/etcd-suite.js';
 import { interceptNextTxn, keysOf } from './fixtures/intercept-txn.js';
 import { queueKeys, waitQueueLength } from './fixtures/lock-harness.js';
-
-async function leaseCount(client: Etcd3): Promise<number> {
-  return (await client.leaseClient.leaseLeases()).leases.length;
-}
 
 /** Whether `key` existed at `revision`. */
 async function existedAt(client: Etcd3, key: string, revision: number): Promise<boolean> {
