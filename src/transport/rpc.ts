@@ -118,10 +118,12 @@ const TLS_FAILURE =
 const AUTH_FAILURE =
   /authentication failed|user name is empty|authentication is not enabled|invalid user ID or password/i;
 
+/** grpc-js ends "No connection established. Last error: ..." with an empty "Resolution note: ". */
+const EMPTY_NOTE = /\.? Resolution note: *$/;
+
 /** The text of an error as grpc-js / etcd3 report it (details carry the real reason). */
 function describe(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
+  return (err instanceof Error ? err.message : String(err)).replace(EMPTY_NOTE, '');
 }
 
 function isBrokenCircuit(err: unknown): boolean {

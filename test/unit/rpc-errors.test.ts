@@ -42,3 +42,24 @@ void test('other transient failures are UnavailableError; a final one is Request
     ) instanceof RequestFailedError,
   );
 });
+
+void test("grpc-js's empty resolution note is cut from the message; a real one stays", () => {
+  const refused = toConnectorError(
+    new GRPCUnavailableError(
+      '14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED ' +
+        '127.0.0.1:2379. Resolution note: ',
+    ),
+    'status of 127.0.0.1:2379',
+  );
+  assert.ok(refused instanceof UnavailableError);
+  assert.equal(
+    refused.message,
+    'status of 127.0.0.1:2379: 14 UNAVAILABLE: No connection established. Last error: Error: ' +
+      'connect ECONNREFUSED 127.0.0.1:2379',
+  );
+  const noted = toConnectorError(
+    new GRPCUnavailableError('14 UNAVAILABLE: No addresses resolved. Resolution note: DNS failed'),
+    'range',
+  );
+  assert.match(noted.message, /Resolution note: DNS failed$/);
+});
