@@ -39,10 +39,16 @@ function participants(endpoints: string): string[] {
   return processesWith(' elect demo node-', endpoints);
 }
 
-/** After a demo exited: none of its etcd members and none of its participants is left. */
+/** The lock scene's `etcdc lock` workers of a demo on these endpoints. */
+function lockWorkers(endpoints: string): string[] {
+  return processesWith('locks/demo --ttl', endpoints);
+}
+
+/** After a demo exited: none of its etcd members, participants or lock workers is left. */
 function assertNothingLeft(marker: string, endpoints: string): void {
   assert.deepEqual(etcdProcessesWith(marker), [], 'no etcd process of the demo is left');
   assert.deepEqual(participants(endpoints), [], 'no participant process is left');
+  assert.deepEqual(lockWorkers(endpoints), [], 'no lock worker is left');
 }
 
 void describe('etcdc demo', () => {
@@ -91,6 +97,10 @@ void describe('etcdc demo', () => {
       /takeover after a clean stop: [\d.]+ ms/,
       /takeover after a crash: [\d.]+ s/,
       /kill -9 of member m\d/,
+      /worker-1 holds \/etcdc\/locks\/demo\/[0-9a-f]+ \(fencing token \d+\)/,
+      /worker-2 holds \/etcdc\/locks\/demo\/[0-9a-f]+ \(fencing token \d+\), [\d.]+ s after the freeze/,
+      /a write fenced with worker-1's token \d+ is refused: its key is gone/,
+      /worker-1 runs again \(SIGCONT\): told it lost the lock [\d.]+ ms later; exit code 4/,
       /the leader keeps leading: node-/,
       /observer: DELETE \/etcdc\/config\/feature-x/,
       /tracker: 3 instance\(s\)/,
@@ -123,6 +133,10 @@ void describe('etcdc demo', () => {
     assert.ok(results !== undefined, 'a summary record');
     assert.match(results['handover after a clean stop'] ?? '', /^[\d.]+ ms$/);
     assert.match(results['takeover after a crash (TTL 2s)'] ?? '', /^[\d.]+ s$/);
+    // The lock's holder froze past its 2 s TTL: the lock moved after its lease ran out.
+    const moved = /^([\d.]+) s$/.exec(results['lock moved after a freeze (TTL 2s)'] ?? '');
+    assert.ok(moved !== null && Number(moved[1]) >= 1, `lock moved: ${String(moved?.[0])}`);
+    assert.match(results['frozen holder told of its loss on resuming'] ?? '', /^[\d.]+ ms$/);
     const health = demo.records.filter((r) => r.event === 'health');
     assert.ok(health.some((r) => (r.members as unknown[]).length === 3));
     assert.ok(

@@ -1,8 +1,9 @@
 /**
  * `npm run demo -- --dashboard`, as the README tells a newcomer: the demo prints the page's
- * address, starts its scenario once the page is open, shows the election and the failovers on it,
- * keeps running afterwards, and Ctrl-C (to the process group, as a terminal sends it) ends it with
- * exit 0 and leaves no etcd member, participant or server behind.
+ * address, starts its scenario once the page is open, shows the election, the failovers and the
+ * lock moving on from a frozen holder on it, keeps running afterwards, and Ctrl-C (to the process
+ * group, as a terminal sends it) ends it with exit 0 and leaves no etcd member, participant, lock
+ * worker or server behind.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -73,10 +74,16 @@ void describe('npm run demo -- --dashboard', () => {
       /node-a \(leader\) left; node-\w: candidate → leader/,
       'the clean stop on the page',
     );
-    await logged(
+    const crash = await logged(
       /node-[bc] \(leader\) left; node-[bc]: candidate → leader/,
       'the takeover after the crash on the page',
       events.events.indexOf(clean) + 1,
+    );
+    // The frozen holder's lease runs out: its key goes and the waiter holds the lock.
+    await logged(
+      /^[0-9a-f]+ \(holder\) left; [0-9a-f]+: waiter → holder$/,
+      'the lock moving on the page',
+      events.events.indexOf(crash) + 1,
     );
 
     const keeps = await demo.waitLine(/the demo keeps running/, 'the demo keeps running', 90000);
@@ -109,5 +116,6 @@ void describe('npm run demo -- --dashboard', () => {
     await assert.rejects(fetch(url, { signal: AbortSignal.timeout(2000) }));
     assert.deepEqual(etcdProcessesWith(marker), [], 'no etcd member left');
     assert.deepEqual(processesWith(' elect demo node-', endpoints), [], 'no participant left');
+    assert.deepEqual(processesWith('locks/demo --ttl', endpoints), [], 'no lock worker left');
   });
 });

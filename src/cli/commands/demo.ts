@@ -5,6 +5,7 @@ import type { HealthReport } from '../../recipes/health-monitor.js';
 import { startEtcdCluster, withTimeout, type EtcdCluster } from '../../testing/index.js';
 import { connect, parseEndpoints, positiveInt, checkFlags, type GlobalFlags } from '../connect.js';
 import { startDashboard } from '../dashboard/server.js';
+import { lockFreezeScene } from '../demo/lock-freeze.js';
 import { Participant, type ParticipantStatus } from '../demo/participant.js';
 import { aborted, onInterrupt } from '../interrupt.js';
 import { createOutput, type Output } from '../output.js';
@@ -27,7 +28,7 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description(
       'A narrated live scenario: election, registrations, an observer, a clean leader stop, a ' +
-        'crash, a member failure. Without --endpoints it starts an embedded 3-member etcd; with ' +
+        'crash, a lock whose holder freezes, a member failure. Without --endpoints it starts an embedded 3-member etcd; with ' +
         '--endpoints it works in a namespace of its own there and removes its keys at the end.',
     )
     .option('--ttl <seconds>', 'lease TTL of the participants', positiveInt, 2)
@@ -133,16 +134,14 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
 
     await pause();
     step(`three participants campaign (separate processes, TTL ${flags.ttl}s)`);
+    const cliArgs = ['--endpoints', endpoints.join(','), '--namespace', namespace];
     const electionArgs = (id: string): string[] => [
       'elect',
       'demo',
       id,
       '--ttl',
       String(flags.ttl),
-      '--endpoints',
-      endpoints.join(','),
-      '--namespace',
-      namespace,
+      ...cliArgs,
     ];
     const onStatus = (s: ParticipantStatus): void => {
       if (s.status === 'leader')
@@ -157,7 +156,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
       cleanups.push(() => p.kill());
       // One at a time, so the queue order is the arrival order.
       await deadline(
-        p.next(() => true, STEP_TIMEOUT_MS),
+        p.nextStatus(() => true, STEP_TIMEOUT_MS),
         `first status of ${id}`,
       );
     }
@@ -187,7 +186,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
     step(`clean stop of the leader (${leader.identity} resigns on SIGINT)`);
     const others = participants.filter((p) => p !== leader);
     let takeover = Promise.any(
-      others.map((p) => p.next((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
+      others.map((p) => p.nextStatus((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
     );
     let t = performance.now();
     await deadline(leader.stop(), 'leader exit');
@@ -201,7 +200,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
     step(`crash of the leader (${leader.identity} gets SIGKILL; its lease must expire first)`);
     const survivors = participants.filter((p) => p !== leader && p.alive);
     takeover = Promise.any(
-      survivors.map((p) => p.next((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
+      survivors.map((p) => p.nextStatus((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
     );
     t = performance.now();
     await leader.kill();
@@ -211,6 +210,18 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
       `${((next.at - t) / 1000).toFixed(2)} s`,
     ]);
     say(`takeover after a crash: ${((next.at - t) / 1000).toFixed(2)} s`);
+
+    await pause();
+    step(`a lock: its holder freezes (SIGSTOP) past the TTL (${flags.ttl}s)`);
+    results.push(
+      ...(await lockFreezeScene(conn, flags.ttl, cliArgs, {
+        say,
+        color: (name, text) => out.color(name, text),
+        deadline,
+        cleanup: (f) => cleanups.push(f),
+        stepTimeoutMs: STEP_TIMEOUT_MS,
+      })),
+    );
 
     await pause();
     step('an etcd member fails');
@@ -231,7 +242,7 @@ async function runDemo(flags: DemoFlags, out: Output, signal: AbortSignal): Prom
           Promise.any(
             participants
               .filter((p) => p.alive)
-              .map((p) => p.next((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
+              .map((p) => p.nextStatus((s) => s.status === 'leader', STEP_TIMEOUT_MS)),
           ),
           'the leader after the member failure',
         ));
