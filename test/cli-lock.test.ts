@@ -3,6 +3,7 @@
  * `etcdctl lock`.
  */
 import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
 import { describe, test } from 'node:test';
 import { findEtcdBinary, testTimeout, uniqueName, waitFor } from '../src/testing/index.js';
 import { assertEnvelope, CliProcess, killAll, runCli } from './fixtures/cli-harness.js';
@@ -119,6 +120,22 @@ void describe('etcdc lock', () => {
         `stdout: key=${String(j.records[0]?.key)} rev=${String(j.records[0]?.revision)} token=${String(j.records[0]?.token)}`,
       ],
     );
+  });
+
+  test('a command that cannot run: 127 (not found) or 126, said on stderr, the lock released', async () => {
+    const ns = uniqueName('cli-lock');
+    const missing = await runCli(['lock', 'job', '--json', ...at(ns), '--', '/nonexistent/cmd']);
+    assert.equal(missing.code, 127, missing.describe);
+    assert.deepEqual(
+      missing.records.map((x) => x.event),
+      ['acquired', 'released'],
+    );
+    assert.match(missing.stderr, /cannot run \/nonexistent\/cmd: .*ENOENT/);
+    // A directory: execve refuses it (EACCES), for root too.
+    const notRunnable = await runCli(['lock', 'job', ...at(ns), '--', tmpdir()]);
+    assert.equal(notRunnable.code, 126, notRunnable.describe);
+    assert.match(notRunnable.stderr, /cannot run .*EACCES/);
+    assert.deepEqual(await queueKeys(suite.client, `/${ns}/locks/job/`), [], 'released after');
   });
 
   test('queues with etcdctl lock on the same path, both ways', async () => {

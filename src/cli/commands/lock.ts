@@ -3,8 +3,8 @@
  * a fence. Same mutex (Go's layout), so both queue in one line on the same path.
  *
  * Exit codes: 0 (or the command's own), 1 error, 2 usage, 3 not acquired (`--try` and held
- * elsewhere, or `--timeout` passed), 4 the lock was lost while held, 130 Ctrl-C before it was
- * acquired.
+ * elsewhere, or `--timeout` passed), 4 the lock was lost while held, 126 / 127 the command could
+ * not be run / was not found (as a shell says), 130 Ctrl-C before it was acquired.
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
@@ -22,6 +22,9 @@ import { anySignal } from '../../transport/timers.js';
 export const EXIT_NOT_ACQUIRED = 3;
 export const EXIT_LOCK_LOST = 4;
 export const EXIT_INTERRUPTED = 130;
+/** The command could not be run: not found (127) or not runnable (126), as a shell says. */
+export const EXIT_NOT_FOUND = 127;
+export const EXIT_CANNOT_RUN = 126;
 
 interface LockFlags extends GlobalFlags {
   ttl: number;
@@ -37,8 +40,8 @@ export function registerLock(program: Command): void {
         'with ETCD_LOCK_KEY, ETCD_LOCK_REV as etcdctl sets them and ETCD_LOCK_TOKEN, the fencing ' +
         'token, in its environment) and exit ' +
         'with its code. Queues with `etcdctl lock` on the same path. Exit codes: 3 not ' +
-        'acquired (--try, --timeout), 4 lost while held (the command got SIGTERM), 130 Ctrl-C ' +
-        'while waiting.',
+        'acquired (--try, --timeout), 4 lost while held (the command got SIGTERM), 126 / 127 ' +
+        'the command could not be run / was not found, 130 Ctrl-C while waiting.',
     )
     .addArgument(new Argument('<name>', 'lock name (under <namespace>/locks/) or an absolute path'))
     .addArgument(new Argument('[command...]', 'command to run while holding the lock'))
@@ -168,14 +171,25 @@ async function runHolding(out: Output, lock: HeldLock, command: string[]): Promi
   };
   lock.signal.addEventListener('abort', onLost, { once: true });
   try {
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
-      (resolve, reject) => {
-        child.once('error', reject);
-        child.once('exit', (code, signal) => {
-          resolve({ code, signal });
-        });
-      },
-    );
+    const exit = await new Promise<
+      { code: number | null; signal: NodeJS.Signals | null } | { failed: Error }
+    >((resolve) => {
+      child.once('error', (err) => {
+        // Without a pid it never ran (not found, not executable); other errors (a failed kill)
+        // leave a running command, whose exit comes.
+        if (child.pid === undefined) resolve({ failed: err });
+      });
+      child.once('exit', (code, signal) => {
+        resolve({ code, signal });
+      });
+    });
+    if ('failed' in exit) {
+      const code = (exit.failed as NodeJS.ErrnoException).code;
+      out.error(new Error(`cannot run ${file}: ${exit.failed.message}`, { cause: exit.failed }));
+      await lock.unlock();
+      out.emit({ event: 'released', key: lock.key }, `${clock()} released ${lock.key}`);
+      return code === 'ENOENT' ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
+    }
     out.emit(
       { event: 'exit', code: exit.code, signal: exit.signal },
       `${clock()} command exited with ${exit.signal ?? String(exit.code)}`,
