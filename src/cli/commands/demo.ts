@@ -28,8 +28,9 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description(
       'A narrated live scenario: election, registrations, an observer, a clean leader stop, a ' +
-        'crash, a lock whose holder freezes, a member failure. Without --endpoints it starts an embedded 3-member etcd; with ' +
-        '--endpoints it works in a namespace of its own there and removes its keys at the end.',
+        'crash, a lock whose holder freezes, a member failure. Without --endpoints it starts an ' +
+        'embedded 3-member etcd; with --endpoints it works in a namespace of its own there and ' +
+        'removes its keys at the end.',
     )
     .option('--ttl <seconds>', 'lease TTL of the participants', positiveInt, 2)
     .option(
