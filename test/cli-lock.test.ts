@@ -43,7 +43,7 @@ void describe('etcdc lock', () => {
     assert.match(dead.stderr, /^etcdc: \[ETCDC_[A-Z_]+\] /m, dead.describe);
   });
 
-  test('hold until Ctrl-C; --try exits 3; --timeout exits 3; Ctrl-C while waiting exits 130', async () => {
+  test('hold until Ctrl-C; --try exits 3; --timeout exits 3; Ctrl-C / SIGTERM while waiting exit 130 / 143', async () => {
     const ns = uniqueName('cli-lock');
     const prefix = `/${ns}/locks/job/`;
     const holder = new CliProcess(['lock', 'job', '--json', '--ttl', '2', ...at(ns)]);
@@ -63,15 +63,20 @@ void describe('etcdc lock', () => {
     assert.equal(timed.code, 3, timed.describe);
     assert.equal(timed.records.at(-1)?.reason, 'timeout');
 
-    const waiter = new CliProcess(['lock', 'job', ...at(ns)]);
-    await waitQueueLength(suite.client, prefix, 2);
-    waiter.interrupt();
-    assert.equal((await waiter.exit()).code, 130, waiter.describe());
-    assert.deepEqual(
-      await queueKeys(suite.client, prefix),
-      [acquired.key],
-      "the waiter's key is gone",
-    );
+    for (const [signal, code] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+    ] as const) {
+      const waiter = new CliProcess(['lock', 'job', ...at(ns)]);
+      await waitQueueLength(suite.client, prefix, 2);
+      waiter.interrupt(signal);
+      assert.equal((await waiter.exit()).code, code, `${signal}: ${waiter.describe()}`);
+      assert.deepEqual(
+        await queueKeys(suite.client, prefix),
+        [acquired.key],
+        `${signal}: the waiter's key is gone`,
+      );
+    }
 
     holder.interrupt();
     assert.equal((await holder.exit()).code, 0, holder.describe());

@@ -2,6 +2,24 @@
  * Ctrl-C handling shared by every command: the first SIGINT/SIGTERM aborts `signal` so the command
  * resigns, deletes and revokes what it holds and returns; a second one exits at once.
  */
+import { constants } from 'node:os';
+
+/** The abort reason of an interrupt: which signal came. */
+export class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+  }
+}
+
+/**
+ * The exit code of a command ended by an interrupt, as a shell reports a process killed by that
+ * signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+ */
+export function interruptedExitCode(signal: AbortSignal): number {
+  const reason: unknown = signal.reason;
+  const sig = reason instanceof Interrupted ? reason.signal : 'SIGINT';
+  return 128 + constants.signals[sig];
+}
 export interface Interrupt {
   readonly signal: AbortSignal;
   /** Removes the handlers (so an idle process can exit). */
@@ -13,8 +31,8 @@ export function onInterrupt(): Interrupt {
   let count = 0;
   const handler = (sig: NodeJS.Signals): void => {
     count += 1;
-    if (count > 1) process.exit(sig === 'SIGINT' ? 130 : 143);
-    controller.abort(new Error(`interrupted by ${sig}`));
+    if (count > 1) process.exit(128 + constants.signals[sig]);
+    controller.abort(new Interrupted(sig));
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

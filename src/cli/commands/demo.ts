@@ -7,7 +7,7 @@ import { connect, parseEndpoints, positiveInt, checkFlags, type GlobalFlags } fr
 import { startDashboard } from '../dashboard/server.js';
 import { lockFreezeScene } from '../demo/lock-freeze.js';
 import { Participant, type ParticipantStatus } from '../demo/participant.js';
-import { aborted, onInterrupt } from '../interrupt.js';
+import { aborted, interruptedExitCode, onInterrupt } from '../interrupt.js';
 import { createOutput, type Output } from '../output.js';
 import { printReport } from './health.js';
 
@@ -49,7 +49,7 @@ export function registerDemo(program: Command): void {
         // Ctrl-C is not a failure of the demo: everything was cleaned up; exit as interrupted.
         if (!interrupt.signal.aborted) throw err;
         out.emit({ event: 'interrupted' }, 'interrupted');
-        process.exitCode = 130;
+        process.exitCode = interruptedExitCode(interrupt.signal);
       } finally {
         interrupt.dispose();
       }

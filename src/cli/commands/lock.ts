@@ -4,7 +4,7 @@
  *
  * Exit codes: 0 (or the command's own), 1 error, 2 usage, 3 not acquired (`--try` and held
  * elsewhere, or `--timeout` passed), 4 the lock was lost while held, 126 / 127 the command could
- * not be run / was not found (as a shell says), 130 Ctrl-C before it was acquired.
+ * not be run / was not found (as a shell says), 130 Ctrl-C (143 SIGTERM) before it was acquired.
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
@@ -15,13 +15,12 @@ import { AbortError, NotLockedError } from '../../errors.js';
 import type { Mutex } from '../../recipes/mutex.js';
 import { interruptible } from '../command-scope.js';
 import { checkFlags, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
-import { aborted } from '../interrupt.js';
+import { aborted, interruptedExitCode } from '../interrupt.js';
 import { clock, jsonError, type Output } from '../output.js';
 import { anySignal } from '../../transport/timers.js';
 
 export const EXIT_NOT_ACQUIRED = 3;
 export const EXIT_LOCK_LOST = 4;
-export const EXIT_INTERRUPTED = 130;
 /** The command could not be run: not found (127) or not runnable (126), as a shell says. */
 export const EXIT_NOT_FOUND = 127;
 export const EXIT_CANNOT_RUN = 126;
@@ -41,7 +40,7 @@ export function registerLock(program: Command): void {
         'token, in its environment) and exit ' +
         'with its code. Queues with `etcdctl lock` on the same path. Exit codes: 3 not ' +
         'acquired (--try, --timeout), 4 lost while held (the command got SIGTERM), 126 / 127 ' +
-        'the command could not be run / was not found, 130 Ctrl-C while waiting.',
+        'the command could not be run / was not found, 130 Ctrl-C (143 SIGTERM) while waiting.',
     )
     .addArgument(new Argument('<name>', 'lock name (under <namespace>/locks/) or an absolute path'))
     .addArgument(new Argument('[command...]', 'command to run while holding the lock'))
@@ -54,7 +53,7 @@ export function registerLock(program: Command): void {
         const mutex = conn.newMutex(resolvePath(conn, 'locks', name, 'name'), { ttl: flags.ttl });
         await preflight(conn, signal);
         if (signal.aborted) {
-          process.exitCode = EXIT_INTERRUPTED;
+          process.exitCode = interruptedExitCode(signal);
           return;
         }
         const lock = await acquire(out, mutex, flags, signal);
@@ -102,7 +101,7 @@ async function acquire(
   } catch (err) {
     if (!(err instanceof AbortError)) throw err;
     if (interrupt.aborted) {
-      process.exitCode = EXIT_INTERRUPTED;
+      process.exitCode = interruptedExitCode(interrupt);
       return undefined;
     }
     out.emit(
