@@ -7,6 +7,9 @@
  * - 1,000 leaders on one connector + 1,000 followers on another (ours): RSS growth, idle CPU, and
  *   the time from the leaders' connector's close() until every follower leads.
  *
+ * - 1,000 held locks (ours: Mutexes on one connector; etcd3: its Lock, a lease each): RSS and
+ *   heap growth, idle CPU, the leases kept at etcd, and the time to acquire them all.
+ *
  * RSS growth twice: right after the idle window (after a forced GC), and settled — a minute later
  * with no forced GC, once V8's memory reducer gave back what the start-up burst left (a freshly
  * collected heap still holds pages V8 returns only later, from a background thread).
@@ -160,9 +163,64 @@ async function electors(
   }
 }
 
+interface LocksResult extends Settled {
+  rssMb: number;
+  heapMb: number;
+  cpu: number;
+  leases: number;
+  acquireMs: number;
+  releaseMs: number;
+}
+
+/** Leases etcd keeps now. */
+async function leaseCount(raw: Etcd3): Promise<number> {
+  return (await raw.leaseClient.leaseLeases({})).leases.length;
+}
+
+async function heldLocks(
+  env: BenchEnv,
+  raw: Etcd3,
+  mode: 'ours' | 'etcd3',
+  count: number,
+  idleMs: number,
+  settleMs: number,
+): Promise<LocksResult> {
+  const leases0 = await leaseCount(raw);
+  const child = new LineProcess(process.execPath, [
+    '--expose-gc',
+    childScript('scale-child'),
+    'locks',
+    mode,
+    env.endpoints.join(','),
+    `/bench/${uniqueName(`scale-locks-${mode}`)}`,
+    String(count),
+    String(idleMs),
+    String(settleMs),
+  ]);
+  try {
+    const ready = await child.waitEvent('ready', WAIT_MS);
+    const leases = (await leaseCount(raw)) - leases0;
+    const idle = await child.waitEvent('idle', WAIT_MS);
+    const settled = settledOf(await child.waitEvent('settled', WAIT_MS));
+    child.send(JSON.stringify({ cmd: 'release' }));
+    const released = await child.waitEvent('released', WAIT_MS);
+    return {
+      rssMb: num(idle.data.rss) / MB,
+      heapMb: num(idle.data.heap) / MB,
+      cpu: num(idle.data.cpu),
+      leases,
+      acquireMs: num(ready.data.acquireMs),
+      releaseMs: num(released.data.ms),
+      ...settled,
+    };
+  } finally {
+    await child.stop(5000);
+  }
+}
+
 export const scaleCase: BenchCase = {
   name: 'scale',
-  title: 'idle observers and electors at scale (each side in its own process)',
+  title: 'idle observers, electors and held locks at scale (each side in its own process)',
   async run(env) {
     const raw = env.rawClient();
     const n = env.reps(2000, 10_000);
@@ -183,6 +241,19 @@ export const scaleCase: BenchCase = {
       ours === undefined
         ? undefined
         : await env.guard('scale electors', () => electors(env, electorsN, idleMs, settleMs));
+    const locksN = env.reps(200, 1000);
+    const lo =
+      ours === undefined
+        ? undefined
+        : await env.guard('scale locks', () =>
+            heldLocks(env, raw, 'ours', locksN, idleMs, settleMs),
+          );
+    const lp = await heldLocks(env, raw, 'etcd3', locksN, idleMs, settleMs);
+    env.note(
+      `scale: ${locksN} held locks (ours: Mutexes on one connector; etcd3: its Lock, ` +
+        `acquired 100 at a time): heap growth ${fmt(lo?.heapMb)} MB ours, ${fmt(lp.heapMb)} MB ` +
+        `etcd3; release all ${fmt(lo?.releaseMs)} ms ours, ${fmt(lp.releaseMs)} ms etcd3`,
+    );
     env.note(
       `scale: ${n} observers on ${n} keys, idle CPU over ${idleMs / 1000} s; RSS growth right ` +
         `after that window (after a forced gc) and settled (${fmt(o?.settledAfterS)} s more idle, ` +
@@ -287,6 +358,28 @@ export const scaleCase: BenchCase = {
         target: '<= 1000 ms',
         met: e === undefined ? undefined : e.handoverMs <= 1000,
       },
+      ratioRow(
+        `${locksN} held locks: RSS growth, settled (MB)`,
+        lo?.settledRssMb,
+        'etcd3 Lock',
+        lp.settledRssMb,
+        'lower',
+      ),
+      ratioRow(`${locksN} held locks: idle CPU (% core)`, lo?.cpu, 'etcd3 Lock', lp.cpu, 'lower'),
+      ratioRow(
+        `${locksN} held locks: leases at etcd`,
+        lo?.leases,
+        'etcd3 Lock',
+        lp.leases,
+        'lower',
+      ),
+      ratioRow(
+        `${locksN} held locks: acquire all, 100 at a time (ms)`,
+        lo?.acquireMs,
+        'etcd3 Lock',
+        lp.acquireMs,
+        'lower',
+      ),
     ];
     return rows;
   },

@@ -11,6 +11,10 @@
  *   1,000 leaders on one connector and 1,000 followers on a second; `idle`, `settled` as above; on
  *   the `handover` command closes the leaders' connector and reports how long until every follower
  *   leads.
+ * Args: locks <ours|etcd3> <endpoints> <path prefix> <count> <idle ms> <settle ms>
+ *   Holds <count> distinct locks (ours: Mutexes on one connector; etcd3: its Lock, one lease each),
+ *   acquired 100 at a time; `ready` with the acquisition time; `idle`, `settled` as above; on the
+ *   `release` command releases them all and reports `released` with the time it took.
  * Run with --expose-gc. Commands come as JSON lines on stdin; a closed stdin means exit.
  */
 import { Etcd3 } from 'etcd3';
@@ -240,4 +244,53 @@ async function electors(): Promise<void> {
   );
 }
 
-(kind === 'electors' ? electors() : observers()).catch(fail);
+/** Something held that `release()` lets go of. */
+interface Held {
+  release(): Promise<void>;
+}
+
+async function locks(): Promise<void> {
+  // Loaded before the baseline, as etcd3 is: what the locks hold is measured, not the library.
+  const { EtcdConnector } = await import('../../src/index.js');
+  const base = memory();
+  const paths = Array.from({ length: count }, (_x, i) => `${prefix}/l${i}`);
+  let acquire: (path: string) => Promise<Held>;
+  let close: () => Promise<void>;
+  if (mode === 'ours') {
+    const conn = new EtcdConnector(endpoints, 'bench');
+    acquire = async (path) => {
+      const lock = await conn.newMutex(path, { ttl: 10 }).lock();
+      return { release: () => lock.unlock() };
+    };
+    close = () => conn.close();
+  } else {
+    const client = new Etcd3({ hosts: endpoints });
+    acquire = async (path) => {
+      const lock = await client.lock(path).ttl(10).acquire();
+      return { release: () => lock.release() };
+    };
+    close = () => {
+      client.close();
+      return Promise.resolve();
+    };
+  }
+  const t0 = performance.now();
+  const held: Held[] = [];
+  for (let i = 0; i < paths.length; i += 100) {
+    held.push(...(await Promise.all(paths.slice(i, i + 100).map(acquire))));
+  }
+  send('ready', { acquireMs: performance.now() - t0 });
+  await reportIdle(base);
+  serve(
+    async (command) => {
+      if (command.cmd !== 'release') return;
+      const t1 = performance.now();
+      await Promise.all(held.map((h) => h.release()));
+      send('released', { ms: performance.now() - t1 });
+    },
+    () => close(),
+  );
+}
+
+const kinds: Record<string, () => Promise<void>> = { electors, locks, observers };
+(kinds[kind ?? ''] ?? observers)().catch(fail);
