@@ -69,6 +69,13 @@ void describe('etcdc lock', () => {
     ] as const) {
       const waiter = new CliProcess(['lock', 'job', ...at(ns)]);
       await waitQueueLength(suite.client, prefix, 2);
+      // Human output names the holder, read before the waiter joined.
+      await waiter.waitLine(
+        new RegExp(
+          ` held by ${acquired.key as string} \\(fencing token ${acquired.token as string}\\)$`,
+        ),
+        'the holder named',
+      );
       waiter.interrupt(signal);
       assert.equal((await waiter.exit()).code, code, `${signal}: ${waiter.describe()}`);
       assert.deepEqual(

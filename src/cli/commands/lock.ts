@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { Argument, type Command } from 'commander';
+import type { EtcdConnector } from '../../connector.js';
 import type { HeldLock } from '../../engines/held-lock.js';
 import { AbortError, NotLockedError } from '../../errors.js';
 import type { Mutex } from '../../recipes/mutex.js';
@@ -24,6 +25,9 @@ export const EXIT_LOCK_LOST = 4;
 /** The command could not be run: not found (127) or not runnable (126), as a shell says. */
 export const EXIT_NOT_FOUND = 127;
 export const EXIT_CANNOT_RUN = 126;
+
+/** How long the courtesy read of the holder may take (human output only). */
+const HOLDER_READ_MS = 1000;
 
 interface LockFlags extends GlobalFlags {
   ttl: number;
@@ -56,7 +60,7 @@ export function registerLock(program: Command): void {
           process.exitCode = interruptedExitCode(signal);
           return;
         }
-        const lock = await acquire(out, mutex, flags, signal);
+        const lock = await acquire(out, conn, mutex, flags, signal);
         if (lock === undefined) return;
         out.emit(
           { event: 'acquired', key: lock.key, token: lock.token.revision, revision: lock.revision },
@@ -78,6 +82,7 @@ export function registerLock(program: Command): void {
 /** The lock, or undefined after setting the exit code (not acquired, interrupted). */
 async function acquire(
   out: Output,
+  conn: EtcdConnector,
   mutex: Mutex,
   flags: LockFlags,
   interrupt: AbortSignal,
@@ -96,6 +101,7 @@ async function acquire(
   const signals = [interrupt];
   if (flags.timeout !== undefined) signals.push(AbortSignal.timeout(flags.timeout));
   out.info(`${clock()} waiting for ${mutex.path}`);
+  if (!out.json) await tellHolder(out, conn, mutex);
   try {
     return await mutex.lock({ signal: anySignal(signals) });
   } catch (err) {
@@ -110,6 +116,29 @@ async function acquire(
     );
     process.exitCode = EXIT_NOT_ACQUIRED;
     return undefined;
+  }
+}
+
+/**
+ * For a person at the terminal: who holds the lock (the oldest key), read once before we join, so
+ * never our own key. Best effort: a failed or slow read (1 s) says nothing.
+ */
+async function tellHolder(out: Output, conn: EtcdConnector, mutex: Mutex): Promise<void> {
+  try {
+    const res = await conn.client
+      .getAll()
+      .prefix(mutex.prefix)
+      .sort('Create', 'Ascend')
+      .limit(1)
+      .options({ deadline: Date.now() + HOLDER_READ_MS })
+      .exec();
+    const holder = res.kvs[0];
+    if (holder === undefined) return;
+    out.info(
+      `${clock()} held by ${holder.key.toString()} (fencing token ${holder.create_revision})`,
+    );
+  } catch {
+    // Only a courtesy: the wait itself reports what matters.
   }
 }
 
