@@ -52,6 +52,27 @@ function settledOf(ev: { data: Record<string, unknown> }): Settled {
   return { settledRssMb: num(ev.data.rss) / MB, settledAfterS: num(ev.data.afterMs) / 1000 };
 }
 
+/** A fresh scale child (see bench/children/scale-child.ts) of `kind` and `mode`. */
+function scaleChild(
+  env: BenchEnv,
+  kind: 'observers' | 'electors' | 'locks',
+  mode: 'ours' | 'etcd3',
+  prefix: string,
+  sizes: { count: number; idleMs: number; settleMs: number },
+): LineProcess {
+  return new LineProcess(process.execPath, [
+    '--expose-gc',
+    childScript('scale-child'),
+    kind,
+    mode,
+    env.endpoints.join(','),
+    prefix,
+    String(sizes.count),
+    String(sizes.idleMs),
+    String(sizes.settleMs),
+  ]);
+}
+
 interface ObserverResult extends Settled {
   rssMb: number;
   heapMb: number;
@@ -72,17 +93,7 @@ async function observers(
   const endpoint = env.endpoints[0] ?? '';
   const prefix = `/bench/${uniqueName(`scale-${mode}`)}`;
   const streams0 = await watchStreams(endpoint);
-  const child = new LineProcess(process.execPath, [
-    '--expose-gc',
-    childScript('scale-child'),
-    'observers',
-    mode,
-    env.endpoints.join(','),
-    prefix,
-    String(count),
-    String(idleMs),
-    String(settleMs),
-  ]);
+  const child = scaleChild(env, 'observers', mode, prefix, { count, idleMs, settleMs });
   try {
     const ready = await child.waitEvent('ready', WAIT_MS);
     const idle = await child.waitEvent('idle', WAIT_MS);
@@ -134,17 +145,11 @@ async function electors(
   idleMs: number,
   settleMs: number,
 ): Promise<ElectorResult> {
-  const child = new LineProcess(process.execPath, [
-    '--expose-gc',
-    childScript('scale-child'),
-    'electors',
-    'ours',
-    env.endpoints.join(','),
-    `/bench/${uniqueName('scale-el')}`,
-    String(count),
-    String(idleMs),
-    String(settleMs),
-  ]);
+  const child = scaleChild(env, 'electors', 'ours', `/bench/${uniqueName('scale-el')}`, {
+    count,
+    idleMs,
+    settleMs,
+  });
   try {
     await child.waitEvent('ready', WAIT_MS);
     const idle = await child.waitEvent('idle', WAIT_MS);
@@ -186,17 +191,8 @@ async function heldLocks(
   settleMs: number,
 ): Promise<LocksResult> {
   const leases0 = await leaseCount(raw);
-  const child = new LineProcess(process.execPath, [
-    '--expose-gc',
-    childScript('scale-child'),
-    'locks',
-    mode,
-    env.endpoints.join(','),
-    `/bench/${uniqueName(`scale-locks-${mode}`)}`,
-    String(count),
-    String(idleMs),
-    String(settleMs),
-  ]);
+  const prefix = `/bench/${uniqueName(`scale-locks-${mode}`)}`;
+  const child = scaleChild(env, 'locks', mode, prefix, { count, idleMs, settleMs });
   try {
     const ready = await child.waitEvent('ready', WAIT_MS);
     const leases = (await leaseCount(raw)) - leases0;
@@ -229,25 +225,19 @@ export const scaleCase: BenchCase = {
     const idleMs = env.reps(3000, 10_000);
     // Long enough for V8's memory reducer to have run (10-30 s of idleness here).
     const settleMs = env.reps(5000, 60_000);
-    const ours = await env.ours();
-    const o =
-      ours === undefined
-        ? undefined
-        : await env.guard('scale observers', () =>
-            observers(env, raw, 'ours', n, idleMs, settleMs),
-          );
-    const p = await observers(env, raw, 'etcd3', n, idleMs, settleMs);
-    const e =
-      ours === undefined
-        ? undefined
-        : await env.guard('scale electors', () => electors(env, electorsN, idleMs, settleMs));
     const locksN = env.reps(200, 1000);
-    const lo =
-      ours === undefined
-        ? undefined
-        : await env.guard('scale locks', () =>
-            heldLocks(env, raw, 'ours', locksN, idleMs, settleMs),
-          );
+    const ours = await env.ours();
+    /** Our side of a figure, unless the library could not be loaded or the side failed. */
+    const oursSide = <T>(what: string, run: () => Promise<T>): Promise<T | undefined> =>
+      ours === undefined ? Promise.resolve(undefined) : env.guard(what, run);
+    const o = await oursSide('scale observers', () =>
+      observers(env, raw, 'ours', n, idleMs, settleMs),
+    );
+    const p = await observers(env, raw, 'etcd3', n, idleMs, settleMs);
+    const e = await oursSide('scale electors', () => electors(env, electorsN, idleMs, settleMs));
+    const lo = await oursSide('scale locks', () =>
+      heldLocks(env, raw, 'ours', locksN, idleMs, settleMs),
+    );
     const lp = await heldLocks(env, raw, 'etcd3', locksN, idleMs, settleMs);
     env.note(
       `scale: ${locksN} held locks (ours: Mutexes on one connector; etcd3: its Lock, ` +
