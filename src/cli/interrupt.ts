@@ -11,14 +11,18 @@ export class Interrupted extends Error {
   }
 }
 
+/** The exit code a shell reports for a process ended by `sig`: 128 + its number. */
+export function signalExitCode(sig: NodeJS.Signals): number {
+  return 128 + ((constants.signals[sig] as number | undefined) ?? 0);
+}
+
 /**
- * The exit code of a command ended by an interrupt, as a shell reports a process killed by that
- * signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+ * The exit code of a command ended by an interrupt, as for a process killed by that signal: 130
+ * for SIGINT (Ctrl-C), 143 for SIGTERM.
  */
 export function interruptedExitCode(signal: AbortSignal): number {
   const reason: unknown = signal.reason;
-  const sig = reason instanceof Interrupted ? reason.signal : 'SIGINT';
-  return 128 + constants.signals[sig];
+  return signalExitCode(reason instanceof Interrupted ? reason.signal : 'SIGINT');
 }
 export interface Interrupt {
   readonly signal: AbortSignal;
@@ -31,7 +35,7 @@ export function onInterrupt(): Interrupt {
   let count = 0;
   const handler = (sig: NodeJS.Signals): void => {
     count += 1;
-    if (count > 1) process.exit(128 + constants.signals[sig]);
+    if (count > 1) process.exit(signalExitCode(sig));
     controller.abort(new Interrupted(sig));
   };
   process.on('SIGINT', handler);

@@ -7,7 +7,6 @@
  * not be run / was not found (as a shell says), 130 Ctrl-C (143 SIGTERM) before it was acquired.
  */
 import { spawn } from 'node:child_process';
-import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { Argument, type Command } from 'commander';
 import type { EtcdConnector } from '../../connector.js';
@@ -16,7 +15,7 @@ import { AbortError, NotLockedError } from '../../errors.js';
 import type { Mutex } from '../../recipes/mutex.js';
 import { interruptible } from '../command-scope.js';
 import { checkFlags, positiveInt, preflight, resolvePath, type GlobalFlags } from '../connect.js';
-import { aborted, interruptedExitCode } from '../interrupt.js';
+import { aborted, interruptedExitCode, signalExitCode } from '../interrupt.js';
 import { clock, jsonError, type Output } from '../output.js';
 import { anySignal } from '../../transport/timers.js';
 
@@ -154,9 +153,14 @@ async function holdUntilInterrupt(
     reportLost(out, lock, false);
     return EXIT_LOCK_LOST;
   }
+  await release(out, lock);
+  return 0;
+}
+
+/** Releases the lock and says so. */
+async function release(out: Output, lock: HeldLock): Promise<void> {
   await lock.unlock();
   out.emit({ event: 'released', key: lock.key }, `${clock()} released ${lock.key}`);
-  return 0;
 }
 
 /**
@@ -214,8 +218,7 @@ async function runHolding(out: Output, lock: HeldLock, command: string[]): Promi
     if ('failed' in exit) {
       const code = (exit.failed as NodeJS.ErrnoException).code;
       out.error(new Error(`cannot run ${file}: ${exit.failed.message}`, { cause: exit.failed }));
-      await lock.unlock();
-      out.emit({ event: 'released', key: lock.key }, `${clock()} released ${lock.key}`);
+      await release(out, lock);
       return code === 'ENOENT' ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
     }
     out.emit(
@@ -223,11 +226,8 @@ async function runHolding(out: Output, lock: HeldLock, command: string[]): Promi
       `${clock()} command exited with ${exit.signal ?? String(exit.code)}`,
     );
     if (seen.lost) return EXIT_LOCK_LOST;
-    await lock.unlock();
-    out.emit({ event: 'released', key: lock.key }, `${clock()} released ${lock.key}`);
-    if (exit.signal !== null)
-      return 128 + ((constants.signals[exit.signal] as number | undefined) ?? 0);
-    return exit.code ?? 1;
+    await release(out, lock);
+    return exit.signal !== null ? signalExitCode(exit.signal) : (exit.code ?? 1);
   } finally {
     lock.signal.removeEventListener('abort', onLost);
     process.off('SIGINT', forward);
