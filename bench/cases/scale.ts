@@ -52,13 +52,20 @@ function settledOf(ev: { data: Record<string, unknown> }): Settled {
   return { settledRssMb: num(ev.data.rss) / MB, settledAfterS: num(ev.data.afterMs) / 1000 };
 }
 
+/** How many recipes a side starts, how long it idles, and how long more until "settled". */
+interface Sizes {
+  count: number;
+  idleMs: number;
+  settleMs: number;
+}
+
 /** A fresh scale child (see bench/children/scale-child.ts) of `kind` and `mode`. */
 function scaleChild(
   env: BenchEnv,
   kind: 'observers' | 'electors' | 'locks',
   mode: 'ours' | 'etcd3',
   prefix: string,
-  sizes: { count: number; idleMs: number; settleMs: number },
+  sizes: Sizes,
 ): LineProcess {
   return new LineProcess(process.execPath, [
     '--expose-gc',
@@ -86,14 +93,13 @@ async function observers(
   env: BenchEnv,
   raw: Etcd3,
   mode: 'ours' | 'etcd3',
-  count: number,
-  idleMs: number,
-  settleMs: number,
+  sizes: Sizes,
 ): Promise<ObserverResult> {
+  const { count } = sizes;
   const endpoint = env.endpoints[0] ?? '';
   const prefix = `/bench/${uniqueName(`scale-${mode}`)}`;
   const streams0 = await watchStreams(endpoint);
-  const child = scaleChild(env, 'observers', mode, prefix, { count, idleMs, settleMs });
+  const child = scaleChild(env, 'observers', mode, prefix, sizes);
   try {
     const ready = await child.waitEvent('ready', WAIT_MS);
     const idle = await child.waitEvent('idle', WAIT_MS);
@@ -139,17 +145,8 @@ interface ElectorResult extends Settled {
   closeMs: number;
 }
 
-async function electors(
-  env: BenchEnv,
-  count: number,
-  idleMs: number,
-  settleMs: number,
-): Promise<ElectorResult> {
-  const child = scaleChild(env, 'electors', 'ours', `/bench/${uniqueName('scale-el')}`, {
-    count,
-    idleMs,
-    settleMs,
-  });
+async function electors(env: BenchEnv, sizes: Sizes): Promise<ElectorResult> {
+  const child = scaleChild(env, 'electors', 'ours', `/bench/${uniqueName('scale-el')}`, sizes);
   try {
     await child.waitEvent('ready', WAIT_MS);
     const idle = await child.waitEvent('idle', WAIT_MS);
@@ -186,13 +183,11 @@ async function heldLocks(
   env: BenchEnv,
   raw: Etcd3,
   mode: 'ours' | 'etcd3',
-  count: number,
-  idleMs: number,
-  settleMs: number,
+  sizes: Sizes,
 ): Promise<LocksResult> {
   const leases0 = await leaseCount(raw);
   const prefix = `/bench/${uniqueName(`scale-locks-${mode}`)}`;
-  const child = scaleChild(env, 'locks', mode, prefix, { count, idleMs, settleMs });
+  const child = scaleChild(env, 'locks', mode, prefix, sizes);
   try {
     const ready = await child.waitEvent('ready', WAIT_MS);
     const leases = (await leaseCount(raw)) - leases0;
@@ -231,14 +226,16 @@ export const scaleCase: BenchCase = {
     const oursSide = <T>(what: string, run: () => Promise<T>): Promise<T | undefined> =>
       ours === undefined ? Promise.resolve(undefined) : env.guard(what, run);
     const o = await oursSide('scale observers', () =>
-      observers(env, raw, 'ours', n, idleMs, settleMs),
+      observers(env, raw, 'ours', { count: n, idleMs, settleMs }),
     );
-    const p = await observers(env, raw, 'etcd3', n, idleMs, settleMs);
-    const e = await oursSide('scale electors', () => electors(env, electorsN, idleMs, settleMs));
+    const p = await observers(env, raw, 'etcd3', { count: n, idleMs, settleMs });
+    const e = await oursSide('scale electors', () =>
+      electors(env, { count: electorsN, idleMs, settleMs }),
+    );
     const lo = await oursSide('scale locks', () =>
-      heldLocks(env, raw, 'ours', locksN, idleMs, settleMs),
+      heldLocks(env, raw, 'ours', { count: locksN, idleMs, settleMs }),
     );
-    const lp = await heldLocks(env, raw, 'etcd3', locksN, idleMs, settleMs);
+    const lp = await heldLocks(env, raw, 'etcd3', { count: locksN, idleMs, settleMs });
     env.note(
       `scale: ${locksN} held locks (ours: Mutexes on one connector; etcd3: its Lock, ` +
         `acquired 100 at a time): heap growth ${fmt(lo?.heapMb)} MB ours, ${fmt(lp.heapMb)} MB ` +
