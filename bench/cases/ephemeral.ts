@@ -8,6 +8,7 @@ import type { Etcd3 } from 'etcd3';
 import { uniqueName } from '../../src/testing/index.js';
 import type { BenchCase } from '../case.js';
 import { childScript, LineProcess, type BenchEnv } from '../env.js';
+import { leaseCount, openStreams } from '../etcd-counts.js';
 import { fmt, now } from '../stats.js';
 import { ratioRow, type Row } from '../table.js';
 
@@ -15,23 +16,6 @@ const COUNT = 1000;
 const TTL = 5;
 const WAIT_MS = 120000;
 const MB = 1024 * 1024;
-
-/** Open LeaseKeepAlive streams on the member at `endpoint`, from its Prometheus metrics. */
-async function keepAliveStreams(endpoint: string): Promise<number> {
-  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  const sum = (metric: string): number =>
-    text
-      .split('\n')
-      .filter((l) => l.startsWith(`${metric}{`) && l.includes('grpc_method="LeaseKeepAlive"'))
-      .reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-  return sum('grpc_server_started_total') - sum('grpc_server_handled_total');
-}
-
-async function leaseCount(client: Etcd3): Promise<number> {
-  const res = await client.leaseClient.leaseLeases({});
-  return res.leases.length;
-}
 
 interface Result {
   leases: number;
@@ -47,7 +31,7 @@ async function once(env: BenchEnv, raw: Etcd3, mode: 'ours' | 'etcd3'): Promise<
   const endpoint = env.endpoints[0] ?? '';
   const prefix = `/bench/${uniqueName(`ephemeral-${mode}`)}`;
   const leases0 = await leaseCount(raw);
-  const streams0 = await keepAliveStreams(endpoint);
+  const streams0 = await openStreams(endpoint, 'LeaseKeepAlive');
   const child = new LineProcess(process.execPath, [
     '--expose-gc',
     childScript('ephemeral-child'),
@@ -63,7 +47,7 @@ async function once(env: BenchEnv, raw: Etcd3, mode: 'ours' | 'etcd3'): Promise<
     const keys = await raw.getAll().prefix(`${prefix}/`).count();
     if (keys !== COUNT) throw new Error(`${mode}: ${keys} keys exist, expected ${COUNT}`);
     const leases = (await leaseCount(raw)) - leases0;
-    const streams = (await keepAliveStreams(endpoint)) - streams0;
+    const streams = (await openStreams(endpoint, 'LeaseKeepAlive')) - streams0;
     const t0 = now();
     child.proc.stdin?.end();
     const closed = await child.waitEvent('closed', WAIT_MS);

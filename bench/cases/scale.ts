@@ -18,6 +18,7 @@ import type { Etcd3 } from 'etcd3';
 import { uniqueName } from '../../src/testing/index.js';
 import type { BenchCase } from '../case.js';
 import { childScript, LineProcess, type BenchEnv } from '../env.js';
+import { leaseCount, openStreams } from '../etcd-counts.js';
 import { fmt, median } from '../stats.js';
 import { ratioRow, type Row } from '../table.js';
 
@@ -25,18 +26,6 @@ const WAIT_MS = 300_000;
 /** Rounds of one put per key, per side (a single round moves with the machine's load). */
 const DELIVERY_ROUNDS = 3;
 const MB = 1024 * 1024;
-
-/** Open Watch streams on the member at `endpoint`, from its Prometheus metrics. */
-async function watchStreams(endpoint: string): Promise<number> {
-  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  const sum = (metric: string): number =>
-    text
-      .split('\n')
-      .filter((l) => l.startsWith(`${metric}{`) && l.includes('grpc_method="Watch"'))
-      .reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-  return sum('grpc_server_started_total') - sum('grpc_server_handled_total');
-}
 
 function num(v: unknown): number {
   return typeof v === 'number' ? v : NaN;
@@ -98,12 +87,12 @@ async function observers(
   const { count } = sizes;
   const endpoint = env.endpoints[0] ?? '';
   const prefix = `/bench/${uniqueName(`scale-${mode}`)}`;
-  const streams0 = await watchStreams(endpoint);
+  const streams0 = await openStreams(endpoint, 'Watch');
   const child = scaleChild(env, 'observers', mode, prefix, sizes);
   try {
     const ready = await child.waitEvent('ready', WAIT_MS);
     const idle = await child.waitEvent('idle', WAIT_MS);
-    const streams = (await watchStreams(endpoint)) - streams0;
+    const streams = (await openStreams(endpoint, 'Watch')) - streams0;
     const settled = settledOf(await child.waitEvent('settled', WAIT_MS));
     // One put to each key, 64 in flight, from this process; the median of DELIVERY_ROUNDS.
     const rounds: number[] = [];
@@ -132,7 +121,7 @@ async function observers(
     // etcd counts a stream as handled only once it notices the client went: wait for that, or
     // the next side's baseline would include this side's stream (and hide its own).
     const until = performance.now() + 10_000;
-    while ((await watchStreams(endpoint)) > streams0 && performance.now() < until) {
+    while ((await openStreams(endpoint, 'Watch')) > streams0 && performance.now() < until) {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -172,11 +161,6 @@ interface LocksResult extends Settled {
   leases: number;
   acquireMs: number;
   releaseMs: number;
-}
-
-/** Leases etcd keeps now. */
-async function leaseCount(raw: Etcd3): Promise<number> {
-  return (await raw.leaseClient.leaseLeases({})).leases.length;
 }
 
 async function heldLocks(
