@@ -54,6 +54,12 @@ export class SessionRef {
   }
 }
 
+/** Counters of this process, for tests. */
+export const poolStats = {
+  /** Spare sessions granted and ready for a hand-over (counted once the pool holds them). */
+  sparesReady: 0,
+};
+
 /** How long a session only recipes used outlives its last release (see the file's comment). */
 export const LINGER_MS = 5000;
 
@@ -246,7 +252,9 @@ export class SessionPool {
   private async grantSpare(ttl: number): Promise<void> {
     // Failed: the next hand-over asks again.
     const session = await this.grant(ttl, this.spares).catch(() => undefined);
-    if (session !== undefined) await this.ref(session).release();
+    if (session === undefined) return;
+    poolStats.sparesReady++;
+    await this.ref(session).release();
   }
 
   /** A new session of `ttl`, kept in `into` (the live or the spare ones) and watched. */
