@@ -16,6 +16,7 @@ import {
   assertEnvelope,
   assertJsonError,
   CliProcess,
+  forEachLimited,
   killAll,
   runCli,
   untimed,
@@ -30,6 +31,8 @@ const QUICK_MS = 15000;
 const INTERRUPT_MS = 5000;
 const DEAD = '127.0.0.1:1';
 const FAST_FAIL = ['--command-timeout', '500', '--dial-timeout', '500'];
+/** CLI processes started at once by a test that runs many (see forEachLimited). */
+const CLI_AT_ONCE = 4;
 
 /** Every stdout line is JSON, in the one envelope (`event`, `time`, ...). */
 function assertAllJson(r: {
@@ -114,7 +117,8 @@ void describe('etcdc (CLI, end to end)', () => {
     const runs = [
       ['--help', root] as const,
       ...Object.entries(expect).map(([cmd, words]) => [cmd, [...words, ...shared]] as const),
-    ].map(async ([cmd, words]) => {
+    ];
+    await forEachLimited(runs, CLI_AT_ONCE, async ([cmd, words]) => {
       const r = await runCli(cmd === '--help' ? ['--help'] : [cmd, '--help']);
       assert.equal(r.code, 0, r.describe);
       const text = r.lines.join('\n');
@@ -122,7 +126,6 @@ void describe('etcdc (CLI, end to end)', () => {
       if (cmd !== '--help') assert.match(text, new RegExp(`^Usage: etcdc ${cmd} `, 'm'));
       for (const w of words) assert.ok(folded.includes(w), `${cmd} --help mentions ${w}\n${text}`);
     });
-    await Promise.all(runs);
   });
 
   void test('usage errors exit 2 before connecting', async () => {
@@ -156,16 +159,14 @@ void describe('etcdc (CLI, end to end)', () => {
       [['health', '--password', 'pw'], /--password: needs --user/],
       [['health', '--user', ':pw'], /--user: the user name is missing/],
     ];
-    await Promise.all(
-      cases.map(async ([args, stderr]) => {
-        // A dead endpoint: had parsing let the command through, it would exit 1, not 2.
-        const r = await runCli([...args, '--endpoints', DEAD, ...FAST_FAIL]);
-        assert.equal(r.code, 2, r.describe);
-        assert.match(r.stderr, stderr, r.describe);
-        assert.ok(!r.stderr.includes('pw2'), 'a password is never echoed');
-        assert.deepEqual(r.lines, [], 'nothing on stdout');
-      }),
-    );
+    await forEachLimited(cases, CLI_AT_ONCE, async ([args, stderr]) => {
+      // A dead endpoint: had parsing let the command through, it would exit 1, not 2.
+      const r = await runCli([...args, '--endpoints', DEAD, ...FAST_FAIL]);
+      assert.equal(r.code, 2, r.describe);
+      assert.match(r.stderr, stderr, r.describe);
+      assert.ok(!r.stderr.includes('pw2'), 'a password is never echoed');
+      assert.deepEqual(r.lines, [], 'nothing on stdout');
+    });
     // The same with the password from the environment: the error says where it came from.
     const env = { ETCDC_PASSWORD: 'pw2' };
     const r = await runCli(['health', '--user', 'alice:pw', '--endpoints', DEAD], { env });
