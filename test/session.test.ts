@@ -159,7 +159,7 @@ void describe('Session', () => {
     await sleep(1000);
     proxy = await startProxy(target, { port });
     const backAt = performance.now();
-    // Not scaled: etcd3's fixed 5 s circuit let the first call through 3.5-4 s after this.
+    // Not scaled: etcd3's fixed 5 s circuit would let the first call through about 4 s after this.
     const within = 2000;
     await waitFor(async () => (await conn.client.get(probe).string()) === null, {
       timeoutMs: within,
