@@ -77,8 +77,8 @@ const HOST_OPEN_MS = 5000;
  * the call goes to another host (retryQuickFailures), so it costs nobody a wait. After any other
  * failure (a call that hung or broke off, a connection that timed out: a paused, blackholed or
  * unreachable member) the probe is a user's call that may wait out its deadline, and the circuit
- * stays open etcd3's 5 s. (An earlier try that shortened every case held the chaos run's mutex a
- * third less often in one A/B: BENCHMARKS.md, "Chaos runs".)
+ * stays open etcd3's 5 s. (An earlier try that shortened every case was reverted after one chaos
+ * A/B, in which the run that goes second always does less: BENCHMARKS.md, "Chaos runs".)
  */
 function hostCircuitBreaker(): HostPolicy {
   return circuitBreaker(handleWhen(isRecoverableError), {
