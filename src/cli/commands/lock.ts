@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { Argument, type Command } from 'commander';
 import type { EtcdConnector } from '../../connector.js';
 import type { HeldLock } from '../../engines/held-lock.js';
+import { firstCreated } from '../../engines/ranges.js';
 import { AbortError, NotLockedError } from '../../errors.js';
 import type { Mutex } from '../../recipes/mutex.js';
 import { interruptible } from '../command-scope.js';
@@ -124,13 +125,9 @@ async function acquire(
  */
 async function tellHolder(out: Output, conn: EtcdConnector, mutex: Mutex): Promise<void> {
   try {
-    const res = await conn.client
-      .getAll()
-      .prefix(mutex.prefix)
-      .sort('Create', 'Ascend')
-      .limit(1)
-      .options({ deadline: Date.now() + HOLDER_READ_MS })
-      .exec();
+    const res = await conn.client.kv.range(firstCreated(mutex.prefix), {
+      deadline: Date.now() + HOLDER_READ_MS,
+    });
     const holder = res.kvs[0];
     if (holder === undefined) return;
     out.info(
