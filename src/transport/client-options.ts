@@ -7,13 +7,6 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import {
-  circuitBreaker,
-  ConsecutiveBreaker,
-  DelegateBackoff,
-  handleWhen,
-  type IHalfOpenAfterBackoffContext,
-} from 'cockatiel';
-import {
   Etcd3,
   GRPCDeadlineExceededError,
   castGrpcError,
@@ -53,46 +46,6 @@ export const singleAttemptFaults: NonNullable<IOptions['faultHandling']> = {
   global: singleAttempt,
   host: () => singleAttempt,
 };
-
-type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
-
-/** A host's circuit opens after this many recoverable failures in a row (etcd3's default). */
-const HOST_FAILURES_TO_OPEN = 3;
-/** How long a host's circuit first stays open after a refused connection; doubled per probe. */
-const HOST_REFUSED_OPEN_FIRST_MS = 200;
-/** How long it stays open at most after a refused connection. */
-const HOST_REFUSED_OPEN_MAX_MS = 1000;
-/** How long it stays open after any other failure (etcd3's fixed time). */
-const HOST_OPEN_MS = 5000;
-
-/**
- * etcd3's default host policy holds a host's circuit open for a fixed 5 s after three recoverable
- * failures in a row. When every member refuses connections for a moment (members restarting),
- * every circuit opens, and no call and no stream reaches etcd until 5 s after the first failures,
- * however soon it is back: a session of TTL 4 lost to a 2 s outage, its first call 3 s after etcd
- * was back (docs/faults.md, S11).
- *
- * Here, when the failure that opened the circuit is a refused connection, the circuit opens for
- * 200 ms, then twice as long after each failed probe, up to 1 s: such a probe fails at once and
- * the call goes to another host (retryQuickFailures), so it costs nobody a wait. After any other
- * failure (a call that hung or broke off, a connection that timed out: a paused, blackholed or
- * unreachable member) the probe is a user's call that may wait out its deadline, and the circuit
- * stays open etcd3's 5 s. (An earlier try that shortened every case was reverted after one chaos
- * A/B, in which the run that goes second always does less: BENCHMARKS.md, "Chaos runs".)
- */
-function hostCircuitBreaker(): HostPolicy {
-  return circuitBreaker(handleWhen(isRecoverableError), {
-    halfOpenAfter: new DelegateBackoff<IHalfOpenAfterBackoffContext>(({ attempt, result }) =>
-      'error' in result && result.error.message.includes(REFUSED)
-        ? Math.min(HOST_REFUSED_OPEN_MAX_MS, HOST_REFUSED_OPEN_FIRST_MS * 2 ** (attempt - 1))
-        : HOST_OPEN_MS,
-    ),
-    breaker: new ConsecutiveBreaker(HOST_FAILURES_TO_OPEN),
-  });
-}
-
-/** In grpc-js's message when the host refused a connection attempt (nothing listens there). */
-const REFUSED = 'ECONNREFUSED';
 
 /** Tries of a unary call on another host after a transient failure (etcd3's default). */
 const CALL_RETRIES = 3;
@@ -214,7 +167,6 @@ export function buildClientOptions(
     ...settings.etcd3,
     faultHandling: {
       global: retryQuickFailures(callTimeoutMs, failures, new CallGate(settings.maxCallsInFlight)),
-      host: hostCircuitBreaker,
       ...settings.etcd3?.faultHandling,
     },
   };
